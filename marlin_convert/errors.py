@@ -1,0 +1,40 @@
+"""Error types. The library raises these; only the CLI turns them into messages and exit codes."""
+from __future__ import annotations
+
+__all__ = [
+    "MarlinConvertError",
+    "ShapeError",
+    "UnknownFormatError",
+    "CheckpointError",
+    "OutputExistsError",
+    "VerifyMismatch",
+    "NothingToConvert",
+]
+
+
+class MarlinConvertError(Exception):
+    """Base class: a clean, one-line message about bad usage or bad input (exit 2)."""
+
+
+class ShapeError(MarlinConvertError, ValueError):
+    """A tensor's shape or dtype breaks a layout rule; the message states the rule."""
+
+
+class UnknownFormatError(MarlinConvertError):
+    """The checkpoint's quantization format is not recognised or not supported."""
+
+
+class CheckpointError(MarlinConvertError):
+    """A file of the checkpoint is missing, truncated, malformed or inconsistent."""
+
+
+class OutputExistsError(MarlinConvertError):
+    """The output path exists and --force was not given, or it lies inside the input."""
+
+
+class VerifyMismatch(MarlinConvertError):
+    """Verification found a difference (exit 1)."""
+
+
+class NothingToConvert(MarlinConvertError):
+    """No layer is eligible for Marlin and --strict was given (exit 3)."""
