@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from .nibbles import pack_nibbles, unpack_nibbles
 from .pack_cpu import check_shape, pack_codes, unpack_codes
 from .scales import pack_zeros, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
 from .tables import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES, TILE
@@ -16,6 +17,8 @@ __all__ = [
     "unpack",
     "check_shape",
     "pack_codes",
+    "pack_nibbles",
+    "unpack_nibbles",
     "unpack_codes",
     "permute_scales",
     "unpermute_scales",

@@ -1,0 +1,51 @@
+"""marlin-convert: repack int4 checkpoints into the Marlin layout once, offline, losslessly.
+
+The public API is four checkpoint-level functions and the tensor-level layout functions:
+
+    >>> from marlin_convert import pack_checkpoint, unpack_checkpoint, verify_checkpoint, inspect_checkpoint
+    >>> from marlin_convert.layout import pack, unpack
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    CheckpointError,
+    MarlinConvertError,
+    NothingToConvert,
+    OutputExistsError,
+    ShapeError,
+    UnknownFormatError,
+    VerifyMismatch,
+)
+from .pipeline import (  # noqa: E402
+    InspectReport,
+    PackReport,
+    Reporter,
+    UnpackReport,
+    VerifyReport,
+    inspect_checkpoint,
+    pack_checkpoint,
+    unpack_checkpoint,
+    verify_checkpoint,
+)
+
+__all__ = [
+    "__version__",
+    "pack_checkpoint",
+    "unpack_checkpoint",
+    "verify_checkpoint",
+    "inspect_checkpoint",
+    "PackReport",
+    "UnpackReport",
+    "VerifyReport",
+    "InspectReport",
+    "Reporter",
+    "MarlinConvertError",
+    "CheckpointError",
+    "NothingToConvert",
+    "OutputExistsError",
+    "ShapeError",
+    "UnknownFormatError",
+    "VerifyMismatch",
+]

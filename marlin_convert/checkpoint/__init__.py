@@ -1,0 +1,35 @@
+"""Files: safetensors shards, the index, config.json, the manifest, the shard plan and atomic writes.
+
+This package knows no quantization format.
+"""
+from __future__ import annotations
+
+from .atomic import TMP_MARKER, atomic_directory, check_output_path
+from .manifest import MANIFEST_NAME, dump_manifest, load_manifest
+from .safetensors_file import SafetensorsHeader, TensorInfo, read_header
+from .source import CONFIG_NAME, INDEX_NAME, SINGLE_NAME, Checkpoint, open_checkpoint
+from .writer import OutEntry, ShardPlan, index_json, order_in_shard, plan_shards, write_json, write_shards
+
+__all__ = [
+    "CONFIG_NAME",
+    "INDEX_NAME",
+    "MANIFEST_NAME",
+    "SINGLE_NAME",
+    "TMP_MARKER",
+    "Checkpoint",
+    "OutEntry",
+    "SafetensorsHeader",
+    "ShardPlan",
+    "TensorInfo",
+    "atomic_directory",
+    "check_output_path",
+    "dump_manifest",
+    "index_json",
+    "load_manifest",
+    "open_checkpoint",
+    "order_in_shard",
+    "plan_shards",
+    "read_header",
+    "write_json",
+    "write_shards",
+]

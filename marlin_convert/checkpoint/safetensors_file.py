@@ -1,0 +1,212 @@
+"""Defensive reading and streaming writing of single safetensors files.
+
+The header is parsed and checked in full before any data is read (safetensors' own loader trusts
+more of it than we want to), tensors are read lazily with positioned reads, and files are written
+header first, then tensor by tensor, so no whole shard is ever held in memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable
+
+import torch
+
+from ..dtypes import DTYPE_SIZES, TORCH_DTYPES
+from ..errors import CheckpointError
+
+__all__ = ["TensorInfo", "SafetensorsHeader", "read_header", "read_tensor", "read_bytes", "tensor_from_bytes", "ShardWriter", "header_bytes"]
+
+MAX_HEADER_BYTES = 100_000_000
+"""safetensors' own limit on the JSON header."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a safetensors file: dtype name, shape, and absolute byte range in the file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    path: Path
+    tensors: dict[str, TensorInfo]
+    """In file order (by offset)."""
+    metadata: dict[str, str] | None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
+    """Parse and check a safetensors header; every tensor's range must match its dtype and shape.
+
+    Raises: CheckpointError naming the file (and tensor) for any inconsistency.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path}: header claims {header_len} bytes (limit {MAX_HEADER_BYTES})")
+            if 8 + header_len > size:
+                raise CheckpointError(f"{path}: header length {header_len} runs past the end of the file ({size} bytes)")
+            raw = f.read(header_len)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
+    data_start = 8 + header_len
+    data_len = size - data_start
+    tensors = [_tensor_info(path, name, entry, data_start, data_len) for name, entry in header.items()]
+    tensors.sort(key=lambda t: (t.start, t.end))
+    expected = data_start
+    for t in tensors:
+        if t.start != expected:
+            kind = "overlaps the previous tensor" if t.start < expected else "leaves a gap before it"
+            raise CheckpointError(f"{path}: tensor {t.name}: data range {kind}")
+        expected = t.end
+    if expected != size:
+        raise CheckpointError(f"{path}: {size - expected} bytes after the last tensor (file is padded or corrupt)")
+    return SafetensorsHeader(path=path, tensors={t.name: t for t in tensors}, metadata=metadata)
+
+
+def _tensor_info(path: Path, name: str, entry: Any, data_start: int, data_len: int) -> TensorInfo:
+    where = f"{path}: tensor {name}"
+    if not name or not isinstance(entry, dict):
+        raise CheckpointError(f"{where}: malformed header entry")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_SIZES:
+        raise CheckpointError(f"{where}: unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise CheckpointError(f"{where}: malformed shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        raise CheckpointError(f"{where}: malformed data_offsets {offsets!r}")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_len:
+        raise CheckpointError(f"{where}: data_offsets {offsets} outside the data section ({data_len} bytes)")
+    expected = math.prod(shape) * DTYPE_SIZES[dtype]
+    if end - begin != expected:
+        raise CheckpointError(f"{where}: {end - begin} bytes for {dtype} {shape}, which needs {expected}")
+    return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
+
+
+def read_bytes(f: BinaryIO, info: TensorInfo) -> bytearray:
+    """The raw bytes of one tensor, from an open file."""
+    buf = bytearray(info.nbytes)
+    f.seek(info.start)
+    got = f.readinto(buf)
+    if got != info.nbytes:
+        raise CheckpointError(f"{getattr(f, 'name', '?')}: tensor {info.name}: file truncated while reading")
+    return buf
+
+
+def tensor_from_bytes(raw: bytearray, info: TensorInfo) -> torch.Tensor:
+    """A CPU tensor over `raw` (no copy) with the dtype and shape of `info`."""
+    dtype = TORCH_DTYPES[info.dtype]
+    if info.nbytes == 0:
+        return torch.empty(info.shape, dtype=dtype)
+    return torch.frombuffer(raw, dtype=dtype).reshape(info.shape)
+
+
+def read_tensor(f: BinaryIO, info: TensorInfo) -> torch.Tensor:
+    """One tensor as a CPU torch tensor owning its memory."""
+    return tensor_from_bytes(read_bytes(f, info), info)
+
+
+def header_bytes(entries: Iterable[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None) -> bytes:
+    """The 8-byte length and JSON header for tensors written back to back in the given order."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, dtype, shape in entries:
+        nbytes = math.prod(shape) * DTYPE_SIZES[dtype]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+class ShardWriter:
+    """Writes one safetensors file whose header is fixed up front; tensors must come in header order.
+
+    Each tensor's sha256 is computed as it is written. `close()` fails unless every tensor arrived.
+    """
+
+    def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None):
+        self.path = path
+        self._entries = entries
+        self._next = 0
+        self.sha256: dict[str, str] = {}
+        self._file = open(path, "wb")
+        self._file.write(header_bytes(entries, metadata))
+
+    def expected_name(self) -> str | None:
+        return self._entries[self._next][0] if self._next < len(self._entries) else None
+
+    def write(self, name: str, data: torch.Tensor | bytes | bytearray) -> None:
+        exp_name, dtype, shape = self._entries[self._next]
+        if name != exp_name:
+            raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
+        if isinstance(data, torch.Tensor):
+            if data.dtype != TORCH_DTYPES[dtype] or tuple(data.shape) != tuple(shape):
+                raise RuntimeError(f"internal: {name} is {data.dtype} {tuple(data.shape)}, planned {dtype} {shape}")
+            raw = data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        else:
+            raw = memoryview(data)
+        if len(raw) != math.prod(shape) * DTYPE_SIZES[dtype]:
+            raise RuntimeError(f"internal: {name} has {len(raw)} bytes, planned {dtype} {shape}")
+        self.sha256[name] = hashlib.sha256(raw).hexdigest()
+        self._file.write(raw)
+        self._next += 1
+
+    def close(self) -> None:
+        try:
+            if self._next != len(self._entries):
+                raise RuntimeError(f"internal: {self.path} closed after {self._next} of {len(self._entries)} tensors")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+
+    def abort(self) -> None:
+        self._file.close()

@@ -1,0 +1,203 @@
+"""A checkpoint directory opened for reading: config, index, shard headers, lazy tensor reads.
+
+Nothing outside the directory is ever read: shard names from the index must be plain files inside
+it, and symbolic links that leave it are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+
+from ..errors import CheckpointError
+from ..formats.base import TensorSpec
+from .safetensors_file import SafetensorsHeader, TensorInfo, read_bytes, read_header, read_tensor, tensor_from_bytes
+
+__all__ = ["Checkpoint", "open_checkpoint", "INDEX_NAME", "SINGLE_NAME", "CONFIG_NAME", "MARKER_JSON_FILES"]
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+MARKER_JSON_FILES = ("quantize_config.json", "quanto_qmap.json")
+"""JSON files besides config.json that formats may look at."""
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
+class Checkpoint:
+    """Read access to one checkpoint directory. Use as a context manager to close shard files."""
+
+    def __init__(self, root: Path, config: dict[str, Any], config_text: str | None, index: dict[str, Any] | None,
+                 headers: dict[str, SafetensorsHeader], json_files: dict[str, Any]):
+        self.root = root
+        self.config = config
+        self.config_text = config_text
+        self.index = index
+        self.headers = headers
+        self.json_files = json_files
+        self.location: dict[str, tuple[str, TensorInfo]] = {}
+        for shard, header in headers.items():
+            for name, info in header.tensors.items():
+                if name in self.location:
+                    raise CheckpointError(f"{root}: tensor {name} is stored in both {self.location[name][0]} and {shard}")
+                self.location[name] = (shard, info)
+        if index is not None:
+            for name, shard in index["weight_map"].items():
+                found = self.location.get(name)
+                if found is None:
+                    raise CheckpointError(f"{root / shard}: tensor {name} is listed in the index but missing from the shard")
+                if found[0] != shard:
+                    raise CheckpointError(f"{root}: tensor {name} is indexed in {shard} but stored in {found[0]}")
+            unlisted = sorted(set(self.location) - set(index["weight_map"]))
+            if unlisted:
+                raise CheckpointError(f"{root / self.location[unlisted[0]][0]}: tensor {unlisted[0]} is not listed in the index")
+        self._files: dict[str, BinaryIO] = {}
+
+    @property
+    def shards(self) -> list[str]:
+        return list(self.headers)
+
+    def specs(self) -> dict[str, TensorSpec]:
+        """Every tensor's dtype and shape, in shard and file order."""
+        return {name: TensorSpec(info.dtype, info.shape) for name, (_, info) in self.location.items()}
+
+    def info(self, name: str) -> TensorInfo:
+        return self.location[name][1]
+
+    def shard_of(self, name: str) -> str:
+        return self.location[name][0]
+
+    def _file(self, shard: str) -> BinaryIO:
+        f = self._files.get(shard)
+        if f is None:
+            try:
+                f = self._files[shard] = open(self.root / shard, "rb")
+            except OSError as e:
+                raise CheckpointError(f"{self.root / shard}: cannot open ({e.strerror or e})") from None
+        return f
+
+    def read(self, name: str) -> torch.Tensor:
+        shard, info = self.location[name]
+        return read_tensor(self._file(shard), info)
+
+    def read_raw(self, name: str) -> bytearray:
+        shard, info = self.location[name]
+        return read_bytes(self._file(shard), info)
+
+    def read_hashed(self, name: str) -> tuple[torch.Tensor, str]:
+        """One tensor and the sha256 of its stored bytes, from a single read."""
+        raw = self.read_raw(name)
+        return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
+
+    def weight_files(self) -> set[str]:
+        """Files that hold weights or describe them (shards, index): not copied verbatim."""
+        names = set(self.headers)
+        if self.index is not None:
+            names.add(INDEX_NAME)
+        return names
+
+    def other_files(self) -> list[str]:
+        """Relative paths of every other regular file (tokenizer, generation config, ...), sorted."""
+        skip = self.weight_files() | {CONFIG_NAME}
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".marlin-convert-tmp"))
+            for fn in filenames:
+                full = Path(dirpath) / fn
+                rel = full.relative_to(self.root).as_posix()
+                if rel in skip:
+                    continue
+                if full.is_symlink() and not _inside(self.root, full):
+                    raise CheckpointError(f"{full}: symbolic link points outside the checkpoint directory")
+                if full.is_file():
+                    out.append(rel)
+        return sorted(out)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shard_path(root: Path, shard: Any, where: Path) -> Path:
+    if not isinstance(shard, str) or not shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
+        raise CheckpointError(f"{where}: shard name {shard!r} must be a file name inside the checkpoint directory")
+    path = root / shard
+    if not _inside(root, path):
+        raise CheckpointError(f"{where}: shard {shard} points outside the checkpoint directory")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: shard listed in the index is missing")
+    return path
+
+
+def open_checkpoint(root: str | os.PathLike[str], *, require_config: bool = True) -> Checkpoint:
+    """Open a checkpoint directory: single `model.safetensors`, or shards listed by `model.safetensors.index.json`.
+
+    Raises: CheckpointError for a missing directory, config or shard, malformed JSON or headers,
+    or an index inconsistent with the shards.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a directory")
+    config_path = root / CONFIG_NAME
+    config: dict[str, Any] = {}
+    config_text = None
+    if config_path.is_file():
+        config = _load_json(config_path)
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{config_path}: must hold a JSON object")
+        config_text = config_path.read_text(encoding="utf-8")
+    elif require_config:
+        raise CheckpointError(f"{config_path}: missing (a checkpoint directory needs config.json)")
+    json_files = {}
+    for name in MARKER_JSON_FILES:
+        if (root / name).is_file():
+            json_files[name] = _load_json(root / name)
+    index = None
+    index_path = root / INDEX_NAME
+    if index_path.exists():
+        index = _load_json(index_path)
+        if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+            raise CheckpointError(f"{index_path}: must be a JSON object with a weight_map object")
+        shard_names = list(dict.fromkeys(index["weight_map"].values()))
+        for shard in shard_names:
+            _shard_path(root, shard, index_path)
+        shard_names.sort()
+    elif (root / SINGLE_NAME).exists():
+        _shard_path(root, SINGLE_NAME, root)
+        shard_names = [SINGLE_NAME]
+    else:
+        found = sorted(p.name for p in root.glob("*.safetensors"))
+        if len(found) != 1:
+            what = "no .safetensors file" if not found else f"{len(found)} .safetensors files and no {INDEX_NAME}"
+            raise CheckpointError(f"{root}: {what}")
+        _shard_path(root, found[0], root)
+        shard_names = found
+    headers = {shard: read_header(root / shard) for shard in shard_names}
+    return Checkpoint(root, config, config_text, index, headers, json_files)

@@ -1,0 +1,99 @@
+"""Planning output shards and writing them tensor by tensor (streaming, headers computed up front)."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+import torch
+
+from ..dtypes import DTYPE_SIZES
+from .safetensors_file import ShardWriter
+from .source import SINGLE_NAME
+
+__all__ = ["OutEntry", "ShardPlan", "plan_shards", "order_in_shard", "write_shards", "index_json", "write_json"]
+
+
+@dataclass(frozen=True)
+class OutEntry:
+    """One tensor to write: its name, dtype and shape, and a key telling the producer how to make it."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    key: Hashable
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_SIZES[self.dtype]
+
+
+@dataclass
+class ShardPlan:
+    name: str
+    entries: list[OutEntry]
+    metadata: dict[str, str] | None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.nbytes for e in self.entries)
+
+
+def order_in_shard(entries: list[OutEntry]) -> list[OutEntry]:
+    """Keep plan order for tensors whose size is a multiple of 8 bytes, then the rest by element size
+    (largest first), so every tensor starts aligned to its element size, as safetensors' writer ensures."""
+    whole = [e for e in entries if e.nbytes % 8 == 0]
+    rest = sorted((e for e in entries if e.nbytes % 8), key=lambda e: -DTYPE_SIZES[e.dtype])
+    return whole + rest
+
+
+def plan_shards(entries: list[OutEntry], *, max_bytes: int | None, metadata: dict[str, str] | None) -> list[ShardPlan]:
+    """Cut entries, in order, into shards of at most `max_bytes` (a tensor larger than that gets its own)."""
+    groups: list[list[OutEntry]] = [[]]
+    size = 0
+    for entry in entries:
+        if max_bytes is not None and groups[-1] and size + entry.nbytes > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
+        size += entry.nbytes
+    if len(groups) == 1:
+        return [ShardPlan(SINGLE_NAME, order_in_shard(groups[0]), metadata)]
+    total = len(groups)
+    return [
+        ShardPlan(f"model-{i + 1:05d}-of-{total:05d}.safetensors", order_in_shard(g), metadata)
+        for i, g in enumerate(groups)
+    ]
+
+
+def write_shards(
+    directory: Path,
+    shards: list[ShardPlan],
+    produce: Callable[[OutEntry], torch.Tensor | bytes | bytearray],
+) -> dict[str, str]:
+    """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256."""
+    digests: dict[str, str] = {}
+    for shard in shards:
+        writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata)
+        try:
+            for entry in shard.entries:
+                writer.write(entry.name, produce(entry))
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        digests.update(writer.sha256)
+    return digests
+
+
+def index_json(shards: list[ShardPlan]) -> dict[str, Any]:
+    """A `model.safetensors.index.json` for several shards."""
+    weight_map = {e.name: s.name for s in shards for e in s.entries}
+    return {"metadata": {"total_size": sum(s.nbytes for s in shards)}, "weight_map": dict(sorted(weight_map.items()))}
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+

@@ -1,0 +1,118 @@
+"""The format interface and its registry (after compressed-tensors' RegistryMixin)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+
+from ..errors import UnknownFormatError
+from .record import LayerPlan, QuantizedLinear
+
+__all__ = ["FormatName", "TensorSpec", "FormatContext", "FormatPlan", "Format", "TensorReader", "normalize_name"]
+
+
+class FormatName(str, Enum):
+    """Registered source formats; the value is also the CLI spelling."""
+
+    GPTQ = "gptq"
+    AWQ = "awq"
+    COMPRESSED_TENSORS = "compressed_tensors"
+    QUANTO = "quanto"
+
+
+def normalize_name(name: str) -> str:
+    """`Compressed-Tensors` and `compressed tensors` both become `compressed_tensors`."""
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor's safetensors dtype name (e.g. "I32") and shape, read from a header."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class FormatContext:
+    """What a format may look at: parsed JSON files and tensor headers, never the files themselves."""
+
+    config: dict[str, Any]
+    json_files: dict[str, Any]
+    tensors: Mapping[str, TensorSpec]
+
+    @property
+    def quantization_config(self) -> dict[str, Any] | None:
+        qc = self.config.get("quantization_config")
+        return qc if isinstance(qc, dict) else None
+
+
+@dataclass
+class FormatPlan:
+    """A format's view of a whole checkpoint: its quantized layers, warnings, and the output config summary."""
+
+    layers: list[LayerPlan]
+    warnings: list[str] = field(default_factory=list)
+    source_quantization_config: dict[str, Any] | None = None
+
+
+TensorReader = Callable[[str], torch.Tensor]
+"""Reads one tensor by name (used by `plan` for small tensors such as zero points and g_idx)."""
+
+
+class Format:
+    """Base of every source format. Subclasses hold only classmethods and are never instantiated."""
+
+    name: ClassVar[str]
+    _registry: ClassVar[dict[str, type[Format]]] = {}
+
+    @classmethod
+    def register(cls, name: FormatName) -> Callable[[type[Format]], type[Format]]:
+        def wrap(sub: type[Format]) -> type[Format]:
+            key = normalize_name(name.value)
+            if key in Format._registry and Format._registry[key] is not sub:
+                raise RuntimeError(f"format {key!r} is already registered by {Format._registry[key].__name__}")
+            sub.name = key
+            Format._registry[key] = sub
+            return sub
+
+        return wrap
+
+    @classmethod
+    def get(cls, name: str) -> type[Format]:
+        key = normalize_name(name)
+        try:
+            return Format._registry[key]
+        except KeyError:
+            known = ", ".join(sorted(Format._registry))
+            raise UnknownFormatError(f"unknown format {name!r} (known: {known})") from None
+
+    @classmethod
+    def registered(cls) -> dict[str, type[Format]]:
+        return dict(Format._registry)
+
+    @classmethod
+    def detect(cls, ctx: FormatContext) -> bool:
+        """True when this checkpoint is written in this format (config markers only)."""
+        raise NotImplementedError
+
+    @classmethod
+    def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
+        """Find the quantized layers, check their tensors, and say which can be converted and why not.
+
+        Raises: CheckpointError for malformed layers (missing or mis-shaped tensors),
+        UnknownFormatError for configurations outside int4.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
+        """Source tensors of one layer (keyed by role) -> the canonical record."""
+        raise NotImplementedError
+
+    @classmethod
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
+        """The canonical record -> the layer's source tensors (keyed by role), byte-identical to what was decoded."""
+        raise NotImplementedError

@@ -1,0 +1,167 @@
+"""GPTQ (AutoGPTQ / GPTQModel / transformers), 4-bit, v1 and v2 zero points, optional act-order."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..dtypes import TORCH_DTYPES
+from ..errors import CheckpointError, UnknownFormatError
+from ..layout import pack_nibbles, unpack_nibbles
+from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility
+from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
+from .record import LayerPlan, QuantizedLinear, trivial_g_idx
+
+__all__ = ["GptqFormat", "gptq_quant_config"]
+
+SCALE_DTYPES = ("F16", "BF16")
+_V1_SYM_WORD = 0x77777777
+_V2_SYM_WORD = -0x77777778  # 0x88888888 as int32
+
+
+def gptq_quant_config(ctx: FormatContext) -> dict[str, Any] | None:
+    """The GPTQ quantization config: config.json's `quantization_config`, else AutoGPTQ's quantize_config.json."""
+    qc = ctx.quantization_config
+    if qc is not None and str(qc.get("quant_method", "")).lower() == "gptq":
+        return qc
+    legacy = ctx.json_files.get("quantize_config.json")
+    if qc is None and isinstance(legacy, dict):
+        method = str(legacy.get("quant_method", "gptq")).lower()
+        if method == "gptq" and ("bits" in legacy or "w_bit" in legacy):
+            return legacy
+    return None
+
+
+def _config_zero_format(qc: Mapping[str, Any]) -> str:
+    fmt = str(qc.get("checkpoint_format", qc.get("format", "gptq"))).lower()
+    return "v2" if fmt == "gptq_v2" else "v1"
+
+
+@Format.register(FormatName.GPTQ)
+class GptqFormat(Format):
+    """GPTQ: qweight int32 `[k/8, n]` packed along k; qzeros int32 `[g, n/8]` packed along n
+    (v1 stores zero - 1, v2 the zero); scales fp16/bf16 `[g, n]`; g_idx int32 `[k]`."""
+
+    @classmethod
+    def detect(cls, ctx: FormatContext) -> bool:
+        return gptq_quant_config(ctx) is not None
+
+    @classmethod
+    def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
+        qc = gptq_quant_config(ctx)
+        assert qc is not None
+        fmt = str(qc.get("checkpoint_format", qc.get("format", "gptq"))).lower()
+        if qc.get("is_marlin_format") or fmt == "marlin":
+            raise UnknownFormatError("checkpoint is already in AutoGPTQ's Marlin format; nothing to convert")
+        if fmt not in ("gptq", "gptq_v2"):
+            raise UnknownFormatError(f"GPTQ checkpoint_format {fmt!r} is not supported (supported: gptq, gptq_v2)")
+        bits = qc.get("bits", qc.get("w_bit"))
+        if bits != 4:
+            raise UnknownFormatError(f"GPTQ with bits={bits} is not supported; only 4-bit checkpoints convert to Marlin")
+        pack_dtype = str(qc.get("pack_dtype", "int32")).replace("torch.", "")
+        if pack_dtype != "int32":
+            raise UnknownFormatError(f"GPTQ pack_dtype {pack_dtype} is not supported (only int32)")
+        group_size = int(qc.get("group_size", qc.get("q_group_size", 128)))
+        sym = bool(qc.get("sym", True))
+        zero_format = _config_zero_format(qc)
+        layers, evidence = [], {}
+        for prefix in layer_prefixes(ctx.tensors, ".qweight"):
+            layer, seen = _plan_layer(ctx, read, prefix, group_size)
+            layers.append(layer)
+            if seen is not None:
+                evidence[prefix] = seen
+        warnings: list[str] = []
+        found = set(evidence.values())
+        if sym and len(found) > 1:
+            raise CheckpointError("GPTQ qzeros mix v1 (0x77777777) and v2 (0x88888888) symmetric patterns across layers")
+        if sym and found and found != {zero_format}:
+            actual = found.pop()
+            warnings.append(
+                f"config says checkpoint_format {'gptq_v2' if zero_format == 'v2' else 'gptq'} but the stored "
+                f"qzeros are {actual} ({'0x88888888' if actual == 'v2' else '0x77777777'} for symmetric layers): using {actual}"
+            )
+            zero_format = actual
+        for layer in layers:
+            _finish_zero_plan(layer, zero_format, read)
+        return FormatPlan(layers=layers, warnings=warnings, source_quantization_config=qc)
+
+    @classmethod
+    def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
+        n, k = plan.n, plan.k
+        codes = unpack_nibbles(tensors["qweight"].t().contiguous())
+        zeros = _true_zeros(tensors["qzeros"], plan.extra["zero_format"])[:, :n]
+        g_idx = tensors.get("g_idx")
+        if g_idx is not None and torch.equal(g_idx, trivial_g_idx(k, plan.group_size)):
+            g_idx = None
+        return QuantizedLinear(
+            codes=codes,
+            scales=tensors["scales"],
+            zeros=None if not plan.has_zeros else zeros,
+            shift=None,
+            g_idx=g_idx,
+            group_size=plan.group_size,
+            extra=dict(plan.extra),
+        )
+
+    @classmethod
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
+        zeros = rec.zeros if rec.zeros is not None else torch.full((rec.num_groups, rec.n), 8, dtype=torch.uint8)
+        stored = (zeros - 1) & 0xF if plan.extra["zero_format"] == "v1" else zeros
+        out = {
+            "qweight": pack_nibbles(rec.codes).t().contiguous(),
+            "qzeros": pack_nibbles(stored.contiguous()),
+            "scales": rec.scales,
+        }
+        if "g_idx" in plan.sources:
+            out["g_idx"] = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
+        return out
+
+
+def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, group_size: int) -> tuple[LayerPlan, str | None]:
+    """Check one layer's tensor specs; return its plan and its symmetric zero-point evidence ("v1", "v2" or None)."""
+    names = {role: f"{prefix}.{role}" for role in ("qweight", "qzeros", "scales", "g_idx")}
+    qweight = expect_spec(ctx, names["qweight"], ("I32",), None)
+    if len(qweight.shape) != 2:
+        raise CheckpointError(f"{names['qweight']}: shape {list(qweight.shape)}, expected 2-D [K/8, N]")
+    k, n = qweight.shape[0] * 8, qweight.shape[1]
+    groups = group_count(k, group_size)
+    scales = expect_spec(ctx, names["scales"], SCALE_DTYPES, (groups, n))
+    expect_spec(ctx, names["qzeros"], ("I32",), (groups, -(-n // 8)))
+    sources = {role: name for role, name in names.items() if role != "g_idx" or name in ctx.tensors}
+    if "g_idx" in sources:
+        expect_spec(ctx, names["g_idx"], ("I32",), (k,))
+    plan = LayerPlan(
+        prefix=prefix, format=GptqFormat.name, sources=sources, n=n, k=k, group_size=group_size,
+        num_groups=groups, scale_dtype=TORCH_DTYPES[scales.dtype],
+        extra={"zero_format": "v1"},
+    )
+    plan.reason = marlin_ineligibility(n, k, group_size)
+    if plan.reason is not None:
+        return plan, None
+    if "g_idx" in sources:
+        g_idx = read(names["g_idx"])
+        if g_idx.min() < 0 or g_idx.max() >= groups:
+            raise CheckpointError(f"{names['g_idx']}: group index out of range [0, {groups})")
+        plan.has_perm = not torch.equal(g_idx, trivial_g_idx(k, group_size))
+    qzeros = read(names["qzeros"])
+    seen = "v1" if bool((qzeros == _V1_SYM_WORD).all()) else "v2" if bool((qzeros == _V2_SYM_WORD).all()) else None
+    return plan, seen
+
+
+def _true_zeros(qzeros: torch.Tensor, zero_format: str) -> torch.Tensor:
+    stored = unpack_nibbles(qzeros)
+    return (stored + 1) & 0xF if zero_format == "v1" else stored
+
+
+def _finish_zero_plan(plan: LayerPlan, zero_format: str, read: TensorReader) -> None:
+    """Record the zero convention; symmetric when every true zero is 8; v1 nibble 0xF (zero 16) is ineligible."""
+    plan.extra["zero_format"] = zero_format
+    if not plan.eligible:
+        return
+    qzeros = read(plan.sources["qzeros"])
+    stored = unpack_nibbles(qzeros)[:, : plan.n]
+    if zero_format == "v1" and bool((stored == 0xF).any()):
+        plan.reason = "GPTQ v1 qzeros nibble 0xF means zero point 16, which Marlin's 4-bit zero points cannot hold"
+        return
+    true = (stored + 1) & 0xF if zero_format == "v1" else stored
+    plan.has_zeros = not bool((true == 8).all())

@@ -1,0 +1,74 @@
+"""The Marlin output layout of one layer (DESIGN §5): `B`, `s`, and `z` / `perm` / `g_idx` / `shift` when needed."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from ..dtypes import DTYPE_NAMES
+from ..layout import TILE, pack_codes, pack_zeros, permute_scales, unpack_codes, unpack_zeros, unpermute_scales
+from .base import TensorSpec
+from .record import LayerPlan, QuantizedLinear
+
+__all__ = ["marlin_specs", "to_marlin", "from_marlin", "act_order_perm"]
+
+
+def act_order_perm(g_idx: torch.Tensor) -> torch.Tensor:
+    """Stable argsort of g_idx as int32: the row order Marlin's act-order path expects."""
+    return torch.sort(g_idx.to(torch.int64), stable=True).indices.to(torch.int32)
+
+
+def marlin_specs(plan: LayerPlan) -> dict[str, TensorSpec]:
+    """Output tensor suffixes with dtype and shape, known from the plan before any data is read."""
+    n, k, g = plan.n, plan.k, plan.num_groups
+    specs = {
+        "B": TensorSpec("I32", (k // TILE, 2 * n)),
+        "s": TensorSpec(DTYPE_NAMES[plan.scale_dtype], (g, n)),
+    }
+    if plan.has_zeros:
+        specs["z"] = TensorSpec("I32", (g, n // 8))
+    if plan.has_shift:
+        specs["shift"] = TensorSpec(DTYPE_NAMES[plan.scale_dtype], (g, n))
+    if plan.has_perm:
+        specs["perm"] = TensorSpec("I32", (k,))
+        specs["g_idx"] = TensorSpec("I32", (k,))
+    return specs
+
+
+def to_marlin(rec: QuantizedLinear) -> dict[str, torch.Tensor]:
+    """Canonical record -> Marlin tensors keyed by suffix."""
+    codes = rec.codes
+    out: dict[str, torch.Tensor] = {}
+    if rec.g_idx is not None:
+        perm = act_order_perm(rec.g_idx)
+        codes = codes.index_select(1, perm.to(codes.device, torch.int64))
+        out["perm"] = perm
+        out["g_idx"] = rec.g_idx.to(torch.int32)
+    out["B"] = pack_codes(codes)
+    out["s"] = permute_scales(rec.scales, group_size=rec.group_size, k=rec.k)
+    if rec.zeros is not None:
+        out["z"] = pack_zeros(rec.zeros)
+    if rec.shift is not None:
+        out["shift"] = permute_scales(rec.shift, group_size=rec.group_size, k=rec.k)
+    return {name: out[name] for name in ("B", "s", "z", "shift", "perm", "g_idx") if name in out}
+
+
+def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan) -> QuantizedLinear:
+    """Marlin tensors keyed by suffix -> the canonical record (exact inverse of `to_marlin`)."""
+    n, k, gs = plan.n, plan.k, plan.group_size
+    codes = unpack_codes(tensors["B"], n=n, k=k)
+    g_idx = None
+    if "perm" in tensors:
+        restored = torch.empty_like(codes)
+        restored[:, tensors["perm"].to(torch.int64)] = codes
+        codes = restored
+        g_idx = tensors["g_idx"]
+    return QuantizedLinear(
+        codes=codes,
+        scales=unpermute_scales(tensors["s"], group_size=gs, k=k),
+        zeros=unpack_zeros(tensors["z"]) if "z" in tensors else None,
+        shift=unpermute_scales(tensors["shift"], group_size=gs, k=k) if "shift" in tensors else None,
+        g_idx=g_idx,
+        group_size=gs,
+        extra=dict(plan.extra),
+    )

@@ -1,0 +1,91 @@
+"""The canonical record every source format decodes into (DESIGN §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["QuantizedLinear", "LayerPlan", "trivial_g_idx", "dequantize"]
+
+
+@dataclass(frozen=True)
+class QuantizedLinear:
+    """One int4 linear layer, independent of its on-disk format.
+
+    `W[n, k] = (codes[n, k] - zero) * scales[group(k), n]` with zero = 8 when `zeros` is None,
+    or `scales * codes - shift` when `shift` is set (optimum-quanto).
+    """
+
+    codes: torch.Tensor
+    """uint8 `[n, k]`, values 0..15."""
+    scales: torch.Tensor
+    """float16 / bfloat16 `[g, n]`, dtype as in the source."""
+    zeros: torch.Tensor | None
+    """uint8 `[g, n]` unsigned true zero points, or None (symmetric: implied 8)."""
+    shift: torch.Tensor | None
+    """float `[g, n]` (optimum-quanto only), or None."""
+    g_idx: torch.Tensor | None
+    """int32 `[k]` group of each input row, or None when it is `k // group_size`."""
+    group_size: int
+    """32, 64, 128 or -1 (one group spanning k)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable facts the source format needs to re-encode its bytes exactly."""
+
+    @property
+    def n(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.codes.shape[1])
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.scales.shape[0])
+
+
+@dataclass
+class LayerPlan:
+    """What a format found for one quantized layer before reading its big tensors.
+
+    `sources` maps a format role (e.g. "qweight") to the tensor name in the checkpoint. When
+    `reason` is set the layer is not converted and its tensors are copied verbatim.
+    """
+
+    prefix: str
+    format: str
+    sources: dict[str, str]
+    n: int = 0
+    k: int = 0
+    group_size: int = -1
+    num_groups: int = 1
+    scale_dtype: torch.dtype = torch.float16
+    has_zeros: bool = False
+    has_shift: bool = False
+    has_perm: bool = False
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def eligible(self) -> bool:
+        return self.reason is None
+
+
+def trivial_g_idx(k: int, group_size: int) -> torch.Tensor:
+    """The g_idx of a layer without act-order: `k // group_size` (all zeros when one group spans k)."""
+    if group_size <= 0:
+        return torch.zeros(k, dtype=torch.int32)
+    return (torch.arange(k, dtype=torch.int32) // group_size).to(torch.int32)
+
+
+def dequantize(rec: QuantizedLinear) -> torch.Tensor:
+    """Float32 `[n, k]` weights of a record, with the same float ops for every format."""
+    g_idx = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
+    g_idx = g_idx.to(torch.int64)
+    scales = rec.scales.float().t().index_select(1, g_idx)  # [n, k]
+    codes = rec.codes.float()
+    if rec.shift is not None:
+        return scales * codes - rec.shift.float().t().index_select(1, g_idx)
+    zeros = rec.zeros.float().t().index_select(1, g_idx) if rec.zeros is not None else 8.0
+    return (codes - zeros) * scales

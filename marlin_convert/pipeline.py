@@ -1,0 +1,647 @@
+"""pack / unpack / verify / inspect as streams of layers: read a layer, convert, write.
+
+No printing here: progress arrives through a `Reporter` and results come back as report objects.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .checkpoint import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    MANIFEST_NAME,
+    Checkpoint,
+    OutEntry,
+    ShardPlan,
+    atomic_directory,
+    check_output_path,
+    dump_manifest,
+    index_json,
+    load_manifest,
+    open_checkpoint,
+    order_in_shard,
+    plan_shards,
+    write_json,
+    write_shards,
+)
+from .dtypes import DTYPE_NAMES, TORCH_DTYPES
+from .errors import CheckpointError, MarlinConvertError, NothingToConvert, UnknownFormatError, VerifyMismatch
+from .formats import (
+    Format,
+    FormatContext,
+    FormatPlan,
+    LayerPlan,
+    QuantizedLinear,
+    dequantize,
+    detect_format,
+    from_marlin,
+    marlin_specs,
+    to_marlin,
+)
+
+__all__ = [
+    "Reporter",
+    "PackReport",
+    "UnpackReport",
+    "VerifyReport",
+    "InspectReport",
+    "pack_checkpoint",
+    "unpack_checkpoint",
+    "verify_checkpoint",
+    "inspect_checkpoint",
+    "resolve_device",
+]
+
+
+class Reporter:
+    """Receives progress; the CLI subclasses it with a progress bar. The default ignores everything."""
+
+    def start(self, total_bytes: int, label: str) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; `cuda` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MarlinConvertError("--device cuda: no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise MarlinConvertError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _context(ckpt: Checkpoint) -> FormatContext:
+    return FormatContext(config=ckpt.config, json_files=ckpt.json_files, tensors=ckpt.specs())
+
+
+def _plan_source(ckpt: Checkpoint) -> tuple[type[Format], FormatPlan]:
+    ctx = _context(ckpt)
+    if ckpt.config.get("marlin_convert") is not None:
+        raise UnknownFormatError(
+            f"{ckpt.root}: already a Marlin checkpoint written by marlin-convert (use `marlin-convert unpack`)"
+        )
+    fmt = detect_format(ctx)
+    return fmt, fmt.plan(ctx, ckpt.read)
+
+
+def _plan_to_json(plan: LayerPlan) -> dict[str, Any]:
+    data = asdict(plan)
+    data["scale_dtype"] = DTYPE_NAMES[plan.scale_dtype]
+    return data
+
+
+def _plan_from_json(data: dict[str, Any]) -> LayerPlan:
+    return LayerPlan(**{**data, "scale_dtype": TORCH_DTYPES[data["scale_dtype"]]})
+
+
+def _source_shard_limit(ckpt: Checkpoint) -> int | None:
+    """Output shards stay under the largest source shard; a single-file source gives a single file."""
+    if len(ckpt.shards) == 1:
+        return None
+    return max(sum(info.nbytes for info in header.tensors.values()) for header in ckpt.headers.values())
+
+
+def _output_entries(ckpt: Checkpoint, eligible: dict[str, LayerPlan]) -> list[OutEntry]:
+    """Every output tensor in source order: a layer's Marlin tensors where its first tensor was."""
+    member_of = {name: prefix for prefix, plan in eligible.items() for name in plan.sources.values()}
+    entries: list[OutEntry] = []
+    done: set[str] = set()
+    specs = ckpt.specs()
+    for name, spec in specs.items():
+        prefix = member_of.get(name)
+        if prefix is None:
+            entries.append(OutEntry(name, spec.dtype, spec.shape, ("copy", name)))
+            continue
+        if prefix in done:
+            continue
+        done.add(prefix)
+        for suffix, out_spec in marlin_specs(eligible[prefix]).items():
+            out_name = f"{prefix}.{suffix}"
+            if out_name in specs and out_name not in member_of:
+                raise CheckpointError(f"{ckpt.root}: output tensor {out_name} would overwrite a source tensor")
+            entries.append(OutEntry(out_name, out_spec.dtype, out_spec.shape, ("layer", prefix, suffix)))
+    return entries
+
+
+def _marlin_config(config: dict[str, Any], fmt: type[Format], fplan: FormatPlan, eligible: list[LayerPlan]) -> dict[str, Any]:
+    new = dict(config)
+    if eligible:
+        group_sizes = Counter(p.group_size for p in eligible)
+        new["quantization_config"] = {
+            "quant_method": "marlin",
+            "bits": 4,
+            "group_size": group_sizes.most_common(1)[0][0],
+            "sym": not any(p.has_zeros or p.has_shift for p in eligible),
+            "desc_act": any(p.has_perm for p in eligible),
+        }
+    new["marlin_convert"] = {
+        "version": __version__,
+        "source_format": fmt.name,
+        "source_quantization_config": fplan.source_quantization_config,
+        "manifest": MANIFEST_NAME,
+    }
+    return new
+
+
+def _copy_files(src_root: Path, dst_root: Path, files: list[str]) -> None:
+    for rel in files:
+        target = dst_root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_root / rel, target)
+
+
+# ----------------------------------------------------------------------------- conversion of layers
+
+
+class _LayerCache:
+    """Holds the tensors of the one layer being written, produced on first request, dropped when all are served."""
+
+    def __init__(self, make: Callable[[str], dict[str, torch.Tensor]]):
+        self._make = make
+        self._prefix: str | None = None
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def take(self, prefix: str, part: str) -> torch.Tensor:
+        if prefix != self._prefix:
+            self._tensors = self._make(prefix)
+            self._prefix = prefix
+        tensor = self._tensors.pop(part)
+        if not self._tensors:
+            self._prefix = None
+        return tensor
+
+
+def _read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for role, name in plan.sources.items():
+        tensors[role], sha = ckpt.read_hashed(name)
+        if digests is not None:
+            digests[name] = sha
+    return tensors
+
+
+def _convert(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], device: torch.device) -> tuple[QuantizedLinear, dict[str, torch.Tensor]]:
+    try:
+        rec = fmt.decode(plan, tensors)
+    except MarlinConvertError as e:
+        raise CheckpointError(f"{plan.prefix}: {e}") from None
+    if device.type != "cpu":
+        rec = _to_device(rec, device)
+    return rec, {k: v.cpu() for k, v in to_marlin(rec).items()}
+
+
+def _to_device(rec: QuantizedLinear, device: torch.device) -> QuantizedLinear:
+    move = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return QuantizedLinear(move(rec.codes), move(rec.scales), move(rec.zeros), move(rec.shift), move(rec.g_idx), rec.group_size, rec.extra)
+
+
+def _marlin_tensors(ckpt: Checkpoint, plan: LayerPlan) -> dict[str, torch.Tensor]:
+    return {suffix: ckpt.read(f"{plan.prefix}.{suffix}") for suffix in marlin_specs(plan)}
+
+
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- pack
+
+
+@dataclass
+class PackReport:
+    source: str
+    output: str
+    format: str
+    device: str
+    layers_converted: int
+    tensors_copied: int
+    skipped: dict[str, str]
+    warnings: list[str]
+    shards: list[str]
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pack_checkpoint(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    strict: bool = False,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+) -> PackReport:
+    """Convert an int4 checkpoint directory into a Marlin checkpoint directory, atomically.
+
+    Args:
+        src: the source checkpoint directory (never written).
+        out: the output directory; must not exist unless `force`.
+        strict: raise NothingToConvert when no layer is eligible.
+        device: "auto", "cpu" or "cuda": where the layout math runs (same bytes everywhere).
+    Returns: a PackReport.
+    Raises: MarlinConvertError subclasses for bad input; nothing is left at `out` then.
+    Example:
+        >>> report = pack_checkpoint("ckpt", "ckpt-marlin")  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    src, out = Path(src), Path(out)
+    dev = resolve_device(device)
+    check_output_path(out, inputs=[src], force=force)
+    with open_checkpoint(src) as ckpt:
+        fmt, fplan = _plan_source(ckpt)
+        for w in fplan.warnings:
+            reporter.warn(w)
+        eligible = {p.prefix: p for p in fplan.layers if p.eligible}
+        if strict and not eligible:
+            raise NothingToConvert(f"{src}: no layer is eligible for Marlin")
+        entries = _output_entries(ckpt, eligible)
+        shards = plan_shards(entries, max_bytes=_source_shard_limit(ckpt), metadata={"format": "pt"})
+        source_sha: dict[str, str] = {}
+        specs = ckpt.specs()
+        bytes_in = sum(ckpt.info(name).nbytes for name in specs)
+        reporter.start(bytes_in, "pack")
+
+        def make_layer(prefix: str) -> dict[str, torch.Tensor]:
+            plan = eligible[prefix]
+            tensors = _read_layer(ckpt, plan, source_sha)
+            _, outs = _convert(fmt, plan, tensors, dev)
+            reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
+            return outs
+
+        layers = _LayerCache(make_layer)
+
+        def produce(entry: OutEntry) -> torch.Tensor | bytearray:
+            if entry.key[0] == "copy":
+                raw = ckpt.read_raw(entry.name)
+                reporter.advance(len(raw))
+                return raw
+            return layers.take(entry.key[1], entry.key[2])
+
+        other = ckpt.other_files()
+        with atomic_directory(out, force=force) as tmp:
+            out_sha = write_shards(tmp, shards, produce)
+            for entry in entries:
+                if entry.key[0] == "copy":
+                    source_sha[entry.name] = out_sha[entry.name]
+            _copy_files(src, tmp, other)
+            write_json(tmp / CONFIG_NAME, _marlin_config(ckpt.config, fmt, fplan, list(eligible.values())))
+            if len(shards) > 1:
+                write_json(tmp / INDEX_NAME, index_json(shards))
+            manifest = {
+                "kind": "marlin-convert-manifest",
+                "version": 1,
+                "tool_version": __version__,
+                "source_format": fmt.name,
+                "source_config_text": ckpt.config_text,
+                "source_index": ckpt.index,
+                "source_shards": {
+                    shard: {"metadata": h.metadata, "tensors": list(h.tensors)} for shard, h in ckpt.headers.items()
+                },
+                "source_tensors": {
+                    name: {"dtype": s.dtype, "shape": list(s.shape), "sha256": source_sha[name]} for name, s in specs.items()
+                },
+                "output_shards": {s.name: [e.name for e in s.entries] for s in shards},
+                "output_tensors": {
+                    e.name: {"dtype": e.dtype, "shape": list(e.shape), "sha256": out_sha[e.name]}
+                    for s in shards for e in s.entries
+                },
+                "layers": {prefix: _plan_to_json(plan) for prefix, plan in eligible.items()},
+                "skipped_layers": {p.prefix: p.reason for p in fplan.layers if not p.eligible},
+                "files": other,
+                "warnings": fplan.warnings,
+            }
+            (tmp / MANIFEST_NAME).write_text(dump_manifest(manifest), encoding="utf-8")
+    return PackReport(
+        source=str(src),
+        output=str(out),
+        format=fmt.name,
+        device=dev.type,
+        layers_converted=len(eligible),
+        tensors_copied=sum(1 for e in entries if e.key[0] == "copy"),
+        skipped={p.prefix: p.reason or "" for p in fplan.layers if not p.eligible},
+        warnings=list(fplan.warnings),
+        shards=[s.name for s in shards],
+        bytes_in=bytes_in,
+        bytes_out=sum(s.nbytes for s in shards),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+# ----------------------------------------------------------------------------- unpack
+
+
+@dataclass
+class UnpackReport:
+    source: str
+    output: str
+    format: str
+    layers_restored: int
+    tensors_copied: int
+    shards: list[str]
+    bytes_out: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _open_marlin(path: Path) -> tuple[dict[str, Any], Checkpoint]:
+    """The manifest and the opened Marlin checkpoint; any inconsistency is a VerifyMismatch."""
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory")
+    manifest = load_manifest(path / MANIFEST_NAME)
+    try:
+        ckpt = open_checkpoint(path)
+    except CheckpointError as e:
+        raise VerifyMismatch(str(e)) from None
+    expected = manifest["output_tensors"]
+    specs = ckpt.specs()
+    for name, meta in expected.items():
+        spec = specs.get(name)
+        if spec is None or spec.dtype != meta["dtype"] or list(spec.shape) != meta["shape"]:
+            ckpt.close()
+            raise VerifyMismatch(f"{path}: tensor {name} missing or changed (dtype/shape differ from the manifest)")
+    extra = sorted(set(specs) - set(expected))
+    if extra:
+        ckpt.close()
+        raise VerifyMismatch(f"{path}: tensor {extra[0]} is not in the manifest")
+    return manifest, ckpt
+
+
+def unpack_checkpoint(
+    marlin_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+) -> UnpackReport:
+    """Restore the source checkpoint from a Marlin checkpoint written by `pack_checkpoint`.
+
+    Every source tensor comes back with its name, dtype, shape, bytes and shard; `config.json`
+    and the index come back as they were. Each restored tensor is checked against the manifest's
+    sha256 before the output is put in place.
+    Raises: VerifyMismatch when the Marlin checkpoint does not match its manifest.
+    """
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    marlin_dir, out = Path(marlin_dir), Path(out)
+    dev = resolve_device(device)
+    check_output_path(out, inputs=[marlin_dir], force=force)
+    manifest, ckpt = _open_marlin(marlin_dir)
+    with ckpt:
+        fmt = Format.get(manifest["source_format"])
+        plans = {prefix: _plan_from_json(d) for prefix, d in manifest["layers"].items()}
+        member_of = {name: (prefix, role) for prefix, p in plans.items() for role, name in p.sources.items()}
+        source_tensors = manifest["source_tensors"]
+        shards = [
+            ShardPlan(shard, order_in_shard(_restore_entries(meta["tensors"], source_tensors, member_of, plans)), meta["metadata"])
+            for shard, meta in manifest["source_shards"].items()
+        ]
+        total = sum(e.nbytes for s in shards for e in s.entries)
+        reporter.start(total, "unpack")
+
+        def make_layer(prefix: str) -> dict[str, torch.Tensor]:
+            plan = plans[prefix]
+            rec = from_marlin(_marlin_tensors(ckpt, plan), plan)
+            return fmt.encode(rec, plan)
+
+        layers = _LayerCache(make_layer)
+
+        def produce(entry: OutEntry) -> torch.Tensor | bytearray:
+            reporter.advance(entry.nbytes)
+            if entry.key[0] == "copy":
+                return ckpt.read_raw(entry.name)
+            return layers.take(entry.key[1], entry.key[2])
+
+        with atomic_directory(out, force=force) as tmp:
+            digests = write_shards(tmp, shards, produce)
+            for name, meta in source_tensors.items():
+                if digests.get(name) != meta["sha256"]:
+                    raise VerifyMismatch(f"{name}: restored bytes differ from the source (sha256 mismatch)")
+            _copy_files(marlin_dir, tmp, manifest["files"])
+            if manifest["source_config_text"] is not None:
+                (tmp / CONFIG_NAME).write_text(manifest["source_config_text"], encoding="utf-8")
+            if manifest["source_index"] is not None:
+                write_json(tmp / INDEX_NAME, manifest["source_index"])
+    return UnpackReport(
+        source=str(marlin_dir),
+        output=str(out),
+        format=fmt.name,
+        layers_restored=len(plans),
+        tensors_copied=sum(1 for name in source_tensors if name not in member_of),
+        shards=[s.name for s in shards],
+        bytes_out=total,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _restore_entries(names: list[str], source_tensors: dict[str, Any], member_of: dict[str, tuple[str, str]],
+                     plans: dict[str, LayerPlan]) -> list[OutEntry]:
+    """A source shard's tensors, each layer's tensors together at its first tensor's place."""
+    entries: list[OutEntry] = []
+    in_shard = set(names)
+    done: set[str] = set()
+    for name in names:
+        if name not in member_of:
+            meta = source_tensors[name]
+            entries.append(OutEntry(name, meta["dtype"], tuple(meta["shape"]), ("copy", name)))
+            continue
+        prefix = member_of[name][0]
+        if prefix in done:
+            continue
+        done.add(prefix)
+        for role, member in plans[prefix].sources.items():
+            if member in in_shard:
+                meta = source_tensors[member]
+                entries.append(OutEntry(member, meta["dtype"], tuple(meta["shape"]), ("layer", prefix, role)))
+    return entries
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+@dataclass
+class VerifyReport:
+    output: str
+    source: str | None
+    format: str
+    checks: list[dict[str, str]] = field(default_factory=list)
+    """One entry per layer or tensor group: name, status ("PASS"/"FAIL"), detail."""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c["status"] == "PASS" for c in self.checks)
+
+    @property
+    def failures(self) -> list[dict[str, str]]:
+        return [c for c in self.checks if c["status"] != "PASS"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def verify_checkpoint(
+    out_dir: str | os.PathLike[str],
+    src_dir: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+) -> VerifyReport:
+    """Prove that `out_dir` is a lossless Marlin repack (of `src_dir` when given).
+
+    Checks: (a) every output tensor's sha256 against the manifest; (b) with the source, each layer
+    decoded and packed again gives the same bytes; (c) each layer unpacked in memory gives the
+    source bytes (the source's, or the manifest's sha256 without it); (d) with the source, the
+    dequantized weights from source and Marlin tensors are bit-equal. Copied tensors must match too.
+    Returns: a VerifyReport; `report.ok` is False when anything differs (the failures name the tensor).
+    Raises: CheckpointError / UnknownFormatError for a bad source; VerifyMismatch when `out_dir`
+    is not a readable marlin-convert output at all.
+    """
+    reporter = reporter or Reporter()
+    out_dir = Path(out_dir)
+    dev = resolve_device(device)
+    manifest, out = _open_marlin(out_dir)
+    src: Checkpoint | None = None
+    report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
+    try:
+        fmt = Format.get(manifest["source_format"])
+        if src_dir is not None:
+            src = open_checkpoint(src_dir)
+            _check_source_matches(src, manifest, report)
+        plans = {prefix: _plan_from_json(d) for prefix, d in manifest["layers"].items()}
+        members = {name for p in plans.values() for name in p.sources.values()}
+        reporter.start(sum(out.info(n).nbytes for n in manifest["output_tensors"]), "verify")
+        copied_bad = []
+        for name in manifest["source_tensors"]:
+            if name in members:
+                continue
+            raw = out.read_raw(name)
+            reporter.advance(len(raw))
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest != manifest["output_tensors"][name]["sha256"] or digest != manifest["source_tensors"][name]["sha256"]:
+                copied_bad.append(name)
+        report.checks.append(_check(
+            "copied tensors", not copied_bad,
+            f"{len(copied_bad)} changed: {', '.join(copied_bad[:5])}" if copied_bad else
+            f"{len(manifest['source_tensors']) - len(members)} byte-identical",
+        ))
+        for prefix, plan in plans.items():
+            report.checks.append(_verify_layer(out, src, fmt, plan, manifest, dev))
+            reporter.advance(sum(out.info(f"{prefix}.{s}").nbytes for s in marlin_specs(plan)))
+    finally:
+        out.close()
+        if src is not None:
+            src.close()
+    return report
+
+
+def _check(name: str, ok: bool, detail: str) -> dict[str, str]:
+    return {"name": name, "status": "PASS" if ok else "FAIL", "detail": detail}
+
+
+def _check_source_matches(src: Checkpoint, manifest: dict[str, Any], report: VerifyReport) -> None:
+    specs = src.specs()
+    expected = manifest["source_tensors"]
+    missing = sorted(set(expected) - set(specs))
+    extra = sorted(set(specs) - set(expected))
+    changed = [n for n in expected if n in specs and (specs[n].dtype != expected[n]["dtype"] or list(specs[n].shape) != expected[n]["shape"])]
+    problems = [f"missing {missing[0]}"] if missing else []
+    problems += [f"unexpected {extra[0]}"] if extra else []
+    problems += [f"dtype/shape of {changed[0]} differs"] if changed else []
+    report.checks.append(_check("source tensors", not problems, "; ".join(problems) or f"{len(expected)} tensors as recorded"))
+    if problems:
+        raise VerifyMismatch(f"{src.root}: not the checkpoint this output was made from ({'; '.join(problems)})")
+
+
+def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], plan: LayerPlan,
+                  manifest: dict[str, Any], dev: torch.device) -> dict[str, str]:
+    problems: list[str] = []
+    marlin = {}
+    for suffix in marlin_specs(plan):
+        name = f"{plan.prefix}.{suffix}"
+        marlin[suffix], digest = out.read_hashed(name)
+        if digest != manifest["output_tensors"][name]["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest")
+    rec_marlin = from_marlin(marlin, plan)
+    restored = fmt.encode(rec_marlin, plan)
+    for role, name in plan.sources.items():
+        if _sha(restored[role]) != manifest["source_tensors"][name]["sha256"]:
+            problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
+    if src is not None:
+        tensors = _read_layer(src, plan, digests := {})
+        for name, digest in digests.items():
+            if digest != manifest["source_tensors"][name]["sha256"]:
+                problems.append(f"{name}: source bytes differ from the manifest")
+        rec_src, repacked = _convert(fmt, plan, tensors, dev)
+        for suffix, tensor in repacked.items():
+            if not torch.equal(tensor.view(torch.uint8), marlin[suffix].contiguous().view(torch.uint8)):
+                problems.append(f"{plan.prefix}.{suffix}: differs from a fresh pack of the source")
+        if not _bits_equal(dequantize(rec_src).cpu(), dequantize(rec_marlin)):
+            problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
+    checks = "sha256, unpack" + (", repack, dequant" if src is not None else "")
+    return _check(plan.prefix, not problems, "; ".join(problems[:3]) if problems else f"{checks} equal")
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+@dataclass
+class InspectReport:
+    path: str
+    format: str
+    warnings: list[str]
+    layers: list[dict[str, Any]]
+    """Per quantized layer: prefix, n, k, group_size, eligible, reason."""
+    tensors: list[dict[str, Any]]
+    """Per tensor: name, dtype, shape, action ("pack" / "copy"), layer, reason."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def inspect_checkpoint(src: str | os.PathLike[str]) -> InspectReport:
+    """What `pack` would do with each tensor of a checkpoint, and why layers are not eligible."""
+    src = Path(src)
+    with open_checkpoint(src) as ckpt:
+        fmt, fplan = _plan_source(ckpt)
+        by_name = {name: p for p in fplan.layers for name in p.sources.values()}
+        tensors = []
+        for name, spec in ckpt.specs().items():
+            plan = by_name.get(name)
+            action = "pack" if plan is not None and plan.eligible else "copy"
+            reason = None if plan is None else plan.reason
+            tensors.append({"name": name, "dtype": spec.dtype, "shape": list(spec.shape), "action": action,
+                            "layer": plan.prefix if plan else None, "reason": reason})
+        layers = [{"prefix": p.prefix, "n": p.n, "k": p.k, "group_size": p.group_size, "eligible": p.eligible,
+                   "reason": p.reason, "act_order": p.has_perm, "zero_points": p.has_zeros or p.has_shift}
+                  for p in fplan.layers]
+        return InspectReport(path=str(src), format=fmt.name, warnings=list(fplan.warnings), layers=layers, tensors=tensors)
