@@ -210,7 +210,7 @@ def main() -> None:
     """Entry point: runs the app; library errors become one line on stderr and an exit code."""
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns the code of typer.Exit in this mode
     except MarlinConvertError as e:
         if os.environ.get("MARLIN_CONVERT_DEBUG") == "1":
             err_console.print_exception()
@@ -233,6 +233,8 @@ def main() -> None:
             e.show()
             raise SystemExit(2) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

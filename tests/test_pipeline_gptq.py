@@ -1,0 +1,115 @@
+"""GPTQ variants through pack -> unpack -> sha256 equality, pack -> verify, and golden Marlin bytes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from marlin_convert import pack_checkpoint, unpack_checkpoint, verify_checkpoint
+from tests.conftest import tree_hashes
+from tests.gptq_synth import make_gptq_checkpoint
+from tests.reference import marlin_permute_scales, marlin_zero_points, seed_pack
+
+VARIANTS = {
+    "v1-sym-g128-fp16": dict(sym=True, v2=False, group_size=128),
+    "v1-asym-g64": dict(sym=False, v2=False, group_size=64),
+    "v2-sym-g32-bf16": dict(sym=True, v2=True, group_size=32, scale_dtype=torch.bfloat16),
+    "v2-asym-g128-actorder": dict(sym=False, v2=True, group_size=128, act_order=True),
+    "v1-sym-channel-bias": dict(sym=True, v2=False, group_size=-1, bias=True),
+    "v1-sym-actorder-bf16-bias": dict(sym=True, v2=False, group_size=128, act_order=True, scale_dtype=torch.bfloat16, bias=True),
+    "v1-asym-no-g_idx": dict(sym=False, v2=False, group_size=128, with_g_idx=False),
+}
+
+
+def _read_all(root):
+    out = {}
+    for f in sorted(root.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as h:
+            for name in h.keys():
+                out[name] = h.get_tensor(name)
+    return out
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_round_trip_and_golden_bytes(tmp_path, variant):
+    kwargs = VARIANTS[variant]
+    src = tmp_path / "src"
+    truth = make_gptq_checkpoint(src, seed=hash(variant) % 1000, shards=2, **kwargs)
+    before = tree_hashes(src)
+    report = pack_checkpoint(src, tmp_path / "out")
+    assert report.layers_converted == len(truth)
+    out = _read_all(tmp_path / "out")
+    for prefix, t in truth.items():
+        codes = t.codes.T  # [N, K]
+        perm_key = f"{prefix}.perm"
+        if kwargs.get("act_order"):
+            perm = np.argsort(t.g_idx, kind="stable")
+            np.testing.assert_array_equal(out[perm_key].numpy(), perm)
+            np.testing.assert_array_equal(out[f"{prefix}.g_idx"].numpy(), t.g_idx)
+            codes = codes[:, perm]
+        else:
+            assert perm_key not in out
+        np.testing.assert_array_equal(out[f"{prefix}.B"].numpy(), seed_pack(np.ascontiguousarray(codes)))
+        k = codes.shape[1]
+        want_s = marlin_permute_scales(t.scales.view(torch.int16).numpy(), k, kwargs["group_size"])
+        np.testing.assert_array_equal(out[f"{prefix}.s"].view(torch.int16).numpy(), want_s)
+        assert out[f"{prefix}.s"].dtype == t.scales.dtype
+        if kwargs["sym"]:
+            assert f"{prefix}.z" not in out
+        else:
+            np.testing.assert_array_equal(out[f"{prefix}.z"].numpy(), marlin_zero_points(t.zeros))
+    assert verify_checkpoint(tmp_path / "out", src).ok
+    assert verify_checkpoint(tmp_path / "out").ok
+    unpack_checkpoint(tmp_path / "out", tmp_path / "back")
+    back = _read_all(tmp_path / "back")
+    orig = _read_all(src)
+    assert back.keys() == orig.keys()
+    for name, t in orig.items():
+        assert back[name].dtype == t.dtype and back[name].shape == t.shape
+        assert torch.equal(back[name].view(torch.uint8), t.view(torch.uint8)), name
+    assert json.loads((tmp_path / "back" / "config.json").read_text()) == json.loads((src / "config.json").read_text())
+    src_index = json.loads((src / "model.safetensors.index.json").read_text())
+    back_index = json.loads((tmp_path / "back" / "model.safetensors.index.json").read_text())
+    assert back_index["weight_map"] == src_index["weight_map"]
+    assert tree_hashes(src) == before
+
+
+def test_output_config_and_manifest(tmp_path):
+    make_gptq_checkpoint(tmp_path / "src", sym=False, act_order=True, group_size=64)
+    pack_checkpoint(tmp_path / "src", tmp_path / "out")
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["quantization_config"] == {"quant_method": "marlin", "bits": 4, "group_size": 64, "sym": False, "desc_act": True}
+    assert cfg["marlin_convert"]["source_format"] == "gptq"
+    assert cfg["marlin_convert"]["source_quantization_config"]["quant_method"] == "gptq"
+    manifest = json.loads((tmp_path / "out" / "marlin_convert_manifest.json").read_text())
+    assert len(manifest["source_tensors"]) > 0 and all(len(m["sha256"]) == 64 for m in manifest["output_tensors"].values())
+    assert (tmp_path / "out" / "tokenizer_config.json").read_bytes() == (tmp_path / "src" / "tokenizer_config.json").read_bytes()
+
+
+def test_same_input_gives_same_bytes(tmp_path):
+    make_gptq_checkpoint(tmp_path / "src", sym=False, act_order=True, shards=3)
+    pack_checkpoint(tmp_path / "src", tmp_path / "a")
+    pack_checkpoint(tmp_path / "src", tmp_path / "b")
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+
+
+def test_mislabelled_v2_converts_with_warning(tmp_path):
+    truth = make_gptq_checkpoint(tmp_path / "src", sym=True, v2=True, config_v2=False)
+    report = pack_checkpoint(tmp_path / "src", tmp_path / "out")
+    assert any("0x88888888" in w for w in report.warnings)
+    assert report.layers_converted == len(truth)
+    assert verify_checkpoint(tmp_path / "out", tmp_path / "src").ok
+    unpack_checkpoint(tmp_path / "out", tmp_path / "back")
+    assert _read_all(tmp_path / "back").keys() == _read_all(tmp_path / "src").keys()
+
+
+def test_output_is_readable_by_safetensors_and_aligned(tmp_path):
+    make_gptq_checkpoint(tmp_path / "src", bias=True, ineligible=True)
+    pack_checkpoint(tmp_path / "src", tmp_path / "out")
+    from marlin_convert.checkpoint import read_header
+
+    header = read_header(tmp_path / "out" / "model.safetensors")
+    for info in header.tensors.values():
+        assert info.start % {"I32": 4, "F16": 2, "BF16": 2}.get(info.dtype, 1) == 0, info
+    assert _read_all(tmp_path / "out")
