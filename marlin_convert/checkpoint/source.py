@@ -22,7 +22,7 @@ __all__ = ["Checkpoint", "open_checkpoint", "INDEX_NAME", "SINGLE_NAME", "CONFIG
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-MARKER_JSON_FILES = ("quantize_config.json", "quanto_qmap.json")
+MARKER_JSON_FILES = ("quantize_config.json", "quanto_qmap.json", "quantization_map.json")
 """JSON files besides config.json that formats may look at."""
 
 

@@ -5,7 +5,7 @@ Importing this package registers every format. `detect_format` picks one from th
 from __future__ import annotations
 
 from ..errors import UnknownFormatError
-from . import gptq  # noqa: F401  (registers)
+from . import awq, compressed_tensors, gptq, quanto  # noqa: F401  (registers)
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader, TensorSpec, normalize_name
 from .marlin import from_marlin, marlin_specs, to_marlin
 from .record import LayerPlan, QuantizedLinear, dequantize, trivial_g_idx
@@ -29,7 +29,12 @@ __all__ = [
     "trivial_g_idx",
 ]
 
-DETECT_ORDER: list[str] = [FormatName.GPTQ.value]
+DETECT_ORDER: list[str] = [
+    FormatName.GPTQ.value,
+    FormatName.AWQ.value,
+    FormatName.COMPRESSED_TENSORS.value,
+    FormatName.QUANTO.value,
+]
 """Most specific first; each entry must be registered."""
 
 

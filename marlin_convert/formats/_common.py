@@ -7,7 +7,7 @@ from ..errors import CheckpointError
 from ..layout import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES
 from .base import FormatContext, TensorSpec
 
-__all__ = ["expect_spec", "marlin_ineligibility", "group_count", "layer_prefixes"]
+__all__ = ["expect_spec", "marlin_ineligibility", "group_count", "layer_prefixes", "not_2d"]
 
 
 def expect_spec(ctx: FormatContext, name: str, dtypes: Iterable[str], shape: tuple[int, ...] | None) -> TensorSpec:
@@ -44,3 +44,10 @@ def marlin_ineligibility(n: int, k: int, group_size: int) -> str | None:
 def layer_prefixes(names: Iterable[str], suffix: str) -> list[str]:
     """Prefixes of every tensor name ending in `suffix` (e.g. ".qweight"), in sorted order."""
     return sorted(name[: -len(suffix)] for name in names if name.endswith(suffix))
+
+
+def not_2d(name: str, shape: tuple[int, ...]) -> str | None:
+    """The reason a packed weight that is not 2-D (e.g. stacked 3-D experts) is copied, or None."""
+    if len(shape) == 2:
+        return None
+    return f"{name} is {len(shape)}-D {list(shape)}; only 2-D per-layer weights are converted (stacked experts are copied)"

@@ -8,7 +8,7 @@ import torch
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
-from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility
+from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
 
@@ -121,8 +121,11 @@ def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, group_size:
     """Check one layer's tensor specs; return its plan and its symmetric zero-point evidence ("v1", "v2" or None)."""
     names = {role: f"{prefix}.{role}" for role in ("qweight", "qzeros", "scales", "g_idx")}
     qweight = expect_spec(ctx, names["qweight"], ("I32",), None)
-    if len(qweight.shape) != 2:
-        raise CheckpointError(f"{names['qweight']}: shape {list(qweight.shape)}, expected 2-D [K/8, N]")
+    stacked = not_2d(names["qweight"], qweight.shape)
+    if stacked is not None:
+        sources = {role: name for role, name in names.items() if name in ctx.tensors}
+        return LayerPlan(prefix=prefix, format=GptqFormat.name, sources=sources, reason=stacked,
+                         extra={"zero_format": "v1"}), None
     k, n = qweight.shape[0] * 8, qweight.shape[1]
     groups = group_count(k, group_size)
     scales = expect_spec(ctx, names["scales"], SCALE_DTYPES, (groups, n))

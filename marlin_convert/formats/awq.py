@@ -1,0 +1,109 @@
+"""AutoAWQ GEMM: qweight int32 `[k, n/8]` and qzeros int32 `[g, n/8]` packed along n with the nibble order
+`[0, 2, 4, 6, 1, 3, 5, 7]`; scales fp16 `[g, n]`; zero points stored as is (no offset)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..dtypes import TORCH_DTYPES
+from ..errors import UnknownFormatError
+from ..layout import pack_nibbles, unpack_nibbles
+from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
+from .record import LayerPlan, QuantizedLinear
+
+__all__ = ["AwqFormat", "AWQ_ORDER", "AWQ_REVERSE_ORDER"]
+
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+"""Nibble i of word c holds column `8c + AWQ_ORDER[i]`."""
+AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
+"""Column `8c + j` sits in nibble `AWQ_REVERSE_ORDER[j]`."""
+_ORDER = torch.tensor(AWQ_ORDER)
+_REVERSE = torch.tensor(AWQ_REVERSE_ORDER)
+
+
+def _unpack_cols(words: torch.Tensor) -> torch.Tensor:
+    """int32 `[r, n/8]` AWQ-interleaved -> uint8 `[r, n]` in column order."""
+    nib = unpack_nibbles(words)
+    return nib.reshape(nib.shape[0], -1, 8).index_select(2, _REVERSE).reshape(nib.shape)
+
+
+def _pack_cols(values: torch.Tensor) -> torch.Tensor:
+    """uint8 `[r, n]` -> int32 `[r, n/8]` with the AWQ nibble order."""
+    inter = values.reshape(values.shape[0], -1, 8).index_select(2, _ORDER).reshape(values.shape)
+    return pack_nibbles(inter.contiguous())
+
+
+def _awq_config(ctx: FormatContext) -> dict[str, Any] | None:
+    qc = ctx.quantization_config
+    if qc is not None and str(qc.get("quant_method", "")).lower() == "awq":
+        return qc
+    return None
+
+
+@Format.register(FormatName.AWQ)
+class AwqFormat(Format):
+    """AWQ GEMM (`quant_method: awq`, `version: gemm`, `zero_point: true`). Other versions and
+    `zero_point: false` are reported by `inspect` and copied."""
+
+    @classmethod
+    def detect(cls, ctx: FormatContext) -> bool:
+        return _awq_config(ctx) is not None
+
+    @classmethod
+    def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
+        qc = _awq_config(ctx)
+        assert qc is not None
+        bits = qc.get("bits", qc.get("w_bit"))
+        if bits != 4:
+            raise UnknownFormatError(f"AWQ with bits={bits} is not supported; only 4-bit checkpoints convert to Marlin")
+        group_size = int(qc.get("group_size", qc.get("q_group_size", 128)))
+        version = str(qc.get("version", "gemm")).lower()
+        why_not = None
+        if version != "gemm":
+            why_not = f"AWQ version {version!r} is not supported (only gemm)"
+        elif not qc.get("zero_point", True):
+            why_not = "AWQ zero_point: false is not Marlin-compatible"
+        layers = [_plan_layer(ctx, read, prefix, group_size, why_not) for prefix in layer_prefixes(ctx.tensors, ".qweight")]
+        return FormatPlan(layers=layers, source_quantization_config=qc)
+
+    @classmethod
+    def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
+        zeros = _unpack_cols(tensors["qzeros"])
+        return QuantizedLinear(
+            codes=_unpack_cols(tensors["qweight"]).t().contiguous(),
+            scales=tensors["scales"],
+            zeros=zeros if plan.has_zeros else None,
+            shift=None,
+            g_idx=None,
+            group_size=plan.group_size,
+            extra=dict(plan.extra),
+        )
+
+    @classmethod
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
+        zeros = rec.zeros if rec.zeros is not None else torch.full((rec.num_groups, rec.n), 8, dtype=torch.uint8)
+        return {
+            "qweight": _pack_cols(rec.codes.t().contiguous()),
+            "qzeros": _pack_cols(zeros),
+            "scales": rec.scales,
+        }
+
+
+def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, group_size: int, why_not: str | None) -> LayerPlan:
+    names = {role: f"{prefix}.{role}" for role in ("qweight", "qzeros", "scales")}
+    qweight = expect_spec(ctx, names["qweight"], ("I32",), None)
+    plan = LayerPlan(prefix=prefix, format=AwqFormat.name, sources=names, group_size=group_size)
+    plan.reason = why_not or not_2d(names["qweight"], qweight.shape)
+    if plan.reason is not None:
+        return plan
+    k, n = qweight.shape[0], qweight.shape[1] * 8
+    groups = group_count(k, group_size)
+    scales = expect_spec(ctx, names["scales"], ("F16", "BF16"), (groups, n))
+    expect_spec(ctx, names["qzeros"], ("I32",), (groups, n // 8))
+    plan.n, plan.k, plan.num_groups, plan.scale_dtype = n, k, groups, TORCH_DTYPES[scales.dtype]
+    plan.reason = marlin_ineligibility(n, k, group_size)
+    if plan.reason is None:
+        plan.has_zeros = not bool((_unpack_cols(read(names["qzeros"])) == 8).all())
+    return plan

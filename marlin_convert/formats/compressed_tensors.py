@@ -1,0 +1,166 @@
+"""compressed-tensors `pack-quantized` int4: weight_packed int32 `[n, k/8]` (codes + 8, packed along k),
+weight_scale `[n, g]`, weight_zero_point int32 `[n/8, g]` (zero + 8, packed along n; asymmetric only),
+weight_shape `[2]`, optional weight_g_idx int32 `[k]`."""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import torch
+
+from ..dtypes import TORCH_DTYPES
+from ..errors import CheckpointError, UnknownFormatError
+from ..layout import pack_nibbles, unpack_nibbles
+from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
+from .record import LayerPlan, QuantizedLinear, trivial_g_idx
+
+__all__ = ["CompressedTensorsFormat"]
+
+PACKED_FORMAT = "pack-quantized"
+ROLES = ("weight_packed", "weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx")
+
+
+def _ct_config(ctx: FormatContext) -> dict[str, Any] | None:
+    qc = ctx.quantization_config
+    if qc is not None and str(qc.get("quant_method", "")).lower() == "compressed-tensors":
+        return qc
+    return None
+
+
+def _match_group(prefix: str, groups: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The config group whose targets match a module: exact name, then `re:` pattern, then a class name."""
+    exact, regex, by_class = [], [], []
+    for name, group in groups.items():
+        for target in group.get("targets") or []:
+            if target == prefix:
+                exact.append((name, group))
+            elif target.startswith("re:") and re.match(target[3:], prefix):
+                regex.append((name, group))
+            elif not target.startswith("re:") and "." not in target:
+                by_class.append((name, group))
+    for found in (exact, regex, by_class):
+        if found:
+            return found[0]
+    return None
+
+
+def _why_not(args: dict[str, Any], fmt: str) -> str | None:
+    if fmt != PACKED_FORMAT:
+        return f"compressed-tensors format {fmt!r} is not {PACKED_FORMAT}"
+    if args.get("type", "int") != "int" or args.get("num_bits") != 4:
+        return f"weights are {args.get('type')}{args.get('num_bits')}, not int4"
+    if args.get("strategy") not in ("group", "channel"):
+        return f"strategy {args.get('strategy')!r} is not supported (group or channel)"
+    if args.get("dynamic"):
+        return "dynamic weight quantization is not supported"
+    return None
+
+
+@Format.register(FormatName.COMPRESSED_TENSORS)
+class CompressedTensorsFormat(Format):
+    """compressed-tensors `pack-quantized`, int4, group or channel strategy, symmetric or not."""
+
+    @classmethod
+    def detect(cls, ctx: FormatContext) -> bool:
+        return _ct_config(ctx) is not None
+
+    @classmethod
+    def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
+        qc = _ct_config(ctx)
+        assert qc is not None
+        status = str(qc.get("quantization_status", "compressed"))
+        if status != "compressed":
+            raise UnknownFormatError(
+                f"compressed-tensors quantization_status {status!r}: the weights are stored dense, nothing to convert"
+            )
+        groups = qc.get("config_groups") or {}
+        if not isinstance(groups, dict) or not groups:
+            raise UnknownFormatError("compressed-tensors config has no config_groups")
+        top_format = str(qc.get("format", PACKED_FORMAT))
+        formats = {name: str(g.get("format") or top_format) for name, g in groups.items()}
+        if PACKED_FORMAT not in formats.values():
+            raise UnknownFormatError(
+                f"compressed-tensors format {top_format!r} holds no {PACKED_FORMAT} int4 weights; nothing to convert"
+            )
+        layers = []
+        for prefix in layer_prefixes(ctx.tensors, ".weight_packed"):
+            match = _match_group(prefix, groups)
+            if match is None:
+                raise CheckpointError(f"{prefix}.weight_packed: no config group targets this module")
+            name, group = match
+            layers.append(_plan_layer(ctx, read, prefix, group.get("weights") or {}, formats[name]))
+        return FormatPlan(layers=layers, source_quantization_config=qc)
+
+    @classmethod
+    def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
+        zeros = None
+        if plan.has_zeros:
+            zeros = unpack_nibbles(tensors["weight_zero_point"].t().contiguous())[:, : plan.n]
+        g_idx = tensors.get("weight_g_idx")
+        if g_idx is not None and torch.equal(g_idx, trivial_g_idx(plan.k, plan.group_size)):
+            g_idx = None
+        return QuantizedLinear(
+            codes=unpack_nibbles(tensors["weight_packed"])[:, : plan.k],
+            scales=tensors["weight_scale"].t().contiguous(),
+            zeros=zeros,
+            shift=None,
+            g_idx=g_idx,
+            group_size=plan.group_size,
+            extra=dict(plan.extra),
+        )
+
+    @classmethod
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
+        out = {
+            "weight_packed": pack_nibbles(rec.codes),
+            "weight_scale": rec.scales.t().contiguous(),
+            "weight_shape": torch.tensor([rec.n, rec.k], dtype=TORCH_DTYPES[plan.extra["weight_shape_dtype"]]),
+        }
+        if "weight_zero_point" in plan.sources:
+            zeros = rec.zeros if rec.zeros is not None else torch.full((rec.num_groups, rec.n), 8, dtype=torch.uint8)
+            out["weight_zero_point"] = pack_nibbles(zeros).t().contiguous()
+        if "weight_g_idx" in plan.sources:
+            out["weight_g_idx"] = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
+        return out
+
+
+def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, args: dict[str, Any], fmt: str) -> LayerPlan:
+    names = {role: f"{prefix}.{role}" for role in ROLES}
+    sources = {role: name for role, name in names.items() if name in ctx.tensors}
+    plan = LayerPlan(prefix=prefix, format=CompressedTensorsFormat.name, sources=sources)
+    packed = expect_spec(ctx, names["weight_packed"], ("I32",), None)
+    plan.reason = _why_not(args, fmt) or not_2d(names["weight_packed"], packed.shape)
+    if plan.reason is not None:
+        return plan
+    shape_spec = expect_spec(ctx, names["weight_shape"], ("I64", "I32"), (2,))
+    n, k = (int(v) for v in read(names["weight_shape"]).tolist())
+    if packed.shape != (n, -(-k // 8)):
+        raise CheckpointError(f"{names['weight_packed']}: shape {list(packed.shape)} does not match weight_shape [{n}, {k}]")
+    group_size = int(args.get("group_size") or -1) if args.get("strategy") == "group" else -1
+    groups = group_count(k, group_size)
+    scales = expect_spec(ctx, names["weight_scale"], ("F16", "BF16", "F32"), (n, groups))
+    symmetric = bool(args.get("symmetric", True))
+    if not symmetric:
+        expect_spec(ctx, names["weight_zero_point"], ("I32",), (-(-n // 8), groups))
+    else:
+        sources.pop("weight_zero_point", None)
+    if "weight_g_idx" in sources:
+        expect_spec(ctx, names["weight_g_idx"], ("I32",), (k,))
+    plan.n, plan.k, plan.group_size, plan.num_groups = n, k, group_size, groups
+    plan.scale_dtype = TORCH_DTYPES[scales.dtype]
+    plan.extra = {"weight_shape_dtype": shape_spec.dtype}
+    plan.reason = marlin_ineligibility(n, k, group_size)
+    if plan.reason is None and scales.dtype == "F32":
+        plan.reason = "float32 scales (Marlin takes float16 or bfloat16)"
+    if plan.reason is not None:
+        return plan
+    if "weight_g_idx" in sources:
+        g_idx = read(names["weight_g_idx"])
+        if g_idx.min() < 0 or g_idx.max() >= groups:
+            raise CheckpointError(f"{names['weight_g_idx']}: group index out of range [0, {groups})")
+        plan.has_perm = not torch.equal(g_idx, trivial_g_idx(k, group_size))
+    if not symmetric:
+        zeros = unpack_nibbles(read(names["weight_zero_point"]).t().contiguous())[:, :n]
+        plan.has_zeros = not bool((zeros == 8).all())
+    return plan
