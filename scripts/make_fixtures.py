@@ -11,36 +11,42 @@ Usage (one virtualenv per producer; run the script with that venv's python):
 
     python scripts/make_fixtures.py --producer NAME --out DIR
 
-NAME is one of the fixture names below; DIR is the fixture directory that is
-(re)created, normally tests/fixtures/producers/NAME.  `--producer all-in-venv`
-is not provided on purpose: each producer needs its own environment.
+NAME is one of the fixture names below; DIR is (re)created (an existing DIR is
+removed first, but only if it is empty or holds a config.json), normally
+tests/fixtures/producers/NAME.
 
-Environment setup, exactly as run on a CPU-only 2-core machine (Python 3.11).
-Every venv pins the CPU torch wheel first, then installs everything else under a
-constraints file so that nothing can pull a CUDA torch:
+Environment setup, exactly as run (CPU-only, 2 cores, Python 3.11.7; pip finds
+the CPU torch wheel in /opt/wheels).  Every venv gets the CPU torch first, then
+everything else is installed under a constraints file so that nothing can pull a
+CUDA torch:
 
-    echo 'torch==2.13.0' > /tmp/venvs/constraints.txt
+    mkdir -p /tmp/venvs && echo 'torch==2.13.0' > /tmp/venvs/constraints.txt
     # for each V in ct quanto llmc gptqmodel awq:
     python3 -m venv /tmp/venvs/$V
-    /tmp/venvs/$V/bin/pip install torch==2.13.0          # picks torch-2.13.0+cpu
+    /tmp/venvs/$V/bin/pip install torch==2.13.0        # -> torch 2.13.0+cpu
     export PIP_CONSTRAINT=/tmp/venvs/constraints.txt
     # then, per venv:
-    /tmp/venvs/ct/bin/pip        install compressed-tensors==0.20.0 transformers   # transformers 5.24.0
-    /tmp/venvs/quanto/bin/pip    install optimum-quanto==0.2.7 transformers        # transformers 5.24.0
+    /tmp/venvs/ct/bin/pip        install compressed-tensors==0.20.0 transformers
+    /tmp/venvs/quanto/bin/pip    install optimum-quanto==0.2.7 transformers
     /tmp/venvs/llmc/bin/pip      install llmcompressor==0.14.0.1
-    /tmp/venvs/gptqmodel/bin/pip install gptqmodel==7.6.0 optimum==2.3.0
+    /tmp/venvs/gptqmodel/bin/pip install gptqmodel==7.6.0
+    /tmp/venvs/gptqmodel/bin/pip install optimum==2.3.0   # for transformers' GPTQConfig route
     /tmp/venvs/awq/bin/pip       install autoawq==0.2.9
+
+Resolved versions seen: transformers 5.24.0 in ct, quanto, gptqmodel and awq;
+llmcompressor 0.14.0.1 pulls transformers 5.17.0 and compressed-tensors 0.19.0
+(not 0.20.0); safetensors 0.8.0, tokenizers 0.23.3, accelerate 1.15.0.
 
 Producer -> venv:
 
     gptqmodel_sym, gptqmodel_asym, gptqmodel_actorder, transformers_gptq_v2 -> gptqmodel
-        (export GPTQMODEL_CPU_WORKERS=2 ; the script sets it too if unset)
+        (needs GPTQMODEL_CPU_WORKERS=2 on a 2-core box; the script sets it if unset)
     autoawq_gemm                                  -> awq
     ct_sym, ct_asym                               -> ct
     llmc_w4a16, llmc_w4a16_asym                   -> llmc
     quanto_qint4_fp16, quanto_qint4_bf16          -> quanto
 
-Example (all fixtures):
+All fixtures (about 2 minutes in total; GPTQModel JIT-builds a C++ packer on its first run):
 
     cd /work/main
     F=tests/fixtures/producers
@@ -50,6 +56,13 @@ Example (all fixtures):
     for p in gptqmodel_sym gptqmodel_asym gptqmodel_actorder transformers_gptq_v2; do
         GPTQMODEL_CPU_WORKERS=2 /tmp/venvs/gptqmodel/bin/python scripts/make_fixtures.py --producer $p --out $F/$p; done
     /tmp/venvs/awq/bin/python scripts/make_fixtures.py --producer autoawq_gemm --out $F/autoawq_gemm
+
+Reproducibility (checked by regenerating every fixture twice): all *.safetensors
+are byte-identical on rerun.  GPTQModel's config.json / quantize_config.json
+differ between runs only in meta.offload_to_disk_path (a random temp dir), and
+its quant_log.csv in the timing column.  AutoAWQ was NOT reproducible with 2
+torch threads (a few hundred codes in the MLP layers changed between runs), so
+the AWQ producer sets torch.set_num_threads(1).
 
 After writing, the script prints a summary (tensor names/dtypes/shapes of
 model.layers.0.mlp.down_proj.*, quantization_config keys, first qzeros words).
@@ -149,6 +162,8 @@ def calib_ids(n=N_CALIB, length=CALIB_LEN):
 
 def fresh_dir(out):
     if os.path.exists(out):
+        if os.listdir(out) and not os.path.exists(os.path.join(out, "config.json")):
+            sys.exit(f"refusing to remove {out}: not empty and no config.json in it")
         shutil.rmtree(out)
     os.makedirs(out)
 
@@ -170,6 +185,7 @@ def make_gptqmodel(out, sym: bool, desc_act: bool):
 
     torch.manual_seed(MODEL_SEED)
     with tempfile.TemporaryDirectory() as base:
+        # GPTQModel.load() insists on a tokenizer in the model dir (it fails without one)
         save_base("float16", base, tokenizer=True)
         qcfg = QuantizeConfig(bits=4, group_size=128, sym=sym, desc_act=desc_act)
         model = GPTQModel.load(base, qcfg, device="cpu")
@@ -208,9 +224,10 @@ def make_autoawq(out):
     with tempfile.TemporaryDirectory() as base:
         save_base("float16", base, tokenizer=True)
         tok = make_tokenizer()
+        torch.set_num_threads(1)  # AWQ's scale search is not bit-reproducible with 2 threads
+        torch.manual_seed(MODEL_SEED)
         model = AutoAWQForCausalLM.from_pretrained(base, device_map="cpu", torch_dtype=torch.float16)
-        ids = calib_ids()
-        calib = [" ".join(f"w{int(t)}" for t in x) for x in ids]
+        calib = [x.tolist() for x in calib_ids()]  # list of lists of token ids: no tokenization
         model.quantize(
             tok,
             quant_config={"zero_point": True, "q_group_size": 128, "w_bit": 4, "version": "GEMM"},

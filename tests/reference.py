@@ -80,3 +80,37 @@ def seed_pack_loop(codes: np.ndarray) -> np.ndarray:
                         word |= int(vals[j]) << (4 * j)
                     out[(kt * (n // 64) + nt) * 128 + 4 * t + warp] = word
     return out.astype(np.int32).reshape(k // 16, 2 * n)
+
+
+# ----------------------------------------------------------------------------- decoding Marlin output (test side)
+
+def _inverse(perm) -> np.ndarray:
+    return np.argsort(np.asarray(perm))
+
+
+def seed_unpack(packed: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Inverse of seed_pack, restated from optimum-quanto's `unpack`: int32 [K/16, 2N] -> uint8 [N, K]."""
+    words = packed.astype(np.int64) & 0xFFFFFFFF
+    res = np.zeros((k // 16, n * 16), dtype=np.uint8)
+    for i in range(8):
+        res[:, i::8] = (words >> (4 * i)) & 0xF
+    res = res.reshape((-1, 1024))[:, _inverse(seed_perm())].reshape((k // 16, n * 16))
+    w = res.reshape((k // 16, n // 16, 16, 16)).transpose((0, 2, 1, 3)).reshape((k, n))
+    return np.ascontiguousarray(w.T)
+
+
+def marlin_unpermute_scales(s: np.ndarray, k: int, group_size: int) -> np.ndarray:
+    n = s.shape[1]
+    if group_size < k and group_size != -1:
+        return s.reshape((-1, 64))[:, _inverse(SCALE_PERM)].reshape((-1, n))
+    return s.reshape((-1, 32))[:, _inverse(SCALE_PERM_SINGLE)].reshape((-1, n))
+
+
+def marlin_unpack_zero_points(zp: np.ndarray) -> np.ndarray:
+    g, w = zp.shape
+    words = zp.astype(np.int64) & 0xFFFFFFFF
+    z = np.zeros((g, w * 8), dtype=np.uint8)
+    for i in range(8):
+        z[:, i::8] = (words >> (4 * i)) & 0xF
+    z = z.reshape((-1, 8))[:, _inverse([0, 2, 4, 6, 1, 3, 5, 7])].reshape((-1, 64))
+    return z[:, _inverse(SCALE_PERM)].reshape((g, w * 8))
