@@ -23,7 +23,7 @@ EXIT_CODES: dict[type[BaseException], int] = {VerifyMismatch: 1, NothingToConver
 
 app = typer.Typer(
     name="marlin-convert",
-    help="Repack int4 GPTQ checkpoints into the Marlin layout once, offline, and back, byte for byte.",
+    help="Repack int4 GPTQ, AWQ, compressed-tensors and optimum-quanto checkpoints into the Marlin layout once, offline, and back, byte for byte.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
