@@ -18,18 +18,6 @@ from .errors import (  # noqa: E402
     UnknownFormatError,
     VerifyMismatch,
 )
-from .pipeline import (  # noqa: E402
-    InspectReport,
-    PackReport,
-    Reporter,
-    UnpackReport,
-    VerifyReport,
-    inspect_checkpoint,
-    pack_checkpoint,
-    unpack_checkpoint,
-    verify_checkpoint,
-)
-
 __all__ = [
     "__version__",
     "pack_checkpoint",
@@ -49,3 +37,14 @@ __all__ = [
     "UnknownFormatError",
     "VerifyMismatch",
 ]
+
+_LAZY = {"InspectReport", "PackReport", "Reporter", "UnpackReport", "VerifyReport", "inspect_checkpoint",
+         "pack_checkpoint", "unpack_checkpoint", "verify_checkpoint"}
+
+
+def __getattr__(name: str):  # PEP 562: torch is imported on first use, so `marlin-convert --help` starts fast
+    if name in _LAZY:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'marlin_convert' has no attribute {name!r}")

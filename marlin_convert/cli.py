@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from . import __version__, pipeline
+from . import __version__
 from .errors import MarlinConvertError, NothingToConvert, VerifyMismatch
 
 __all__ = ["app", "main", "EXIT_CODES"]
@@ -36,11 +36,11 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output dire
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the layout math runs: auto, cpu or cuda (same bytes).")]
 
 
-class _BarReporter(pipeline.Reporter):
-    """A rich progress bar over bytes, on stderr; warnings go to stderr too."""
+class _BarReporter:
+    """A rich progress bar over bytes on stderr (only on a terminal); warnings go to stderr too."""
 
     def __init__(self, quiet: bool):
-        self.quiet = quiet
+        self.quiet = quiet or not err_console.is_terminal
         self.progress: Progress | None = None
 
     def start(self, total_bytes: int, label: str) -> None:
@@ -64,6 +64,13 @@ class _BarReporter(pipeline.Reporter):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _pipeline() -> Any:
+    """The pipeline module, imported on first use (it imports torch)."""
+    from . import pipeline
+
+    return pipeline
 
 
 def _run(json_out: bool, call: Any) -> Any:
@@ -107,7 +114,7 @@ def inspect(
     json_out: JsonOpt = False,
 ) -> None:
     """Show every quantized layer and tensor: packed, or copied and why."""
-    report = pipeline.inspect_checkpoint(src)
+    report = _pipeline().inspect_checkpoint(src)
     if json_out:
         return _emit_json(report.to_json())
     for w in report.warnings:
@@ -137,7 +144,7 @@ def pack(
     json_out: JsonOpt = False,
 ) -> None:
     """Repack every eligible layer into the Marlin layout; copy everything else."""
-    report = _run(json_out, lambda r: pipeline.pack_checkpoint(src, out, force=force, strict=strict, device=device, reporter=r))
+    report = _run(json_out, lambda r: _pipeline().pack_checkpoint(src, out, force=force, strict=strict, device=device, reporter=r))
     if json_out:
         return _emit_json(report.to_json())
     table = Table(title=f"packed {src} ({report.format}) -> {out}", show_header=False)
@@ -161,7 +168,7 @@ def unpack(
     json_out: JsonOpt = False,
 ) -> None:
     """Restore the original checkpoint, byte-identical tensors, from a Marlin checkpoint and its manifest."""
-    report = _run(json_out, lambda r: pipeline.unpack_checkpoint(src, out, force=force, device=device, reporter=r))
+    report = _run(json_out, lambda r: _pipeline().unpack_checkpoint(src, out, force=force, device=device, reporter=r))
     if json_out:
         return _emit_json(report.to_json())
     out_console.print(
@@ -182,7 +189,7 @@ def verify(
     With OUT alone, checks hashes and the in-memory round trip against the manifest.
     """
     src, out = (first, second) if second is not None else (None, first)
-    report = _run(json_out, lambda r: pipeline.verify_checkpoint(out, src, device=device, reporter=r))
+    report = _run(json_out, lambda r: _pipeline().verify_checkpoint(out, src, device=device, reporter=r))
     if json_out:
         _emit_json(report.to_json())
     else:
@@ -209,6 +216,8 @@ def _sigterm(signum: int, frame: Any) -> None:
 def main() -> None:
     """Entry point: runs the app; library errors become one line on stderr and an exit code."""
     signal.signal(signal.SIGTERM, _sigterm)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an OSError, not a kill
     try:
         code = app(standalone_mode=False)  # click returns the code of typer.Exit in this mode
     except MarlinConvertError as e:
@@ -219,20 +228,25 @@ def main() -> None:
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("[red]interrupted[/]: nothing was written at the output path")
+        err_console.print("[red]interrupted[/]: the output is complete or absent, never partial")
         raise SystemExit(130) from None
     except OSError as e:
         if os.environ.get("MARLIN_CONVERT_DEBUG") == "1":
             err_console.print_exception()
-        err_console.print(f"[red]error:[/] {e.filename or ''}: {e.strerror or e}", highlight=False, soft_wrap=True)
+        where = f"{e.filename}: " if e.filename else ""
+        err_console.print(f"[red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
-    except Exception as e:  # click usage errors
+    except Exception as e:
         import click
 
-        if isinstance(e, click.ClickException):
+        if isinstance(e, click.ClickException):  # usage errors
             e.show()
             raise SystemExit(2) from None
-        raise
+        if os.environ.get("MARLIN_CONVERT_DEBUG") == "1":
+            raise
+        err_console.print(f"[red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+                          highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)
 

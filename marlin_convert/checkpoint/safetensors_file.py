@@ -177,8 +177,11 @@ class ShardWriter:
         self._entries = entries
         self._next = 0
         self.sha256: dict[str, str] = {}
-        self._file = open(path, "wb")
-        self._file.write(header_bytes(entries, metadata))
+        try:
+            self._file = open(path, "wb")
+            self._file.write(header_bytes(entries, metadata))
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None
 
     def expected_name(self) -> str | None:
         return self._entries[self._next][0] if self._next < len(self._entries) else None
@@ -196,7 +199,10 @@ class ShardWriter:
         if len(raw) != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise RuntimeError(f"internal: {name} has {len(raw)} bytes, planned {dtype} {shape}")
         self.sha256[name] = hashlib.sha256(raw).hexdigest()
-        self._file.write(raw)
+        try:
+            self._file.write(raw)
+        except OSError as e:
+            raise CheckpointError(f"{self.path}: cannot write tensor {name} ({e.strerror or e})") from None
         self._next += 1
 
     def close(self) -> None:
@@ -205,6 +211,8 @@ class ShardWriter:
                 raise RuntimeError(f"internal: {self.path} closed after {self._next} of {len(self._entries)} tensors")
             self._file.flush()
             os.fsync(self._file.fileno())
+        except OSError as e:
+            raise CheckpointError(f"{self.path}: cannot write ({e.strerror or e})") from None
         finally:
             self._file.close()
 

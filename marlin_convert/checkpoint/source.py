@@ -128,7 +128,7 @@ class Checkpoint:
                 if rel in skip:
                     continue
                 if full.is_symlink() and not _inside(self.root, full):
-                    raise CheckpointError(f"{full}: symbolic link points outside the checkpoint directory")
+                    raise CheckpointError(f"{full}: symbolic link points outside the checkpoint directory (copy the files into it, e.g. `hf download --local-dir`)")
                 if full.is_file():
                     out.append(rel)
         return sorted(out)
