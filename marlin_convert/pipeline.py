@@ -219,6 +219,15 @@ def _marlin_tensors(ckpt: Checkpoint, plan: LayerPlan) -> dict[str, torch.Tensor
     return {suffix: ckpt.read(f"{plan.prefix}.{suffix}") for suffix in marlin_specs(plan)}
 
 
+def _restore_layer(fmt: type[Format], plan: LayerPlan, marlin: dict[str, torch.Tensor]) -> tuple[QuantizedLinear, dict[str, torch.Tensor]]:
+    """Marlin tensors -> (record, source tensors); undecodable (corrupt) tensors raise VerifyMismatch."""
+    try:
+        rec = from_marlin(marlin, plan)
+        return rec, fmt.encode(rec, plan)
+    except (MarlinConvertError, IndexError, RuntimeError, ValueError) as e:
+        raise VerifyMismatch(f"{plan.prefix}: Marlin tensors cannot be decoded ({e})") from None
+
+
 def _sha(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
 
@@ -427,8 +436,7 @@ def unpack_checkpoint(
 
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = plans[prefix]
-            rec = from_marlin(_marlin_tensors(ckpt, plan), plan)
-            return fmt.encode(rec, plan)
+            return _restore_layer(fmt, plan, _marlin_tensors(ckpt, plan))[1]
 
         layers = _LayerCache(make_layer)
 
@@ -591,8 +599,12 @@ def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pl
         marlin[suffix], digest = out.read_hashed(name)
         if digest != manifest["output_tensors"][name]["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest")
-    rec_marlin = from_marlin(marlin, plan)
-    restored = fmt.encode(rec_marlin, plan)
+    if problems:  # corrupt bytes: decoding them proves nothing more and may not even be possible
+        return _check(plan.prefix, False, "; ".join(problems[:3]))
+    try:
+        rec_marlin, restored = _restore_layer(fmt, plan, marlin)
+    except VerifyMismatch as e:
+        return _check(plan.prefix, False, str(e))
     for role, name in plan.sources.items():
         if _sha(restored[role]) != manifest["source_tensors"][name]["sha256"]:
             problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
