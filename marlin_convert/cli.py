@@ -34,6 +34,7 @@ err_console = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON report on stdout; no progress.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output directory if it exists.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the layout math runs: auto, cpu or cuda (same bytes).")]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", help="Layers converted in parallel (default: one per core, at most 8).")]
 
 
 class _BarReporter:
@@ -141,10 +142,11 @@ def pack(
     force: ForceOpt = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when no layer is eligible.")] = False,
     device: DeviceOpt = "auto",
+    jobs: JobsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Repack every eligible layer into the Marlin layout; copy everything else."""
-    report = _run(json_out, lambda r: _pipeline().pack_checkpoint(src, out, force=force, strict=strict, device=device, reporter=r))
+    report = _run(json_out, lambda r: _pipeline().pack_checkpoint(src, out, force=force, strict=strict, device=device, jobs=jobs, reporter=r))
     if json_out:
         return _emit_json(report.to_json())
     table = Table(title=f"packed {src} ({report.format}) -> {out}", show_header=False)
@@ -165,10 +167,11 @@ def unpack(
     out: Annotated[Path, typer.Option("-o", "--output", help="Output directory for the restored checkpoint.")],
     force: ForceOpt = False,
     device: DeviceOpt = "auto",
+    jobs: JobsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Restore the original checkpoint, byte-identical tensors, from a Marlin checkpoint and its manifest."""
-    report = _run(json_out, lambda r: _pipeline().unpack_checkpoint(src, out, force=force, device=device, reporter=r))
+    report = _run(json_out, lambda r: _pipeline().unpack_checkpoint(src, out, force=force, device=device, jobs=jobs, reporter=r))
     if json_out:
         return _emit_json(report.to_json())
     out_console.print(

@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -60,6 +61,7 @@ __all__ = [
     "verify_checkpoint",
     "inspect_checkpoint",
     "resolve_device",
+    "default_jobs",
 ]
 
 
@@ -85,6 +87,14 @@ def resolve_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda"):
         raise MarlinConvertError(f"--device must be auto, cpu or cuda, not {device!r}")
     return torch.device(device)
+
+
+def _check_jobs(jobs: int | None) -> int:
+    if jobs is None:
+        return default_jobs()
+    if jobs < 1:
+        raise MarlinConvertError(f"--jobs must be at least 1, not {jobs}")
+    return jobs
 
 
 # ----------------------------------------------------------------------------- planning
@@ -173,22 +183,62 @@ def _copy_files(src_root: Path, dst_root: Path, files: list[str]) -> None:
 # ----------------------------------------------------------------------------- conversion of layers
 
 
-class _LayerCache:
-    """Holds the tensors of the one layer being written, produced on first request, dropped when all are served."""
+class _LayerStream:
+    """Hands out the tensors of each layer, part by part, in write order.
 
-    def __init__(self, make: Callable[[str], dict[str, torch.Tensor]]):
+    With `jobs > 1`, the next layers are read and converted on worker threads while the current
+    one is written (torch, hashing and file reads release the GIL), so reading, converting and
+    writing overlap. The order of the output never depends on `jobs`.
+    """
+
+    def __init__(self, make: Callable[[str], dict[str, torch.Tensor]], order: list[str], jobs: int):
         self._make = make
-        self._prefix: str | None = None
-        self._tensors: dict[str, torch.Tensor] = {}
+        self._order = order
+        self._position = {prefix: i for i, prefix in enumerate(order)}
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="marlin-convert") if jobs > 1 else None
+        self._ahead = max(jobs, 1)
+        self._submitted = 0
+        self._futures: dict[str, Future[dict[str, torch.Tensor]]] = {}
+        self._ready: dict[str, dict[str, torch.Tensor]] = {}
 
     def take(self, prefix: str, part: str) -> torch.Tensor:
-        if prefix != self._prefix:
-            self._tensors = self._make(prefix)
-            self._prefix = prefix
-        tensor = self._tensors.pop(part)
-        if not self._tensors:
-            self._prefix = None
+        tensors = self._ready.get(prefix)
+        if tensors is None:
+            tensors = self._ready[prefix] = self._produce(prefix)
+        tensor = tensors.pop(part)
+        if not tensors:
+            del self._ready[prefix]
         return tensor
+
+    def _produce(self, prefix: str) -> dict[str, torch.Tensor]:
+        if self._pool is None:
+            return self._make(prefix)
+        limit = min(self._position[prefix] + self._ahead, len(self._order))
+        while self._submitted < limit:
+            name = self._order[self._submitted]
+            self._futures[name] = self._pool.submit(self._make, name)
+            self._submitted += 1
+        return self._futures.pop(prefix).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> _LayerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _layer_order(shards: list[ShardPlan]) -> list[str]:
+    """Layer prefixes in the order their first tensor is written."""
+    return list(dict.fromkeys(e.key[1] for s in shards for e in s.entries if e.key[0] == "layer"))
+
+
+def default_jobs() -> int:
+    """Worker threads by default: one per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
@@ -261,6 +311,7 @@ def pack_checkpoint(
     force: bool = False,
     strict: bool = False,
     device: str = "auto",
+    jobs: int | None = None,
     reporter: Reporter | None = None,
 ) -> PackReport:
     """Convert an int4 checkpoint directory into a Marlin checkpoint directory, atomically.
@@ -270,6 +321,7 @@ def pack_checkpoint(
         out: the output directory; must not exist unless `force`.
         strict: raise NothingToConvert when no layer is eligible.
         device: "auto", "cpu" or "cuda": where the layout math runs (same bytes everywhere).
+        jobs: layers read and converted in parallel (threads); default one per core. Same bytes for any value.
     Returns: a PackReport.
     Raises: MarlinConvertError subclasses for bad input; nothing is left at `out` then.
     Example:
@@ -279,6 +331,7 @@ def pack_checkpoint(
     reporter = reporter or Reporter()
     src, out = Path(src), Path(out)
     dev = resolve_device(device)
+    jobs = _check_jobs(jobs)
     check_output_path(out, inputs=[src], force=force)
     with open_checkpoint(src) as ckpt:
         fmt, fplan = _plan_source(ckpt)
@@ -301,8 +354,6 @@ def pack_checkpoint(
             reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
             return outs
 
-        layers = _LayerCache(make_layer)
-
         def produce(entry: OutEntry) -> torch.Tensor | bytearray:
             if entry.key[0] == "copy":
                 raw = ckpt.read_raw(entry.name)
@@ -311,7 +362,7 @@ def pack_checkpoint(
             return layers.take(entry.key[1], entry.key[2])
 
         other = ckpt.other_files()
-        with atomic_directory(out, force=force) as tmp:
+        with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs) as layers:
             out_sha = write_shards(tmp, shards, produce)
             for entry in entries:
                 if entry.key[0] == "copy":
@@ -407,6 +458,7 @@ def unpack_checkpoint(
     *,
     force: bool = False,
     device: str = "auto",
+    jobs: int | None = None,
     reporter: Reporter | None = None,
 ) -> UnpackReport:
     """Restore the source checkpoint from a Marlin checkpoint written by `pack_checkpoint`.
@@ -420,6 +472,7 @@ def unpack_checkpoint(
     reporter = reporter or Reporter()
     marlin_dir, out = Path(marlin_dir), Path(out)
     dev = resolve_device(device)
+    jobs = _check_jobs(jobs)
     check_output_path(out, inputs=[marlin_dir], force=force)
     manifest, ckpt = _open_marlin(marlin_dir)
     with ckpt:
@@ -438,15 +491,13 @@ def unpack_checkpoint(
             plan = plans[prefix]
             return _restore_layer(fmt, plan, _marlin_tensors(ckpt, plan))[1]
 
-        layers = _LayerCache(make_layer)
-
         def produce(entry: OutEntry) -> torch.Tensor | bytearray:
             reporter.advance(entry.nbytes)
             if entry.key[0] == "copy":
                 return ckpt.read_raw(entry.name)
             return layers.take(entry.key[1], entry.key[2])
 
-        with atomic_directory(out, force=force) as tmp:
+        with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs) as layers:
             digests = write_shards(tmp, shards, produce)
             for name, meta in source_tensors.items():
                 if digests.get(name) != meta["sha256"]:

@@ -87,11 +87,15 @@ def test_output_config_and_manifest(tmp_path):
     assert (tmp_path / "out" / "tokenizer_config.json").read_bytes() == (tmp_path / "src" / "tokenizer_config.json").read_bytes()
 
 
-def test_same_input_gives_same_bytes(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2, 5])
+def test_same_input_gives_same_bytes_for_any_jobs(tmp_path, jobs):
     make_gptq_checkpoint(tmp_path / "src", sym=False, act_order=True, shards=3)
-    pack_checkpoint(tmp_path / "src", tmp_path / "a")
-    pack_checkpoint(tmp_path / "src", tmp_path / "b")
+    pack_checkpoint(tmp_path / "src", tmp_path / "a", jobs=1)
+    pack_checkpoint(tmp_path / "src", tmp_path / "b", jobs=jobs)
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+    unpack_checkpoint(tmp_path / "a", tmp_path / "back1", jobs=1)
+    unpack_checkpoint(tmp_path / "b", tmp_path / "back2", jobs=jobs)
+    assert tree_hashes(tmp_path / "back1") == tree_hashes(tmp_path / "back2")
 
 
 def test_mislabelled_v2_converts_with_warning(tmp_path):

@@ -129,12 +129,15 @@ def _tensor_info(path: Path, name: str, entry: Any, data_start: int, data_len: i
 
 
 def read_bytes(f: BinaryIO, info: TensorInfo) -> bytearray:
-    """The raw bytes of one tensor, from an open file."""
+    """The raw bytes of one tensor, from an open file, with positioned reads (safe across threads)."""
     buf = bytearray(info.nbytes)
-    f.seek(info.start)
-    got = f.readinto(buf)
-    if got != info.nbytes:
-        raise CheckpointError(f"{getattr(f, 'name', '?')}: tensor {info.name}: file truncated while reading")
+    view = memoryview(buf)
+    done = 0
+    while done < info.nbytes:
+        got = os.preadv(f.fileno(), [view[done : done + (1 << 30)]], info.start + done)
+        if got <= 0:
+            raise CheckpointError(f"{getattr(f, 'name', '?')}: tensor {info.name}: file truncated while reading")
+        done += got
     return buf
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,6 +73,7 @@ class Checkpoint:
             if unlisted:
                 raise CheckpointError(f"{root / self.location[unlisted[0]][0]}: tensor {unlisted[0]} is not listed in the index")
         self._files: dict[str, BinaryIO] = {}
+        self._lock = threading.Lock()
 
     @property
     def shards(self) -> list[str]:
@@ -88,13 +90,14 @@ class Checkpoint:
         return self.location[name][0]
 
     def _file(self, shard: str) -> BinaryIO:
-        f = self._files.get(shard)
-        if f is None:
-            try:
-                f = self._files[shard] = open(self.root / shard, "rb")
-            except OSError as e:
-                raise CheckpointError(f"{self.root / shard}: cannot open ({e.strerror or e})") from None
-        return f
+        with self._lock:
+            f = self._files.get(shard)
+            if f is None:
+                try:
+                    f = self._files[shard] = open(self.root / shard, "rb")
+                except OSError as e:
+                    raise CheckpointError(f"{self.root / shard}: cannot open ({e.strerror or e})") from None
+            return f
 
     def read(self, name: str) -> torch.Tensor:
         shard, info = self.location[name]
