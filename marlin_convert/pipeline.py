@@ -12,7 +12,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -38,6 +38,7 @@ from .checkpoint import (
 from .dtypes import DTYPE_NAMES, TORCH_DTYPES
 from .errors import CheckpointError, MarlinConvertError, NothingToConvert, UnknownFormatError, VerifyMismatch
 from .formats import (
+    DenseCodes,
     Format,
     FormatContext,
     FormatPlan,
@@ -188,12 +189,17 @@ class _LayerStream:
 
     With `jobs > 1`, the next layers are read and converted on worker threads while the current
     one is written (torch, hashing and file reads release the GIL), so reading, converting and
-    writing overlap. The order of the output never depends on `jobs`.
+    writing overlap. Read-ahead stops while the layers in hand would exceed `budget` bytes of
+    source tensors (the current layer always proceeds), which bounds memory whatever the
+    checkpoint size. The order of the output never depends on `jobs`.
     """
 
-    def __init__(self, make: Callable[[str], dict[str, torch.Tensor]], order: list[str], jobs: int):
+    def __init__(self, make: Callable[[str], dict[str, Any]], order: list[str], jobs: int,
+                 sizes: dict[str, int] | None = None, budget: int | None = None):
         self._make = make
         self._order = order
+        self._sizes = sizes or {}
+        self._budget = budget
         self._position = {prefix: i for i, prefix in enumerate(order)}
         self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="marlin-convert") if jobs > 1 else None
         self._ahead = max(jobs, 1)
@@ -213,9 +219,14 @@ class _LayerStream:
     def _produce(self, prefix: str) -> dict[str, torch.Tensor]:
         if self._pool is None:
             return self._make(prefix)
-        limit = min(self._position[prefix] + self._ahead, len(self._order))
+        here = self._position[prefix]
+        limit = min(here + self._ahead, len(self._order))
         while self._submitted < limit:
             name = self._order[self._submitted]
+            if self._submitted > here and self._budget is not None:
+                in_hand = sum(self._sizes.get(p, 0) for p in self._order[here : self._submitted + 1])
+                if in_hand > self._budget:
+                    break
             self._futures[name] = self._pool.submit(self._make, name)
             self._submitted += 1
         return self._futures.pop(prefix).result()
@@ -236,6 +247,12 @@ def _layer_order(shards: list[ShardPlan]) -> list[str]:
     return list(dict.fromkeys(e.key[1] for s in shards for e in s.entries if e.key[0] == "layer"))
 
 
+def _read_ahead_budget(tensor_sizes: Iterable[int]) -> int:
+    """Bytes of layer sources in hand at once: 1.5x the largest tensor, so that with the streamed
+    output blocks peak memory stays under 2x the largest tensor above the interpreter's."""
+    return int(1.5 * max(tensor_sizes, default=0))
+
+
 def default_jobs() -> int:
     """Worker threads by default: one per core, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
@@ -250,30 +267,37 @@ def _read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, str] | Non
     return tensors
 
 
-def _convert(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], device: torch.device) -> tuple[QuantizedLinear, dict[str, torch.Tensor]]:
+def _convert(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], device: torch.device,
+             *, stream: bool = False) -> tuple[QuantizedLinear, dict[str, Any]]:
+    """Decode a source layer and lay it out for Marlin. With `stream` on the CPU, `B` comes as row
+    blocks made while it is written, so no whole `[n, k]` code matrix or `B` is ever held."""
     try:
         rec = fmt.decode(plan, tensors)
     except MarlinConvertError as e:
         raise CheckpointError(f"{plan.prefix}: {e}") from None
     if device.type != "cpu":
-        rec = _to_device(rec, device)
-    return rec, {k: v.cpu() for k, v in to_marlin(rec).items()}
+        outs = to_marlin(_to_device(rec, device))
+        return rec, {k: v.cpu() for k, v in outs.items()}
+    return rec, to_marlin(rec, stream=stream)
 
 
 def _to_device(rec: QuantizedLinear, device: torch.device) -> QuantizedLinear:
     move = lambda t: None if t is None else t.to(device)  # noqa: E731
-    return QuantizedLinear(move(rec.codes), move(rec.scales), move(rec.zeros), move(rec.shift), move(rec.g_idx), rec.group_size, rec.extra)
+    return QuantizedLinear(DenseCodes(rec.codes.full().to(device)), move(rec.scales), move(rec.zeros), move(rec.shift),
+                           move(rec.g_idx), rec.group_size, rec.extra)
 
 
 def _marlin_tensors(ckpt: Checkpoint, plan: LayerPlan) -> dict[str, torch.Tensor]:
     return {suffix: ckpt.read(f"{plan.prefix}.{suffix}") for suffix in marlin_specs(plan)}
 
 
-def _restore_layer(fmt: type[Format], plan: LayerPlan, marlin: dict[str, torch.Tensor]) -> tuple[QuantizedLinear, dict[str, torch.Tensor]]:
-    """Marlin tensors -> (record, source tensors); undecodable (corrupt) tensors raise VerifyMismatch."""
+def _restore_layer(fmt: type[Format], plan: LayerPlan, marlin: dict[str, torch.Tensor],
+                   *, stream: bool = False) -> tuple[QuantizedLinear, dict[str, Any]]:
+    """Marlin tensors -> (record, source tensors); undecodable (corrupt) tensors raise VerifyMismatch.
+    With `stream`, the big source tensor comes as row blocks."""
     try:
         rec = from_marlin(marlin, plan)
-        return rec, fmt.encode(rec, plan)
+        return rec, fmt.encode(rec, plan, stream=stream)
     except (MarlinConvertError, IndexError, RuntimeError, ValueError) as e:
         raise VerifyMismatch(f"{plan.prefix}: Marlin tensors cannot be decoded ({e})") from None
 
@@ -350,7 +374,7 @@ def pack_checkpoint(
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = eligible[prefix]
             tensors = _read_layer(ckpt, plan, source_sha)
-            _, outs = _convert(fmt, plan, tensors, dev)
+            _, outs = _convert(fmt, plan, tensors, dev, stream=True)
             reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
             return outs
 
@@ -362,7 +386,9 @@ def pack_checkpoint(
             return layers.take(entry.key[1], entry.key[2])
 
         other = ckpt.other_files()
-        with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs) as layers:
+        sizes = {p: sum(ckpt.info(n).nbytes for n in plan.sources.values()) for p, plan in eligible.items()}
+        budget = _read_ahead_budget(ckpt.info(n).nbytes for n in specs)
+        with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs, sizes, budget) as layers:
             out_sha = write_shards(tmp, shards, produce)
             for entry in entries:
                 if entry.key[0] == "copy":
@@ -489,7 +515,7 @@ def unpack_checkpoint(
 
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = plans[prefix]
-            return _restore_layer(fmt, plan, _marlin_tensors(ckpt, plan))[1]
+            return _restore_layer(fmt, plan, _marlin_tensors(ckpt, plan), stream=True)[1]
 
         def produce(entry: OutEntry) -> torch.Tensor | bytearray:
             reporter.advance(entry.nbytes)
@@ -497,7 +523,9 @@ def unpack_checkpoint(
                 return ckpt.read_raw(entry.name)
             return layers.take(entry.key[1], entry.key[2])
 
-        with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs) as layers:
+        sizes = {p: sum(ckpt.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
+        budget = _read_ahead_budget(e.nbytes for s in shards for e in s.entries)
+        with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs, sizes, budget) as layers:
             digests = write_shards(tmp, shards, produce)
             for name, meta in source_tensors.items():
                 if digests.get(name) != meta["sha256"]:

@@ -189,23 +189,32 @@ class ShardWriter:
     def expected_name(self) -> str | None:
         return self._entries[self._next][0] if self._next < len(self._entries) else None
 
-    def write(self, name: str, data: torch.Tensor | bytes | bytearray) -> None:
+    def write(self, name: str, data: torch.Tensor | bytes | bytearray | Iterable[torch.Tensor]) -> None:
+        """Write the next tensor: a tensor, its raw bytes, or its consecutive row blocks (streamed)."""
         exp_name, dtype, shape = self._entries[self._next]
         if name != exp_name:
             raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
-        if isinstance(data, torch.Tensor):
-            if data.dtype != TORCH_DTYPES[dtype] or tuple(data.shape) != tuple(shape):
-                raise RuntimeError(f"internal: {name} is {data.dtype} {tuple(data.shape)}, planned {dtype} {shape}")
-            raw = data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-        else:
-            raw = memoryview(data)
-        if len(raw) != math.prod(shape) * DTYPE_SIZES[dtype]:
-            raise RuntimeError(f"internal: {name} has {len(raw)} bytes, planned {dtype} {shape}")
-        self.sha256[name] = hashlib.sha256(raw).hexdigest()
-        try:
-            self._file.write(raw)
-        except OSError as e:
-            raise CheckpointError(f"{self.path}: cannot write tensor {name} ({e.strerror or e})") from None
+        whole = isinstance(data, (torch.Tensor, bytes, bytearray, memoryview))
+        if isinstance(data, torch.Tensor) and (data.dtype != TORCH_DTYPES[dtype] or tuple(data.shape) != tuple(shape)):
+            raise RuntimeError(f"internal: {name} is {data.dtype} {tuple(data.shape)}, planned {dtype} {shape}")
+        digest = hashlib.sha256()
+        written = 0
+        for part in ([data] if whole else data):
+            if isinstance(part, torch.Tensor):
+                if part.dtype != TORCH_DTYPES[dtype]:
+                    raise RuntimeError(f"internal: {name} block is {part.dtype}, planned {dtype}")
+                raw = part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            else:
+                raw = memoryview(part)
+            digest.update(raw)
+            written += len(raw)
+            try:
+                self._file.write(raw)
+            except OSError as e:
+                raise CheckpointError(f"{self.path}: cannot write tensor {name} ({e.strerror or e})") from None
+        if written != math.prod(shape) * DTYPE_SIZES[dtype]:
+            raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
+        self.sha256[name] = digest.hexdigest()
         self._next += 1
 
     def close(self) -> None:

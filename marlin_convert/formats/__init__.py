@@ -6,11 +6,16 @@ from __future__ import annotations
 
 from ..errors import UnknownFormatError
 from . import awq, compressed_tensors, gptq, quanto  # noqa: F401  (registers)
+from .codes import Codes, DenseCodes, MarlinCodes, RowBlocks
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader, TensorSpec, normalize_name
 from .marlin import from_marlin, marlin_specs, to_marlin
 from .record import LayerPlan, QuantizedLinear, dequantize, trivial_g_idx
 
 __all__ = [
+    "Codes",
+    "DenseCodes",
+    "MarlinCodes",
+    "RowBlocks",
     "DETECT_ORDER",
     "detect_format",
     "Format",

@@ -2,13 +2,14 @@
 `[0, 2, 4, 6, 1, 3, 5, 7]`; scales fp16 `[g, n]`; zero points stored as is (no offset)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 import torch
 
 from ..dtypes import TORCH_DTYPES
 from ..errors import UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
+from .codes import KPackedCodes, RowBlocks, assemble, chunk_bounds
 from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear
@@ -72,7 +73,7 @@ class AwqFormat(Format):
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
         zeros = _unpack_cols(tensors["qzeros"])
         return QuantizedLinear(
-            codes=_unpack_cols(tensors["qweight"]).t().contiguous(),
+            codes=KPackedCodes(tensors["qweight"], n=plan.n, k=plan.k, unpack_rows=_unpack_cols),
             scales=tensors["scales"],
             zeros=zeros if plan.has_zeros else None,
             shift=None,
@@ -82,13 +83,18 @@ class AwqFormat(Format):
         )
 
     @classmethod
-    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
         zeros = rec.zeros if rec.zeros is not None else torch.full((rec.num_groups, rec.n), 8, dtype=torch.uint8)
         return {
-            "qweight": _pack_cols(rec.codes.t().contiguous()),
+            "qweight": assemble(_qweight_blocks(rec), stream=stream),
             "qzeros": _pack_cols(zeros),
             "scales": rec.scales,
         }
+
+
+def _qweight_blocks(rec: QuantizedLinear) -> RowBlocks:
+    for start, stop in chunk_bounds(rec.k, rec.n, align=128):
+        yield _pack_cols(rec.codes.cols(start, stop).t().contiguous())
 
 
 def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, group_size: int, why_not: str | None) -> LayerPlan:

@@ -113,6 +113,9 @@ class Format:
         raise NotImplementedError
 
     @classmethod
-    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
-        """The canonical record -> the layer's source tensors (keyed by role), byte-identical to what was decoded."""
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Any]:
+        """The canonical record -> the layer's source tensors (keyed by role), byte-identical to what was decoded.
+
+        With `stream`, the big packed tensor may come as an iterator of row blocks (see `codes.RowBlocks`).
+        """
         raise NotImplementedError

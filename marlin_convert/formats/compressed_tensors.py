@@ -4,13 +4,14 @@ weight_shape `[2]`, optional weight_g_idx int32 `[k]`."""
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 import torch
 
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
+from .codes import NPackedCodes, RowBlocks, assemble, chunk_bounds
 from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
@@ -101,7 +102,7 @@ class CompressedTensorsFormat(Format):
         if g_idx is not None and torch.equal(g_idx, trivial_g_idx(plan.k, plan.group_size)):
             g_idx = None
         return QuantizedLinear(
-            codes=unpack_nibbles(tensors["weight_packed"])[:, : plan.k],
+            codes=NPackedCodes(tensors["weight_packed"], n=plan.n, k=plan.k),
             scales=tensors["weight_scale"].t().contiguous(),
             zeros=zeros,
             shift=None,
@@ -111,9 +112,9 @@ class CompressedTensorsFormat(Format):
         )
 
     @classmethod
-    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
         out = {
-            "weight_packed": pack_nibbles(rec.codes),
+            "weight_packed": assemble(_packed_blocks(rec), stream=stream),
             "weight_scale": rec.scales.t().contiguous(),
             "weight_shape": torch.tensor([rec.n, rec.k], dtype=TORCH_DTYPES[plan.extra["weight_shape_dtype"]]),
         }
@@ -123,6 +124,11 @@ class CompressedTensorsFormat(Format):
         if "weight_g_idx" in plan.sources:
             out["weight_g_idx"] = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
         return out
+
+
+def _packed_blocks(rec: QuantizedLinear) -> RowBlocks:
+    for start, stop in chunk_bounds(rec.n, rec.k, align=64):
+        yield pack_nibbles(rec.codes.rows(start, stop))
 
 
 def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, args: dict[str, Any], fmt: str) -> LayerPlan:

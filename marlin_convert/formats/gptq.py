@@ -1,13 +1,14 @@
 """GPTQ (AutoGPTQ / GPTQModel / transformers), 4-bit, v1 and v2 zero points, optional act-order."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 import torch
 
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
+from .codes import KPackedCodes, RowBlocks, assemble, chunk_bounds
 from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
@@ -88,7 +89,7 @@ class GptqFormat(Format):
     @classmethod
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
         n, k = plan.n, plan.k
-        codes = unpack_nibbles(tensors["qweight"].t().contiguous())
+        codes = KPackedCodes(tensors["qweight"], n=n, k=k)
         zeros = _true_zeros(tensors["qzeros"], plan.extra["zero_format"])[:, :n]
         g_idx = tensors.get("g_idx")
         if g_idx is not None and torch.equal(g_idx, trivial_g_idx(k, plan.group_size)):
@@ -104,17 +105,22 @@ class GptqFormat(Format):
         )
 
     @classmethod
-    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
         zeros = rec.zeros if rec.zeros is not None else torch.full((rec.num_groups, rec.n), 8, dtype=torch.uint8)
         stored = (zeros - 1) & 0xF if plan.extra["zero_format"] == "v1" else zeros
         out = {
-            "qweight": pack_nibbles(rec.codes).t().contiguous(),
+            "qweight": assemble(_qweight_blocks(rec), stream=stream),
             "qzeros": pack_nibbles(stored.contiguous()),
             "scales": rec.scales,
         }
         if "g_idx" in plan.sources:
             out["g_idx"] = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
         return out
+
+
+def _qweight_blocks(rec: QuantizedLinear) -> RowBlocks:
+    for start, stop in chunk_bounds(rec.k, rec.n, align=128):
+        yield pack_nibbles(rec.codes.cols(start, stop)).t().contiguous()
 
 
 def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, group_size: int) -> tuple[LayerPlan, str | None]:

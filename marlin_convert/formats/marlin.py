@@ -1,12 +1,13 @@
 """The Marlin output layout of one layer (DESIGN §5): `B`, `s`, and `z` / `perm` / `g_idx` / `shift` when needed."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterator, Mapping, Union
 
 import torch
 
 from ..dtypes import DTYPE_NAMES
-from ..layout import TILE, pack_codes, pack_zeros, permute_scales, unpack_codes, unpack_zeros, unpermute_scales
+from ..layout import TILE, pack, pack_zeros, permute_scales, unpack_zeros, unpermute_scales
+from .codes import DenseCodes, MarlinCodes, RowBlocks, assemble, chunk_bounds
 from .base import TensorSpec
 from .record import LayerPlan, QuantizedLinear
 
@@ -35,16 +36,25 @@ def marlin_specs(plan: LayerPlan) -> dict[str, TensorSpec]:
     return specs
 
 
-def to_marlin(rec: QuantizedLinear) -> dict[str, torch.Tensor]:
-    """Canonical record -> Marlin tensors keyed by suffix."""
+def _packed_blocks(rec: QuantizedLinear, perm: torch.Tensor | None) -> Iterator[torch.Tensor]:
+    """Rows of `B`, a slice of k at a time (one slice for codes already on a GPU)."""
     codes = rec.codes
-    out: dict[str, torch.Tensor] = {}
+    on_gpu = isinstance(codes, DenseCodes) and codes.tensor.device.type != "cpu"
+    bounds = [(0, rec.k)] if on_gpu else chunk_bounds(rec.k, rec.n, align=128)
+    for start, stop in bounds:
+        cols = codes.cols(start, stop) if perm is None else codes.take_cols(perm[start:stop])
+        yield pack(cols)
+
+
+def to_marlin(rec: QuantizedLinear, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
+    """Canonical record -> Marlin tensors keyed by suffix; with `stream`, `B` comes as row blocks."""
+    out: dict[str, Union[torch.Tensor, RowBlocks]] = {}
+    perm = None
     if rec.g_idx is not None:
         perm = act_order_perm(rec.g_idx)
-        codes = codes.index_select(1, perm.to(codes.device, torch.int64))
         out["perm"] = perm
         out["g_idx"] = rec.g_idx.to(torch.int32)
-    out["B"] = pack_codes(codes)
+    out["B"] = assemble(_packed_blocks(rec, perm), stream=stream)
     out["s"] = permute_scales(rec.scales, group_size=rec.group_size, k=rec.k)
     if rec.zeros is not None:
         out["z"] = pack_zeros(rec.zeros)
@@ -56,12 +66,15 @@ def to_marlin(rec: QuantizedLinear) -> dict[str, torch.Tensor]:
 def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan) -> QuantizedLinear:
     """Marlin tensors keyed by suffix -> the canonical record (exact inverse of `to_marlin`)."""
     n, k, gs = plan.n, plan.k, plan.group_size
-    codes = unpack_codes(tensors["B"], n=n, k=k)
+    codes = MarlinCodes(tensors["B"], n=n, k=k)
     g_idx = None
     if "perm" in tensors:
-        restored = torch.empty_like(codes)
-        restored[:, tensors["perm"].to(torch.int64)] = codes
-        codes = restored
+        perm = tensors["perm"].to(torch.int64)
+        if perm.shape != (k,) or not torch.equal(torch.sort(perm).values, torch.arange(k)):
+            raise ValueError(f"{plan.prefix}.perm is not a permutation of {k} rows")
+        restored = torch.empty((n, k), dtype=torch.uint8)
+        restored[:, perm] = codes.full()
+        codes = DenseCodes(restored)
         g_idx = tensors["g_idx"]
     return QuantizedLinear(
         codes=codes,

@@ -16,6 +16,7 @@ from ..dtypes import TORCH_DTYPES
 from ..errors import UnknownFormatError
 from ._common import expect_spec, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
+from .codes import DenseCodes
 from .record import LayerPlan, QuantizedLinear
 
 __all__ = ["QuantoFormat", "QMAP_NAMES", "linear_shape_from_config"]
@@ -90,7 +91,7 @@ class QuantoFormat(Format):
         rows = torch.cat((data & 0xF, data >> 4), dim=0)  # [R, c]
         g = plan.num_groups
         return QuantizedLinear(
-            codes=rows.reshape(plan.n, plan.k),
+            codes=DenseCodes(rows.reshape(plan.n, plan.k)),
             scales=tensors["scale"].reshape(plan.n, g).t().contiguous(),
             zeros=None,
             shift=tensors["shift"].reshape(plan.n, g).t().contiguous(),
@@ -100,9 +101,9 @@ class QuantoFormat(Format):
         )
 
     @classmethod
-    def encode(cls, rec: QuantizedLinear, plan: LayerPlan) -> dict[str, torch.Tensor]:
+    def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, torch.Tensor]:
         columns = plan.extra["columns"]
-        rows = rec.codes.reshape(-1, columns)
+        rows = rec.codes.full().reshape(-1, columns)
         half = rows.shape[0] // 2
         assert rec.shift is not None
         return {

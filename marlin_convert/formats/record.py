@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from .codes import Codes
+
 __all__ = ["QuantizedLinear", "LayerPlan", "trivial_g_idx", "dequantize"]
 
 
@@ -17,8 +19,8 @@ class QuantizedLinear:
     or `scales * codes - shift` when `shift` is set (optimum-quanto).
     """
 
-    codes: torch.Tensor
-    """uint8 `[n, k]`, values 0..15."""
+    codes: Codes
+    """`[n, k]` codes, values 0..15, as a lazy view (`codes.full()` gives the uint8 tensor)."""
     scales: torch.Tensor
     """float16 / bfloat16 `[g, n]`, dtype as in the source."""
     zeros: torch.Tensor | None
@@ -34,11 +36,11 @@ class QuantizedLinear:
 
     @property
     def n(self) -> int:
-        return int(self.codes.shape[0])
+        return self.codes.n
 
     @property
     def k(self) -> int:
-        return int(self.codes.shape[1])
+        return self.codes.k
 
     @property
     def num_groups(self) -> int:
@@ -84,7 +86,7 @@ def dequantize(rec: QuantizedLinear) -> torch.Tensor:
     g_idx = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
     g_idx = g_idx.to(torch.int64)
     scales = rec.scales.float().t().index_select(1, g_idx)  # [n, k]
-    codes = rec.codes.float()
+    codes = rec.codes.full().float()
     if rec.shift is not None:
         return scales * codes - rec.shift.float().t().index_select(1, g_idx)
     zeros = rec.zeros.float().t().index_select(1, g_idx) if rec.zeros is not None else 8.0

@@ -56,7 +56,9 @@ def test_decode_matches_independent_truth():
         "g_idx": torch.from_numpy(t.g_idx),
     }
     rec = GptqFormat.decode(_plan(128, 256, 64, zero_format="v1"), tensors)
-    np.testing.assert_array_equal(rec.codes.numpy(), t.codes.T)
+    np.testing.assert_array_equal(rec.codes.full().numpy(), t.codes.T)
+    idx = torch.from_numpy(np.random.default_rng(1).permutation(256)[:40])
+    np.testing.assert_array_equal(rec.codes.take_cols(idx).numpy(), t.codes.T[:, idx.numpy()])
     np.testing.assert_array_equal(rec.zeros.numpy(), t.zeros)
     np.testing.assert_array_equal(rec.g_idx.numpy(), t.g_idx)
     assert rec.scales is tensors["scales"]

@@ -1,0 +1,37 @@
+"""Every lazy codes view gives the same slices as the dense codes it stands for."""
+import numpy as np
+import pytest
+import torch
+
+from marlin_convert.formats.awq import _pack_cols, _unpack_cols
+from marlin_convert.formats.codes import DenseCodes, KPackedCodes, MarlinCodes, NPackedCodes
+from tests.gptq_synth import pack_rows
+from tests.reference import seed_pack
+
+N, K = 192, 384
+
+
+def _views(codes: np.ndarray):
+    dense = torch.from_numpy(codes)
+    ct_packed = torch.from_numpy(pack_rows(np.ascontiguousarray(codes.T)).T.copy())  # [N, K/8]
+    return {
+        "dense": DenseCodes(dense),
+        "gptq": KPackedCodes(torch.from_numpy(pack_rows(np.ascontiguousarray(codes.T))), n=N, k=K),
+        "awq": KPackedCodes(_pack_cols(torch.from_numpy(np.ascontiguousarray(codes.T))), n=N, k=K, unpack_rows=_unpack_cols),
+        "ct": NPackedCodes(ct_packed, n=N, k=K),
+        "marlin": MarlinCodes(torch.from_numpy(seed_pack(codes)), n=N, k=K),
+    }
+
+
+@pytest.mark.parametrize("kind", ["dense", "gptq", "awq", "ct", "marlin"])
+def test_views_agree_with_dense(kind):
+    rng = np.random.default_rng()
+    codes = rng.integers(0, 16, size=(N, K), dtype=np.uint8)
+    view = _views(codes)[kind]
+    assert view.shape == (N, K)
+    np.testing.assert_array_equal(view.full().numpy(), codes)
+    np.testing.assert_array_equal(view.cols(128, 384).numpy(), codes[:, 128:384])
+    np.testing.assert_array_equal(view.cols(8, 24).numpy(), codes[:, 8:24])
+    np.testing.assert_array_equal(view.rows(64, 192).numpy(), codes[64:192])
+    idx = rng.permutation(K)[:77]
+    np.testing.assert_array_equal(view.take_cols(torch.from_numpy(idx)).numpy(), codes[:, idx])
