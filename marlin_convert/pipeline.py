@@ -271,19 +271,21 @@ def _convert(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor
              *, stream: bool = False) -> tuple[QuantizedLinear, dict[str, Any]]:
     """Decode a source layer and lay it out for Marlin. With `stream` on the CPU, `B` comes as row
     blocks made while it is written, so no whole `[n, k]` code matrix or `B` is ever held."""
+    if device.type != "cpu":  # decode on the device too: only packed bytes cross the bus
+        tensors = {role: t.pin_memory().to(device, non_blocking=True) for role, t in tensors.items()}
     try:
         rec = fmt.decode(plan, tensors)
     except MarlinConvertError as e:
         raise CheckpointError(f"{plan.prefix}: {e}") from None
     if device.type != "cpu":
-        outs = to_marlin(_to_device(rec, device))
-        return rec, {k: v.cpu() for k, v in outs.items()}
+        outs = to_marlin(rec)
+        return rec, {k: v.to("cpu") for k, v in outs.items()}
     return rec, to_marlin(rec, stream=stream)
 
 
-def _to_device(rec: QuantizedLinear, device: torch.device) -> QuantizedLinear:
-    move = lambda t: None if t is None else t.to(device)  # noqa: E731
-    return QuantizedLinear(DenseCodes(rec.codes.full().to(device)), move(rec.scales), move(rec.zeros), move(rec.shift),
+def _record_to_cpu(rec: QuantizedLinear) -> QuantizedLinear:
+    move = lambda t: None if t is None else t.cpu()  # noqa: E731
+    return QuantizedLinear(DenseCodes(rec.codes.full().cpu()), move(rec.scales), move(rec.zeros), move(rec.shift),
                            move(rec.g_idx), rec.group_size, rec.extra)
 
 
@@ -696,7 +698,7 @@ def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pl
         for suffix, tensor in repacked.items():
             if not torch.equal(tensor.view(torch.uint8), marlin[suffix].contiguous().view(torch.uint8)):
                 problems.append(f"{plan.prefix}.{suffix}: differs from a fresh pack of the source")
-        if not _bits_equal(dequantize(rec_src).cpu(), dequantize(rec_marlin)):
+        if not _bits_equal(dequantize(_record_to_cpu(rec_src)), dequantize(rec_marlin)):
             problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
     checks = "sha256, unpack" + (", repack, dequant" if src is not None else "")
     return _check(plan.prefix, not problems, "; ".join(problems[:3]) if problems else f"{checks} equal")

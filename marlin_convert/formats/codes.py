@@ -34,13 +34,21 @@ class Codes:
     def shape(self) -> tuple[int, int]:
         return (self.n, self.k)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the underlying tensor lives (slices come back on the same device)."""
+        return self._storage().device
+
+    def _storage(self) -> torch.Tensor:
+        raise NotImplementedError
+
     def take_cols(self, index: torch.Tensor) -> torch.Tensor:
         """uint8 `[n, len(index)]`: the codes of the given input columns."""
-        return self.full().index_select(1, index.to(torch.int64))
+        return self.full().index_select(1, index.to(self.device, torch.int64))
 
     def cols(self, start: int, stop: int) -> torch.Tensor:
         """uint8 `[n, stop - start]` (start and stop multiples of 8)."""
-        return self.take_cols(torch.arange(start, stop))
+        return self.take_cols(torch.arange(start, stop, device=self.device))
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """uint8 `[stop - start, k]` (start and stop multiples of 64)."""
@@ -57,6 +65,9 @@ class DenseCodes(Codes):
     def __init__(self, codes: torch.Tensor):
         self.tensor = codes
         self.n, self.k = int(codes.shape[0]), int(codes.shape[1])
+
+    def _storage(self) -> torch.Tensor:
+        return self.tensor
 
     def take_cols(self, index: torch.Tensor) -> torch.Tensor:
         return self.tensor.index_select(1, index.to(self.tensor.device, torch.int64))
@@ -81,6 +92,9 @@ class KPackedCodes(Codes):
         self._unpack_rows = unpack_rows
         self._k_per_row = 8 if unpack_rows is None else 1
 
+    def _storage(self) -> torch.Tensor:
+        return self.words
+
     def _kn(self, words: torch.Tensor) -> torch.Tensor:
         """Rows of words -> uint8 `[k of those rows, n]`."""
         if self._unpack_rows is not None:
@@ -88,7 +102,7 @@ class KPackedCodes(Codes):
         return unpack_nibbles(words.t().contiguous()).t()
 
     def take_cols(self, index: torch.Tensor) -> torch.Tensor:
-        index = index.to(torch.int64)
+        index = index.to(self.device, torch.int64)
         if self._k_per_row == 1:
             return self._kn(self.words.index_select(0, index)).t().contiguous()
         words = self.words.index_select(0, index // 8)  # [len, n]
@@ -106,8 +120,11 @@ class NPackedCodes(Codes):
     def __init__(self, words: torch.Tensor, *, n: int, k: int):
         self.words, self.n, self.k = words, n, k
 
+    def _storage(self) -> torch.Tensor:
+        return self.words
+
     def take_cols(self, index: torch.Tensor) -> torch.Tensor:
-        index = index.to(torch.int64)
+        index = index.to(self.device, torch.int64)
         words = self.words.index_select(1, index // 8)  # [n, len]
         return ((words >> (4 * (index % 8)).to(torch.int32)) & 0xF).to(torch.uint8)
 
@@ -123,6 +140,9 @@ class MarlinCodes(Codes):
 
     def __init__(self, packed: torch.Tensor, *, n: int, k: int):
         self.packed, self.n, self.k = packed, n, k
+
+    def _storage(self) -> torch.Tensor:
+        return self.packed
 
     def cols(self, start: int, stop: int) -> torch.Tensor:
         if start % 128 or (stop % 128 and stop != self.k):

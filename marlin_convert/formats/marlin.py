@@ -39,8 +39,7 @@ def marlin_specs(plan: LayerPlan) -> dict[str, TensorSpec]:
 def _packed_blocks(rec: QuantizedLinear, perm: torch.Tensor | None) -> Iterator[torch.Tensor]:
     """Rows of `B`, a slice of k at a time (one slice for codes already on a GPU)."""
     codes = rec.codes
-    on_gpu = isinstance(codes, DenseCodes) and codes.tensor.device.type != "cpu"
-    bounds = [(0, rec.k)] if on_gpu else chunk_bounds(rec.k, rec.n, align=128)
+    bounds = [(0, rec.k)] if codes.device.type != "cpu" else chunk_bounds(rec.k, rec.n, align=128)
     for start, stop in bounds:
         cols = codes.cols(start, stop) if perm is None else codes.take_cols(perm[start:stop])
         yield pack(cols)
@@ -51,7 +50,7 @@ def to_marlin(rec: QuantizedLinear, *, stream: bool = False) -> dict[str, Union[
     out: dict[str, Union[torch.Tensor, RowBlocks]] = {}
     perm = None
     if rec.g_idx is not None:
-        perm = act_order_perm(rec.g_idx)
+        perm = act_order_perm(rec.g_idx.cpu())
         out["perm"] = perm
         out["g_idx"] = rec.g_idx.to(torch.int32)
     out["B"] = assemble(_packed_blocks(rec, perm), stream=stream)
@@ -70,10 +69,10 @@ def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan) -> Quantiz
     g_idx = None
     if "perm" in tensors:
         perm = tensors["perm"].to(torch.int64)
-        if perm.shape != (k,) or not torch.equal(torch.sort(perm).values, torch.arange(k)):
+        if perm.shape != (k,) or not torch.equal(torch.sort(perm).values.cpu(), torch.arange(k)):
             raise ValueError(f"{plan.prefix}.perm is not a permutation of {k} rows")
-        restored = torch.empty((n, k), dtype=torch.uint8)
-        restored[:, perm] = codes.full()
+        restored = torch.empty((n, k), dtype=torch.uint8, device=codes.device)
+        restored[:, perm.to(codes.device)] = codes.full()
         codes = DenseCodes(restored)
         g_idx = tensors["g_idx"]
     return QuantizedLinear(
