@@ -11,7 +11,7 @@ from typing import Iterator
 
 from ..errors import CheckpointError, OutputExistsError
 
-__all__ = ["atomic_directory", "check_output_path", "TMP_MARKER"]
+__all__ = ["atomic_directory", "check_output_path", "is_inside", "TMP_MARKER"]
 
 TMP_MARKER = ".marlin-convert-tmp-"
 
@@ -26,7 +26,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _inside(inner: Path, outer: Path) -> bool:
+def is_inside(inner: Path, outer: Path) -> bool:
+    """True when `inner`, with links resolved, is `outer` or lies below it."""
     try:
         inner.resolve().relative_to(outer.resolve())
     except ValueError:
@@ -37,9 +38,9 @@ def _inside(inner: Path, outer: Path) -> bool:
 def check_output_path(out: Path, *, inputs: list[Path], force: bool) -> None:
     """Refuse an output that exists (without force), or that lies inside an input or contains one."""
     for src in inputs:
-        if _inside(out, src):
+        if is_inside(out, src):
             raise OutputExistsError(f"{out}: output must not be inside the input directory {src}")
-        if _inside(src, out):
+        if is_inside(src, out):
             raise OutputExistsError(f"{out}: output must not contain the input directory {src}")
     if (out.exists() or out.is_symlink()) and not force:
         raise OutputExistsError(f"{out}: already exists (use --force to replace it)")

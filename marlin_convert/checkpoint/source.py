@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import torch
 
 from ..errors import CheckpointError
+from .atomic import is_inside
 from ..formats.base import TensorSpec
 from .safetensors_file import SafetensorsHeader, TensorInfo, read_bytes, read_header, read_tensor, tensor_from_bytes
 
@@ -25,14 +26,6 @@ SINGLE_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 MARKER_JSON_FILES = ("quantize_config.json", "quanto_qmap.json", "quantization_map.json")
 """JSON files besides config.json that formats may look at."""
-
-
-def _inside(root: Path, path: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _load_json(path: Path) -> Any:
@@ -130,7 +123,7 @@ class Checkpoint:
                 rel = full.relative_to(self.root).as_posix()
                 if rel in skip:
                     continue
-                if full.is_symlink() and not _inside(self.root, full):
+                if full.is_symlink() and not is_inside(full, self.root):
                     raise CheckpointError(f"{full}: symbolic link points outside the checkpoint directory (copy the files into it, e.g. `hf download --local-dir`)")
                 if full.is_file():
                     out.append(rel)
@@ -152,7 +145,7 @@ def _shard_path(root: Path, shard: Any, where: Path) -> Path:
     if not isinstance(shard, str) or not shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
         raise CheckpointError(f"{where}: shard name {shard!r} must be a file name inside the checkpoint directory")
     path = root / shard
-    if not _inside(root, path):
+    if not is_inside(path, root):
         raise CheckpointError(f"{where}: shard {shard} points outside the checkpoint directory")
     if not path.is_file():
         raise CheckpointError(f"{path}: shard listed in the index is missing")
