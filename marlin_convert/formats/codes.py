@@ -9,7 +9,8 @@ from typing import Callable, Iterator, Union
 
 import torch
 
-from ..layout import unpack_codes, unpack_nibbles
+from ..layout import pack, pack_nibbles, unpack_codes, unpack_nibbles
+from ..layout.pack_cpu import pack_kpacked, unpack_to_kpacked
 
 __all__ = ["Codes", "DenseCodes", "KPackedCodes", "NPackedCodes", "MarlinCodes", "RowBlocks", "chunk_bounds", "assemble"]
 
@@ -57,6 +58,16 @@ class Codes:
     def full(self) -> torch.Tensor:
         """uint8 `[n, k]`."""
         return self.cols(0, self.k)
+
+    def marlin_rows(self, start: int, stop: int, perm: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows `start/16 .. stop/16` of the Marlin weight `[k/16, 2n]` (start, stop multiples of 128);
+        with `perm`, Marlin row j holds input column `perm[j]` (act-order)."""
+        cols = self.cols(start, stop) if perm is None else self.take_cols(perm[start:stop])
+        return pack(cols)
+
+    def kpacked_rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows `start/8 .. stop/8` of the GPTQ-style words `[k/8, n]` (start, stop multiples of 8)."""
+        return pack_nibbles(self.cols(start, stop)).t().contiguous()
 
 
 class DenseCodes(Codes):
@@ -113,6 +124,18 @@ class KPackedCodes(Codes):
         per = self._k_per_row
         return self._kn(self.words[start // per : stop // per]).t().contiguous()
 
+    def marlin_rows(self, start: int, stop: int, perm: torch.Tensor | None = None) -> torch.Tensor:
+        if self._k_per_row != 8 or self.device.type != "cpu":
+            return super().marlin_rows(start, stop, perm)
+        if perm is None:  # straight from the words: no [n, k] codes, not even for a slice
+            return pack_kpacked(self.words[start // 8 : stop // 8])
+        return pack_kpacked(self.words, perm[start:stop])
+
+    def kpacked_rows(self, start: int, stop: int) -> torch.Tensor:
+        if self._k_per_row != 8:
+            return super().kpacked_rows(start, stop)
+        return self.words[start // 8 : stop // 8]
+
 
 class NPackedCodes(Codes):
     """Codes packed 8 per int32 along k as `[n, k/8]` (compressed-tensors weight_packed)."""
@@ -136,24 +159,45 @@ class NPackedCodes(Codes):
 
 
 class MarlinCodes(Codes):
-    """Codes held in Marlin tiles `[k/16, 2n]` (no act-order permutation)."""
+    """Codes held in Marlin tiles `[k/16, 2n]`, whose row j holds input column `perm[j]` when an
+    act-order `perm` is given."""
 
-    def __init__(self, packed: torch.Tensor, *, n: int, k: int):
+    def __init__(self, packed: torch.Tensor, *, n: int, k: int, perm: torch.Tensor | None = None):
         self.packed, self.n, self.k = packed, n, k
+        self.perm = perm
+        self._words: torch.Tensor | None = None
 
     def _storage(self) -> torch.Tensor:
         return self.packed
 
     def cols(self, start: int, stop: int) -> torch.Tensor:
-        if start % 128 or (stop % 128 and stop != self.k):
+        if self.perm is not None or start % 128 or (stop % 128 and stop != self.k):
             return super().cols(start, stop)
         return unpack_codes(self.packed[start // 16 : stop // 16], n=self.n, k=stop - start)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
-        return unpack_codes(self.packed[:, 2 * start : 2 * stop].contiguous(), n=stop - start, k=self.k)
+        codes = unpack_codes(self.packed[:, 2 * start : 2 * stop].contiguous(), n=stop - start, k=self.k)
+        return codes if self.perm is None else _unpermute(codes, self.perm)
 
     def full(self) -> torch.Tensor:
-        return unpack_codes(self.packed, n=self.n, k=self.k)
+        codes = unpack_codes(self.packed, n=self.n, k=self.k)
+        return codes if self.perm is None else _unpermute(codes, self.perm)
+
+    def kpacked_rows(self, start: int, stop: int) -> torch.Tensor:
+        if self.packed.device.type != "cpu":
+            return super().kpacked_rows(start, stop)
+        if self.perm is None:
+            return unpack_to_kpacked(self.packed[start // 16 : stop // 16], n=self.n, k=stop - start)
+        if self._words is None:  # act-order: rows come from anywhere in B, so restore all words once
+            self._words = unpack_to_kpacked(self.packed, n=self.n, k=self.k, perm=self.perm)
+        return self._words[start // 8 : stop // 8]
+
+
+def _unpermute(codes: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Codes whose column j holds input column perm[j] -> codes in input order."""
+    restored = torch.empty_like(codes)
+    restored[:, perm.to(codes.device, torch.int64)] = codes
+    return restored
 
 
 RowBlocks = Iterator[torch.Tensor]

@@ -120,7 +120,7 @@ class GptqFormat(Format):
 
 def _qweight_blocks(rec: QuantizedLinear) -> RowBlocks:
     for start, stop in chunk_bounds(rec.k, rec.n, align=128):
-        yield pack_nibbles(rec.codes.cols(start, stop)).t().contiguous()
+        yield rec.codes.kpacked_rows(start, stop)
 
 
 def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, group_size: int) -> tuple[LayerPlan, str | None]:

@@ -35,3 +35,25 @@ def test_views_agree_with_dense(kind):
     np.testing.assert_array_equal(view.rows(64, 192).numpy(), codes[64:192])
     idx = rng.permutation(K)[:77]
     np.testing.assert_array_equal(view.take_cols(torch.from_numpy(idx)).numpy(), codes[:, idx])
+
+
+@pytest.mark.parametrize("kind", ["dense", "gptq", "awq", "ct", "marlin"])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_fast_paths_agree_with_the_reference(kind, act_order):
+    rng = np.random.default_rng()
+    codes = rng.integers(0, 16, size=(N, K), dtype=np.uint8)
+    view = _views(codes)[kind]
+    perm = torch.from_numpy(rng.permutation(K)) if act_order else None
+    want = codes[:, perm.numpy()] if act_order else codes
+    np.testing.assert_array_equal(view.marlin_rows(128, 384, perm).numpy(), seed_pack(np.ascontiguousarray(want))[8:24])
+    np.testing.assert_array_equal(view.kpacked_rows(128, 256).numpy(), pack_rows(np.ascontiguousarray(codes.T))[16:32])
+
+
+def test_act_order_marlin_view_restores_input_order():
+    rng = np.random.default_rng()
+    codes = rng.integers(0, 16, size=(N, K), dtype=np.uint8)
+    perm = rng.permutation(K)
+    view = MarlinCodes(torch.from_numpy(seed_pack(np.ascontiguousarray(codes[:, perm]))), n=N, k=K, perm=torch.from_numpy(perm))
+    np.testing.assert_array_equal(view.full().numpy(), codes)
+    np.testing.assert_array_equal(view.rows(64, 128).numpy(), codes[64:128])
+    np.testing.assert_array_equal(view.kpacked_rows(0, K).numpy(), pack_rows(np.ascontiguousarray(codes.T)))
