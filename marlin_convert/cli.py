@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -185,6 +186,9 @@ def verify(
     first: Annotated[Path, typer.Argument(metavar="SRC_OR_OUT", help="Source checkpoint (or the Marlin output alone).")],
     second: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Marlin output directory.")] = None,
     device: DeviceOpt = "auto",
+    gemm: Annotated[bool, typer.Option(
+        "--gemm", help="Also run each layer through optimum-quanto's Marlin GEMM on the GPU against a dense "
+                       "reference (needs a CUDA GPU and: pip install 'marlin-convert\\[gpu-verify]').")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Prove OUT is a lossless Marlin repack of SRC (exit 0) or name what differs (exit 1).
@@ -192,7 +196,7 @@ def verify(
     With OUT alone, checks hashes and the in-memory round trip against the manifest.
     """
     src, out = (first, second) if second is not None else (None, first)
-    report = _run(json_out, lambda r: _pipeline().verify_checkpoint(out, src, device=device, reporter=r))
+    report = _run(json_out, lambda r: _pipeline().verify_checkpoint(out, src, device=device, reporter=r, gemm=gemm))
     if json_out:
         _emit_json(report.to_json())
     else:
@@ -226,7 +230,7 @@ def main() -> None:
     except MarlinConvertError as e:
         if os.environ.get("MARLIN_CONVERT_DEBUG") == "1":
             err_console.print_exception()
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise SystemExit(_exit_code(e)) from None
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None

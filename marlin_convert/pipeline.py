@@ -604,6 +604,7 @@ def verify_checkpoint(
     *,
     device: str = "auto",
     reporter: Reporter | None = None,
+    gemm: bool = False,
 ) -> VerifyReport:
     """Prove that `out_dir` is a lossless Marlin repack (of `src_dir` when given).
 
@@ -611,13 +612,20 @@ def verify_checkpoint(
     decoded and packed again gives the same bytes; (c) each layer unpacked in memory gives the
     source bytes (the source's, or the manifest's sha256 without it); (d) with the source, the
     dequantized weights from source and Marlin tensors are bit-equal. Copied tensors must match too.
+    With `gemm`, (e) each layer also goes through optimum-quanto's Marlin GEMM on the GPU against a dense
+    reference (the source's record when given), see `gemm_check`.
     Returns: a VerifyReport; `report.ok` is False when anything differs (the failures name the tensor).
     Raises: CheckpointError / UnknownFormatError for a bad source; VerifyMismatch when `out_dir`
-    is not a readable marlin-convert output at all.
+    is not a readable marlin-convert output at all; MarlinConvertError when `gemm` is asked for
+    without a CUDA GPU or optimum-quanto (`pip install marlin-convert[gpu-verify]`).
     """
     reporter = reporter or Reporter()
     out_dir = Path(out_dir)
     dev = resolve_device(device)
+    if gemm:
+        from .gemm_check import marlin_gemm
+
+        marlin_gemm()  # fails early, with the install hint, when the GEMM cannot run here
     manifest, out = _open_marlin(out_dir)
     src: Checkpoint | None = None
     report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
@@ -644,7 +652,7 @@ def verify_checkpoint(
             f"{len(manifest['source_tensors']) - len(members)} byte-identical",
         ))
         for prefix, plan in plans.items():
-            report.checks.append(_verify_layer(out, src, fmt, plan, manifest, dev))
+            report.checks.append(_verify_layer(out, src, fmt, plan, manifest, dev, gemm=gemm))
             reporter.advance(sum(out.info(f"{prefix}.{s}").nbytes for s in marlin_specs(plan)))
     finally:
         out.close()
@@ -671,8 +679,16 @@ def _check_source_matches(src: Checkpoint, manifest: dict[str, Any], report: Ver
         raise VerifyMismatch(f"{src.root}: not the checkpoint this output was made from ({'; '.join(problems)})")
 
 
+def _gemm_check(rec: QuantizedLinear, marlin: dict[str, torch.Tensor]) -> tuple[bool, str]:
+    """(ok, detail) of optimum-quanto's Marlin GEMM on the layer's Marlin tensors against `rec`."""
+    from .gemm_check import check_layer
+
+    result = check_layer(rec, marlin)
+    return result.ok, result.detail
+
+
 def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], plan: LayerPlan,
-                  manifest: dict[str, Any], dev: torch.device) -> dict[str, str]:
+                  manifest: dict[str, Any], dev: torch.device, *, gemm: bool = False) -> dict[str, str]:
     problems: list[str] = []
     marlin = {}
     for suffix in marlin_specs(plan):
@@ -681,6 +697,8 @@ def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pl
         if digest != manifest["output_tensors"][name]["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest")
     if problems:  # corrupt bytes: decoding them proves nothing more and may not even be possible
+        if gemm and src is not None:  # ... but the real kernel can show the damage against the source
+            problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, _read_layer(src, plan)), marlin)[1]}")
         return _check(plan.prefix, False, "; ".join(problems[:3]))
     try:
         rec_marlin, restored = _restore_layer(fmt, plan, marlin)
@@ -700,8 +718,13 @@ def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pl
                 problems.append(f"{plan.prefix}.{suffix}: differs from a fresh pack of the source")
         if not _bits_equal(dequantize(_record_to_cpu(rec_src)), dequantize(rec_marlin)):
             problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
-    checks = "sha256, unpack" + (", repack, dequant" if src is not None else "")
-    return _check(plan.prefix, not problems, "; ".join(problems[:3]) if problems else f"{checks} equal")
+    checks = "sha256, unpack" + (", repack, dequant" if src is not None else "") + " equal"
+    if gemm:
+        gemm_ok, note = _gemm_check(rec_src if src is not None else rec_marlin, marlin)
+        if not gemm_ok:
+            problems.insert(0, f"{plan.prefix}: {note}")
+        checks += f"; {note}"
+    return _check(plan.prefix, not problems, "; ".join(problems[:3]) if problems else checks)
 
 
 # ----------------------------------------------------------------------------- inspect

@@ -27,12 +27,12 @@ _REVERSE = torch.tensor(AWQ_REVERSE_ORDER)
 def _unpack_cols(words: torch.Tensor) -> torch.Tensor:
     """int32 `[r, n/8]` AWQ-interleaved -> uint8 `[r, n]` in column order."""
     nib = unpack_nibbles(words)
-    return nib.reshape(nib.shape[0], -1, 8).index_select(2, _REVERSE).reshape(nib.shape)
+    return nib.reshape(nib.shape[0], -1, 8).index_select(2, _REVERSE.to(nib.device)).reshape(nib.shape)
 
 
 def _pack_cols(values: torch.Tensor) -> torch.Tensor:
     """uint8 `[r, n]` -> int32 `[r, n/8]` with the AWQ nibble order."""
-    inter = values.reshape(values.shape[0], -1, 8).index_select(2, _ORDER).reshape(values.shape)
+    inter = values.reshape(values.shape[0], -1, 8).index_select(2, _ORDER.to(values.device)).reshape(values.shape)
     return pack_nibbles(inter.contiguous())
 
 

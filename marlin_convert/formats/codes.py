@@ -9,8 +9,8 @@ from typing import Callable, Iterator, Union
 
 import torch
 
-from ..layout import pack, pack_nibbles, unpack_codes, unpack_nibbles
-from ..layout.pack_cpu import pack_kpacked, unpack_to_kpacked
+from ..layout import pack, pack_kpacked, pack_nibbles, unpack, unpack_nibbles
+from ..layout.pack_cpu import unpack_to_kpacked
 
 __all__ = ["Codes", "DenseCodes", "KPackedCodes", "NPackedCodes", "MarlinCodes", "RowBlocks", "chunk_bounds", "assemble"]
 
@@ -125,7 +125,7 @@ class KPackedCodes(Codes):
         return self._kn(self.words[start // per : stop // per]).t().contiguous()
 
     def marlin_rows(self, start: int, stop: int, perm: torch.Tensor | None = None) -> torch.Tensor:
-        if self._k_per_row != 8 or self.device.type != "cpu":
+        if self._k_per_row != 8:
             return super().marlin_rows(start, stop, perm)
         if perm is None:  # straight from the words: no [n, k] codes, not even for a slice
             return pack_kpacked(self.words[start // 8 : stop // 8])
@@ -173,14 +173,14 @@ class MarlinCodes(Codes):
     def cols(self, start: int, stop: int) -> torch.Tensor:
         if self.perm is not None or start % 128 or (stop % 128 and stop != self.k):
             return super().cols(start, stop)
-        return unpack_codes(self.packed[start // 16 : stop // 16], n=self.n, k=stop - start)
+        return unpack(self.packed[start // 16 : stop // 16], n=self.n, k=stop - start)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
-        codes = unpack_codes(self.packed[:, 2 * start : 2 * stop].contiguous(), n=stop - start, k=self.k)
+        codes = unpack(self.packed[:, 2 * start : 2 * stop].contiguous(), n=stop - start, k=self.k)
         return codes if self.perm is None else _unpermute(codes, self.perm)
 
     def full(self) -> torch.Tensor:
-        codes = unpack_codes(self.packed, n=self.n, k=self.k)
+        codes = unpack(self.packed, n=self.n, k=self.k)
         return codes if self.perm is None else _unpermute(codes, self.perm)
 
     def kpacked_rows(self, start: int, stop: int) -> torch.Tensor:

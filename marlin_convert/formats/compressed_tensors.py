@@ -99,7 +99,7 @@ class CompressedTensorsFormat(Format):
         if plan.has_zeros:
             zeros = unpack_nibbles(tensors["weight_zero_point"].t().contiguous())[:, : plan.n]
         g_idx = tensors.get("weight_g_idx")
-        if g_idx is not None and torch.equal(g_idx, trivial_g_idx(plan.k, plan.group_size)):
+        if g_idx is not None and torch.equal(g_idx, trivial_g_idx(plan.k, plan.group_size).to(g_idx.device)):
             g_idx = None
         return QuantizedLinear(
             codes=NPackedCodes(tensors["weight_packed"], n=plan.n, k=plan.k),

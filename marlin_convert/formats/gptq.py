@@ -92,7 +92,7 @@ class GptqFormat(Format):
         codes = KPackedCodes(tensors["qweight"], n=n, k=k)
         zeros = _true_zeros(tensors["qzeros"], plan.extra["zero_format"])[:, :n]
         g_idx = tensors.get("g_idx")
-        if g_idx is not None and torch.equal(g_idx, trivial_g_idx(k, plan.group_size)):
+        if g_idx is not None and torch.equal(g_idx, trivial_g_idx(k, plan.group_size).to(g_idx.device)):
             g_idx = None
         return QuantizedLinear(
             codes=codes,

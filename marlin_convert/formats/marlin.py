@@ -6,8 +6,8 @@ from typing import Iterator, Mapping, Union
 import torch
 
 from ..dtypes import DTYPE_NAMES
-from ..layout import TILE, pack, pack_zeros, permute_scales, unpack_zeros, unpermute_scales
-from .codes import DenseCodes, MarlinCodes, RowBlocks, assemble, chunk_bounds
+from ..layout import TILE, pack_zeros, permute_scales, unpack_zeros, unpermute_scales
+from .codes import MarlinCodes, RowBlocks, assemble, chunk_bounds
 from .base import TensorSpec
 from .record import LayerPlan, QuantizedLinear
 
@@ -41,8 +41,7 @@ def _packed_blocks(rec: QuantizedLinear, perm: torch.Tensor | None) -> Iterator[
     codes = rec.codes
     bounds = [(0, rec.k)] if codes.device.type != "cpu" else chunk_bounds(rec.k, rec.n, align=128)
     for start, stop in bounds:
-        cols = codes.cols(start, stop) if perm is None else codes.take_cols(perm[start:stop])
-        yield pack(cols)
+        yield codes.marlin_rows(start, stop, perm)
 
 
 def to_marlin(rec: QuantizedLinear, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
@@ -65,16 +64,13 @@ def to_marlin(rec: QuantizedLinear, *, stream: bool = False) -> dict[str, Union[
 def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan) -> QuantizedLinear:
     """Marlin tensors keyed by suffix -> the canonical record (exact inverse of `to_marlin`)."""
     n, k, gs = plan.n, plan.k, plan.group_size
-    codes = MarlinCodes(tensors["B"], n=n, k=k)
-    g_idx = None
+    perm = g_idx = None
     if "perm" in tensors:
         perm = tensors["perm"].to(torch.int64)
         if perm.shape != (k,) or not torch.equal(torch.sort(perm).values.cpu(), torch.arange(k)):
             raise ValueError(f"{plan.prefix}.perm is not a permutation of {k} rows")
-        restored = torch.empty((n, k), dtype=torch.uint8, device=codes.device)
-        restored[:, perm.to(codes.device)] = codes.full()
-        codes = DenseCodes(restored)
         g_idx = tensors["g_idx"]
+    codes = MarlinCodes(tensors["B"], n=n, k=k, perm=perm)
     return QuantizedLinear(
         codes=codes,
         scales=unpermute_scales(tensors["s"], group_size=gs, k=k),

@@ -1,7 +1,8 @@
 """Pure tensor math of the Marlin int4 layout: no files, no formats.
 
-`pack`/`unpack` pick the fastest available backend for the tensor's device; every backend gives
-the same bytes as the reference in `pack_cpu`.
+`pack`/`unpack`/`pack_kpacked` pick the fastest available backend for the tensor's device: the
+Triton kernels of `pack_triton` for CUDA tensors when Triton imports (imported on first use, never
+at package import), else `pack_cpu`. Every backend gives the same bytes.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from .tables import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES, TILE
 __all__ = [
     "pack",
     "unpack",
+    "pack_kpacked",
+    "uses_triton",
     "check_shape",
     "pack_codes",
     "pack_nibbles",
@@ -32,11 +35,41 @@ __all__ = [
 ]
 
 
+def uses_triton(t: torch.Tensor) -> bool:
+    """True when `pack`/`unpack`/`pack_kpacked` of this tensor run the Triton kernels (a CUDA tensor and
+    Triton importable)."""
+    if not t.is_cuda:
+        return False
+    from . import pack_triton
+
+    return pack_triton.available()
+
+
 def pack(codes: torch.Tensor) -> torch.Tensor:
     """Pack uint8 int4 codes `[n, k]` into Marlin int32 `[k / 16, 2n]` on `codes.device`. See `pack_codes`."""
+    if uses_triton(codes):
+        from .pack_triton import pack_codes_cuda
+
+        return pack_codes_cuda(codes)
     return pack_codes(codes)
 
 
 def unpack(packed: torch.Tensor, *, n: int, k: int) -> torch.Tensor:
     """Marlin int32 `[k / 16, 2n]` back to uint8 codes `[n, k]`. See `unpack_codes`."""
+    if uses_triton(packed):
+        from .pack_triton import unpack_codes_cuda
+
+        return unpack_codes_cuda(packed, n=n, k=k)
     return unpack_codes(packed, n=n, k=k)
+
+
+def pack_kpacked(words: torch.Tensor, perm: torch.Tensor | None = None) -> torch.Tensor:
+    """GPTQ qweight int32 `[k / 8, n]` straight to Marlin int32 `[k / 16, 2n]`; Marlin row j takes source
+    row `perm[j]` when perm (int32/int64 `[k]`) is given. Same bytes as `pack(codes[:, perm])`."""
+    if uses_triton(words):
+        from .pack_triton import pack_kpacked_cuda
+
+        return pack_kpacked_cuda(words, perm)
+    from .pack_cpu import pack_kpacked as pack_kpacked_cpu
+
+    return pack_kpacked_cpu(words, perm)
