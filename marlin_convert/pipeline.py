@@ -22,6 +22,7 @@ from .checkpoint import (
     INDEX_NAME,
     MANIFEST_NAME,
     Checkpoint,
+    Hashed,
     OutEntry,
     ShardPlan,
     atomic_directory,
@@ -242,6 +243,12 @@ class _LayerStream:
         self.close()
 
 
+def _hash_whole(outs: dict[str, Any]) -> dict[str, Any]:
+    """Hash whole output tensors where they are made (a worker thread), so the writer only writes;
+    streamed row blocks are hashed as they are written."""
+    return {k: Hashed.of(v) if isinstance(v, torch.Tensor) else v for k, v in outs.items()}
+
+
 def _layer_order(shards: list[ShardPlan]) -> list[str]:
     """Layer prefixes in the order their first tensor is written."""
     return list(dict.fromkeys(e.key[1] for s in shards for e in s.entries if e.key[0] == "layer"))
@@ -378,7 +385,7 @@ def pack_checkpoint(
             tensors = _read_layer(ckpt, plan, source_sha)
             _, outs = _convert(fmt, plan, tensors, dev, stream=True)
             reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
-            return outs
+            return _hash_whole(outs)
 
         def produce(entry: OutEntry) -> torch.Tensor | bytearray:
             if entry.key[0] == "copy":
@@ -389,7 +396,7 @@ def pack_checkpoint(
 
         other = ckpt.other_files()
         sizes = {p: sum(ckpt.info(n).nbytes for n in plan.sources.values()) for p, plan in eligible.items()}
-        budget = _read_ahead_budget(ckpt.info(n).nbytes for n in specs)
+        budget = None if dev.type != "cpu" else _read_ahead_budget(ckpt.info(n).nbytes for n in specs)
         with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs, sizes, budget) as layers:
             out_sha = write_shards(tmp, shards, produce)
             for entry in entries:
@@ -517,7 +524,7 @@ def unpack_checkpoint(
 
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = plans[prefix]
-            return _restore_layer(fmt, plan, _marlin_tensors(ckpt, plan), stream=True)[1]
+            return _hash_whole(_restore_layer(fmt, plan, _marlin_tensors(ckpt, plan), stream=True)[1])
 
         def produce(entry: OutEntry) -> torch.Tensor | bytearray:
             reporter.advance(entry.nbytes)
@@ -526,7 +533,7 @@ def unpack_checkpoint(
             return layers.take(entry.key[1], entry.key[2])
 
         sizes = {p: sum(ckpt.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
-        budget = _read_ahead_budget(e.nbytes for s in shards for e in s.entries)
+        budget = None if dev.type != "cpu" else _read_ahead_budget(e.nbytes for s in shards for e in s.entries)
         with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs, sizes, budget) as layers:
             digests = write_shards(tmp, shards, produce)
             for name, meta in source_tensors.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .atomic import TMP_MARKER, atomic_directory, check_output_path
 from .manifest import MANIFEST_NAME, dump_manifest, load_manifest
-from .safetensors_file import SafetensorsHeader, TensorInfo, read_header
+from .safetensors_file import Hashed, SafetensorsHeader, TensorInfo, read_header
 from .source import CONFIG_NAME, INDEX_NAME, SINGLE_NAME, Checkpoint, open_checkpoint
 from .writer import OutEntry, ShardPlan, index_json, order_in_shard, plan_shards, write_json, write_shards
 
@@ -17,6 +17,7 @@ __all__ = [
     "SINGLE_NAME",
     "TMP_MARKER",
     "Checkpoint",
+    "Hashed",
     "OutEntry",
     "SafetensorsHeader",
     "ShardPlan",

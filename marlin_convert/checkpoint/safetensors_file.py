@@ -20,7 +20,7 @@ import torch
 from ..dtypes import DTYPE_SIZES, TORCH_DTYPES
 from ..errors import CheckpointError
 
-__all__ = ["TensorInfo", "SafetensorsHeader", "read_header", "read_tensor", "read_bytes", "tensor_from_bytes", "ShardWriter", "header_bytes"]
+__all__ = ["Hashed", "TensorInfo", "SafetensorsHeader", "read_header", "read_tensor", "read_bytes", "tensor_from_bytes", "ShardWriter", "header_bytes"]
 
 MAX_HEADER_BYTES = 100_000_000
 """safetensors' own limit on the JSON header."""
@@ -169,6 +169,19 @@ def header_bytes(entries: Iterable[tuple[str, str, tuple[int, ...]]], metadata: 
     return struct.pack("<Q", len(raw)) + raw
 
 
+@dataclass(frozen=True)
+class Hashed:
+    """A whole tensor with its sha256 already computed (e.g. on a worker thread), so the writer only writes."""
+
+    tensor: torch.Tensor
+    sha256: str
+
+    @staticmethod
+    def of(tensor: torch.Tensor) -> Hashed:
+        tensor = tensor.contiguous()
+        return Hashed(tensor, hashlib.sha256(tensor.reshape(-1).view(torch.uint8).numpy()).hexdigest())
+
+
 class ShardWriter:
     """Writes one safetensors file whose header is fixed up front; tensors must come in header order.
 
@@ -194,6 +207,9 @@ class ShardWriter:
         exp_name, dtype, shape = self._entries[self._next]
         if name != exp_name:
             raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
+        known_digest = None
+        if isinstance(data, Hashed):
+            data, known_digest = data.tensor, data.sha256
         whole = isinstance(data, (torch.Tensor, bytes, bytearray, memoryview))
         if isinstance(data, torch.Tensor) and (data.dtype != TORCH_DTYPES[dtype] or tuple(data.shape) != tuple(shape)):
             raise RuntimeError(f"internal: {name} is {data.dtype} {tuple(data.shape)}, planned {dtype} {shape}")
@@ -206,7 +222,8 @@ class ShardWriter:
                 raw = part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
             else:
                 raw = memoryview(part)
-            digest.update(raw)
+            if known_digest is None:
+                digest.update(raw)
             written += len(raw)
             try:
                 self._file.write(raw)
@@ -214,7 +231,7 @@ class ShardWriter:
                 raise CheckpointError(f"{self.path}: cannot write tensor {name} ({e.strerror or e})") from None
         if written != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
-        self.sha256[name] = digest.hexdigest()
+        self.sha256[name] = known_digest or digest.hexdigest()
         self._next += 1
 
     def close(self) -> None:
