@@ -234,11 +234,22 @@ class ShardWriter:
         self.sha256[name] = known_digest or digest.hexdigest()
         self._next += 1
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Check that every planned tensor was written and hand the bytes to the OS."""
+        if self._next != len(self._entries):
+            self._file.close()
+            raise RuntimeError(f"internal: {self.path} closed after {self._next} of {len(self._entries)} tensors")
         try:
-            if self._next != len(self._entries):
-                raise RuntimeError(f"internal: {self.path} closed after {self._next} of {len(self._entries)} tensors")
             self._file.flush()
+        except OSError as e:
+            self._file.close()
+            raise CheckpointError(f"{self.path}: cannot write ({e.strerror or e})") from None
+
+    def close(self) -> None:
+        """`finish`, then wait until the file is on disk (fsync) and close it."""
+        try:
+            if not self._file.closed:
+                self.finish()
             os.fsync(self._file.fileno())
         except OSError as e:
             raise CheckpointError(f"{self.path}: cannot write ({e.strerror or e})") from None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable
@@ -73,18 +74,27 @@ def write_shards(
     shards: list[ShardPlan],
     produce: Callable[[OutEntry], torch.Tensor | bytes | bytearray],
 ) -> dict[str, str]:
-    """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256."""
+    """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256.
+
+    A finished shard is flushed to disk (fsync) on a background thread while the next one is
+    written; all are on disk when this returns.
+    """
     digests: dict[str, str] = {}
-    for shard in shards:
-        writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata)
-        try:
-            for entry in shard.entries:
-                writer.write(entry.name, produce(entry))
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        digests.update(writer.sha256)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marlin-convert-fsync") as syncer:
+        pending = []
+        for shard in shards:
+            writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata)
+            try:
+                for entry in shard.entries:
+                    writer.write(entry.name, produce(entry))
+                writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            pending.append(syncer.submit(writer.close))
+            digests.update(writer.sha256)
+        for done in pending:
+            done.result()
     return digests
 
 
