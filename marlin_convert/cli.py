@@ -35,7 +35,7 @@ err_console = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON report on stdout; no progress.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output directory if it exists.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the layout math runs: auto, cpu or cuda (same bytes).")]
-JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", help="Layers converted in parallel (default: one per core, at most 8).")]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", help="Layers converted in parallel (default: one per core, at most 16).")]
 
 
 class _BarReporter:

@@ -261,8 +261,8 @@ def _read_ahead_budget(tensor_sizes: Iterable[int]) -> int:
 
 
 def default_jobs() -> int:
-    """Worker threads by default: one per core, at most 8."""
-    return max(1, min(8, os.cpu_count() or 1))
+    """Worker threads by default: one per core, at most 16."""
+    return max(1, min(16, os.cpu_count() or 1))
 
 
 def _read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
