@@ -265,10 +265,11 @@ def default_jobs() -> int:
     return max(1, min(16, os.cpu_count() or 1))
 
 
-def _read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+def _read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, str] | None = None,
+                *, pinned: bool = False) -> dict[str, torch.Tensor]:
     tensors = {}
     for role, name in plan.sources.items():
-        tensors[role], sha = ckpt.read_hashed(name)
+        tensors[role], sha = ckpt.read_hashed(name, pinned=pinned)
         if digests is not None:
             digests[name] = sha
     return tensors
@@ -279,15 +280,22 @@ def _convert(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor
     """Decode a source layer and lay it out for Marlin. With `stream` on the CPU, `B` comes as row
     blocks made while it is written, so no whole `[n, k]` code matrix or `B` is ever held."""
     if device.type != "cpu":  # decode on the device too: only packed bytes cross the bus
-        tensors = {role: t.pin_memory().to(device, non_blocking=True) for role, t in tensors.items()}
+        tensors = {role: (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True) for role, t in tensors.items()}
     try:
         rec = fmt.decode(plan, tensors)
     except MarlinConvertError as e:
         raise CheckpointError(f"{plan.prefix}: {e}") from None
     if device.type != "cpu":
         outs = to_marlin(rec)
-        return rec, {k: v.to("cpu") for k, v in outs.items()}
+        return rec, {k: _to_pinned_host(v) for k, v in outs.items()}
     return rec, to_marlin(rec, stream=stream)
+
+
+def _to_pinned_host(t: torch.Tensor) -> torch.Tensor:
+    """Device -> host into page-locked memory from torch's caching host allocator (reused, no fresh pages)."""
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t)
+    return host
 
 
 def _record_to_cpu(rec: QuantizedLinear) -> QuantizedLinear:
@@ -382,7 +390,7 @@ def pack_checkpoint(
 
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = eligible[prefix]
-            tensors = _read_layer(ckpt, plan, source_sha)
+            tensors = _read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda")
             _, outs = _convert(fmt, plan, tensors, dev, stream=True)
             reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
             return _hash_whole(outs)

@@ -128,10 +128,11 @@ def _tensor_info(path: Path, name: str, entry: Any, data_start: int, data_len: i
     return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
 
 
-def read_bytes(f: BinaryIO, info: TensorInfo) -> bytearray:
-    """The raw bytes of one tensor, from an open file, with positioned reads (safe across threads)."""
-    buf = bytearray(info.nbytes)
-    view = memoryview(buf)
+def read_bytes(f: BinaryIO, info: TensorInfo, *, into: bytearray | memoryview | None = None) -> bytearray | memoryview:
+    """The raw bytes of one tensor, from an open file, with positioned reads (safe across threads);
+    read `into` a caller's buffer of exactly that size when given (e.g. pinned host memory)."""
+    buf = bytearray(info.nbytes) if into is None else into
+    view = memoryview(buf).cast("B")
     done = 0
     while done < info.nbytes:
         got = os.preadv(f.fileno(), [view[done : done + (1 << 30)]], info.start + done)

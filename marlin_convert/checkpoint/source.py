@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError
 from .atomic import is_inside
 from ..formats.base import TensorSpec
@@ -100,10 +101,17 @@ class Checkpoint:
         shard, info = self.location[name]
         return read_bytes(self._file(shard), info)
 
-    def read_hashed(self, name: str) -> tuple[torch.Tensor, str]:
-        """One tensor and the sha256 of its stored bytes, from a single read."""
-        raw = self.read_raw(name)
-        return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
+    def read_hashed(self, name: str, *, pinned: bool = False) -> tuple[torch.Tensor, str]:
+        """One tensor and the sha256 of its stored bytes, from a single read; with `pinned`, read straight
+        into page-locked host memory (from torch's caching host allocator, so buffers are reused and
+        host-to-device copies need no staging)."""
+        if not pinned:
+            raw = self.read_raw(name)
+            return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
+        shard, info = self.location[name]
+        buf = torch.empty(info.nbytes, dtype=torch.uint8, pin_memory=True)
+        raw = read_bytes(self._file(shard), info, into=buf.numpy()) if info.nbytes else b""
+        return buf.view(TORCH_DTYPES[info.dtype]).reshape(info.shape), hashlib.sha256(raw).hexdigest()
 
     def weight_files(self) -> set[str]:
         """Files that hold weights or describe them (shards, index): not copied verbatim."""
