@@ -329,3 +329,19 @@ def test_verify_gemm_says_what_it_needs(cli, tmp_path, monkeypatch):
         verify_checkpoint(out, src, device="cpu", gemm=True)
     res = cli("verify", src, out, "--gemm", "--device", "cpu")
     assert res.code == 2 and "gpu-verify" in res.err and "CUDA" in res.err
+
+
+@pytest.mark.cuda
+def test_whole_checkpoint_is_byte_identical_on_cpu_and_cuda(tmp_path):
+    """Determinism across devices: every output file, manifest included, is the same from either path."""
+    from marlin_convert import pack_checkpoint, unpack_checkpoint
+    from tests.conftest import tree_hashes
+    from tests.gptq_synth import make_gptq_checkpoint
+
+    make_gptq_checkpoint(tmp_path / "src", sym=False, act_order=True, shards=3, bias=True, ineligible=True)
+    pack_checkpoint(tmp_path / "src", tmp_path / "cpu", device="cpu", jobs=1)
+    pack_checkpoint(tmp_path / "src", tmp_path / "cuda", device="cuda", jobs=4)
+    assert tree_hashes(tmp_path / "cpu") == tree_hashes(tmp_path / "cuda")
+    unpack_checkpoint(tmp_path / "cuda", tmp_path / "back", device="cuda")
+    unpack_checkpoint(tmp_path / "cpu", tmp_path / "back_cpu", device="cpu")
+    assert tree_hashes(tmp_path / "back") == tree_hashes(tmp_path / "back_cpu")
