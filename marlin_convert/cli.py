@@ -167,12 +167,11 @@ def unpack(
     src: Annotated[Path, typer.Argument(help="Marlin checkpoint directory written by `pack`.")],
     out: Annotated[Path, typer.Option("-o", "--output", help="Output directory for the restored checkpoint.")],
     force: ForceOpt = False,
-    device: DeviceOpt = "auto",
     jobs: JobsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Restore the original checkpoint, byte-identical tensors, from a Marlin checkpoint and its manifest."""
-    report = _run(json_out, lambda r: _pipeline().unpack_checkpoint(src, out, force=force, device=device, jobs=jobs, reporter=r))
+    report = _run(json_out, lambda r: _pipeline().unpack_checkpoint(src, out, force=force, jobs=jobs, reporter=r))
     if json_out:
         return _emit_json(report.to_json())
     out_console.print(

@@ -500,7 +500,6 @@ def unpack_checkpoint(
     out: str | os.PathLike[str],
     *,
     force: bool = False,
-    device: str = "auto",
     jobs: int | None = None,
     reporter: Reporter | None = None,
 ) -> UnpackReport:
@@ -508,13 +507,13 @@ def unpack_checkpoint(
 
     Every source tensor comes back with its name, dtype, shape, bytes and shard; `config.json`
     and the index come back as they were. Each restored tensor is checked against the manifest's
-    sha256 before the output is put in place.
+    sha256 before the output is put in place. Unpacking runs on the CPU (its fast paths go straight
+    from Marlin tiles to the source's packed words, in row blocks).
     Raises: VerifyMismatch when the Marlin checkpoint does not match its manifest.
     """
     started = time.perf_counter()
     reporter = reporter or Reporter()
     marlin_dir, out = Path(marlin_dir), Path(out)
-    dev = resolve_device(device)
     jobs = _check_jobs(jobs)
     check_output_path(out, inputs=[marlin_dir], force=force)
     manifest, ckpt = _open_marlin(marlin_dir)
@@ -541,7 +540,7 @@ def unpack_checkpoint(
             return layers.take(entry.key[1], entry.key[2])
 
         sizes = {p: sum(ckpt.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
-        budget = None if dev.type != "cpu" else _read_ahead_budget(e.nbytes for s in shards for e in s.entries)
+        budget = _read_ahead_budget(e.nbytes for s in shards for e in s.entries)
         with atomic_directory(out, force=force) as tmp, _LayerStream(make_layer, _layer_order(shards), jobs, sizes, budget) as layers:
             digests = write_shards(tmp, shards, produce)
             for name, meta in source_tensors.items():

@@ -342,6 +342,6 @@ def test_whole_checkpoint_is_byte_identical_on_cpu_and_cuda(tmp_path):
     pack_checkpoint(tmp_path / "src", tmp_path / "cpu", device="cpu", jobs=1)
     pack_checkpoint(tmp_path / "src", tmp_path / "cuda", device="cuda", jobs=4)
     assert tree_hashes(tmp_path / "cpu") == tree_hashes(tmp_path / "cuda")
-    unpack_checkpoint(tmp_path / "cuda", tmp_path / "back", device="cuda")
-    unpack_checkpoint(tmp_path / "cpu", tmp_path / "back_cpu", device="cpu")
+    unpack_checkpoint(tmp_path / "cuda", tmp_path / "back")
+    unpack_checkpoint(tmp_path / "cpu", tmp_path / "back_cpu")
     assert tree_hashes(tmp_path / "back") == tree_hashes(tmp_path / "back_cpu")
