@@ -60,7 +60,10 @@ def test_interrupt_at_a_random_moment(tmp_path, big, sig, command):
         assert subprocess.run([*CMD, "pack", str(big), "-o", str(src)], capture_output=True).returncode == 0
     out = tmp_path / "out"
     proc = _start(command, src, "-o", out)
-    time.sleep(random.uniform(1.0, 3.0))  # the interpreter starts in about 1 s; then the work runs
+    deadline = time.monotonic() + 60
+    while not _leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # wait until the run is writing its temporary output
+    time.sleep(random.uniform(0.0, 0.4))  # then strike at a random moment of the work
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     if out.exists():  # finished before the signal took effect: then it must be complete
