@@ -319,10 +319,6 @@ def _restore_layer(fmt: type[Format], plan: LayerPlan, marlin: dict[str, torch.T
         raise VerifyMismatch(f"{plan.prefix}: Marlin tensors cannot be decoded ({e})") from None
 
 
-def _sha(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
-
-
 # ----------------------------------------------------------------------------- pack
 
 
@@ -719,7 +715,7 @@ def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pl
     except VerifyMismatch as e:
         return _check(plan.prefix, False, str(e))
     for role, name in plan.sources.items():
-        if _sha(restored[role]) != manifest["source_tensors"][name]["sha256"]:
+        if Hashed.of(restored[role]).sha256 != manifest["source_tensors"][name]["sha256"]:
             problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
     if src is not None:
         tensors = _read_layer(src, plan, digests := {})
