@@ -25,6 +25,8 @@ callers may run several layers on threads.
 """
 from __future__ import annotations
 
+from typing import Iterator, NamedTuple
+
 import numpy as np
 import torch
 
@@ -116,13 +118,21 @@ def _block_shape(n: int, k: int) -> tuple[int, int]:
     return rows, tiles
 
 
-def _pack_codes_np(codes: np.ndarray) -> np.ndarray:
-    """uint8 `[n, k]` (C-contiguous) -> int32 `[k/16, 2n]`, block by block."""
-    n, k = codes.shape
+class _CodesBlock(NamedTuple):
+    """One block of the codes paths: its place and the scratch views that fit it."""
+
+    rows: slice  # codes rows (n)
+    tiles: slice  # tile rows (k / 16)
+    blocks: slice  # 64-wide column blocks of the output
+    pairs: np.ndarray  # uint64 [r, c]: pair bytes of the block, n-major
+    pairs_t: np.ndarray  # uint64 [c, r]: the same, k-major
+    pairs_t8: np.ndarray  # uint8 view of pairs_t as [c, nb, 4, 2, 64]
+    scratch: np.ndarray  # uint16 [c, nb, 4, 64]
+
+
+def _codes_blocks(n: int, k: int) -> Iterator[_CodesBlock]:
+    """Walk `[n, k]` codes in cache-sized blocks, reusing one set of scratch buffers."""
     kt = k // TILE
-    out = np.empty((kt, 2 * n), dtype=np.int32)
-    dest = out.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
-    src = codes.view(np.uint64).reshape(n, kt, 2)
     rows, tiles = _block_shape(n, k)
     p = np.empty(rows * tiles, dtype=np.uint64)
     pt = np.empty(rows * tiles, dtype=np.uint64)
@@ -132,13 +142,26 @@ def _pack_codes_np(codes: np.ndarray) -> np.ndarray:
         nb, b0 = r // BLOCK_N, r0 // BLOCK_N
         for t0 in range(0, kt, tiles):
             c = min(tiles, kt - t0)
-            x = src[r0 : r0 + r, t0 : t0 + c]
-            pb, ptb = p[: r * c].reshape(r, c), pt[: r * c].reshape(c, r)
-            np.left_shift(x[:, :, 1], 4, out=pb)
-            np.bitwise_or(pb, x[:, :, 0], out=pb)
-            np.copyto(ptb, pb.T)
-            pt8 = ptb.view(np.uint8).reshape(c, nb, 4, 2, 64)
-            _words_from_pairs(pt8, z[: r * c * 4].reshape(c, nb, 4, 64), dest[t0 : t0 + c, b0 : b0 + nb])
+            ptb = pt[: r * c].reshape(c, r)
+            yield _CodesBlock(
+                slice(r0, r0 + r), slice(t0, t0 + c), slice(b0, b0 + nb), p[: r * c].reshape(r, c), ptb,
+                ptb.view(np.uint8).reshape(c, nb, 4, 2, 64), z[: r * c * 4].reshape(c, nb, 4, 64),
+            )
+
+
+def _pack_codes_np(codes: np.ndarray) -> np.ndarray:
+    """uint8 `[n, k]` (C-contiguous) -> int32 `[k/16, 2n]`, block by block."""
+    n, k = codes.shape
+    kt = k // TILE
+    out = np.empty((kt, 2 * n), dtype=np.int32)
+    dest = out.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
+    src = codes.view(np.uint64).reshape(n, kt, 2)
+    for b in _codes_blocks(n, k):
+        x = src[b.rows, b.tiles]
+        np.left_shift(x[:, :, 1], 4, out=b.pairs)
+        np.bitwise_or(b.pairs, x[:, :, 0], out=b.pairs)
+        np.copyto(b.pairs_t, b.pairs.T)
+        _words_from_pairs(b.pairs_t8, b.scratch, dest[b.tiles, b.blocks])
     return out
 
 
@@ -148,23 +171,13 @@ def _unpack_codes_np(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     codes = np.empty((n, k), dtype=np.uint8)
     dst = codes.view(np.uint64).reshape(n, kt, 2)
     src = packed.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
-    rows, tiles = _block_shape(n, k)
-    p = np.empty(rows * tiles, dtype=np.uint64)
-    pt = np.empty(rows * tiles, dtype=np.uint64)
-    z = np.empty(rows * tiles * 4, dtype=np.uint16)
-    for r0 in range(0, n, rows):
-        r = min(rows, n - r0)
-        nb, b0 = r // BLOCK_N, r0 // BLOCK_N
-        for t0 in range(0, kt, tiles):
-            c = min(tiles, kt - t0)
-            pb, ptb = p[: r * c].reshape(r, c), pt[: r * c].reshape(c, r)
-            pt8 = ptb.view(np.uint8).reshape(c, nb, 4, 2, 64)
-            _pairs_from_words(src[t0 : t0 + c, b0 : b0 + nb], z[: r * c * 4].reshape(c, nb, 4, 64), pt8)
-            np.copyto(pb, ptb.T)
-            x = dst[r0 : r0 + r, t0 : t0 + c]
-            np.bitwise_and(pb, _LO_NIBBLES, out=x[:, :, 0])
-            np.right_shift(pb, 4, out=pb)
-            np.bitwise_and(pb, _LO_NIBBLES, out=x[:, :, 1])
+    for b in _codes_blocks(n, k):
+        _pairs_from_words(src[b.tiles, b.blocks], b.scratch, b.pairs_t8)
+        np.copyto(b.pairs, b.pairs_t.T)
+        x = dst[b.rows, b.tiles]
+        np.bitwise_and(b.pairs, _LO_NIBBLES, out=x[:, :, 0])
+        np.right_shift(b.pairs, 4, out=b.pairs)
+        np.bitwise_and(b.pairs, _LO_NIBBLES, out=x[:, :, 1])
     return codes
 
 
