@@ -141,7 +141,7 @@ def timed(fn: Callable[[], object], reps: int) -> tuple[float, object]:
 def bench_kernels(shapes: list[tuple[int, int]], reps: int, seed_reps_big: int) -> list[dict]:
     import torch
 
-    from marlin_convert.layout import pack_cpu
+    from marlin_convert.layout import portable
 
     rows = []
     rng = np.random.default_rng(0)
@@ -166,14 +166,14 @@ def bench_kernels(shapes: list[tuple[int, int]], reps: int, seed_reps_big: int) 
         print(f"[{n}x{k}] seed pack ({sreps} run{'s' if sreps > 1 else ''}) ...", flush=True)
         t_seed, ref = timed(lambda: seed_pack(codes_np), sreps)
         row("seed pack (numpy, restated)", t_seed, nk // 2, None)
-        t, got = timed(lambda: pack_cpu.pack_codes(codes), reps)
+        t, got = timed(lambda: portable.pack_codes(codes), reps)
         assert np.array_equal(got.numpy(), ref), "pack_codes differs from the seed"
         row("pack_codes", t, nk // 2, t_seed)
-        t, got = timed(lambda: pack_cpu.pack_kpacked(qweight), reps)
+        t, got = timed(lambda: portable.pack_kpacked_portable(qweight), reps)
         assert np.array_equal(got.numpy(), ref), "pack_kpacked differs from the seed"
         row("pack_kpacked (GPTQ qweight)", t, nk // 2, t_seed)
         ref_perm = seed_pack(np.ascontiguousarray(codes_np[:, perm_np]))
-        t, got = timed(lambda: pack_cpu.pack_kpacked(qweight, perm), max(1, min(reps, 3)))
+        t, got = timed(lambda: portable.pack_kpacked_portable(qweight, perm), max(1, min(reps, 3)))
         assert np.array_equal(got.numpy(), ref_perm), "pack_kpacked(perm) differs from the seed"
         row("pack_kpacked + act-order perm", t, nk // 2, t_seed)
         del got
@@ -182,14 +182,14 @@ def bench_kernels(shapes: list[tuple[int, int]], reps: int, seed_reps_big: int) 
         t_seed_u, back = timed(lambda: seed_unpack(ref, n, k), sreps)
         assert np.array_equal(back, codes_np), "seed unpack is not the inverse"
         row("seed unpack (numpy, restated)", t_seed_u, nk, None)
-        t, got = timed(lambda: pack_cpu.unpack_codes(packed, n=n, k=k), reps)
+        t, got = timed(lambda: portable.unpack_codes(packed, n=n, k=k), reps)
         assert np.array_equal(got.numpy(), codes_np), "unpack_codes differs"
         row("unpack_codes", t, nk, t_seed_u)
-        t, got = timed(lambda: pack_cpu.unpack_to_kpacked(packed, n=n, k=k), reps)
+        t, got = timed(lambda: portable.unpack_to_kpacked(packed, n=n, k=k), reps)
         assert torch.equal(got, qweight), "unpack_to_kpacked differs"
         row("unpack_to_kpacked", t, nk // 2, t_seed_u)
         packed_perm = torch.from_numpy(ref_perm)
-        t, got = timed(lambda: pack_cpu.unpack_to_kpacked(packed_perm, n=n, k=k, perm=perm), max(1, min(reps, 3)))
+        t, got = timed(lambda: portable.unpack_to_kpacked(packed_perm, n=n, k=k, perm=perm), max(1, min(reps, 3)))
         assert torch.equal(got, qweight), "unpack_to_kpacked(perm) differs"
         row("unpack_to_kpacked + act-order perm", t, nk // 2, t_seed_u)
         del got, back, packed, packed_perm, ref, ref_perm, codes, codes_np, qweight

@@ -200,9 +200,6 @@ class ShardWriter:
         except OSError as e:
             raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None
 
-    def expected_name(self) -> str | None:
-        return self._entries[self._next][0] if self._next < len(self._entries) else None
-
     def write(self, name: str, data: torch.Tensor | bytes | bytearray | Iterable[torch.Tensor]) -> None:
         """Write the next tensor: a tensor, its raw bytes, or its consecutive row blocks (streamed)."""
         exp_name, dtype, shape = self._entries[self._next]

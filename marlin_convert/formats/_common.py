@@ -1,10 +1,10 @@
-"""Checks shared by the source formats: tensor specs and Marlin eligibility."""
+"""Checks shared by the source formats: tensor specs and Marlin eligibility (the rule itself: `layout.rules`)."""
 from __future__ import annotations
 
 from typing import Iterable
 
 from ..errors import CheckpointError
-from ..layout import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES
+from ..layout.rules import marlin_ineligibility
 from .base import FormatContext, TensorSpec
 
 __all__ = ["expect_spec", "marlin_ineligibility", "group_count", "layer_prefixes", "not_2d"]
@@ -26,19 +26,6 @@ def expect_spec(ctx: FormatContext, name: str, dtypes: Iterable[str], shape: tup
 def group_count(k: int, group_size: int) -> int:
     """Number of groups along K (1 when one group spans K)."""
     return 1 if group_size <= 0 else -(-k // group_size)
-
-
-def marlin_ineligibility(n: int, k: int, group_size: int) -> str | None:
-    """Why an `[n, k]` int4 layer with this group size cannot take the Marlin layout, or None if it can."""
-    if n % BLOCK_N:
-        return f"N={n} not a multiple of {BLOCK_N}"
-    if k % MIN_K:
-        return f"K={k} not a multiple of {MIN_K}"
-    if group_size not in SUPPORTED_GROUP_SIZES:
-        return f"group size {group_size} not supported by Marlin (supported: {list(SUPPORTED_GROUP_SIZES)})"
-    if group_size > 0 and k % group_size:
-        return f"group size {group_size} does not divide K={k}"
-    return None
 
 
 def layer_prefixes(names: Iterable[str], suffix: str) -> list[str]:

@@ -9,7 +9,7 @@ import torch
 from ..dtypes import TORCH_DTYPES
 from ..errors import UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
-from .codes import KPackedCodes, RowBlocks, assemble, chunk_bounds
+from .codes import WordsAlongNCodes, RowBlocks, assemble, chunk_bounds
 from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear
@@ -73,7 +73,7 @@ class AwqFormat(Format):
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
         zeros = _unpack_cols(tensors["qzeros"])
         return QuantizedLinear(
-            codes=KPackedCodes(tensors["qweight"], n=plan.n, k=plan.k, unpack_rows=_unpack_cols),
+            codes=WordsAlongNCodes(tensors["qweight"], n=plan.n, k=plan.k, unpack_rows=_unpack_cols),
             scales=tensors["scales"],
             zeros=zeros if plan.has_zeros else None,
             shift=None,

@@ -90,10 +90,6 @@ class Format:
             raise UnknownFormatError(f"unknown format {name!r} (known: {known})") from None
 
     @classmethod
-    def registered(cls) -> dict[str, type[Format]]:
-        return dict(Format._registry)
-
-    @classmethod
     def detect(cls, ctx: FormatContext) -> bool:
         """True when this checkpoint is written in this format (config markers only)."""
         raise NotImplementedError

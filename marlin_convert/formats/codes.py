@@ -10,9 +10,9 @@ from typing import Callable, Iterator, Union
 import torch
 
 from ..layout import pack, pack_kpacked, pack_nibbles, unpack, unpack_nibbles
-from ..layout.pack_cpu import unpack_to_kpacked
+from ..layout.portable import unpack_to_kpacked
 
-__all__ = ["Codes", "DenseCodes", "KPackedCodes", "NPackedCodes", "MarlinCodes", "RowBlocks", "chunk_bounds", "assemble"]
+__all__ = ["Codes", "DenseCodes", "WordsAlongNCodes", "WordsAlongKCodes", "MarlinCodes", "RowBlocks", "chunk_bounds", "assemble"]
 
 CHUNK_BYTES = 8 << 20
 """Target size of one slice of codes: small enough for the cache-sized temporaries to stay small."""
@@ -93,9 +93,10 @@ class DenseCodes(Codes):
         return self.tensor
 
 
-class KPackedCodes(Codes):
-    """Codes packed along k: GPTQ qweight `[k/8, n]` (8 k per row of words, lowest k in the lowest
-    nibble), or with `unpack_rows` any layout with one k per row, such as AWQ's `[k, n/8]`."""
+class WordsAlongNCodes(Codes):
+    """Codes in int32 words whose rows run along n (one row of words per input row block): GPTQ qweight
+    `[k/8, n]` (each word holds 8 consecutive k, lowest k in the lowest nibble), or with `unpack_rows`
+    any layout with one k per row, such as AWQ's `[k, n/8]` (each word holds 8 n)."""
 
     def __init__(self, words: torch.Tensor, *, n: int, k: int,
                  unpack_rows: Callable[[torch.Tensor], torch.Tensor] | None = None):
@@ -137,8 +138,9 @@ class KPackedCodes(Codes):
         return self.words[start // 8 : stop // 8]
 
 
-class NPackedCodes(Codes):
-    """Codes packed 8 per int32 along k as `[n, k/8]` (compressed-tensors weight_packed)."""
+class WordsAlongKCodes(Codes):
+    """Codes in int32 words whose rows run along k: `[n, k/8]`, each word holding 8 consecutive k,
+    lowest k in the lowest nibble (compressed-tensors weight_packed)."""
 
     def __init__(self, words: torch.Tensor, *, n: int, k: int):
         self.words, self.n, self.k = words, n, k

@@ -11,7 +11,7 @@ import torch
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
-from .codes import NPackedCodes, RowBlocks, assemble, chunk_bounds
+from .codes import WordsAlongKCodes, RowBlocks, assemble, chunk_bounds
 from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
@@ -102,7 +102,7 @@ class CompressedTensorsFormat(Format):
         if g_idx is not None and torch.equal(g_idx, trivial_g_idx(plan.k, plan.group_size).to(g_idx.device)):
             g_idx = None
         return QuantizedLinear(
-            codes=NPackedCodes(tensors["weight_packed"], n=plan.n, k=plan.k),
+            codes=WordsAlongKCodes(tensors["weight_packed"], n=plan.n, k=plan.k),
             scales=tensors["weight_scale"].t().contiguous(),
             zeros=zeros,
             shift=None,

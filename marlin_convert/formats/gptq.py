@@ -8,7 +8,7 @@ import torch
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
-from .codes import KPackedCodes, RowBlocks, assemble, chunk_bounds
+from .codes import WordsAlongNCodes, RowBlocks, assemble, chunk_bounds
 from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
@@ -89,7 +89,7 @@ class GptqFormat(Format):
     @classmethod
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
         n, k = plan.n, plan.k
-        codes = KPackedCodes(tensors["qweight"], n=n, k=k)
+        codes = WordsAlongNCodes(tensors["qweight"], n=n, k=k)
         zeros = _true_zeros(tensors["qzeros"], plan.extra["zero_format"])[:, :n]
         g_idx = tensors.get("g_idx")
         if g_idx is not None and torch.equal(g_idx, trivial_g_idx(k, plan.group_size).to(g_idx.device)):

@@ -6,6 +6,7 @@ from typing import Iterator, Mapping, Union
 import torch
 
 from ..dtypes import DTYPE_NAMES
+from ..errors import ShapeError
 from ..layout import TILE, pack_zeros, permute_scales, unpack_zeros, unpermute_scales
 from .codes import MarlinCodes, RowBlocks, assemble, chunk_bounds
 from .base import TensorSpec
@@ -68,7 +69,7 @@ def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan) -> Quantiz
     if "perm" in tensors:
         perm = tensors["perm"].to(torch.int64)
         if perm.shape != (k,) or not torch.equal(torch.sort(perm).values.cpu(), torch.arange(k)):
-            raise ValueError(f"{plan.prefix}.perm is not a permutation of {k} rows")
+            raise ShapeError(f"{plan.prefix}.perm is not a permutation of {k} rows")
         g_idx = tensors["g_idx"]
     codes = MarlinCodes(tensors["B"], n=n, k=k, perm=perm)
     return QuantizedLinear(

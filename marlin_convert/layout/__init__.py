@@ -2,14 +2,17 @@
 
 `pack`/`unpack`/`pack_kpacked` pick the fastest available backend for the tensor's device: the
 Triton kernels of `pack_triton` for CUDA tensors when Triton imports (imported on first use, never
-at package import), else `pack_cpu`. Every backend gives the same bytes.
+at package import), else `portable` (the numpy kernels of `numpy_kernels` on the CPU, the ops of
+`torch_reference` on other devices). Every backend gives the same bytes. The layer rules they all
+check live in `rules`.
 """
 from __future__ import annotations
 
 import torch
 
 from .nibbles import pack_nibbles, unpack_nibbles
-from .pack_cpu import check_shape, pack_codes, unpack_codes
+from .portable import pack_codes, pack_kpacked_portable, unpack_codes
+from .rules import check_shape
 from .scales import pack_zeros, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
 from .tables import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES, TILE
 
@@ -70,6 +73,4 @@ def pack_kpacked(words: torch.Tensor, perm: torch.Tensor | None = None) -> torch
         from .pack_triton import pack_kpacked_cuda
 
         return pack_kpacked_cuda(words, perm)
-    from .pack_cpu import pack_kpacked as pack_kpacked_cpu
-
-    return pack_kpacked_cpu(words, perm)
+    return pack_kpacked_portable(words, perm)

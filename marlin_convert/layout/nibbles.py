@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import torch
 
+from ..errors import ShapeError
+
 __all__ = ["pack_nibbles", "unpack_nibbles"]
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
@@ -64,12 +66,13 @@ def pack_nibbles(values: torch.Tensor) -> torch.Tensor:
     Args:
         values (`torch.uint8`, shape `(..., 8 * w)`): one 4-bit value per byte.
     Returns: `torch.int32`, shape `(..., w)`; value `8 * j + i` sits in bits `4i..4i+3` of word j.
+    Raises: ShapeError when values is not uint8 or its last dim is not a multiple of 8.
     Example:
         >>> v = torch.randint(0, 16, (3, 16), dtype=torch.uint8)
         >>> assert torch.equal(unpack_nibbles(pack_nibbles(v)), v)
     """
     if values.dtype != torch.uint8 or values.dim() == 0 or values.shape[-1] % 8:
-        raise ValueError(f"pack_nibbles needs uint8 with a last dim divisible by 8, got {values.dtype} {tuple(values.shape)}")
+        raise ShapeError(f"pack_nibbles needs uint8 with a last dim divisible by 8, got {values.dtype} {tuple(values.shape)}")
     shape = (*values.shape[:-1], values.shape[-1] // 8)
     if values.device.type != "cpu":
         pairs = values.reshape(*values.shape[:-1], -1, 2)
@@ -80,11 +83,12 @@ def pack_nibbles(values: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_nibbles(words: torch.Tensor) -> torch.Tensor:
-    """Undo `pack_nibbles`: int32 `(..., w)` to uint8 `(..., 8 * w)`, values in [0, 15]."""
+    """Undo `pack_nibbles`: int32 `(..., w)` to uint8 `(..., 8 * w)`, values in [0, 15]; ShapeError for
+    anything but an int32 tensor of at least one dimension."""
     if words.dtype != torch.int32:
-        raise ValueError(f"unpack_nibbles needs int32 words, got {words.dtype}")
+        raise ShapeError(f"unpack_nibbles needs int32 words, got {words.dtype}")
     if words.dim() == 0:
-        raise ValueError("unpack_nibbles needs at least one dimension")
+        raise ShapeError("unpack_nibbles needs at least one dimension")
     shape = (*words.shape[:-1], 8 * words.shape[-1])
     if words.device.type != "cpu":
         raw = words.contiguous().view(torch.uint8)

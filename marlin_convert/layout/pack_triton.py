@@ -1,9 +1,9 @@
-"""CUDA pack/unpack of the Marlin int4 layout, as Triton kernels; same bytes as `pack_cpu`.
+"""CUDA pack/unpack of the Marlin int4 layout, as Triton kernels; same bytes as `portable`.
 
 Triton is imported on first use only: this module imports fine on a machine without Triton or a GPU,
 and `available()` says whether the kernels can run.
 
-The word map the kernels implement (DESIGN §4, restated per word as in `pack_cpu`). For tile row `t`
+The word map the kernels implement (DESIGN §4, restated per word as in `numpy_kernels`). For tile row `t`
 (k `16t .. 16t+15`) and column n, let the pair byte `p_j(n) = code[n, 16t + j] | code[n, 16t + j + 8] << 4`
 (j < 8), and gather them into two words per column:
 
@@ -24,10 +24,11 @@ from typing import Any, ContextManager
 import torch
 
 from ..errors import ShapeError
-from .pack_cpu import check_shape
+from .rules import check_codes, check_packed, check_perm, check_words
 from .tables import BLOCK_N, TILE
 
-__all__ = ["available", "pack_codes_cuda", "unpack_codes_cuda", "pack_kpacked_cuda", "KPACKED_VARIANTS", "Config"]
+__all__ = ["available", "pack_codes_cuda", "unpack_codes_cuda", "pack_kpacked_cuda", "KPACKED_VARIANTS", "DEFAULT_VARIANTS",
+           "DEFAULT_CONFIGS", "Config"]
 
 KPACKED_VARIANTS = ("gather", "shuffle")
 """Two ways of moving words into Marlin order (the bench times both, for both kernels): `gather` loads
@@ -35,15 +36,16 @@ each source word straight into output order (the reorder happens in the load add
 absorbs the re-reads); `shuffle` loads rows as they lie and reorders in registers
 (reshape/permute/split/join)."""
 
-_DEFAULT_KPACKED = "shuffle"
-_DEFAULT_CODES = "shuffle"
-_CONFIG = {"kpacked": (4, 2, 4), "codes": (8, 4, 4), "unpack": (8, 4, 4)}
+Config = tuple[int, int, int]
+"""(tile rows, 64-column blocks, warps) of one program."""
+
+DEFAULT_VARIANTS = {"kpacked": "shuffle", "codes": "shuffle"}
+"""The variant (of `KPACKED_VARIANTS`) each pack kernel runs unless told otherwise."""
+DEFAULT_CONFIGS: dict[str, Config] = {"kpacked": (4, 2, 4), "codes": (8, 4, 4), "unpack": (8, 4, 4)}
 """(tile rows, 64-column blocks, warps) of one program, per kernel. Measured on an H200 (2026-11-25,
 scripts/bench_gpu.py --sweep): `shuffle` runs at the device-to-device copy's rate from 11008x4096 up
 (1.9 TB/s of packed output, 3.8 TB/s moved) for every block shape tried; (4, 2, 4) was best at 4096x4096;
 `gather` reached 0.7-1.4 TB/s."""
-
-Config = tuple[int, int, int]
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,7 +89,7 @@ def _kernels() -> dict[str, Any]:
 
 
 def pack_kpacked_cuda(words: torch.Tensor, perm: torch.Tensor | None = None, *, variant: str | None = None,
-                      config: Config | None = None) -> torch.Tensor:
+                      config: Config | None = None, validate_perm: bool = True) -> torch.Tensor:
     """GPTQ qweight straight to Marlin tiles on the GPU (vLLM `gptq_marlin_repack` semantics).
 
     Args:
@@ -95,75 +97,53 @@ def pack_kpacked_cuda(words: torch.Tensor, perm: torch.Tensor | None = None, *, 
             k `8r + i` in bits `4i .. 4i+3`.
         perm (`torch.int32`/`int64`, shape `(k,)`, optional): act-order row order; Marlin row j takes
             source row `perm[j]`. A run of it, `perm[16a : 16b]`, gives just Marlin tile rows a..b-1
-            (as `pack_cpu.pack_kpacked`).
+            (as `portable.pack_kpacked_portable`).
         variant, config: kernel variant (`KPACKED_VARIANTS`) and (tile rows, 64-column blocks, warps) of
-            one program; for benchmarks, the defaults are the tuned ones.
+            one program; for benchmarks, the defaults (`DEFAULT_VARIANTS`, `DEFAULT_CONFIGS`) are the tuned ones.
+        validate_perm: False skips the perm check (one host sync), for a perm known to be good, e.g. when
+            timing the kernel; its dtype, length and device are still made right.
     Returns: `torch.int32`, shape `(k // 16, 2 * n)` (`(len(perm) // 16, 2 * n)` with perm), on
-        `words.device`; the bytes of `pack_cpu.pack_kpacked(words, perm)`.
+        `words.device`; the bytes of `portable.pack_kpacked_portable(words, perm)`.
     Raises: ShapeError for a wrong dtype, shape, device or perm.
     """
-    if words.dtype != torch.int32 or words.dim() != 2:
-        raise ShapeError(f"k-packed words must be a 2-D int32 tensor, got {words.dtype} {tuple(words.shape)}")
+    n, k = check_words(words)
     _check_cuda(words, "words")
-    k, n = 8 * int(words.shape[0]), int(words.shape[1])
-    check_shape(n, k)
     words = words.contiguous()
     rows = k
     if perm is not None:
-        perm = _checked_perm(perm, k, words.device)
+        if validate_perm:
+            check_perm(perm, k, partial=True)
+        perm = perm.to(device=words.device, dtype=torch.int32).contiguous()
         rows = perm.numel()
-    grid, opts = _launch(config or _CONFIG["kpacked"], n, rows)
+    grid, opts = _launch(config or DEFAULT_CONFIGS["kpacked"], n, rows)
     out = torch.empty((rows // TILE, 2 * n), dtype=torch.int32, device=words.device)
-    kernel = _kernels()[variant or _DEFAULT_KPACKED]
+    kernel = _kernels()[variant or DEFAULT_VARIANTS["kpacked"]]
     with _on(words.device):
         kernel[grid](words, words if perm is None else perm, out, n, HAS_PERM=perm is not None, **opts)
     return out
 
 
-def _checked_perm(perm: torch.Tensor, k: int, device: torch.device) -> torch.Tensor:
-    """int32 contiguous perm on `device`: a permutation of k, or a run of 16 m < k rows of k (one small sync);
-    else ShapeError."""
-    m = perm.numel()
-    if perm.dim() != 1 or perm.dtype not in (torch.int32, torch.int64) or not (m == k or 0 < m < k and m % TILE == 0):
-        raise ShapeError(f"perm must be int32/int64 of shape ({k},) or (16 m,) with 16 m < {k}, "
-                         f"got {perm.dtype} {tuple(perm.shape)}")
-    perm = perm.to(device=device, dtype=torch.int32).contiguous()
-    if m < k:
-        if not bool(((perm >= 0) & (perm < k)).all()):
-            raise ShapeError(f"perm holds rows outside 0..{k - 1}")
-    elif not bool(torch.equal(torch.sort(perm).values, torch.arange(k, device=device, dtype=torch.int32))):
-        raise ShapeError(f"perm is not a permutation of {k} rows")
-    return perm
-
-
 def pack_codes_cuda(codes: torch.Tensor, *, variant: str | None = None, config: Config | None = None) -> torch.Tensor:
     """uint8 codes `[n, k]` (CUDA, values 0..15) -> Marlin int32 `[k / 16, 2n]`; the bytes of
-    `pack_cpu.pack_codes`. `variant` / `config` as for `pack_kpacked_cuda`. Raises ShapeError for a
+    `portable.pack_codes`. `variant` / `config` as for `pack_kpacked_cuda`. Raises ShapeError for a
     wrong dtype, shape or device."""
-    if codes.dtype != torch.uint8 or codes.dim() != 2:
-        raise ShapeError(f"codes must be a 2-D uint8 tensor, got {codes.dtype} {tuple(codes.shape)}")
+    n, k = check_codes(codes)
     _check_cuda(codes, "codes")
-    n, k = int(codes.shape[0]), int(codes.shape[1])
-    check_shape(n, k)
     codes32 = codes.contiguous().view(torch.int32)
-    grid, opts = _launch(config or _CONFIG["codes"], n, k)
+    grid, opts = _launch(config or DEFAULT_CONFIGS["codes"], n, k)
     out = torch.empty((k // TILE, 2 * n), dtype=torch.int32, device=codes.device)
     with _on(codes.device):
-        _kernels()[f"codes_{variant or _DEFAULT_CODES}"][grid](codes32, out, n, k, **opts)
+        _kernels()[f"codes_{variant or DEFAULT_VARIANTS['codes']}"][grid](codes32, out, n, k, **opts)
     return out
 
 
 def unpack_codes_cuda(packed: torch.Tensor, *, n: int, k: int, config: Config | None = None) -> torch.Tensor:
-    """Marlin int32 `[k / 16, 2n]` (CUDA) -> uint8 codes `[n, k]`; the bytes of `pack_cpu.unpack_codes`.
+    """Marlin int32 `[k / 16, 2n]` (CUDA) -> uint8 codes `[n, k]`; the bytes of `portable.unpack_codes`.
     Raises ShapeError when the shape does not match n and k, or the tensor is not on a GPU."""
-    check_shape(n, k)
-    if packed.dtype != torch.int32 or tuple(packed.shape) != (k // TILE, 2 * n):
-        raise ShapeError(
-            f"Marlin weight must be int32 {(k // TILE, 2 * n)} for N={n}, K={k}, got {packed.dtype} {tuple(packed.shape)}"
-        )
+    check_packed(packed, n, k)
     _check_cuda(packed, "packed")
     packed = packed.contiguous()
-    grid, opts = _launch(config or _CONFIG["unpack"], n, k)
+    grid, opts = _launch(config or DEFAULT_CONFIGS["unpack"], n, k)
     codes = torch.empty((n, k), dtype=torch.uint8, device=packed.device)
     with _on(packed.device):
         _kernels()["unpack"][grid](packed, codes.view(torch.int32), n, k, **opts)

@@ -15,7 +15,6 @@ __all__ = [
     "SUPPORTED_GROUP_SIZES",
     "INTERLEAVE",
     "WEIGHT_PERM",
-    "WEIGHT_PERM_INV",
     "SCALE_PERM",
     "SCALE_PERM_SINGLE",
     "SCALE_PERM_INV",
@@ -61,7 +60,6 @@ def _frozen(values: list[int]) -> torch.Tensor:
 
 WEIGHT_PERM = _frozen(_build_weight_perm())
 """1024 entries: position i of a permuted 1024-run takes tile-ordered value WEIGHT_PERM[i]."""
-WEIGHT_PERM_INV = _inverse(WEIGHT_PERM)
 
 SCALE_PERM = _frozen([i + 8 * j for i in range(8) for j in range(8)])
 """64 entries, applied to each run of 64 scales when the layer is grouped."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from marlin_convert.formats.awq import _pack_cols, _unpack_cols
-from marlin_convert.formats.codes import DenseCodes, KPackedCodes, MarlinCodes, NPackedCodes
+from marlin_convert.formats.codes import DenseCodes, WordsAlongNCodes, MarlinCodes, WordsAlongKCodes
 from tests.gptq_synth import pack_rows
 from tests.reference import seed_pack
 
@@ -16,9 +16,9 @@ def _views(codes: np.ndarray):
     ct_packed = torch.from_numpy(pack_rows(np.ascontiguousarray(codes.T)).T.copy())  # [N, K/8]
     return {
         "dense": DenseCodes(dense),
-        "gptq": KPackedCodes(torch.from_numpy(pack_rows(np.ascontiguousarray(codes.T))), n=N, k=K),
-        "awq": KPackedCodes(_pack_cols(torch.from_numpy(np.ascontiguousarray(codes.T))), n=N, k=K, unpack_rows=_unpack_cols),
-        "ct": NPackedCodes(ct_packed, n=N, k=K),
+        "gptq": WordsAlongNCodes(torch.from_numpy(pack_rows(np.ascontiguousarray(codes.T))), n=N, k=K),
+        "awq": WordsAlongNCodes(_pack_cols(torch.from_numpy(np.ascontiguousarray(codes.T))), n=N, k=K, unpack_rows=_unpack_cols),
+        "ct": WordsAlongKCodes(ct_packed, n=N, k=K),
         "marlin": MarlinCodes(torch.from_numpy(seed_pack(codes)), n=N, k=K),
     }
 

@@ -13,7 +13,7 @@ import torch
 from marlin_convert import layout, pack_checkpoint, verify_checkpoint
 from marlin_convert.errors import MarlinConvertError, ShapeError
 from marlin_convert.formats import DenseCodes, QuantizedLinear, to_marlin
-from marlin_convert.layout import pack_cpu
+from marlin_convert.layout import portable
 from tests.gptq_synth import make_gptq_checkpoint, pack_rows
 
 SHAPES = [(64, 128), (128, 256), (192, 384), (320, 640), (1024, 2048), (4096, 4096), (11008, 4096), (4096, 11008)]
@@ -37,7 +37,7 @@ def _poison(nbytes: int) -> None:
 
 
 def _cpu_pack(codes: torch.Tensor) -> torch.Tensor:
-    return pack_cpu.pack_codes(codes)
+    return portable.pack_codes(codes)
 
 
 def _has_quanto() -> bool:
@@ -74,7 +74,7 @@ def test_unpack_codes_cuda_equals_cpu(n, k):
     got = unpack_codes_cuda(packed.cuda(), n=n, k=k)
     assert got.dtype == torch.uint8 and tuple(got.shape) == (n, k)
     assert torch.equal(got.cpu(), codes)
-    assert torch.equal(got.cpu(), pack_cpu.unpack_codes(packed, n=n, k=k))
+    assert torch.equal(got.cpu(), portable.unpack_codes(packed, n=n, k=k))
 
 
 @pytest.mark.cuda
@@ -118,7 +118,7 @@ def test_pack_kpacked_cuda_perm_runs(variant):
     for a, b in [(0, 16), (16, 48), (40, 64), (63, 64)]:
         got = pack_kpacked_cuda(q.cuda(), perm[16 * a : 16 * b].cuda(), variant=variant)
         assert torch.equal(got.cpu(), full[a:b])
-        assert torch.equal(got.cpu(), pack_cpu.pack_kpacked(q, perm[16 * a : 16 * b]))
+        assert torch.equal(got.cpu(), portable.pack_kpacked_portable(q, perm[16 * a : 16 * b]))
 
 
 @pytest.mark.cuda

@@ -1,12 +1,12 @@
-"""`pack_kpacked` / `unpack_to_kpacked` (GPTQ qweight straight to Marlin and back), and the blocked
+"""`pack_kpacked_portable` / `unpack_to_kpacked` (GPTQ qweight straight to Marlin and back), and the blocked
 CPU paths of `pack_codes` / `unpack_codes` across block boundaries, against the test-side references."""
 import numpy as np
 import pytest
 import torch
 
 from marlin_convert.errors import ShapeError
-from marlin_convert.layout import pack_cpu
-from marlin_convert.layout.pack_cpu import pack_codes, pack_kpacked, unpack_codes, unpack_to_kpacked
+from marlin_convert.layout import numpy_kernels, torch_reference
+from marlin_convert.layout.portable import pack_codes, pack_kpacked_portable, unpack_codes, unpack_to_kpacked
 from tests.reference import seed_pack, seed_unpack
 
 SHAPES = [(64, 128), (128, 256), (192, 384), (512, 256), (320, 640), (64, 1024), (2560, 256)]
@@ -34,9 +34,9 @@ def _perm(k: int, seed: int) -> np.ndarray:
 def blocks(request, monkeypatch):
     """Run each test with the shipped block size and with blocks so small that every loop has many steps."""
     if request.param == "tiny-blocks":
-        monkeypatch.setattr(pack_cpu, "_BLOCK_BYTES", 4096)
-        monkeypatch.setattr(pack_cpu, "_BLOCK_TILES", 3)
-        monkeypatch.setattr(pack_cpu, "_PLANE_BYTES", 24576)  # act-order column blocks of 64..128 columns
+        monkeypatch.setattr(numpy_kernels, "_BLOCK_BYTES", 4096)
+        monkeypatch.setattr(numpy_kernels, "_BLOCK_TILES", 3)
+        monkeypatch.setattr(numpy_kernels, "_PLANE_BYTES", 24576)  # act-order column blocks of 64..128 columns
     return request.param
 
 
@@ -44,7 +44,7 @@ def blocks(request, monkeypatch):
 def test_pack_kpacked_matches_seed(n, k, blocks):
     codes = _codes(n, k, n + 3 * k)
     q = torch.from_numpy(gptq_pack_rows(codes))
-    got = pack_kpacked(q)
+    got = pack_kpacked_portable(q)
     assert got.dtype == torch.int32 and tuple(got.shape) == (k // 16, 2 * n)
     np.testing.assert_array_equal(got.numpy(), seed_pack(codes))
 
@@ -55,7 +55,7 @@ def test_pack_kpacked_with_perm_matches_seed(n, k, perm_dtype, blocks):
     codes = _codes(n, k, 7 * n + k)
     perm = _perm(k, n * k)
     q = torch.from_numpy(gptq_pack_rows(codes))
-    got = pack_kpacked(q, torch.from_numpy(perm).to(perm_dtype))
+    got = pack_kpacked_portable(q, torch.from_numpy(perm).to(perm_dtype))
     np.testing.assert_array_equal(got.numpy(), seed_pack(np.ascontiguousarray(codes[:, perm])))
 
 
@@ -86,12 +86,12 @@ def test_edge_patterns(fill, with_perm, blocks):
     perm = _perm(k, 5) if with_perm else None
     q = torch.from_numpy(gptq_pack_rows(codes))
     tp = None if perm is None else torch.from_numpy(perm)
-    packed = pack_kpacked(q, tp)
+    packed = pack_kpacked_portable(q, tp)
     want = seed_pack(np.ascontiguousarray(codes if perm is None else codes[:, perm]))
     np.testing.assert_array_equal(packed.numpy(), want)
     assert torch.equal(unpack_to_kpacked(packed, n=n, k=k, perm=tp), q)
     flat = torch.from_numpy(gptq_pack_rows(np.full((n, k), fill, dtype=np.uint8)))
-    np.testing.assert_array_equal(pack_kpacked(flat, tp).numpy(), np.full((k // 16, 2 * n), -1 if fill else 0, np.int32))
+    np.testing.assert_array_equal(pack_kpacked_portable(flat, tp).numpy(), np.full((k // 16, 2 * n), -1 if fill else 0, np.int32))
 
 
 @pytest.mark.parametrize("n,k", SHAPES)
@@ -111,8 +111,8 @@ def test_pack_codes_non_contiguous_input():
 def test_kpacked_roundtrip_random_words():
     q = torch.from_numpy(np.random.default_rng(1).integers(-(2**31), 2**31, (64, 192), dtype=np.int64).astype(np.int32))
     perm = torch.from_numpy(_perm(512, 2))
-    assert torch.equal(unpack_to_kpacked(pack_kpacked(q), n=192, k=512), q)
-    assert torch.equal(unpack_to_kpacked(pack_kpacked(q, perm), n=192, k=512, perm=perm), q)
+    assert torch.equal(unpack_to_kpacked(pack_kpacked_portable(q), n=192, k=512), q)
+    assert torch.equal(unpack_to_kpacked(pack_kpacked_portable(q, perm), n=192, k=512, perm=perm), q)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_kpacked_roundtrip_random_words():
 )
 def test_pack_kpacked_refuses_bad_words(shape, dtype):
     with pytest.raises(ShapeError):
-        pack_kpacked(torch.zeros(shape, dtype=dtype))
+        pack_kpacked_portable(torch.zeros(shape, dtype=dtype))
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_pack_kpacked_refuses_bad_words(shape, dtype):
 )
 def test_bad_perm_is_refused(perm):
     with pytest.raises(ShapeError):
-        pack_kpacked(torch.zeros((16, 64), dtype=torch.int32), perm)
+        pack_kpacked_portable(torch.zeros((16, 64), dtype=torch.int32), perm)
     with pytest.raises(ShapeError):
         unpack_to_kpacked(torch.zeros((8, 128), dtype=torch.int32), n=64, k=128, perm=perm)
 
@@ -165,7 +165,7 @@ def test_cpu_paths_accept_unaligned_and_strided_tensors():
     want = seed_pack(buf[1:].reshape(n, k))
     np.testing.assert_array_equal(pack_codes(codes).numpy(), want)
     q = torch.from_numpy(gptq_pack_rows(buf[1:].reshape(n, k)))
-    np.testing.assert_array_equal(pack_kpacked(q.t().contiguous().t()).numpy(), want)
+    np.testing.assert_array_equal(pack_kpacked_portable(q.t().contiguous().t()).numpy(), want)
     from marlin_convert.layout import pack_nibbles, unpack_nibbles
 
     assert torch.equal(unpack_nibbles(pack_nibbles(codes)), codes)
@@ -179,16 +179,16 @@ def test_pack_kpacked_row_blocks(a, b, blocks):
     perm = _perm(k, 22)
     q = torch.from_numpy(gptq_pack_rows(codes))
     whole = seed_pack(np.ascontiguousarray(codes[:, perm]))
-    got = pack_kpacked(q, torch.from_numpy(perm[16 * a : 16 * b]))
+    got = pack_kpacked_portable(q, torch.from_numpy(perm[16 * a : 16 * b]))
     np.testing.assert_array_equal(got.numpy(), whole[a:b])
     if (b - a) % 8 == 0:
-        np.testing.assert_array_equal(pack_kpacked(q[2 * a : 2 * b]).numpy(), seed_pack(codes)[a:b])
+        np.testing.assert_array_equal(pack_kpacked_portable(q[2 * a : 2 * b]).numpy(), seed_pack(codes)[a:b])
 
 
 @pytest.mark.parametrize("perm", [torch.arange(24), torch.tensor([0, 128] * 8), torch.arange(-1, 15)])
 def test_bad_partial_perm_is_refused(perm):
     with pytest.raises(ShapeError):
-        pack_kpacked(torch.zeros((16, 64), dtype=torch.int32), perm)
+        pack_kpacked_portable(torch.zeros((16, 64), dtype=torch.int32), perm)
 
 
 @pytest.mark.parametrize("with_perm", [False, True])
@@ -199,7 +199,8 @@ def test_torch_fallbacks_of_other_devices(with_perm):
     perm = _perm(k, 32) if with_perm else None
     q = torch.from_numpy(gptq_pack_rows(codes))
     want = seed_pack(np.ascontiguousarray(codes if perm is None else codes[:, perm]))
-    packed = pack_cpu._pack_kpacked_torch(q, perm)
+    perm_t = None if perm is None else torch.from_numpy(perm)
+    packed = torch_reference.pack_kpacked_torch(q, perm_t)
     np.testing.assert_array_equal(packed.numpy(), want)
-    assert torch.equal(pack_cpu._unpack_to_kpacked_torch(packed, n, k, perm), q)
-    np.testing.assert_array_equal(pack_cpu._pack_codes_torch(torch.from_numpy(codes)).numpy(), seed_pack(codes))
+    assert torch.equal(torch_reference.unpack_to_kpacked_torch(packed, n, k, perm_t), q)
+    np.testing.assert_array_equal(torch_reference.pack_codes_torch(torch.from_numpy(codes)).numpy(), seed_pack(codes))

@@ -1,8 +1,4 @@
-"""Pack/unpack of int4 codes to/from Marlin tiles.
-
-CPU tensors take a blocked numpy path (word arithmetic on cache-sized blocks, no per-code gather);
-tensors on other devices take the vectorized torch ops kept below as `_pack_codes_torch`, the
-reference any device path must match. Both give the same bytes.
+"""Blocked numpy kernels of the Marlin int4 layout (CPU tensors, as numpy arrays); `portable` calls them.
 
 How a Marlin word is made (DESIGN §4, restated per word; the tests check it against the seed's
 gather and against vLLM's kernel element map). For tile row `kt` (codes `16kt .. 16kt+15` of k),
@@ -15,13 +11,13 @@ being, from its lowest byte up,
 So a block of codes rows is (1) paired into `p` (64-bit word ops on the rows as they lie),
 (2) transposed to k-major (8-byte elements), (3) the bytes of rows n0 and n0 + 8 interleaved (two
 widening 16-bit ops), (4) the 4 `w` words of each (c, q) scattered with 4 strided 32-bit copies.
-GPTQ `qweight` words (`pack_kpacked`) are already k-major: step (1)-(2) becomes nibble-pair byte
+GPTQ `qweight` words (`pack_kpacked_np`) are already k-major: step (1)-(2) becomes nibble-pair byte
 ops on the words, and the whole `[n, k]` codes matrix is never built. With an act-order `perm`, the
 words are cut in column blocks turned into byte planes that stay in cache while Marlin rows are
 gathered from them (see the act-order section).
 
 Everything is single-threaded numpy (the GIL is released inside each op), with no global state:
-callers may run several layers on threads.
+callers may run several layers on threads. Arguments are trusted: `portable` checks them first.
 """
 from __future__ import annotations
 
@@ -30,11 +26,9 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from ..errors import ShapeError
-from .nibbles import pack_nibbles, unpack_nibbles
-from .tables import BLOCK_N, MIN_K, TILE, WEIGHT_PERM
+from .tables import BLOCK_N, TILE
 
-__all__ = ["check_shape", "pack_codes", "unpack_codes", "pack_kpacked", "unpack_to_kpacked"]
+__all__ = ["host_array", "pack_codes_np", "unpack_codes_np", "pack_kpacked_np", "unpack_to_kpacked_np"]
 
 _BLOCK_BYTES = 1 << 18
 """Codes handled per block (bytes of uint8 codes); the block's temporaries are about 2x this."""
@@ -47,45 +41,10 @@ _LANE_LO = np.uint64(0x000F000F000F000F)
 _LANE_HI = np.uint64(0x00F000F000F000F0)
 
 
-def _block_gather_index() -> torch.Tensor:
-    """Index into one 16x64 block stored as `[64 (n), 16 (k)]` giving the Marlin order of its 1024 codes.
-
-    The seed orders a block as 4 tiles x 16 k-rows x 16 n-columns (`t*256 + r*16 + c`), then permutes
-    with `WEIGHT_PERM`; here both steps are folded into one gather from the `[n, k]` block.
-    """
-    tile_order = WEIGHT_PERM
-    tile, rest = tile_order // 256, tile_order % 256
-    row_k, col_n = rest // 16, rest % 16
-    return (16 * tile + col_n) * TILE + row_k
-
-
-_GATHER = _block_gather_index()
-_SCATTER = torch.empty_like(_GATHER)
-_SCATTER[_GATHER] = torch.arange(_GATHER.numel())
-
-
-def check_shape(n: int, k: int) -> None:
-    """Raise `ShapeError` unless an `[n, k]` weight fits Marlin's tiles (n % 64 == 0, k % 128 == 0)."""
-    if n <= 0 or n % BLOCK_N:
-        raise ShapeError(f"N={n} not a multiple of {BLOCK_N}")
-    if k <= 0 or k % MIN_K:
-        raise ShapeError(f"K={k} not a multiple of {MIN_K}")
-
-
-def _check_packed(packed: torch.Tensor, n: int, k: int) -> None:
-    check_shape(n, k)
-    if packed.dtype != torch.int32 or tuple(packed.shape) != (k // TILE, 2 * n):
-        raise ShapeError(
-            f"Marlin weight must be int32 {(k // TILE, 2 * n)} for N={n}, K={k}, got {packed.dtype} {tuple(packed.shape)}"
-        )
-
-
-def _host_array(t: torch.Tensor) -> np.ndarray:
+def host_array(t: torch.Tensor) -> np.ndarray:
     """A C-contiguous numpy view of a CPU tensor (a copy only when the tensor is not contiguous)."""
     return np.ascontiguousarray(t.detach().resolve_conj().resolve_neg().numpy())
 
-
-# ----------------------------------------------------------------------------- blocked numpy kernels
 
 def _words_from_pairs(pt8: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
     """Pair bytes, k-major, to Marlin words.
@@ -149,7 +108,7 @@ def _codes_blocks(n: int, k: int) -> Iterator[_CodesBlock]:
             )
 
 
-def _pack_codes_np(codes: np.ndarray) -> np.ndarray:
+def pack_codes_np(codes: np.ndarray) -> np.ndarray:
     """uint8 `[n, k]` (C-contiguous) -> int32 `[k/16, 2n]`, block by block."""
     n, k = codes.shape
     kt = k // TILE
@@ -165,7 +124,7 @@ def _pack_codes_np(codes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _unpack_codes_np(packed: np.ndarray, n: int, k: int) -> np.ndarray:
+def unpack_codes_np(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     """int32 `[k/16, 2n]` (C-contiguous) -> uint8 `[n, k]`, block by block."""
     kt = k // TILE
     codes = np.empty((n, k), dtype=np.uint8)
@@ -228,23 +187,6 @@ def _kpacked_unchunk(packed: np.ndarray, z: np.ndarray, pairs: np.ndarray, tmp: 
         np.bitwise_and(high, _LANE_HI, out=b)
         np.bitwise_or(a, b, out=a)
         np.copyto(dst, tmp[1], casting="unsafe")  # the low byte of each 16-bit lane
-
-
-def _check_perm(perm: torch.Tensor | None, k: int, *, partial: bool = False) -> np.ndarray | None:
-    """perm as int64 numpy, checked: a permutation of k, or with `partial` any 16-multiple of rows of k."""
-    if perm is None:
-        return None
-    m = perm.numel()
-    ok_len = m == k or (partial and 0 < m < k and m % TILE == 0)
-    if perm.dim() != 1 or not ok_len or perm.dtype not in (torch.int32, torch.int64):
-        want = f"({k},)" + (f" or (16 m,) with 16 m < {k}" if partial else "")
-        raise ShapeError(f"perm must be int32/int64 of shape {want}, got {perm.dtype} {tuple(perm.shape)}")
-    p = perm.detach().cpu().numpy().astype(np.int64)
-    if p.min() < 0 or p.max() >= k:
-        raise ShapeError(f"perm holds rows outside 0..{k - 1}")
-    if m == k and not np.all(np.bincount(p, minlength=k) == 1):
-        raise ShapeError(f"perm is not a permutation of {k} rows")
-    return p
 
 
 def _nibble_rows(words: np.ndarray, rows: np.ndarray, dst_nibbles: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -428,7 +370,7 @@ def _unpack_kpacked_perm_np(src: np.ndarray, perm: np.ndarray, out: np.ndarray) 
         blk.store(wb[:, c0 : c0 + m])
 
 
-def _pack_kpacked_np(words: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
+def pack_kpacked_np(words: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
     """int32 `[k/8, n]` GPTQ words (C-contiguous) -> int32 `[k/16, 2n]` (`[len(perm)/16, 2n]`), a few tile
     rows at a time; with `perm`, see the act-order section."""
     kw, n = words.shape
@@ -446,7 +388,7 @@ def _pack_kpacked_np(words: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def _unpack_to_kpacked_np(packed: np.ndarray, n: int, k: int, perm: np.ndarray | None) -> np.ndarray:
+def unpack_to_kpacked_np(packed: np.ndarray, n: int, k: int, perm: np.ndarray | None) -> np.ndarray:
     """int32 `[k/16, 2n]` -> int32 `[k/8, n]` GPTQ words (in source row order with `perm`)."""
     kt = k // TILE
     src = packed.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
@@ -460,134 +402,3 @@ def _unpack_to_kpacked_np(packed: np.ndarray, n: int, k: int, perm: np.ndarray |
     for t0 in range(0, kt, step):
         scratch.unpack(src[t0 : t0 + step], obytes[t0 : t0 + step])
     return out
-
-
-# ----------------------------------------------------------------------------- torch reference (any device)
-
-def _pack_codes_torch(codes: torch.Tensor) -> torch.Tensor:
-    n, k = codes.shape
-    # [n, k] -> [k/16 (tile row), n/64 (block), 64 (n in block), 16 (k in tile)]
-    blocks = codes.reshape(n // BLOCK_N, BLOCK_N, k // TILE, TILE).permute(2, 0, 1, 3)
-    blocks = blocks.reshape(k // TILE, n // BLOCK_N, BLOCK_N * TILE)
-    ordered = blocks.index_select(2, _GATHER.to(codes.device))
-    return pack_nibbles(ordered).reshape(k // TILE, 2 * n)
-
-
-def _unpack_codes_torch(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    ordered = unpack_nibbles(packed.reshape(k // TILE, n // BLOCK_N, 128))
-    blocks = ordered.index_select(2, _SCATTER.to(packed.device))
-    blocks = blocks.reshape(k // TILE, n // BLOCK_N, BLOCK_N, TILE).permute(1, 2, 0, 3)
-    return blocks.reshape(n, k)
-
-
-def _kpacked_codes_torch(words: torch.Tensor, k: int) -> torch.Tensor:
-    """GPTQ words `[k/8, n]` -> uint8 codes `[n, k]` (whole matrix; non-CPU fallback only)."""
-    shifts = torch.arange(0, 32, 4, device=words.device, dtype=torch.int32)
-    codes = (words.unsqueeze(1) >> shifts.view(1, 8, 1)) & 0xF  # [k/8, 8, n]
-    return codes.reshape(k, -1).t().to(torch.uint8).contiguous()
-
-
-def _pack_kpacked_torch(words: torch.Tensor, perm: np.ndarray | None) -> torch.Tensor:
-    codes = _kpacked_codes_torch(words, 8 * int(words.shape[0]))
-    if perm is not None:
-        codes = codes[:, torch.from_numpy(perm).to(words.device)]
-    return _pack_codes_torch(codes)
-
-
-def _unpack_to_kpacked_torch(packed: torch.Tensor, n: int, k: int, perm: np.ndarray | None) -> torch.Tensor:
-    codes = _unpack_codes_torch(packed, n, k)
-    if perm is not None:
-        restored = torch.empty_like(codes)
-        restored[:, torch.from_numpy(perm).to(packed.device)] = codes
-        codes = restored
-    rows = codes.t().contiguous().reshape(k // 8, 8, n).transpose(1, 2).contiguous()  # [k/8, n, 8]
-    return pack_nibbles(rows).reshape(k // 8, n)
-
-
-# ----------------------------------------------------------------------------- public API
-
-def pack_codes(codes: torch.Tensor) -> torch.Tensor:
-    """Pack int4 codes into the Marlin tile layout.
-
-    Args:
-        codes (`torch.uint8`, shape `(n, k)`, as `nn.Linear.weight`): values in [0, 15].
-    Returns: `torch.int32`, shape `(k // 16, 2 * n)`, on `codes.device`.
-    Raises: ShapeError when n % 64 or k % 128 is not 0, or codes is not uint8.
-    Example:
-        >>> q = torch.randint(0, 16, (256, 128), dtype=torch.uint8)
-        >>> assert torch.equal(unpack_codes(pack_codes(q), n=256, k=128), q)
-    """
-    if codes.dtype != torch.uint8 or codes.dim() != 2:
-        raise ShapeError(f"codes must be a 2-D uint8 tensor, got {codes.dtype} {tuple(codes.shape)}")
-    n, k = codes.shape
-    check_shape(n, k)
-    if codes.device.type != "cpu":
-        return _pack_codes_torch(codes)
-    return torch.from_numpy(_pack_codes_np(_host_array(codes)))
-
-
-def unpack_codes(packed: torch.Tensor, *, n: int, k: int) -> torch.Tensor:
-    """Undo `pack_codes`: Marlin tiles back to one int4 code per byte.
-
-    Args:
-        packed (`torch.int32`, shape `(k // 16, 2 * n)`): Marlin-ordered codes, 8 per int32.
-        n, k (`int`): out/in features.
-    Returns: `torch.uint8`, shape `(n, k)`, values in [0, 15], on `packed.device`.
-    Raises: ShapeError when the shape does not match n and k.
-    """
-    _check_packed(packed, n, k)
-    if packed.device.type != "cpu":
-        return _unpack_codes_torch(packed, n, k)
-    return torch.from_numpy(_unpack_codes_np(_host_array(packed), n, k))
-
-
-def pack_kpacked(words: torch.Tensor, perm: torch.Tensor | None = None) -> torch.Tensor:
-    """Pack GPTQ-style k-packed words straight into the Marlin tile layout.
-
-    Same bytes as `pack_codes(codes)` (or `pack_codes(codes[:, perm])` with `perm`), where `codes` is
-    the uint8 `[n, k]` matrix the words hold; that matrix is never built: the work goes a few tile rows
-    at a time, so the temporaries stay around a megabyte whatever the layer size (with perm: a column
-    block of byte planes, about 4 MB, rebuilt by every call, so stream act-order layers in few, large
-    row blocks).
-
-    Args:
-        words (`torch.int32`, shape `(k // 8, n)`, a GPTQ `qweight`): word `[r, c]` holds k `8r .. 8r+7`
-            of column c, k `8r + i` in bits `4i .. 4i+3`.
-        perm (`torch.int32` or `torch.int64`, shape `(k,)`, optional): act-order row order; Marlin row j
-            takes source k `perm[j]`. A run of it, `perm[16 a : 16 b]`, gives just Marlin tile rows a..b-1
-            (`== pack_kpacked(words, perm)[a:b]`), for streaming a layer out in row blocks; without perm,
-            `pack_kpacked(words[2a : 2b]) == pack_kpacked(words)[a:b]` when 16 (b - a) % 128 == 0.
-    Returns: `torch.int32`, shape `(k // 16, 2 * n)` (`(len(perm) // 16, 2 * n)` with perm), on `words.device`.
-    Raises: ShapeError when words is not a 2-D int32 tensor of a Marlin-eligible shape, or perm is neither a
-        permutation of k nor a multiple of 16 rows of k.
-    Example:
-        >>> w = torch.randint(-2**31, 2**31, (16, 64), dtype=torch.int64).to(torch.int32)
-        >>> assert torch.equal(unpack_to_kpacked(pack_kpacked(w), n=64, k=128), w)
-    """
-    if words.dtype != torch.int32 or words.dim() != 2:
-        raise ShapeError(f"k-packed words must be a 2-D int32 tensor, got {words.dtype} {tuple(words.shape)}")
-    k, n = 8 * int(words.shape[0]), int(words.shape[1])
-    check_shape(n, k)
-    p = _check_perm(perm, k, partial=True)
-    if words.device.type != "cpu":
-        return _pack_kpacked_torch(words, p)
-    return torch.from_numpy(_pack_kpacked_np(_host_array(words), p))
-
-
-def unpack_to_kpacked(packed: torch.Tensor, *, n: int, k: int, perm: torch.Tensor | None = None) -> torch.Tensor:
-    """Undo `pack_kpacked`: Marlin tiles back to GPTQ-style k-packed words.
-
-    Args:
-        packed (`torch.int32`, shape `(k // 16, 2 * n)`): Marlin-ordered codes, 8 per int32.
-        n, k (`int`): out/in features.
-        perm (`torch.int32` or `torch.int64`, shape `(k,)`, optional): the act-order row order the
-            weight was packed with (Marlin row j holds source k `perm[j]`).
-    Returns: `torch.int32`, shape `(k // 8, n)`, on `packed.device`; word `[r, c]` holds source k
-        `8r .. 8r+7` of column c, k `8r + i` in bits `4i .. 4i+3`.
-    Raises: ShapeError when the shape does not match n and k, or perm is not a permutation of k.
-    """
-    _check_packed(packed, n, k)
-    p = _check_perm(perm, k)
-    if packed.device.type != "cpu":
-        return _unpack_to_kpacked_torch(packed, n, k, p)
-    return torch.from_numpy(_unpack_to_kpacked_np(_host_array(packed), n, k, p))
