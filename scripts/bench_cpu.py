@@ -18,8 +18,8 @@ Units (every number printed is one of these):
                unpack rows against the seed's unpack.
 Every fast result is checked byte for byte against the seed's result in the same run.
 
-The seed (optimum-quanto `MarlinInt4PackedTensor.pack` / `unpack`, numpy restatement as in
-tests/reference.py) is written out again below, not imported from the package under test.
+The seed (optimum-quanto `MarlinInt4PackedTensor.pack` / `unpack`, numpy restatement) comes from
+tests/_support/reference.py, not from the package under test.
 """
 from __future__ import annotations
 
@@ -43,60 +43,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-# ----------------------------------------------------------------------------- the seed, restated
-
-def seed_perm() -> np.ndarray:
-    """optimum-quanto `_get_perm()`: the 1024-entry Marlin permutation (mma fragments, then interleave)."""
-    perm = []
-    for i in range(32):
-        perm1 = []
-        col = i // 4
-        for block in [0, 1]:
-            for row in [2 * (i % 4), 2 * (i % 4) + 1, 2 * (i % 4 + 4), 2 * (i % 4 + 4) + 1]:
-                perm1.append(16 * row + col + 8 * block)
-        for j in range(4):
-            perm.extend([p + 256 * j for p in perm1])
-    perm = np.array(perm)
-    interleave = np.array([0, 2, 4, 6, 1, 3, 5, 7])
-    return perm.reshape((-1, 8))[:, interleave].ravel()
-
-
-_SEED_PERM = seed_perm()
-_SEED_PERM_INV = np.argsort(_SEED_PERM)
-
-
-def seed_pack(codes: np.ndarray) -> np.ndarray:
-    """The seed: uint8 codes [N, K] -> int32 [K/16, 2N] (transpose, tile permute, 1024-gather, 8x shift-or)."""
-    n, k = codes.shape
-    w = codes.T.reshape((k // 16, 16, n // 16, 16)).transpose((0, 2, 1, 3)).reshape((k // 16, n * 16))
-    res = w.reshape((-1, _SEED_PERM.size))[:, _SEED_PERM].reshape(w.shape)
-    p = np.zeros((res.shape[0], res.shape[1] // 8), dtype=np.uint32)
-    res = res.astype(np.uint32)
-    for i in range(8):
-        p |= res[:, i::8] << 4 * i
-    return p.astype(np.int32)
-
-
-def seed_unpack(packed: np.ndarray, n: int, k: int) -> np.ndarray:
-    """The seed's inverse: int32 [K/16, 2N] -> uint8 [N, K]."""
-    words = packed.view(np.uint32)
-    res = np.zeros((k // 16, n * 16), dtype=np.uint8)
-    for i in range(8):
-        res[:, i::8] = (words >> (4 * i)) & 0xF
-    res = res.reshape((-1, 1024))[:, _SEED_PERM_INV].reshape((k // 16, n * 16))
-    w = res.reshape((k // 16, n // 16, 16, 16)).transpose((0, 2, 1, 3)).reshape((k, n))
-    return np.ascontiguousarray(w.T)
-
-
-def gptq_rows(codes: np.ndarray) -> np.ndarray:
-    """GPTQ qweight of uint8 codes [N, K]: int32 [K/8, N], k 8r+i in bits 4i..4i+3 of row r."""
-    n, k = codes.shape
-    w = codes.T.reshape(k // 8, 8, n).astype(np.uint32)
-    q = w[:, 0].copy()
-    for i in range(1, 8):
-        q |= w[:, i] << (4 * i)
-    return q.view(np.int32)
+from tests._support.reference import seed_pack, seed_unpack  # noqa: E402
+from tests._support.words import pack_rows  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- machine
@@ -148,7 +96,7 @@ def bench_kernels(shapes: list[tuple[int, int]], reps: int, seed_reps_big: int) 
     for n, k in shapes:
         codes_np = rng.integers(0, 16, (n, k), dtype=np.uint8)
         codes = torch.from_numpy(codes_np)
-        qweight = torch.from_numpy(gptq_rows(codes_np))
+        qweight = torch.from_numpy(pack_rows(codes_np.T))
         perm_np = rng.permutation(k)
         perm = torch.from_numpy(perm_np.astype(np.int32))
         big = n * k >= 64 << 20
@@ -218,18 +166,15 @@ def _layer_bytes(n: int, k: int) -> int:
 def make_checkpoint(root: Path, target_bytes: int, shapes: dict[str, tuple[int, int]]) -> dict:
     """A synthetic GPTQ checkpoint (sym, group 128, no act-order), one shard per decoder block."""
     import torch
-    from safetensors.torch import save_file
+
+    from tests._support.checkpoints import ShardedCheckpointWriter, gptq_config
 
     rng = np.random.default_rng(1)
     per_block = sum(_layer_bytes(n, k) for n, k in shapes.values())
     blocks = max(2, -(-target_bytes // per_block))
     root.mkdir(parents=True)
-    config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "sym": True, "desc_act": False},
-    }
-    (root / "config.json").write_text(json.dumps(config, indent=2))
-    weight_map, total, largest = {}, 0, 0
+    writer = ShardedCheckpointWriter(root, gptq_config(GROUP, sym=True, desc_act=False, v2=False,
+                                                       hidden_size=shapes["self_attn.q_proj"][1]))
     for b in range(blocks):
         tensors = {}
         for name, (n, k) in shapes.items():
@@ -240,16 +185,10 @@ def make_checkpoint(root: Path, target_bytes: int, shapes: dict[str, tuple[int, 
             tensors[f"{p}.scales"] = torch.from_numpy(rng.uniform(1e-3, 2e-2, (g, n)).astype(np.float16))
             tensors[f"{p}.g_idx"] = torch.from_numpy((np.arange(k) // GROUP).astype(np.int32))
         tensors[f"model.layers.{b}.input_layernorm.weight"] = torch.ones(shapes["self_attn.q_proj"][1], dtype=torch.float16)
-        fname = f"model-{b + 1:05d}-of-{blocks:05d}.safetensors"
-        save_file(tensors, str(root / fname), metadata={"format": "pt"})
-        for name, t in tensors.items():
-            weight_map[name] = fname
-            total += t.numel() * t.element_size()
-            largest = max(largest, t.numel() * t.element_size())
+        writer.add_shard(tensors)
         del tensors
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (root / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    return {"blocks": blocks, "tensor_bytes": total, "largest_tensor_bytes": largest,
+    writer.close()
+    return {"blocks": blocks, "tensor_bytes": writer.total_size, "largest_tensor_bytes": writer.largest,
             "files": len(list(root.iterdir())), "disk_bytes": sum(f.stat().st_size for f in root.iterdir())}
 
 

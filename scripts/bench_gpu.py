@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from marlin_convert.gemm_check import quanto_lib  # noqa: E402
 from marlin_convert.layout import pack_triton  # noqa: E402
 from marlin_convert.layout.pack_triton import pack_codes_cuda, pack_kpacked_cuda, unpack_codes_cuda  # noqa: E402
-from marlin_convert.layout.tables import WEIGHT_PERM  # noqa: E402
+from tests._support.reference import seed_pack_torch  # noqa: E402
+from tests._support.words import pack_rows  # noqa: E402
 
 __all__ = ["SHAPES", "main"]
 
@@ -117,37 +118,17 @@ def best_us(t: dict[str, Any]) -> float:
 # ----------------------------------------------------------------------------- the contenders
 
 
-def seed_pack_torch(codes: torch.Tensor, perm1024: torch.Tensor) -> torch.Tensor:
-    """The seed's algorithm (optimum-quanto MarlinInt4PackedTensor.pack, after IST-DASLab) as torch ops."""
-    n, k = codes.shape
-    w = codes.t().reshape(k // 16, 16, n // 16, 16).permute(0, 2, 1, 3).reshape(k // 16, n * 16)
-    res = w.reshape(-1, 1024)[:, perm1024].reshape(w.shape).to(torch.int32)
-    q = torch.zeros((k // 16, 2 * n), dtype=torch.int32, device=codes.device)
-    for i in range(8):
-        q |= res[:, i::8] << (4 * i)
-    return q
-
-
 def random_codes(n: int, k: int, seed: int) -> torch.Tensor:
     g = torch.Generator(device="cuda").manual_seed(seed)
     return torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=g)
-
-
-def gptq_words(codes: torch.Tensor) -> torch.Tensor:
-    """GPTQ qweight int32 [K/8, N] of codes [N, K] (torch ops; the CPU tests check the kernel independently)."""
-    n, k = codes.shape
-    shifts = (4 * torch.arange(8, device=codes.device, dtype=torch.int64)).view(1, 8, 1)
-    words = (codes.t().reshape(k // 8, 8, n).to(torch.int64) << shifts).sum(dim=1)
-    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
 def bench_shape(n: int, k: int, lib: Any, *, sweep: bool, reps: int) -> dict[str, Any]:
     out_bytes = n * k // 2
     copies = max(2, math.ceil(ROTATE_BYTES / out_bytes))
     codes = [random_codes(n, k, seed=i) for i in range(copies)]
-    words = [gptq_words(c) for c in codes]
+    words = [pack_rows(c.t()) for c in codes]
     empty = torch.empty(0, dtype=torch.int32, device="cuda")
-    perm1024 = WEIGHT_PERM.cuda()
     res: dict[str, Any] = {"N": n, "K": k, "packed_bytes": out_bytes, "rotated_inputs": copies}
 
     errors: dict[str, str] = {}
@@ -161,7 +142,7 @@ def bench_shape(n: int, k: int, lib: Any, *, sweep: bool, reps: int) -> dict[str
 
     ours = pack_kpacked_cuda(words[0])  # the seed's torch ops are the reference below, vLLM the oracle
     checks = {
-        "kpacked_eq_seed_torch": torch.equal(ours, seed_pack_torch(codes[0], perm1024)),
+        "kpacked_eq_seed_torch": torch.equal(ours, seed_pack_torch(codes[0])),
         "kpacked_eq_vllm": torch.equal(ours, lib.gptq_marlin_repack(words[0], empty, k, n, 4)),
         "codes_eq": attempt("codes_eq", lambda: torch.equal(ours, pack_codes_cuda(codes[0]))),
         "kpacked_gather_eq": attempt("kpacked_gather_eq", lambda: torch.equal(ours, pack_kpacked_cuda(words[0], variant="gather"))),
@@ -169,10 +150,10 @@ def bench_shape(n: int, k: int, lib: Any, *, sweep: bool, reps: int) -> dict[str
         "codes_gather_eq": attempt("codes_gather_eq", lambda: torch.equal(ours, pack_codes_cuda(codes[0], variant="gather"))),
         "unpack_roundtrip": attempt("unpack_roundtrip", lambda: torch.equal(unpack_codes_cuda(ours, n=n, k=k), codes[0])),
     }
-    perm = torch.randperm(k, device="cuda").to(torch.int32)
+    perm = torch.randperm(k, device="cuda", generator=torch.Generator(device="cuda").manual_seed(k)).to(torch.int32)
     ours_p = pack_kpacked_cuda(words[0], perm)
     checks["perm_eq_vllm"] = torch.equal(ours_p, lib.gptq_marlin_repack(words[0], perm, k, n, 4))
-    checks["perm_eq_seed_torch"] = torch.equal(ours_p, seed_pack_torch(codes[0][:, perm.long()].contiguous(), perm1024))
+    checks["perm_eq_seed_torch"] = torch.equal(ours_p, seed_pack_torch(codes[0][:, perm.long()].contiguous()))
     res["checks"] = checks
     del ours, ours_p
 
@@ -195,7 +176,7 @@ def bench_shape(n: int, k: int, lib: Any, *, sweep: bool, reps: int) -> dict[str
     timed("ours_kpacked_perm", [lambda w=w: pack_kpacked_cuda(w, perm, validate_perm=False) for w in words], reps=reps)
     timed("vllm_repack_perm", [lambda w=w: lib.gptq_marlin_repack(w, perm, k, n, 4) for w in words], reps=reps)
     timed("ours_unpack", [lambda o=o: unpack_codes_cuda(o, n=n, k=k) for o in outs], reps=reps)
-    timed("seed_torch", [lambda c=c: seed_pack_torch(c, perm1024) for c in codes[:2]], graph=False, reps=3)
+    timed("seed_torch", [lambda c=c: seed_pack_torch(c) for c in codes[:2]], graph=False, reps=3)
     dsts = [torch.empty_like(w) for w in words]
     timed("d2d_copy", [lambda w=w, d=d: d.copy_(w) for w, d in zip(words, dsts, strict=True)], reps=reps)
     if sweep:
@@ -257,7 +238,7 @@ def bench_gemm() -> list[dict[str, Any]]:
 def make_gptq_checkpoint(root: Path, target_gb: float, shard_gb: float = 2.0) -> dict[str, Any]:
     """Llama-70B-like GPTQ layers (hidden 8192, intermediate 28672, 8 KV heads), symmetric, group 128,
     random qweight words generated on the GPU, written with safetensors in ~shard_gb shards."""
-    from safetensors.torch import save_file
+    from tests._support.checkpoints import ShardedCheckpointWriter, gptq_config
 
     hidden, inter, kv = 8192, 28672, 1024
     shapes = {"self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (kv, hidden), "self_attn.v_proj": (kv, hidden),
@@ -266,21 +247,9 @@ def make_gptq_checkpoint(root: Path, target_gb: float, shard_gb: float = 2.0) ->
     per_layer = sum(n * k // 2 + (k // 128) * n * 2 + (k // 128) * n // 2 + 4 * k for n, k in shapes.values())
     layers = math.ceil(target_gb * 1e9 / per_layer)
     root.mkdir(parents=True)
+    writer = ShardedCheckpointWriter(root, gptq_config(128, sym=True, desc_act=False, v2=False, hidden_size=hidden))
     g = torch.Generator(device="cuda").manual_seed(0)
-    weight_map: dict[str, str] = {}
     shard: dict[str, torch.Tensor] = {}
-    names: list[str] = []
-    total = 0
-
-    def flush() -> None:
-        nonlocal shard
-        if shard:
-            name = f"model-{len(names) + 1:05d}.safetensors"
-            save_file(shard, str(root / name), metadata={"format": "pt"})
-            names.append(name)
-            weight_map.update({t: name for t in shard})
-            shard = {}
-
     for layer in range(layers):
         for proj, (n, k) in shapes.items():
             p = f"model.layers.{layer}.{proj}"
@@ -290,21 +259,12 @@ def make_gptq_checkpoint(root: Path, target_gb: float, shard_gb: float = 2.0) ->
             shard[f"{p}.scales"] = (torch.rand((k // 128, n), device="cuda", generator=g) * 0.02 + 1e-3).half().cpu()
             shard[f"{p}.g_idx"] = (torch.arange(k, dtype=torch.int32) // 128)
         shard[f"model.layers.{layer}.input_layernorm.weight"] = torch.ones(hidden, dtype=torch.float16)
-        total += per_layer
         if sum(t.numel() * t.element_size() for t in shard.values()) >= shard_gb * 1e9:
-            flush()
-    flush()
-    renamed = {}
-    for i, name in enumerate(names):  # the usual model-0000i-of-0000n names
-        final = f"model-{i + 1:05d}-of-{len(names):05d}.safetensors"
-        (root / name).rename(root / final)
-        renamed[name] = final
-    index = {"metadata": {"total_size": total}, "weight_map": {t: renamed[s] for t, s in weight_map.items()}}
-    (root / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
-              "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False,
-                                      "sym": True, "checkpoint_format": "gptq"}}
-    (root / "config.json").write_text(json.dumps(config, indent=1))
+            writer.add_shard(shard)
+            shard = {}
+    if shard:
+        writer.add_shard(shard)
+    names = writer.close()
     size = sum(p.stat().st_size for p in root.iterdir())
     return {"layers": layers, "shards": len(names), "bytes": size}
 

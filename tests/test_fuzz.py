@@ -8,13 +8,11 @@ CI runs a short bounded number of examples; for a longer local run:
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
-import sys
 import tempfile
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -22,27 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marlin_convert.checkpoint import MANIFEST_NAME, TMP_MARKER, read_header
-from tests.gptq_synth import make_gptq_checkpoint
+from tests._support.checkpoints import make_gptq_checkpoint
+from tests._support.cli import run_cli
 
 EXAMPLES = int(os.environ.get("MARLIN_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
-
-
-def run_cli(*args) -> tuple[int, str, str]:
-    from marlin_convert.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["marlin-convert", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
-    finally:
-        sys.argv = old
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +68,10 @@ def test_mutated_input_packs_and_verifies_or_fails_cleanly(pristine, mutations):
             elif len(data) > header_end:
                 data[header_end + pos % (len(data) - header_end)] = value
             shard.write_bytes(bytes(data))
-        code, _, err = run_cli("pack", src, "-o", work / "out")
+        code, _, err = astuple(run_cli("pack", src, "-o", work / "out"))
         assert "Traceback" not in err and "internal error" not in err, err
         if code == 0:
-            vcode, vout, verr = run_cli("verify", src, work / "out")
+            vcode, vout, verr = astuple(run_cli("verify", src, work / "out"))
             assert vcode == 0, vout + verr
         else:
             assert code == 2, err
@@ -103,7 +85,7 @@ def test_mutated_input_packs_and_verifies_or_fails_cleanly(pristine, mutations):
 @pytest.fixture(scope="module")
 def packed(pristine):
     out = pristine.parent / "packed"
-    assert run_cli("pack", pristine, "-o", out)[0] == 0
+    assert run_cli("pack", pristine, "-o", out).code == 0
     return out
 
 
@@ -127,7 +109,7 @@ def test_every_single_bit_flip_fails_verify(pristine, packed, choice, offset, bi
     path.write_bytes(bytes(flipped))
     try:
         args = ("verify", pristine, packed) if with_source else ("verify", packed)
-        code, out, err = run_cli(*args, "--json")
+        code, out, err = astuple(run_cli(*args, "--json"))
         assert code == 1, f"flip at {path.name}:{where} bit {bit} not caught: {out}{err}"
         assert "Traceback" not in err
         if out:

@@ -3,12 +3,12 @@ import numpy as np
 import torch
 
 from marlin_convert import inspect_checkpoint, pack_checkpoint, unpack_checkpoint, verify_checkpoint
-from tests.gptq_synth import gptq_config, layer_tensors, make_layer, write_checkpoint
-from tests.reference import seed_pack
+from tests._support.checkpoints import gptq_config, layer_tensors, make_layer, write_checkpoint
+from tests._support.reference import seed_pack
 
 
 def test_many_experts_and_a_stacked_tensor(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(0)
     tensors, truth = {}, {}
     for layer in range(2):
         for expert in range(64):
@@ -18,9 +18,9 @@ def test_many_experts_and_a_stacked_tensor(tmp_path):
                 tensors.update(layer_tensors(prefix, t, v2=False))
                 truth[prefix] = t
     stacked = "model.layers.0.mlp.fused_experts"
-    tensors[f"{stacked}.qweight"] = torch.randint(-2**31, 2**31 - 1, (4, 16, 64), dtype=torch.int32)
+    tensors[f"{stacked}.qweight"] = torch.from_numpy(rng.integers(-2**31, 2**31, (4, 16, 64), dtype=np.int64).astype(np.int32))
     tensors[f"{stacked}.qzeros"] = torch.full((4, 1, 8), 0x77777777, dtype=torch.int32)
-    tensors[f"{stacked}.scales"] = torch.rand(4, 1, 64).half()
+    tensors[f"{stacked}.scales"] = torch.from_numpy(rng.uniform(1e-3, 2e-2, (4, 1, 64)).astype(np.float16))
     write_checkpoint(tmp_path / "src", tensors, gptq_config(128, sym=True, desc_act=False, v2=False), shards=4)
     layers = {entry["prefix"]: entry for entry in inspect_checkpoint(tmp_path / "src").layers}
     assert "3-D" in layers[stacked]["reason"]

@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 
 from marlin_convert.checkpoint import read_header
 from marlin_convert.errors import CheckpointError
-from tests.conftest import tree_hashes
-from tests.gptq_synth import make_gptq_checkpoint
+from tests._support.files import tree_hashes
+from tests._support.checkpoints import make_gptq_checkpoint
 
 
 def _raw_file(path, header, data=b"", raw_header=None):

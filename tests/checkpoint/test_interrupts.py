@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from marlin_convert.checkpoint import TMP_MARKER
-from tests.conftest import tree_hashes
+from tests._support.files import tree_hashes
+from tests._support.seeds import stable_seed
 
 CMD = [sys.executable, "-c", "from marlin_convert.cli import main; main()"]
 
@@ -26,13 +27,14 @@ def big(tmp_path_factory):
     root.mkdir()
     n, k, g = 4096, 4096, 32
     weight_map = {}
+    gen = torch.Generator().manual_seed(0)
     for shard in range(4):
         tensors = {}
         for layer in range(3):
             p = f"model.layers.{shard * 3 + layer}.mlp.down_proj"
-            tensors[f"{p}.qweight"] = torch.randint(-2**31, 2**31 - 1, (k // 8, n), dtype=torch.int32)
+            tensors[f"{p}.qweight"] = torch.randint(-2**31, 2**31 - 1, (k // 8, n), dtype=torch.int32, generator=gen)
             tensors[f"{p}.qzeros"] = torch.full((g, n // 8), 0x77777777, dtype=torch.int32)
-            tensors[f"{p}.scales"] = torch.rand(g, n).half()
+            tensors[f"{p}.scales"] = torch.rand(g, n, generator=gen).half()
         name = f"model-{shard + 1:05d}-of-00004.safetensors"
         save_file(tensors, str(root / name))
         weight_map.update(dict.fromkeys(tensors, name))
@@ -63,7 +65,7 @@ def test_interrupt_at_a_random_moment(tmp_path, big, sig, command):
     deadline = time.monotonic() + 60
     while not _leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)  # wait until the run is writing its temporary output
-    time.sleep(random.uniform(0.0, 0.4))  # then strike at a random moment of the work
+    time.sleep(random.Random(stable_seed(sig, command)).uniform(0.0, 0.4))  # then strike at a moment of the work
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     if out.exists():  # finished before the signal took effect: then it must be complete
@@ -100,7 +102,7 @@ def test_disk_full_ends_cleanly(tmp_path, big):
 
 
 def test_permission_error_ends_cleanly(cli, tmp_path, monkeypatch):
-    from tests.gptq_synth import make_gptq_checkpoint
+    from tests._support.checkpoints import make_gptq_checkpoint
 
     make_gptq_checkpoint(tmp_path / "src")
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.conftest import tree_hashes
-from tests.gptq_synth import make_gptq_checkpoint
+from tests._support.files import tree_hashes
+from tests._support.checkpoints import make_gptq_checkpoint
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ import torch
 
 from marlin_convert.formats.awq import _pack_cols, _unpack_cols
 from marlin_convert.formats.codes import DenseCodes, WordsAlongNCodes, MarlinCodes, WordsAlongKCodes
-from tests.gptq_synth import pack_rows
-from tests.reference import seed_pack
+from tests._support.words import pack_rows
+from tests._support.reference import seed_pack
+from tests._support.seeds import stable_seed
 
 N, K = 192, 384
 
@@ -25,7 +26,7 @@ def _views(codes: np.ndarray):
 
 @pytest.mark.parametrize("kind", ["dense", "gptq", "awq", "ct", "marlin"])
 def test_views_agree_with_dense(kind):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(stable_seed("test_views_agree_with_dense", kind))
     codes = rng.integers(0, 16, size=(N, K), dtype=np.uint8)
     view = _views(codes)[kind]
     assert view.shape == (N, K)
@@ -40,7 +41,7 @@ def test_views_agree_with_dense(kind):
 @pytest.mark.parametrize("kind", ["dense", "gptq", "awq", "ct", "marlin"])
 @pytest.mark.parametrize("act_order", [False, True])
 def test_fast_paths_agree_with_the_reference(kind, act_order):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(stable_seed("test_fast_paths_agree_with_the_reference", kind, act_order))
     codes = rng.integers(0, 16, size=(N, K), dtype=np.uint8)
     view = _views(codes)[kind]
     perm = torch.from_numpy(rng.permutation(K)) if act_order else None
@@ -50,7 +51,7 @@ def test_fast_paths_agree_with_the_reference(kind, act_order):
 
 
 def test_act_order_marlin_view_restores_input_order():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(stable_seed("test_act_order_marlin_view_restores_input_order"))
     codes = rng.integers(0, 16, size=(N, K), dtype=np.uint8)
     perm = rng.permutation(K)
     view = MarlinCodes(torch.from_numpy(seed_pack(np.ascontiguousarray(codes[:, perm]))), n=N, k=K, perm=torch.from_numpy(perm))

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from marlin_convert import pack_checkpoint, unpack_checkpoint, verify_checkpoint
-from tests.conftest import tree_hashes
+from tests._support.files import tree_hashes
 from tests.formats import producer_decoders as dec
-from tests.reference import marlin_unpack_zero_points, marlin_unpermute_scales, seed_pack, seed_unpack
+from tests._support.reference import marlin_unpack_zero_points, marlin_unpermute_scales, seed_pack, seed_unpack
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
 DECODERS = {

@@ -7,6 +7,7 @@ from marlin_convert.formats import LayerPlan
 from marlin_convert.formats.awq import AwqFormat
 from marlin_convert.formats.compressed_tensors import CompressedTensorsFormat
 from marlin_convert.formats.quanto import QuantoFormat
+from tests._support.seeds import stable_seed
 
 FILLS = [None, 0x0, 0xF, 0x8, 0x7]
 N, K, GS = 128, 256, 64
@@ -35,7 +36,7 @@ def _scales(rng, shape, dtype=torch.float16):
 
 @pytest.mark.parametrize("fill", FILLS)
 def test_awq(fill):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(stable_seed("test_awq", fill))
     stored = {"qweight": _words(rng, (K, N // 8), fill), "qzeros": _words(rng, (G, N // 8), fill), "scales": _scales(rng, (G, N))}
     plan = LayerPlan("l", "awq", {r: f"l.{r}" for r in stored}, n=N, k=K, group_size=GS, num_groups=G, has_zeros=True)
     back = AwqFormat.encode(AwqFormat.decode(plan, stored), plan)
@@ -46,7 +47,7 @@ def test_awq(fill):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape_dtype", ["I64", "I32"])
 def test_compressed_tensors(fill, dtype, shape_dtype):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(stable_seed("test_compressed_tensors", fill, dtype, shape_dtype))
     stored = {
         "weight_packed": _words(rng, (N, K // 8), fill),
         "weight_scale": _scales(rng, (N, G), dtype),
@@ -63,7 +64,7 @@ def test_compressed_tensors(fill, dtype, shape_dtype):
 @pytest.mark.parametrize("fill", FILLS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_quanto(fill, dtype):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(stable_seed("test_quanto", fill, dtype))
     rows = N * K // GS
     stored = {"data": _bytes(rng, (rows // 2, GS), fill), "scale": _scales(rng, (rows, 1), dtype), "shift": _scales(rng, (rows, 1), dtype)}
     plan = LayerPlan("l", "quanto", {r: f"l.{r}" for r in stored}, n=N, k=K, group_size=GS, num_groups=K // GS,

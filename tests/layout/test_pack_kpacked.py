@@ -7,19 +7,10 @@ import torch
 from marlin_convert.errors import ShapeError
 from marlin_convert.layout import numpy_kernels, torch_reference
 from marlin_convert.layout.portable import pack_codes, pack_kpacked_portable, unpack_codes, unpack_to_kpacked
-from tests.reference import seed_pack, seed_unpack
+from tests._support.reference import seed_pack, seed_unpack
+from tests._support.words import pack_rows
 
 SHAPES = [(64, 128), (128, 256), (192, 384), (512, 256), (320, 640), (64, 1024), (2560, 256)]
-
-
-def gptq_pack_rows(codes: np.ndarray) -> np.ndarray:
-    """GPTQ row packing restated: uint8 codes [N, K] -> int32 qweight [K/8, N], k 8r+i in bits 4i..4i+3 of row r."""
-    n, k = codes.shape
-    w = codes.T.astype(np.uint32).reshape(k // 8, 8, n)
-    q = np.zeros((k // 8, n), dtype=np.uint32)
-    for i in range(8):
-        q |= w[:, i, :] << (4 * i)
-    return q.view(np.int32)
 
 
 def _codes(n: int, k: int, seed: int) -> np.ndarray:
@@ -43,7 +34,7 @@ def blocks(request, monkeypatch):
 @pytest.mark.parametrize("n,k", SHAPES)
 def test_pack_kpacked_matches_seed(n, k, blocks):
     codes = _codes(n, k, n + 3 * k)
-    q = torch.from_numpy(gptq_pack_rows(codes))
+    q = torch.from_numpy(pack_rows(codes.T))
     got = pack_kpacked_portable(q)
     assert got.dtype == torch.int32 and tuple(got.shape) == (k // 16, 2 * n)
     np.testing.assert_array_equal(got.numpy(), seed_pack(codes))
@@ -54,7 +45,7 @@ def test_pack_kpacked_matches_seed(n, k, blocks):
 def test_pack_kpacked_with_perm_matches_seed(n, k, perm_dtype, blocks):
     codes = _codes(n, k, 7 * n + k)
     perm = _perm(k, n * k)
-    q = torch.from_numpy(gptq_pack_rows(codes))
+    q = torch.from_numpy(pack_rows(codes.T))
     got = pack_kpacked_portable(q, torch.from_numpy(perm).to(perm_dtype))
     np.testing.assert_array_equal(got.numpy(), seed_pack(np.ascontiguousarray(codes[:, perm])))
 
@@ -65,7 +56,7 @@ def test_unpack_to_kpacked_inverts_seed_pack(n, k, blocks):
     packed = torch.from_numpy(seed_pack(codes))
     got = unpack_to_kpacked(packed, n=n, k=k)
     assert got.dtype == torch.int32 and tuple(got.shape) == (k // 8, n)
-    np.testing.assert_array_equal(got.numpy(), gptq_pack_rows(codes))
+    np.testing.assert_array_equal(got.numpy(), pack_rows(codes.T))
 
 
 @pytest.mark.parametrize("n,k", SHAPES)
@@ -74,7 +65,7 @@ def test_unpack_to_kpacked_with_perm(n, k, blocks):
     perm = _perm(k, n + k)
     packed = torch.from_numpy(seed_pack(np.ascontiguousarray(codes[:, perm])))
     got = unpack_to_kpacked(packed, n=n, k=k, perm=torch.from_numpy(perm).to(torch.int32))
-    np.testing.assert_array_equal(got.numpy(), gptq_pack_rows(codes))
+    np.testing.assert_array_equal(got.numpy(), pack_rows(codes.T))
 
 
 @pytest.mark.parametrize("fill", [0x0, 0xF])
@@ -84,13 +75,13 @@ def test_edge_patterns(fill, with_perm, blocks):
     codes = np.full((n, k), fill, dtype=np.uint8)
     codes[::7, ::5] = 15 - fill  # a sprinkle of the other extreme, so a misplaced nibble shows
     perm = _perm(k, 5) if with_perm else None
-    q = torch.from_numpy(gptq_pack_rows(codes))
+    q = torch.from_numpy(pack_rows(codes.T))
     tp = None if perm is None else torch.from_numpy(perm)
     packed = pack_kpacked_portable(q, tp)
     want = seed_pack(np.ascontiguousarray(codes if perm is None else codes[:, perm]))
     np.testing.assert_array_equal(packed.numpy(), want)
     assert torch.equal(unpack_to_kpacked(packed, n=n, k=k, perm=tp), q)
-    flat = torch.from_numpy(gptq_pack_rows(np.full((n, k), fill, dtype=np.uint8)))
+    flat = torch.from_numpy(pack_rows(np.full((k, n), fill, dtype=np.uint8)))
     np.testing.assert_array_equal(pack_kpacked_portable(flat, tp).numpy(), np.full((k // 16, 2 * n), -1 if fill else 0, np.int32))
 
 
@@ -164,7 +155,7 @@ def test_cpu_paths_accept_unaligned_and_strided_tensors():
     codes = torch.from_numpy(buf)[1:].reshape(n, k)  # data pointer not 8-byte aligned
     want = seed_pack(buf[1:].reshape(n, k))
     np.testing.assert_array_equal(pack_codes(codes).numpy(), want)
-    q = torch.from_numpy(gptq_pack_rows(buf[1:].reshape(n, k)))
+    q = torch.from_numpy(pack_rows(buf[1:].reshape(n, k).T))
     np.testing.assert_array_equal(pack_kpacked_portable(q.t().contiguous().t()).numpy(), want)
     from marlin_convert.layout import pack_nibbles, unpack_nibbles
 
@@ -177,7 +168,7 @@ def test_pack_kpacked_row_blocks(a, b, blocks):
     n, k = 192, 640
     codes = _codes(n, k, 21)
     perm = _perm(k, 22)
-    q = torch.from_numpy(gptq_pack_rows(codes))
+    q = torch.from_numpy(pack_rows(codes.T))
     whole = seed_pack(np.ascontiguousarray(codes[:, perm]))
     got = pack_kpacked_portable(q, torch.from_numpy(perm[16 * a : 16 * b]))
     np.testing.assert_array_equal(got.numpy(), whole[a:b])
@@ -197,7 +188,7 @@ def test_torch_fallbacks_of_other_devices(with_perm):
     n, k = 192, 384
     codes = _codes(n, k, 31)
     perm = _perm(k, 32) if with_perm else None
-    q = torch.from_numpy(gptq_pack_rows(codes))
+    q = torch.from_numpy(pack_rows(codes.T))
     want = seed_pack(np.ascontiguousarray(codes if perm is None else codes[:, perm]))
     perm_t = None if perm is None else torch.from_numpy(perm)
     packed = torch_reference.pack_kpacked_torch(q, perm_t)

@@ -1,15 +1,20 @@
-"""Independent restatements of the reference algorithms, for tests only.
+"""Independent restatements of the reference algorithms, for the tests and the benchmarks.
 
 Written from the seed (optimum-quanto `MarlinInt4PackedTensor`, after IST-DASLab marlin) and from
 vLLM's `marlin_permute_scales` / `marlin_zero_points` in plain numpy loops, sharing no code with the
-package under test.
+package under test. `seed_pack_torch` is the seed's pack as torch ops, the GPU benchmark's baseline.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import torch
 
 
+@functools.lru_cache(maxsize=None)
 def seed_perm() -> np.ndarray:
+    """optimum-quanto `_get_perm()`: the 1024-entry Marlin permutation (mma fragments, then interleave); read-only."""
     perm = []
     for i in range(32):
         perm1 = []
@@ -21,7 +26,9 @@ def seed_perm() -> np.ndarray:
             perm.extend([p + 256 * j for p in perm1])
     perm = np.array(perm)
     interleave = np.array([0, 2, 4, 6, 1, 3, 5, 7])
-    return perm.reshape((-1, 8))[:, interleave].ravel()
+    out = perm.reshape((-1, 8))[:, interleave].ravel()
+    out.flags.writeable = False
+    return out
 
 
 def seed_pack(codes: np.ndarray) -> np.ndarray:
@@ -35,6 +42,18 @@ def seed_pack(codes: np.ndarray) -> np.ndarray:
     for i in range(8):
         p |= res[:, i::8] << 4 * i
     return p.astype(np.int32)
+
+
+def seed_pack_torch(codes: torch.Tensor) -> torch.Tensor:
+    """`seed_pack` as torch ops on `codes.device` (the seed's algorithm at GPU speed): uint8 [N, K] -> int32 [K/16, 2N]."""
+    n, k = codes.shape
+    perm = torch.tensor(seed_perm(), device=codes.device)
+    w = codes.t().reshape(k // 16, 16, n // 16, 16).permute(0, 2, 1, 3).reshape(k // 16, n * 16)
+    res = w.reshape(-1, 1024)[:, perm].reshape(w.shape).to(torch.int32)
+    q = torch.zeros((k // 16, 2 * n), dtype=torch.int32, device=codes.device)
+    for i in range(8):
+        q |= res[:, i::8] << (4 * i)
+    return q
 
 
 SCALE_PERM = [i + 8 * j for i in range(8) for j in range(8)]
@@ -90,7 +109,7 @@ def _inverse(perm) -> np.ndarray:
 
 def seed_unpack(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     """Inverse of seed_pack, restated from optimum-quanto's `unpack`: int32 [K/16, 2N] -> uint8 [N, K]."""
-    words = packed.astype(np.int64) & 0xFFFFFFFF
+    words = np.ascontiguousarray(packed, dtype=np.int32).view(np.uint32)
     res = np.zeros((k // 16, n * 16), dtype=np.uint8)
     for i in range(8):
         res[:, i::8] = (words >> (4 * i)) & 0xF

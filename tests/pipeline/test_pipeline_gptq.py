@@ -1,4 +1,5 @@
 """GPTQ variants through pack -> unpack -> sha256 equality, pack -> verify, and golden Marlin bytes."""
+import hashlib
 import json
 
 import numpy as np
@@ -7,9 +8,10 @@ import torch
 from safetensors import safe_open
 
 from marlin_convert import pack_checkpoint, unpack_checkpoint, verify_checkpoint
-from tests.conftest import tree_hashes
-from tests.gptq_synth import make_gptq_checkpoint
-from tests.reference import marlin_permute_scales, marlin_zero_points, seed_pack
+from tests._support.files import tree_hashes
+from tests._support.checkpoints import make_gptq_checkpoint
+from tests._support.reference import marlin_permute_scales, marlin_zero_points, seed_pack
+from tests._support.seeds import stable_seed
 
 VARIANTS = {
     "v1-sym-g128-fp16": dict(sym=True, v2=False, group_size=128),
@@ -31,11 +33,24 @@ def _read_all(root):
     return out
 
 
+def _sha256(t: torch.Tensor) -> str:
+    """sha256 of a tensor's bytes as safetensors stores them (little-endian, C order)."""
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _assert_same_tensors(got: dict, want: dict) -> None:
+    """Same names, and each tensor the same dtype, shape and bytes."""
+    assert sorted(got) == sorted(want)
+    for name, t in want.items():
+        assert got[name].dtype == t.dtype and got[name].shape == t.shape, name
+        assert torch.equal(got[name].contiguous().view(torch.uint8), t.contiguous().view(torch.uint8)), name
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variant_round_trip_and_golden_bytes(tmp_path, variant):
     kwargs = VARIANTS[variant]
     src = tmp_path / "src"
-    truth = make_gptq_checkpoint(src, seed=hash(variant) % 1000, shards=2, **kwargs)
+    truth = make_gptq_checkpoint(src, seed=stable_seed(variant), shards=2, **kwargs)
     before = tree_hashes(src)
     report = pack_checkpoint(src, tmp_path / "out")
     assert report.layers_converted == len(truth)
@@ -62,12 +77,7 @@ def test_variant_round_trip_and_golden_bytes(tmp_path, variant):
     assert verify_checkpoint(tmp_path / "out", src).ok
     assert verify_checkpoint(tmp_path / "out").ok
     unpack_checkpoint(tmp_path / "out", tmp_path / "back")
-    back = _read_all(tmp_path / "back")
-    orig = _read_all(src)
-    assert back.keys() == orig.keys()
-    for name, t in orig.items():
-        assert back[name].dtype == t.dtype and back[name].shape == t.shape
-        assert torch.equal(back[name].view(torch.uint8), t.view(torch.uint8)), name
+    _assert_same_tensors(_read_all(tmp_path / "back"), _read_all(src))
     assert json.loads((tmp_path / "back" / "config.json").read_text()) == json.loads((src / "config.json").read_text())
     src_index = json.loads((src / "model.safetensors.index.json").read_text())
     back_index = json.loads((tmp_path / "back" / "model.safetensors.index.json").read_text())
@@ -83,7 +93,11 @@ def test_output_config_and_manifest(tmp_path):
     assert cfg["marlin_convert"]["source_format"] == "gptq"
     assert cfg["marlin_convert"]["source_quantization_config"]["quant_method"] == "gptq"
     manifest = json.loads((tmp_path / "out" / "marlin_convert_manifest.json").read_text())
-    assert len(manifest["source_tensors"]) > 0 and all(len(m["sha256"]) == 64 for m in manifest["output_tensors"].values())
+    src, out = _read_all(tmp_path / "src"), _read_all(tmp_path / "out")
+    assert manifest["source_tensors"] == {
+        name: {"dtype": {torch.int32: "I32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}[t.dtype],
+               "shape": list(t.shape), "sha256": _sha256(t)} for name, t in src.items()}
+    assert {name: m["sha256"] for name, m in manifest["output_tensors"].items()} == {name: _sha256(t) for name, t in out.items()}
     assert (tmp_path / "out" / "tokenizer_config.json").read_bytes() == (tmp_path / "src" / "tokenizer_config.json").read_bytes()
 
 
@@ -104,16 +118,28 @@ def test_mislabelled_v2_converts_with_warning(tmp_path):
     assert any("0x88888888" in w for w in report.warnings)
     assert report.layers_converted == len(truth)
     assert verify_checkpoint(tmp_path / "out", tmp_path / "src").ok
+    out = _read_all(tmp_path / "out")
+    for prefix, t in truth.items():  # the stored v2 zeros are the true zeros: symmetric, so no z and the seed's B
+        assert f"{prefix}.z" not in out
+        np.testing.assert_array_equal(out[f"{prefix}.B"].numpy(), seed_pack(np.ascontiguousarray(t.codes.T)))
     unpack_checkpoint(tmp_path / "out", tmp_path / "back")
-    assert _read_all(tmp_path / "back").keys() == _read_all(tmp_path / "src").keys()
+    _assert_same_tensors(_read_all(tmp_path / "back"), _read_all(tmp_path / "src"))
 
 
 def test_output_is_readable_by_safetensors_and_aligned(tmp_path):
-    make_gptq_checkpoint(tmp_path / "src", bias=True, ineligible=True)
+    truth = make_gptq_checkpoint(tmp_path / "src", bias=True, ineligible=True)
     pack_checkpoint(tmp_path / "src", tmp_path / "out")
     from marlin_convert.checkpoint import read_header
 
     header = read_header(tmp_path / "out" / "model.safetensors")
     for info in header.tensors.values():
         assert info.start % {"I32": 4, "F16": 2, "BF16": 2}.get(info.dtype, 1) == 0, info
-    assert _read_all(tmp_path / "out")
+    src, out = _read_all(tmp_path / "src"), _read_all(tmp_path / "out")  # read back by the official reader
+    packed = [p for p in truth if p != "model.layers.0.mlp.odd_proj"]
+    sources = {f"{p}.{role}" for p in packed for role in ("qweight", "qzeros", "scales", "g_idx")}
+    _assert_same_tensors({n: t for n, t in out.items() if n in src}, {n: t for n, t in src.items() if n not in sources})
+    for prefix in packed:
+        np.testing.assert_array_equal(out[f"{prefix}.B"].numpy(), seed_pack(np.ascontiguousarray(truth[prefix].codes.T)))
+        np.testing.assert_array_equal(out[f"{prefix}.s"].view(torch.int16).numpy(),
+                                      marlin_permute_scales(truth[prefix].scales.view(torch.int16).numpy(), truth[prefix].codes.shape[0], 128))
+    assert set(out) - set(src) == {f"{p}.{s}" for p in packed for s in ("B", "s")}

@@ -1,5 +1,6 @@
-"""Writes synthetic GPTQ checkpoints the way AutoGPTQ packs them (numpy loops, official safetensors
-writer), sharing no code with the package under test."""
+"""Synthetic checkpoints: GPTQ layers packed the way AutoGPTQ packs them (numpy loops), written by the
+official safetensors writer, sharing no code with the package under test. The tests use the small toy
+model of `make_gptq_checkpoint`; the benchmarks write big ones through `ShardedCheckpointWriter`."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from .words import pack_cols, pack_rows
+
 
 @dataclass
 class GptqLayerTruth:
@@ -17,26 +20,6 @@ class GptqLayerTruth:
     zeros: np.ndarray  # true zeros uint8 [G, N]
     scales: torch.Tensor  # [G, N]
     g_idx: np.ndarray  # int32 [K]
-
-
-def pack_rows(q: np.ndarray) -> np.ndarray:
-    """AutoGPTQ qweight: 8 consecutive K rows per int32, lowest row in the lowest nibble."""
-    k, n = q.shape
-    out = np.zeros((k // 8, n), dtype=np.uint32)
-    for i in range(8):
-        out |= q[i::8, :].astype(np.uint32) << (4 * i)
-    return out.view(np.int32)
-
-
-def pack_cols(z: np.ndarray) -> np.ndarray:
-    """AutoGPTQ qzeros: 8 consecutive N columns per int32."""
-    g, n = z.shape
-    pad = (-n) % 8
-    z = np.pad(z, ((0, 0), (0, pad)))
-    out = np.zeros((g, z.shape[1] // 8), dtype=np.uint32)
-    for i in range(8):
-        out |= (z[:, i::8].astype(np.uint32) & 0xF) << (4 * i)
-    return out.view(np.int32)
 
 
 def make_layer(rng: np.random.Generator, n: int, k: int, group_size: int, *, sym: bool, act_order: bool,
@@ -66,11 +49,12 @@ def layer_tensors(prefix: str, t: GptqLayerTruth, *, v2: bool, with_g_idx: bool 
     return out
 
 
-def gptq_config(group_size: int, *, sym: bool, desc_act: bool, v2: bool) -> dict:
+def gptq_config(group_size: int, *, sym: bool, desc_act: bool, v2: bool, hidden_size: int = 256) -> dict:
+    """A Llama config.json with a GPTQ int4 quantization_config."""
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": 256,
+        "hidden_size": hidden_size,
         "quantization_config": {
             "quant_method": "gptq",
             "bits": 4,
@@ -82,26 +66,52 @@ def gptq_config(group_size: int, *, sym: bool, desc_act: bool, v2: bool) -> dict
     }
 
 
+class ShardedCheckpointWriter:
+    """Writes a checkpoint directory shard by shard (so a big one never sits whole in memory): each
+    `add_shard` writes one safetensors file now; `close` names the files `model-0000i-of-0000n` (or
+    `model.safetensors` when there is one) and writes config.json and, for several shards, the index."""
+
+    def __init__(self, root: Path, config: dict, *, extra_files: dict[str, str] | None = None):
+        self.root, self.config = root, config
+        root.mkdir(parents=True, exist_ok=True)
+        for name, text in (extra_files or {}).items():
+            (root / name).write_text(text)
+        self._shards: list[list[str]] = []
+        self.total_size = 0
+        self.largest = 0
+
+    def add_shard(self, tensors: dict[str, torch.Tensor]) -> None:
+        save_file({n: t.contiguous() for n, t in tensors.items()}, str(self._part(len(self._shards))), metadata={"format": "pt"})
+        self._shards.append(list(tensors))
+        sizes = [t.numel() * t.element_size() for t in tensors.values()]
+        self.total_size += sum(sizes)
+        self.largest = max([self.largest, *sizes])
+
+    def _part(self, i: int) -> Path:
+        return self.root / f"part-{i:05d}.safetensors.tmp"
+
+    def close(self) -> list[str]:
+        """Final shard names, in order."""
+        count = len(self._shards)
+        names = ["model.safetensors"] if count == 1 else [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+        for i, name in enumerate(names):
+            self._part(i).rename(self.root / name)
+        (self.root / "config.json").write_text(json.dumps(self.config, indent=2))
+        if count > 1:
+            weight_map = {t: name for name, tensors in zip(names, self._shards) for t in tensors}
+            index = {"metadata": {"total_size": self.total_size}, "weight_map": weight_map}
+            (self.root / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        return names
+
+
 def write_checkpoint(root: Path, tensors: dict[str, torch.Tensor], config: dict, *, shards: int = 1,
-                     extra_files: dict[str, str] | None = None) -> dict[str, GptqLayerTruth]:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(config, indent=2))
-    for name, text in (extra_files or {}).items():
-        (root / name).write_text(text)
+                     extra_files: dict[str, str] | None = None) -> None:
+    """All `tensors`, in name order, split into `shards` files of about as many tensors each."""
+    writer = ShardedCheckpointWriter(root, config, extra_files=extra_files)
     names = sorted(tensors)
-    if shards == 1:
-        save_file({n: tensors[n].contiguous() for n in names}, str(root / "model.safetensors"), metadata={"format": "pt"})
-        return {}
-    weight_map = {}
-    chunks = np.array_split(np.arange(len(names)), shards)
-    for i, idx in enumerate(chunks):
-        fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {names[j]: tensors[names[j]].contiguous() for j in idx}
-        save_file(part, str(root / fname), metadata={"format": "pt"})
-        weight_map.update({n: fname for n in part})
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())}, "weight_map": weight_map}
-    (root / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    return {}
+    for idx in np.array_split(np.arange(len(names)), shards):
+        writer.add_shard({names[j]: tensors[names[j]] for j in idx})
+    writer.close()
 
 
 def make_gptq_checkpoint(root: Path, *, seed: int = 0, group_size: int = 128, sym: bool = True, act_order: bool = False,

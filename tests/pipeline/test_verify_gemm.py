@@ -1,0 +1,85 @@
+"""`verify --gemm` through the CLI: optimum-quanto's Marlin GEMM on packed layers passes, and fails on a corrupted
+`B` (marked `cuda`: skipped without a GPU), and without a GPU or the extra it says what it needs."""
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from marlin_convert import pack_checkpoint, verify_checkpoint
+from marlin_convert.errors import MarlinConvertError
+from tests._support.checkpoints import make_gptq_checkpoint
+from tests._support.markers import needs_quanto
+
+
+GEMM_CASES = {
+    "sym-g128": dict(sym=True, group_size=128),
+    "asym-g128-actorder": dict(sym=False, group_size=128, act_order=True),
+    "asym-per-column": dict(sym=False, group_size=-1),
+    "sym-actorder-bf16": dict(sym=True, group_size=128, act_order=True, scale_dtype=torch.bfloat16),
+}
+
+
+@pytest.mark.cuda
+@needs_quanto
+@pytest.mark.parametrize("case", list(GEMM_CASES))
+def test_verify_gemm_passes(cli, tmp_path, case):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_gptq_checkpoint(src, **GEMM_CASES[case])
+    pack_checkpoint(src, out, device="cuda")
+    for args in ((src, out), (out,)):
+        res = cli("verify", *args, "--gemm", "--json")
+        assert res.code == 0, res.out + res.err
+        layers = [c for c in json.loads(res.out)["checks"] if c["name"].startswith("model.layers")]
+        assert layers and all("Marlin GEMM rel err" in c["detail"] and "within" in c["detail"] for c in layers)
+
+
+@pytest.mark.cuda
+@needs_quanto
+def test_verify_gemm_skips_group_64_with_reason(cli, tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_gptq_checkpoint(src, sym=False, group_size=64)
+    pack_checkpoint(src, out, device="cuda")
+    res = cli("verify", src, out, "--gemm", "--json")
+    assert res.code == 0
+    assert all("group size 128 and per-column scales only" in c["detail"]
+               for c in json.loads(res.out)["checks"] if c["name"].startswith("model.layers"))
+
+
+def _corrupt_tensor(path, name, seed=0):
+    """Overwrite a tensor's bytes in a safetensors file with random bytes (header untouched)."""
+    raw = bytearray(path.read_bytes())
+    (hlen,) = struct.unpack("<Q", raw[:8])
+    start, stop = json.loads(raw[8 : 8 + hlen])[name]["data_offsets"]
+    base = 8 + hlen
+    raw[base + start : base + stop] = np.random.default_rng(seed).integers(0, 256, stop - start, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.cuda
+@needs_quanto
+def test_verify_gemm_fails_on_corrupted_B(cli, tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_gptq_checkpoint(src, sym=True, group_size=128)
+    pack_checkpoint(src, out, device="cuda")
+    _corrupt_tensor(out / "model.safetensors", "model.layers.1.mlp.up_proj.B")
+    res = cli("verify", src, out, "--gemm", "--json")
+    assert res.code == 1
+    report = json.loads(res.out)
+    assert report["ok"] is False
+    (bad,) = [c for c in report["checks"] if c["status"] == "FAIL"]
+    assert bad["name"] == "model.layers.1.mlp.up_proj"
+    assert "Marlin GEMM rel err" in bad["detail"] and "ABOVE" in bad["detail"]
+    assert cli("verify", src, out, "--gemm").code == 1
+
+
+def test_verify_gemm_says_what_it_needs(cli, tmp_path, monkeypatch):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_gptq_checkpoint(src)
+    pack_checkpoint(src, out, device="cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MarlinConvertError, match=r"pip install marlin-convert\[gpu-verify\]"):
+        verify_checkpoint(out, src, device="cpu", gemm=True)
+    res = cli("verify", src, out, "--gemm", "--device", "cpu")
+    assert res.code == 2 and "gpu-verify" in res.err and "CUDA" in res.err
