@@ -36,25 +36,18 @@ def _pack_cols(values: torch.Tensor) -> torch.Tensor:
     return pack_nibbles(inter.contiguous())
 
 
-def _awq_config(ctx: FormatContext) -> dict[str, Any] | None:
-    qc = ctx.quantization_config
-    if qc is not None and str(qc.get("quant_method", "")).lower() == "awq":
-        return qc
-    return None
-
-
 @Format.register(FormatName.AWQ)
 class AwqFormat(Format):
     """AWQ GEMM (`quant_method: awq`, `version: gemm`, `zero_point: true`). Other versions and
     `zero_point: false` are reported by `inspect` and copied."""
 
     @classmethod
-    def detect(cls, ctx: FormatContext) -> bool:
-        return _awq_config(ctx) is not None
+    def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
+        return ctx.quantization_config_of("awq")
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
-        qc = _awq_config(ctx)
+        qc = cls.source_config(ctx)
         assert qc is not None
         bits = qc.get("bits", qc.get("w_bit"))
         if bits != 4:
@@ -72,19 +65,12 @@ class AwqFormat(Format):
     @classmethod
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
         zeros = _unpack_cols(tensors["qzeros"])
-        return QuantizedLinear(
-            codes=WordsAlongNCodes(tensors["qweight"], n=plan.n, k=plan.k, unpack_rows=_unpack_cols),
-            scales=tensors["scales"],
-            zeros=zeros if plan.has_zeros else None,
-            shift=None,
-            g_idx=None,
-            group_size=plan.group_size,
-            extra=dict(plan.extra),
-        )
+        codes = WordsAlongNCodes(tensors["qweight"], n=plan.n, k=plan.k, unpack_rows=_unpack_cols)
+        return QuantizedLinear.of_plan(plan, codes, tensors["scales"], zeros=zeros if plan.has_zeros else None)
 
     @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
-        zeros = rec.zeros if rec.zeros is not None else torch.full((rec.num_groups, rec.n), 8, dtype=torch.uint8)
+        zeros = rec.zeros_or_implied()
         return {
             "qweight": assemble(_qweight_blocks(rec), stream=stream),
             "qzeros": _pack_cols(zeros),

@@ -48,6 +48,11 @@ class FormatContext:
         qc = self.config.get("quantization_config")
         return qc if isinstance(qc, dict) else None
 
+    def quantization_config_of(self, method: str) -> dict[str, Any] | None:
+        """config.json's `quantization_config` when its `quant_method` is `method` (any case), else None."""
+        qc = self.quantization_config
+        return qc if qc is not None and str(qc.get("quant_method", "")).lower() == method else None
+
 
 @dataclass
 class FormatPlan:
@@ -90,9 +95,15 @@ class Format:
             raise UnknownFormatError(f"unknown format {name!r} (known: {known})") from None
 
     @classmethod
+    def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
+        """This format's settings in the checkpoint (its config.json section or marker file), or None when
+        the checkpoint is not written in this format."""
+        raise NotImplementedError
+
+    @classmethod
     def detect(cls, ctx: FormatContext) -> bool:
         """True when this checkpoint is written in this format (config markers only)."""
-        raise NotImplementedError
+        return cls.source_config(ctx) is not None
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:

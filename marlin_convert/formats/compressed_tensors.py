@@ -22,13 +22,6 @@ PACKED_FORMAT = "pack-quantized"
 ROLES = ("weight_packed", "weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx")
 
 
-def _ct_config(ctx: FormatContext) -> dict[str, Any] | None:
-    qc = ctx.quantization_config
-    if qc is not None and str(qc.get("quant_method", "")).lower() == "compressed-tensors":
-        return qc
-    return None
-
-
 def _match_group(prefix: str, groups: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The config group whose targets match a module: exact name, then `re:` pattern, then a class name."""
     exact, regex, by_class = [], [], []
@@ -63,12 +56,12 @@ class CompressedTensorsFormat(Format):
     """compressed-tensors `pack-quantized`, int4, group or channel strategy, symmetric or not."""
 
     @classmethod
-    def detect(cls, ctx: FormatContext) -> bool:
-        return _ct_config(ctx) is not None
+    def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
+        return ctx.quantization_config_of("compressed-tensors")
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
-        qc = _ct_config(ctx)
+        qc = cls.source_config(ctx)
         assert qc is not None
         status = str(qc.get("quantization_status", "compressed"))
         if status != "compressed":
@@ -101,15 +94,8 @@ class CompressedTensorsFormat(Format):
         g_idx = tensors.get("weight_g_idx")
         if g_idx is not None and torch.equal(g_idx, trivial_g_idx(plan.k, plan.group_size).to(g_idx.device)):
             g_idx = None
-        return QuantizedLinear(
-            codes=WordsAlongKCodes(tensors["weight_packed"], n=plan.n, k=plan.k),
-            scales=tensors["weight_scale"].t().contiguous(),
-            zeros=zeros,
-            shift=None,
-            g_idx=g_idx,
-            group_size=plan.group_size,
-            extra=dict(plan.extra),
-        )
+        codes = WordsAlongKCodes(tensors["weight_packed"], n=plan.n, k=plan.k)
+        return QuantizedLinear.of_plan(plan, codes, tensors["weight_scale"].t().contiguous(), zeros=zeros, g_idx=g_idx)
 
     @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
@@ -119,7 +105,7 @@ class CompressedTensorsFormat(Format):
             "weight_shape": torch.tensor([rec.n, rec.k], dtype=TORCH_DTYPES[plan.extra["weight_shape_dtype"]]),
         }
         if "weight_zero_point" in plan.sources:
-            zeros = rec.zeros if rec.zeros is not None else torch.full((rec.num_groups, rec.n), 8, dtype=torch.uint8)
+            zeros = rec.zeros_or_implied()
             out["weight_zero_point"] = pack_nibbles(zeros).t().contiguous()
         if "weight_g_idx" in plan.sources:
             out["weight_g_idx"] = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)

@@ -44,12 +44,12 @@ class GptqFormat(Format):
     (v1 stores zero - 1, v2 the zero); scales fp16/bf16 `[g, n]`; g_idx int32 `[k]`."""
 
     @classmethod
-    def detect(cls, ctx: FormatContext) -> bool:
-        return gptq_quant_config(ctx) is not None
+    def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
+        return gptq_quant_config(ctx)
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
-        qc = gptq_quant_config(ctx)
+        qc = cls.source_config(ctx)
         assert qc is not None
         fmt = str(qc.get("checkpoint_format", qc.get("format", "gptq"))).lower()
         if qc.get("is_marlin_format") or fmt == "marlin":
@@ -94,19 +94,11 @@ class GptqFormat(Format):
         g_idx = tensors.get("g_idx")
         if g_idx is not None and torch.equal(g_idx, trivial_g_idx(k, plan.group_size).to(g_idx.device)):
             g_idx = None
-        return QuantizedLinear(
-            codes=codes,
-            scales=tensors["scales"],
-            zeros=None if not plan.has_zeros else zeros,
-            shift=None,
-            g_idx=g_idx,
-            group_size=plan.group_size,
-            extra=dict(plan.extra),
-        )
+        return QuantizedLinear.of_plan(plan, codes, tensors["scales"], zeros=zeros if plan.has_zeros else None, g_idx=g_idx)
 
     @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
-        zeros = rec.zeros if rec.zeros is not None else torch.full((rec.num_groups, rec.n), 8, dtype=torch.uint8)
+        zeros = rec.zeros_or_implied()
         stored = (zeros - 1) & 0xF if plan.extra["zero_format"] == "v1" else zeros
         out = {
             "qweight": assemble(_qweight_blocks(rec), stream=stream),

@@ -61,12 +61,13 @@ class QuantoFormat(Format):
     """optimum-quanto qint4 weights with a float shift. qint2, qint8 and qfloat8 weights are copied."""
 
     @classmethod
-    def detect(cls, ctx: FormatContext) -> bool:
-        return _qmap(ctx) is not None and ctx.quantization_config is None
+    def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
+        """The quantization map, when config.json has no quantization_config of another tool."""
+        return _qmap(ctx) if ctx.quantization_config is None else None
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
-        qmap = _qmap(ctx)
+        qmap = cls.source_config(ctx)
         assert qmap is not None
         layers = []
         for prefix, entry in sorted(qmap.items()):
@@ -90,15 +91,9 @@ class QuantoFormat(Format):
         data = tensors["data"]
         rows = torch.cat((data & 0xF, data >> 4), dim=0)  # [R, c]
         g = plan.num_groups
-        return QuantizedLinear(
-            codes=DenseCodes(rows.reshape(plan.n, plan.k)),
-            scales=tensors["scale"].reshape(plan.n, g).t().contiguous(),
-            zeros=None,
-            shift=tensors["shift"].reshape(plan.n, g).t().contiguous(),
-            g_idx=None,
-            group_size=plan.group_size,
-            extra=dict(plan.extra),
-        )
+        return QuantizedLinear.of_plan(plan, DenseCodes(rows.reshape(plan.n, plan.k)),
+                                       tensors["scale"].reshape(plan.n, g).t().contiguous(),
+                                       shift=tensors["shift"].reshape(plan.n, g).t().contiguous())
 
     @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, torch.Tensor]:

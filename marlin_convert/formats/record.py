@@ -46,6 +46,18 @@ class QuantizedLinear:
     def num_groups(self) -> int:
         return int(self.scales.shape[0])
 
+    @classmethod
+    def of_plan(cls, plan: LayerPlan, codes: Codes, scales: torch.Tensor, *, zeros: torch.Tensor | None = None,
+                shift: torch.Tensor | None = None, g_idx: torch.Tensor | None = None) -> QuantizedLinear:
+        """The record of a planned layer: group size and extra facts come from the plan."""
+        return cls(codes, scales, zeros, shift, g_idx, plan.group_size, dict(plan.extra))
+
+    def zeros_or_implied(self) -> torch.Tensor:
+        """uint8 `[g, n]` true zero points: `zeros`, or 8 everywhere for a symmetric layer."""
+        if self.zeros is not None:
+            return self.zeros
+        return torch.full((self.num_groups, self.n), 8, dtype=torch.uint8)
+
 
 @dataclass
 class LayerPlan:

@@ -370,6 +370,14 @@ def _unpack_kpacked_perm_np(src: np.ndarray, perm: np.ndarray, out: np.ndarray) 
         blk.store(wb[:, c0 : c0 + m])
 
 
+def _kpacked_chunks(kt: int, n: int) -> Iterator[tuple[slice, _KChunkScratch]]:
+    """Walk `kt` tile rows of `n` columns in chunks of the k-packed paths, reusing one set of scratch arrays."""
+    step = _tile_rows_per_chunk(n)
+    scratch = _KChunkScratch(step, n)
+    for t0 in range(0, kt, step):
+        yield slice(t0, t0 + step), scratch
+
+
 def pack_kpacked_np(words: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
     """int32 `[k/8, n]` GPTQ words (C-contiguous) -> int32 `[k/16, 2n]` (`[len(perm)/16, 2n]`), a few tile
     rows at a time; with `perm`, see the act-order section."""
@@ -380,11 +388,9 @@ def pack_kpacked_np(words: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
     if perm is not None:
         _pack_kpacked_perm_np(words, perm, dest)
         return out
-    step = _tile_rows_per_chunk(n)
-    scratch = _KChunkScratch(step, n)
     wbytes = words.view(np.uint8).reshape(kt, 2, n, 4)
-    for t0 in range(0, kt, step):
-        scratch.pack(wbytes[t0 : t0 + step], dest[t0 : t0 + step])
+    for rows, scratch in _kpacked_chunks(kt, n):
+        scratch.pack(wbytes[rows], dest[rows])
     return out
 
 
@@ -396,9 +402,7 @@ def unpack_to_kpacked_np(packed: np.ndarray, n: int, k: int, perm: np.ndarray | 
     if perm is not None:
         _unpack_kpacked_perm_np(src, perm, out)
         return out
-    step = _tile_rows_per_chunk(n)
-    scratch = _KChunkScratch(step, n)
     obytes = out.view(np.uint8).reshape(kt, 2, n, 4)
-    for t0 in range(0, kt, step):
-        scratch.unpack(src[t0 : t0 + step], obytes[t0 : t0 + step])
+    for rows, scratch in _kpacked_chunks(kt, n):
+        scratch.unpack(src[rows], obytes[rows])
     return out
