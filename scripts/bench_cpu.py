@@ -212,42 +212,37 @@ def _child(argv: list[str]) -> None:
     print(json.dumps({"wall_s": wall, "vmhwm_kib": hwm_kib, "maxrss_children_kib": kids_kib, **info}))
 
 
-def run_code(code: str) -> dict:
-    """Peak RSS (`/usr/bin/time -v`, else VmHWM is not available: 0) and wall of `python -c CODE`."""
-    cmd = [sys.executable, "-c", code]
+def _run_timed(cmd: list[str], what: str) -> tuple[subprocess.CompletedProcess, float, int | None]:
+    """Run `cmd` under `/usr/bin/time -v` when it exists: the finished process, its wall seconds, and the
+    peak RSS `time -v` reports (KiB; None without it). Raises RuntimeError naming `what` when it fails."""
     if Path("/usr/bin/time").exists():
         cmd = ["/usr/bin/time", "-v", *cmd]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"python -c {code!r} failed:\n{proc.stderr[-4000:]}")
-    kib = 0
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    kib = None
     for line in proc.stderr.splitlines():
         if "Maximum resident set size" in line:
             kib = int(line.rsplit(":", 1)[1])
-    return {"cmd": f"python -c {code!r}", "peak_kib": kib, "outer_wall_s": wall}
+    return proc, wall, kib
+
+
+def run_code(code: str) -> dict:
+    """Peak RSS (`/usr/bin/time -v`, else VmHWM is not available: 0) and wall of `python -c CODE`."""
+    _, wall, kib = _run_timed([sys.executable, "-c", code], f"python -c {code!r}")
+    return {"cmd": f"python -c {code!r}", "peak_kib": kib or 0, "outer_wall_s": wall}
 
 
 def run_child(*args: str) -> dict:
     """Run `--_child ARGS` in a fresh interpreter. Peak RSS comes from the child's own VmHWM and, when
     /usr/bin/time exists, from `time -v` (the child is forked from that small process, so its
     ru_maxrss does not inherit this big parent's high-water mark, which ours would after fork+exec)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", *args]
-    gnu_time = shutil.which("time") if Path("/usr/bin/time").exists() else None
-    if gnu_time:
-        cmd = ["/usr/bin/time", "-v", *cmd]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
-    outer = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    proc, outer, kib = _run_timed([sys.executable, str(Path(__file__).resolve()), "--_child", *args], f"child {args}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     res["outer_wall_s"] = outer
-    res["time_v_maxrss_kib"] = None
-    for line in proc.stderr.splitlines():
-        if "Maximum resident set size" in line:
-            res["time_v_maxrss_kib"] = int(line.rsplit(":", 1)[1])
+    res["time_v_maxrss_kib"] = kib
     res["peak_kib"] = max(res["vmhwm_kib"], res["maxrss_children_kib"], res["time_v_maxrss_kib"] or 0)
     return res
 

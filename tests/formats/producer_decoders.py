@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -44,15 +45,23 @@ def _nibbles_cols(words: np.ndarray, order=range(8)) -> np.ndarray:
     return out
 
 
-def decode_gptq(root: Path) -> dict[str, Decoded]:
-    qc = json.loads((root / "config.json").read_text())["quantization_config"]
-    v2 = qc.get("checkpoint_format", qc.get("format")) == "gptq_v2"
+def _config(root: Path) -> dict:
+    return json.loads((root / "config.json").read_text())
+
+
+def _layers(root: Path, suffix: str) -> Iterator[tuple[str, str, dict[str, torch.Tensor]]]:
+    """(tensor name, layer prefix, all tensors) for each tensor of model.safetensors ending in `suffix`."""
     t = load_file(str(root / "model.safetensors"))
-    out = {}
     for name in t:
-        if not name.endswith(".qweight"):
-            continue
-        p = name[: -len(".qweight")]
+        if name.endswith(suffix):
+            yield name, name[: -len(suffix)], t
+
+
+def decode_gptq(root: Path) -> dict[str, Decoded]:
+    qc = _config(root)["quantization_config"]
+    v2 = qc.get("checkpoint_format", qc.get("format")) == "gptq_v2"
+    out = {}
+    for name, p, t in _layers(root, ".qweight"):
         q = _nibbles_rows(t[name].numpy())  # [K, N]
         k, n = q.shape
         gs = qc["group_size"] if qc["group_size"] != -1 else k
@@ -67,13 +76,9 @@ def decode_gptq(root: Path) -> dict[str, Decoded]:
 
 
 def decode_awq(root: Path) -> dict[str, Decoded]:
-    qc = json.loads((root / "config.json").read_text())["quantization_config"]
-    t = load_file(str(root / "model.safetensors"))
+    qc = _config(root)["quantization_config"]
     out = {}
-    for name in t:
-        if not name.endswith(".qweight"):
-            continue
-        p = name[: -len(".qweight")]
+    for name, p, t in _layers(root, ".qweight"):
         q = _nibbles_cols(t[name].numpy(), AWQ_ORDER)  # [K, N]
         k, n = q.shape
         gs = qc["group_size"]
@@ -85,14 +90,10 @@ def decode_awq(root: Path) -> dict[str, Decoded]:
 
 
 def decode_compressed_tensors(root: Path) -> dict[str, Decoded]:
-    qc = json.loads((root / "config.json").read_text())["quantization_config"]
+    qc = _config(root)["quantization_config"]
     args = next(iter(qc["config_groups"].values()))["weights"]
-    t = load_file(str(root / "model.safetensors"))
     out = {}
-    for name in t:
-        if not name.endswith(".weight_packed"):
-            continue
-        p = name[: -len(".weight_packed")]
+    for name, p, t in _layers(root, ".weight_packed"):
         n, k = t[p + ".weight_shape"].tolist()
         u = _nibbles_cols(t[name].numpy())[:, :k]  # [N, K], q + 8
         q = u.astype(np.float32) - 8
@@ -108,8 +109,7 @@ def decode_compressed_tensors(root: Path) -> dict[str, Decoded]:
 
 
 def decode_quanto(root: Path) -> dict[str, Decoded]:
-    cfg = json.loads((root / "config.json").read_text())
-    t = load_file(str(root / "model.safetensors"))
+    cfg = _config(root)
     out = {}
     shapes = {"q_proj": (cfg["num_attention_heads"] * cfg["head_dim"], cfg["hidden_size"]),
               "k_proj": (cfg["num_key_value_heads"] * cfg["head_dim"], cfg["hidden_size"]),
@@ -118,10 +118,7 @@ def decode_quanto(root: Path) -> dict[str, Decoded]:
               "gate_proj": (cfg["intermediate_size"], cfg["hidden_size"]),
               "up_proj": (cfg["intermediate_size"], cfg["hidden_size"]),
               "down_proj": (cfg["hidden_size"], cfg["intermediate_size"])}
-    for name in t:
-        if not name.endswith(".weight._data._data"):
-            continue
-        p = name[: -len(".weight._data._data")]
+    for name, p, t in _layers(root, ".weight._data._data"):
         n, k = shapes[p.rsplit(".", 1)[1]]
         d = t[name].numpy()
         rows = np.concatenate([d & 0xF, d >> 4], axis=0)  # quanto PackedTensor: halves along dim 0

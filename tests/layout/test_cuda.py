@@ -39,14 +39,19 @@ def _cpu_pack(codes: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("source", ["codes", "kpacked"])
 @pytest.mark.parametrize("variant", ["gather", "shuffle"])
 @pytest.mark.parametrize("n,k", SHAPES)
-def test_pack_codes_cuda_equals_cpu(n, k, variant):
-    from marlin_convert.layout.pack_triton import pack_codes_cuda
+def test_pack_cuda_equals_cpu(n, k, variant, source):
+    """From uint8 codes and from GPTQ words, both kernel variants give the portable path's bytes."""
+    from marlin_convert.layout.pack_triton import pack_codes_cuda, pack_kpacked_cuda
 
-    codes = _codes(n, k, 3 * n + k)
+    codes = _codes(n, k, (3 if source == "codes" else 7) * n + k)
     _poison(n * k // 2)
-    got = pack_codes_cuda(codes.cuda(), variant=variant)
+    if source == "codes":
+        got = pack_codes_cuda(codes.cuda(), variant=variant)
+    else:
+        got = pack_kpacked_cuda(_qweight(codes).cuda(), variant=variant)
     assert got.is_cuda and got.dtype == torch.int32 and tuple(got.shape) == (k // 16, 2 * n)
     assert torch.equal(got.cpu(), _cpu_pack(codes))
 
@@ -63,18 +68,6 @@ def test_unpack_codes_cuda_equals_cpu(n, k):
     assert got.dtype == torch.uint8 and tuple(got.shape) == (n, k)
     assert torch.equal(got.cpu(), codes)
     assert torch.equal(got.cpu(), portable.unpack_codes(packed, n=n, k=k))
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("variant", ["gather", "shuffle"])
-@pytest.mark.parametrize("n,k", SHAPES)
-def test_pack_kpacked_cuda_equals_cpu(n, k, variant):
-    from marlin_convert.layout.pack_triton import pack_kpacked_cuda
-
-    codes = _codes(n, k, 7 * n + k)
-    _poison(n * k // 2)
-    got = pack_kpacked_cuda(_qweight(codes).cuda(), variant=variant)
-    assert torch.equal(got.cpu(), _cpu_pack(codes))
 
 
 @pytest.mark.cuda

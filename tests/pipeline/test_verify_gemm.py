@@ -13,6 +13,14 @@ from tests._support.checkpoints import make_gptq_checkpoint
 from tests._support.markers import needs_quanto
 
 
+def _packed_on_cuda(tmp_path, **kwargs):
+    """A synthetic GPTQ checkpoint (`make_gptq_checkpoint` options) and its Marlin output packed on the GPU."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_gptq_checkpoint(src, **kwargs)
+    pack_checkpoint(src, out, device="cuda")
+    return src, out
+
+
 GEMM_CASES = {
     "sym-g128": dict(sym=True, group_size=128),
     "asym-g128-actorder": dict(sym=False, group_size=128, act_order=True),
@@ -25,9 +33,7 @@ GEMM_CASES = {
 @needs_quanto
 @pytest.mark.parametrize("case", list(GEMM_CASES))
 def test_verify_gemm_passes(cli, tmp_path, case):
-    src, out = tmp_path / "src", tmp_path / "out"
-    make_gptq_checkpoint(src, **GEMM_CASES[case])
-    pack_checkpoint(src, out, device="cuda")
+    src, out = _packed_on_cuda(tmp_path, **GEMM_CASES[case])
     for args in ((src, out), (out,)):
         res = cli("verify", *args, "--gemm", "--json")
         assert res.code == 0, res.out + res.err
@@ -38,9 +44,7 @@ def test_verify_gemm_passes(cli, tmp_path, case):
 @pytest.mark.cuda
 @needs_quanto
 def test_verify_gemm_skips_group_64_with_reason(cli, tmp_path):
-    src, out = tmp_path / "src", tmp_path / "out"
-    make_gptq_checkpoint(src, sym=False, group_size=64)
-    pack_checkpoint(src, out, device="cuda")
+    src, out = _packed_on_cuda(tmp_path, sym=False, group_size=64)
     res = cli("verify", src, out, "--gemm", "--json")
     assert res.code == 0
     assert all("group size 128 and per-column scales only" in c["detail"]
@@ -60,9 +64,7 @@ def _corrupt_tensor(path, name, seed=0):
 @pytest.mark.cuda
 @needs_quanto
 def test_verify_gemm_fails_on_corrupted_B(cli, tmp_path):
-    src, out = tmp_path / "src", tmp_path / "out"
-    make_gptq_checkpoint(src, sym=True, group_size=128)
-    pack_checkpoint(src, out, device="cuda")
+    src, out = _packed_on_cuda(tmp_path, sym=True, group_size=128)
     _corrupt_tensor(out / "model.safetensors", "model.layers.1.mlp.up_proj.B")
     res = cli("verify", src, out, "--gemm", "--json")
     assert res.code == 1
