@@ -41,23 +41,35 @@ def _load_col(words_ptr, perm_ptr, t, n, N, HALF: tl.constexpr, HAS_PERM: tl.con
 
 
 @triton.jit
-def pack_kpacked_gather(words_ptr, perm_ptr, out_ptr, N, HAS_PERM: tl.constexpr, BT: tl.constexpr,
-                        NB: tl.constexpr):
-    pid_t = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    t = (pid_t * BT + tl.arange(0, BT))[:, None, None, None, None]
-    nb = (pid_n * NB + tl.arange(0, NB))[None, :, None, None, None]
+def _gather_grid(BT: tl.constexpr, NB: tl.constexpr):
+    """Index grids of one program of a gather kernel: tile rows t `[BT, 1, 1, 1, 1]`, 64-column blocks nb
+    `[1, NB, 1, 1, 1]`, and c, q, w of each Marlin word (`[1, 1, 8, 1, 1]`, `[.., 4, 1]`, `[.., 1, 4]`)."""
+    t = (tl.program_id(0) * BT + tl.arange(0, BT))[:, None, None, None, None]
+    nb = (tl.program_id(1) * NB + tl.arange(0, NB))[None, :, None, None, None]
     c = tl.arange(0, 8)[None, None, :, None, None]
     q = tl.arange(0, 4)[None, None, None, :, None]
     w = tl.arange(0, 4)[None, None, None, None, :]
+    return t, nb, c, q, w
+
+
+@triton.jit
+def _store_gathered(out_ptr, N, t, nb, c, q, w, pl0, pl8, ph0, ph8):
+    """Store the Marlin words of the grid of `_gather_grid`, from the PL/PH words of columns n0 and n0 + 8."""
+    out = _marlin_word(pl0, pl8, ph0, ph8, (8 * q).to(tl.uint32))  # [BT, NB, 8, 4, 4]
+    offs = t.to(tl.int64) * (2 * N) + nb * 128 + c * 16 + q * 4 + w
+    tl.store(out_ptr + offs, out.to(tl.int32, bitcast=True))
+
+
+@triton.jit
+def pack_kpacked_gather(words_ptr, perm_ptr, out_ptr, N, HAS_PERM: tl.constexpr, BT: tl.constexpr,
+                        NB: tl.constexpr):
+    t, nb, c, q, w = _gather_grid(BT, NB)
     n0 = nb * 64 + w * 16 + c  # [1, NB, 8, 1, 4]
     pl0, ph0 = _pairs(_load_col(words_ptr, perm_ptr, t, n0, N, 0, HAS_PERM),
                       _load_col(words_ptr, perm_ptr, t, n0, N, 1, HAS_PERM))
     pl8, ph8 = _pairs(_load_col(words_ptr, perm_ptr, t, n0 + 8, N, 0, HAS_PERM),
                       _load_col(words_ptr, perm_ptr, t, n0 + 8, N, 1, HAS_PERM))
-    out = _marlin_word(pl0, pl8, ph0, ph8, (8 * q).to(tl.uint32))  # [BT, NB, 8, 4, 4]
-    offs = t.to(tl.int64) * (2 * N) + nb * 128 + c * 16 + q * 4 + w
-    tl.store(out_ptr + offs, out.to(tl.int32, bitcast=True))
+    _store_gathered(out_ptr, N, t, nb, c, q, w, pl0, pl8, ph0, ph8)
 
 
 @triton.jit
@@ -91,6 +103,16 @@ def pack_kpacked_shuffle(words_ptr, perm_ptr, out_ptr, N, HAS_PERM: tl.constexpr
 
 
 @triton.jit
+def _pairs_of_code_words(x0, x1, x2, x3):
+    """(PL, PH) of one column and tile row from its 16 codes as 4 uint32 words (codes 4x .. 4x+3 in word x)."""
+    lo = x0 | ((x2 << 4) & 0xF0F0F0F0)  # bytes p_0 .. p_3
+    hi = x1 | ((x3 << 4) & 0xF0F0F0F0)  # bytes p_4 .. p_7
+    pl = (lo & 0xFF) | ((lo >> 8) & 0xFF00) | ((hi & 0xFF) << 16) | ((hi << 8) & 0xFF000000)
+    ph = ((lo >> 8) & 0xFF) | ((lo >> 16) & 0xFF00) | ((hi << 8) & 0xFF0000) | (hi & 0xFF000000)
+    return pl, ph
+
+
+@triton.jit
 def pack_codes(codes_ptr, out_ptr, N, K, BT: tl.constexpr, NB: tl.constexpr):
     """codes viewed as int32 `[N, K/4]`: word x of tile row t of column n holds codes 16t+4x .. +3."""
     pid_t = tl.program_id(0)
@@ -101,10 +123,7 @@ def pack_codes(codes_ptr, out_ptr, N, K, BT: tl.constexpr, NB: tl.constexpr):
     xe, xo = tl.split(tl.reshape(x, (NB * 64, BT, 2, 2)))  # words 0, 2 and 1, 3 of each tile row
     x0, x2 = tl.split(xe)
     x1, x3 = tl.split(xo)
-    lo = x0 | ((x2 << 4) & 0xF0F0F0F0)  # bytes p_0 .. p_3
-    hi = x1 | ((x3 << 4) & 0xF0F0F0F0)  # bytes p_4 .. p_7
-    pl = (lo & 0xFF) | ((lo >> 8) & 0xFF00) | ((hi & 0xFF) << 16) | ((hi << 8) & 0xFF000000)
-    ph = ((lo >> 8) & 0xFF) | ((lo >> 16) & 0xFF00) | ((hi << 8) & 0xFF0000) | (hi & 0xFF000000)
+    pl, ph = _pairs_of_code_words(x0, x1, x2, x3)
     out = _shuffle(tl.trans(pl), tl.trans(ph), BT, NB)
     t = (pid_t * BT + tl.arange(0, BT))[:, None]
     offs = t.to(tl.int64) * (2 * N) + pid_n * NB * 128 + tl.arange(0, NB * 128)[None, :]
@@ -119,29 +138,17 @@ def _code_pairs(codes_ptr, t, n, K):
     x1 = tl.load(row + 1).to(tl.uint32, bitcast=True)
     x2 = tl.load(row + 2).to(tl.uint32, bitcast=True)
     x3 = tl.load(row + 3).to(tl.uint32, bitcast=True)
-    lo = x0 | ((x2 << 4) & 0xF0F0F0F0)  # bytes p_0 .. p_3
-    hi = x1 | ((x3 << 4) & 0xF0F0F0F0)  # bytes p_4 .. p_7
-    pl = (lo & 0xFF) | ((lo >> 8) & 0xFF00) | ((hi & 0xFF) << 16) | ((hi << 8) & 0xFF000000)
-    ph = ((lo >> 8) & 0xFF) | ((lo >> 16) & 0xFF00) | ((hi << 8) & 0xFF0000) | (hi & 0xFF000000)
-    return pl, ph
+    return _pairs_of_code_words(x0, x1, x2, x3)
 
 
 @triton.jit
 def pack_codes_gather(codes_ptr, out_ptr, N, K, BT: tl.constexpr, NB: tl.constexpr):
     """As `pack_codes`, with the reorder in the load addressing (like `pack_kpacked_gather`)."""
-    pid_t = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    t = (pid_t * BT + tl.arange(0, BT))[:, None, None, None, None]
-    nb = (pid_n * NB + tl.arange(0, NB))[None, :, None, None, None]
-    c = tl.arange(0, 8)[None, None, :, None, None]
-    q = tl.arange(0, 4)[None, None, None, :, None]
-    w = tl.arange(0, 4)[None, None, None, None, :]
+    t, nb, c, q, w = _gather_grid(BT, NB)
     n0 = nb * 64 + w * 16 + c  # [1, NB, 8, 1, 4]
     pl0, ph0 = _code_pairs(codes_ptr, t, n0, K)
     pl8, ph8 = _code_pairs(codes_ptr, t, n0 + 8, K)
-    out = _marlin_word(pl0, pl8, ph0, ph8, (8 * q).to(tl.uint32))  # [BT, NB, 8, 4, 4]
-    offs = t.to(tl.int64) * (2 * N) + nb * 128 + c * 16 + q * 4 + w
-    tl.store(out_ptr + offs, out.to(tl.int32, bitcast=True))
+    _store_gathered(out_ptr, N, t, nb, c, q, w, pl0, pl8, ph0, ph8)
 
 
 @triton.jit
