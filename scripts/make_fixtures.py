@@ -386,6 +386,8 @@ PRODUCERS = {
     "autoround_gptqmodel_sym_g32": lambda out: make_autoround(out, fmt="auto_round:gptqmodel", sym=True, group_size=32),
     "autoround_export_gptq": lambda out: make_autoround(out, fmt="auto_gptq", sym=True),
     "autoround_export_awq": lambda out: make_autoround(out, fmt="auto_awq", sym=False),
+    "autoround_awq_sym": lambda out: make_autoround(out, fmt="auto_round:auto_awq", sym=True),
+    "autoround_export_awq_sym": lambda out: make_autoround(out, fmt="auto_awq", sym=True),
 }
 
 

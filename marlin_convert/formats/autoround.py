@@ -108,6 +108,17 @@ def _copied(ctx: FormatContext, prefix: str, reason: str) -> LayerPlan:
     return LayerPlan(prefix=prefix, format=AutoRoundFormat.name, sources=sources, reason=reason)
 
 
+def _copied_words(ctx: FormatContext, prefix: str, reason: str, layout: str, bits: Any) -> LayerPlan:
+    """A layer of packed words that is not converted, with n and k read from its shapes where they tell."""
+    plan = _copied(ctx, prefix, reason)
+    qweight, scales = ctx.tensors.get(f"{prefix}.qweight"), ctx.tensors.get(f"{prefix}.scales")
+    if isinstance(bits, int) and 0 < bits <= 32 and qweight is not None and scales is not None \
+            and len(qweight.shape) == 2 and len(scales.shape) == 2:
+        plan.n = scales.shape[1]
+        plan.k = qweight.shape[0] if layout == "awq" else qweight.shape[0] * 32 // bits
+    return plan
+
+
 def _dense_layers(ctx: FormatContext, quantized: list[str]) -> list[str]:
     """Prefixes of the 2-D `.weight` tensors of layers that have no packed words."""
     done = set(quantized)
@@ -169,7 +180,7 @@ class AutoRoundFormat(Format):
             if reason is None and stored is not None and stored != 4:
                 reason = f"auto-round layer stored as {stored}-bit words although its config says 4 bits"
             if reason is not None:
-                layers.append(_copied(ctx, prefix, reason))
+                layers.append(_copied_words(ctx, prefix, reason, layout, stored or scheme["bits"]))
                 continue
             group_size = int(scheme["group_size"])
             if layout == "awq":

@@ -27,6 +27,7 @@ CASES = {
     "autoround_gptq_asym": ("auto_round", dec.decode_autoround, "auto_round:auto_gptq"),
     "autoround_awq_asym": ("auto_round", dec.decode_autoround, "auto_round:auto_awq"),
     "autoround_awq_asym_g64_bf16": ("auto_round", dec.decode_autoround, "auto_round:auto_awq"),
+    "autoround_awq_sym": ("auto_round", dec.decode_autoround, "auto_round:auto_awq"),
     "autoround_plain_asym_mixed": ("auto_round", dec.decode_autoround, "auto_round"),
     "autoround_plain_asym_model_free": ("auto_round", dec.decode_autoround, "auto_round"),
     "autoround_gptqmodel_asym": ("auto_round", dec.decode_autoround, "auto_round:gptqmodel"),
@@ -101,6 +102,19 @@ def test_exports_are_labelled_by_auto_round():
     for fixture, method in (("autoround_export_gptq", "gptq"), ("autoround_export_awq", "awq")):
         qc = _qc(FIXTURES / fixture)
         assert qc["quant_method"] == method and qc["provider"] == "auto-round" and "checkpoint_format" not in qc
+
+
+def test_symmetric_awq_export_is_copied_with_the_reason(tmp_path):
+    """auto-round's `auto_awq` export of a symmetric model says `zero_point: false` (its qzeros hold 8):
+    the AWQ path copies every layer with that reason rather than guessing."""
+    src = FIXTURES / "autoround_export_awq_sym"
+    if not (src / "config.json").is_file():
+        pytest.skip("fixture missing")
+    qc = _qc(src)
+    assert qc["quant_method"] == "awq" and qc["zero_point"] is False and qc["provider"] == "auto-round"
+    report = inspect_checkpoint(src)
+    assert report.format == "awq" and report.layers and not any(layer["eligible"] for layer in report.layers)
+    assert all("zero_point: false" in layer["reason"] for layer in report.layers)
 
 
 def test_inspect_names_the_override_layers():
