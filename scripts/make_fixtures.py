@@ -32,6 +32,8 @@ CUDA torch:
     /tmp/venvs/gptqmodel/bin/pip install gptqmodel==7.6.0
     /tmp/venvs/gptqmodel/bin/pip install optimum==2.3.0   # for transformers' GPTQConfig route
     /tmp/venvs/awq/bin/pip       install autoawq==0.2.9
+    # AutoRound (issue 14), in the worktree: python3 -m venv .venv-ar, torch first, then
+    .venv-ar/bin/pip install torch==2.13.0 && PIP_CONSTRAINT=/tmp/venvs/constraints.txt .venv-ar/bin/pip install auto-round==0.16.1
 
 Resolved versions seen: transformers 5.24.0 in ct, quanto, gptqmodel and awq;
 llmcompressor 0.14.0.1 pulls transformers 5.17.0 and compressed-tensors 0.19.0
@@ -45,6 +47,8 @@ Producer -> venv:
     ct_sym, ct_asym                               -> ct
     llmc_w4a16, llmc_w4a16_asym                   -> llmc
     quanto_qint4_fp16, quanto_qint4_bf16          -> quanto
+    autoround_*                                   -> .venv-ar (auto-round 0.16.1, transformers 5.24.0);
+        smaller model (SMALL_LLAMA), RTN iters=0; see tests/fixtures/producers/README.md section 7
 
 All fixtures (about 2 minutes in total; GPTQModel JIT-builds a C++ packer on its first run):
 
@@ -56,6 +60,11 @@ All fixtures (about 2 minutes in total; GPTQModel JIT-builds a C++ packer on its
     for p in gptqmodel_sym gptqmodel_asym gptqmodel_actorder transformers_gptq_v2; do
         GPTQMODEL_CPU_WORKERS=2 /tmp/venvs/gptqmodel/bin/python scripts/make_fixtures.py --producer $p --out $F/$p; done
     /tmp/venvs/awq/bin/python scripts/make_fixtures.py --producer autoawq_gemm --out $F/autoawq_gemm
+    for p in autoround_gptq_sym autoround_gptq_sym_g32_mixed autoround_gptq_asym autoround_awq_asym \
+             autoround_awq_asym_g64_bf16 autoround_awq_sym autoround_plain_asym_mixed autoround_plain_asym_model_free \
+             autoround_gptqmodel_asym autoround_gptqmodel_sym_g32 autoround_export_gptq autoround_export_awq \
+             autoround_export_awq_sym; do
+        .venv-ar/bin/python scripts/make_fixtures.py --producer $p --out $F/$p; done
 
 Reproducibility (checked by regenerating every fixture twice): all *.safetensors
 are byte-identical on rerun.  GPTQModel's config.json / quantize_config.json

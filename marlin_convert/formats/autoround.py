@@ -17,7 +17,7 @@ from typing import Any, Mapping, Union
 
 import torch
 
-from ..errors import UnknownFormatError
+from ..errors import CheckpointError, UnknownFormatError
 from .awq import AwqFormat
 from .awq import _plan_layer as _plan_awq_layer
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
@@ -66,7 +66,7 @@ def _layer_schemes(qc: Mapping[str, Any], prefixes: list[str], known: set[str]) 
     found in the name (keys naming a layer in `known` are never regexes); each field not overridden comes
     from the top level."""
     default = {key: qc.get(key, _DEFAULTS.get(key)) for key in _SCHEME_KEYS}
-    extra = qc.get("extra_config") or {}
+    extra = _extra_config(qc)
     patterns = []
     for key in extra:
         if key in known:
@@ -82,6 +82,21 @@ def _layer_schemes(qc: Mapping[str, Any], prefixes: list[str], known: set[str]) 
             override = next((extra[key] for pattern, key in patterns if pattern.search(prefix)), {})
         schemes[prefix] = {key: override.get(key, default[key]) for key in _SCHEME_KEYS}
     return schemes
+
+
+def _extra_config(qc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """`extra_config`, checked to map names to objects (CheckpointError otherwise)."""
+    extra = qc.get("extra_config") or {}
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise CheckpointError("config.json: quantization_config.extra_config must map layer names to objects")
+    return extra
+
+
+def _group_size(scheme: Mapping[str, Any], prefix: str) -> int:
+    value = scheme["group_size"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"config.json: auto-round group_size {value!r} for {prefix} is not an integer")
+    return value
 
 
 def _why_not(scheme: Mapping[str, Any]) -> str | None:
@@ -104,7 +119,9 @@ def _stored_bits(ctx: FormatContext, prefix: str) -> int | None:
 
 
 def _copied(ctx: FormatContext, prefix: str, reason: str) -> LayerPlan:
-    sources = {name[len(prefix) + 1 :]: name for name in ctx.tensors if name.startswith(prefix + ".")}
+    """A layer copied verbatim: its own tensors (`<prefix>.<role>`, not those of sub-modules) with the reason."""
+    sources = {name[len(prefix) + 1 :]: name for name in ctx.tensors
+               if name.startswith(prefix + ".") and "." not in name[len(prefix) + 1 :]}
     return LayerPlan(prefix=prefix, format=AutoRoundFormat.name, sources=sources, reason=reason)
 
 
@@ -128,7 +145,7 @@ def _dense_layers(ctx: FormatContext, quantized: list[str]) -> list[str]:
 
 def _dense_overrides(ctx: FormatContext, qc: Mapping[str, Any], quantized: list[str]) -> list[LayerPlan]:
     """Layers that `extra_config` keeps at 16 bits or more: plain `.weight` tensors, reported as copied."""
-    if not qc.get("extra_config"):
+    if not _extra_config(qc):
         return []
     dense = _dense_layers(ctx, quantized)
     plans = []
@@ -182,7 +199,7 @@ class AutoRoundFormat(Format):
             if reason is not None:
                 layers.append(_copied_words(ctx, prefix, reason, layout, stored or scheme["bits"]))
                 continue
-            group_size = int(scheme["group_size"])
+            group_size = _group_size(scheme, prefix)
             if layout == "awq":
                 plan = _plan_awq_layer(ctx, read, prefix, group_size, None)
             else:

@@ -181,3 +181,21 @@ def test_console_script_round_trip(tmp_path):
     for name, tensor in orig.items():
         assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape, name
         assert torch.equal(back[name].reshape(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8)), name
+
+
+def test_malformed_extra_config_is_one_line_exit_2(cli, tmp_path):
+    _rewrite_config(FIXTURES / "autoround_gptq_sym", tmp_path / "src", extra_config={"model.layers.0.mlp.down_proj": 16})
+    res = cli("pack", tmp_path / "src", "-o", tmp_path / "out")
+    assert res.code == 2 and "extra_config" in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_zero_convention_follows_the_stored_words(tmp_path):
+    """A file whose label says v1 (auto_gptq) but whose symmetric qzeros are 0x88888888 is read as true zeros,
+    with a warning, and still converts exactly."""
+    _rewrite_config(FIXTURES / "autoround_gptqmodel_sym_g32", tmp_path / "src", packing_format="auto_round:auto_gptq")
+    report = pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cpu")
+    assert report.layers_converted == 14 and any("0x88888888" in w for w in report.warnings)
+    out = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert not any(name.endswith(".z") for name in out)  # true zero 8 everywhere: symmetric, no zero points
+    assert verify_checkpoint(tmp_path / "out", tmp_path / "src").ok
