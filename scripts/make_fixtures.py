@@ -63,7 +63,7 @@ All fixtures (about 2 minutes in total; GPTQModel JIT-builds a C++ packer on its
     for p in autoround_gptq_sym autoround_gptq_sym_g32_mixed autoround_gptq_asym autoround_awq_asym \
              autoround_awq_asym_g64_bf16 autoround_awq_sym autoround_plain_asym_mixed autoround_plain_asym_model_free \
              autoround_gptqmodel_asym autoround_gptqmodel_sym_g32 autoround_export_gptq autoround_export_awq \
-             autoround_export_awq_sym; do
+             autoround_export_awq_sym autoround_export_gptq_mixed; do
         .venv-ar/bin/python scripts/make_fixtures.py --producer $p --out $F/$p; done
 
 Reproducibility (checked by regenerating every fixture twice): all *.safetensors
@@ -397,6 +397,8 @@ PRODUCERS = {
     "autoround_export_awq": lambda out: make_autoround(out, fmt="auto_awq", sym=False),
     "autoround_awq_sym": lambda out: make_autoround(out, fmt="auto_round:auto_awq", sym=True),
     "autoround_export_awq_sym": lambda out: make_autoround(out, fmt="auto_awq", sym=True),
+    # the overrides go into GPTQModel-style `dynamic`; (auto_awq refuses an 8-bit layer itself)
+    "autoround_export_gptq_mixed": lambda out: make_autoround(out, fmt="auto_gptq", sym=True, layer_config=_AR_MIXED),
 }
 
 

@@ -199,3 +199,15 @@ def test_zero_convention_follows_the_stored_words(tmp_path):
     out = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert not any(name.endswith(".z") for name in out)  # true zero 8 everywhere: symmetric, no zero points
     assert verify_checkpoint(tmp_path / "out", tmp_path / "src").ok
+
+
+def test_gptq_export_with_an_8bit_override_is_refused_not_misread(cli, tmp_path):
+    """auto-round's `auto_gptq` export puts overrides in GPTQModel-style `dynamic` ("+:regex" bits 8,
+    "-:regex" unquantized), which the GPTQ format does not read yet: the 8-bit layer's shapes do not fit
+    int4, so pack stops with one line naming the tensor (exit 2) and writes nothing, instead of misreading it."""
+    src = FIXTURES / "autoround_export_gptq_mixed"
+    qc = _qc(src)
+    assert qc["quant_method"] == "gptq" and any(key.startswith("+:") and v.get("bits") == 8 for key, v in qc["dynamic"].items())
+    res = cli("pack", src, "-o", tmp_path / "out")
+    assert res.code == 2 and "model.layers.1.self_attn.o_proj" in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "out").exists()
