@@ -49,8 +49,10 @@ def _autoround_config(ctx: FormatContext) -> dict[str, Any] | None:
     return None
 
 
-def _packing(qc: Mapping[str, Any]) -> str:
+def _packing(qc: Mapping[str, Any], warnings: list[str]) -> str:
     """The canonical packing_format, or UnknownFormatError for one that holds no GPTQ/AWQ words."""
+    if "packing_format" not in qc:
+        warnings.append("auto-round config has no packing_format: reading auto_round:auto_gptq, as auto-round's loader does")
     raw = qc.get("packing_format", "auto_round:auto_gptq")
     packing = _ALIASES.get(str(raw), str(raw))
     if packing not in PACKINGS:
@@ -184,7 +186,8 @@ class AutoRoundFormat(Format):
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
         qc = _autoround_config(ctx)
         assert qc is not None
-        packing = _packing(qc)
+        warnings: list[str] = []
+        packing = _packing(qc, warnings)
         layout, label = PACKINGS[packing]
         prefixes = sorted(name[: -len(".qweight")] for name in ctx.tensors if name.endswith(".qweight"))
         schemes = _layer_schemes(qc, prefixes, set(prefixes) | set(_dense_layers(ctx, prefixes)))
@@ -210,7 +213,6 @@ class AutoRoundFormat(Format):
             plan.extra["layout"] = layout
             plan.extra["packing_format"] = packing
             layers.append(plan)
-        warnings: list[str] = []
         if layout == "gptq":
             zero_format = _zero_format(str(label), evidence, warnings)
             for plan in layers:

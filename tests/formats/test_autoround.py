@@ -211,3 +211,14 @@ def test_gptq_export_with_an_8bit_override_is_refused_not_misread(cli, tmp_path)
     res = cli("pack", src, "-o", tmp_path / "out")
     assert res.code == 2 and "model.layers.1.self_attn.o_proj" in res.err and "Traceback" not in res.err
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_packing_format_reads_as_auto_gptq_with_a_warning(tmp_path):
+    """auto-round's loader defaults a missing packing_format to auto_round:auto_gptq (inference/convert_model.py)."""
+    shutil.copytree(FIXTURES / "autoround_gptq_asym", tmp_path / "src")
+    cfg = json.loads((tmp_path / "src" / "config.json").read_text())
+    del cfg["quantization_config"]["packing_format"]
+    (tmp_path / "src" / "config.json").write_text(json.dumps(cfg))
+    report = pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cpu")
+    assert report.layers_converted == 14 and any("no packing_format" in w for w in report.warnings)
+    assert verify_checkpoint(tmp_path / "out", tmp_path / "src").ok
