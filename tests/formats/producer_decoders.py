@@ -44,7 +44,8 @@ def _nibbles_cols(words: np.ndarray, order=range(8)) -> np.ndarray:
     return out
 
 
-def decode_gptq(root: Path) -> dict[str, Decoded]:
+def decode_gptq(root: Path, skip: frozenset[str] = frozenset()) -> dict[str, Decoded]:
+    """GPTQ layers, except the `skip` prefixes (layers a `dynamic` rule keeps at another bit width)."""
     qc = json.loads((root / "config.json").read_text())["quantization_config"]
     v2 = qc.get("checkpoint_format", qc.get("format")) == "gptq_v2"
     t = load_file(str(root / "model.safetensors"))
@@ -53,6 +54,8 @@ def decode_gptq(root: Path) -> dict[str, Decoded]:
         if not name.endswith(".qweight"):
             continue
         p = name[: -len(".qweight")]
+        if p in skip:
+            continue
         q = _nibbles_rows(t[name].numpy())  # [K, N]
         k, n = q.shape
         gs = qc["group_size"] if qc["group_size"] != -1 else k

@@ -20,6 +20,8 @@ from tests.formats.test_producer_fixtures import _marlin_weight
 from tests.reference import seed_pack
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
+_GPTQ_8BIT = "model.layers.1.self_attn.o_proj"
+"""The layer auto-round's gptq export of the mixed fixture quantized to 8 bits (a `dynamic` "+:" rule)."""
 CASES = {
     # fixture: (format detected, test-side decoder, packing_format / quant_method the producer wrote)
     "autoround_gptq_sym": ("auto_round", dec.decode_autoround, "auto_round:auto_gptq"),
@@ -34,6 +36,7 @@ CASES = {
     "autoround_gptqmodel_sym_g32": ("auto_round", dec.decode_autoround, "auto_round:gptqmodel"),
     "autoround_export_gptq": ("gptq", dec.decode_gptq, "gptq"),
     "autoround_export_awq": ("awq", dec.decode_awq, "awq"),
+    "autoround_export_gptq_mixed": ("gptq", lambda root: dec.decode_gptq(root, skip=frozenset({_GPTQ_8BIT})), "gptq"),
 }
 
 
@@ -46,8 +49,13 @@ def _qc(src: Path) -> dict:
 
 
 def _expected_skips(qc: dict) -> dict[str, str]:
-    """Layers that extra_config took away from 4 bits, with the words their reason must contain."""
-    return {name: f"{cfg['bits']} bits" for name, cfg in (qc.get("extra_config") or {}).items() if cfg.get("bits", 4) != 4}
+    """Layers that extra_config (or, in a gptq export, a `dynamic` rule) took away from 4 bits, with the
+    words their reason must contain."""
+    if qc["quant_method"] == "gptq":
+        return {_GPTQ_8BIT: "dynamic rule"} if qc.get("dynamic") else {}
+    return {name: f"auto-round extra_config keeps this layer at {cfg['bits']} bits" if cfg["bits"] >= 16
+            else f"auto-round layer quantized to {cfg['bits']} bits"
+            for name, cfg in (qc.get("extra_config") or {}).items() if cfg.get("bits", 4) != 4}
 
 
 @pytest.mark.parametrize("fixture", _available())
@@ -64,7 +72,7 @@ def test_autoround_fixture(tmp_path, fixture):
     expected_skips = _expected_skips(qc)
     assert set(report.skipped) == set(expected_skips)
     for prefix, words in expected_skips.items():
-        assert words in report.skipped[prefix] and "auto-round" in report.skipped[prefix], report.skipped[prefix]
+        assert words in report.skipped[prefix], report.skipped[prefix]
     out = load_file(str(tmp_path / "out" / "model.safetensors"))
     orig = load_file(str(src / "model.safetensors"))
     for prefix in expected_skips:  # override layers: every tensor copied as is, nothing packed
@@ -201,16 +209,14 @@ def test_zero_convention_follows_the_stored_words(tmp_path):
     assert verify_checkpoint(tmp_path / "out", tmp_path / "src").ok
 
 
-def test_gptq_export_with_an_8bit_override_is_refused_not_misread(cli, tmp_path):
-    """auto-round's `auto_gptq` export puts overrides in GPTQModel-style `dynamic` ("+:regex" bits 8,
-    "-:regex" unquantized), which the GPTQ format does not read yet: the 8-bit layer's shapes do not fit
-    int4, so pack stops with one line naming the tensor (exit 2) and writes nothing, instead of misreading it."""
-    src = FIXTURES / "autoround_export_gptq_mixed"
-    qc = _qc(src)
-    assert qc["quant_method"] == "gptq" and any(key.startswith("+:") and v.get("bits") == 8 for key, v in qc["dynamic"].items())
-    res = cli("pack", src, "-o", tmp_path / "out")
-    assert res.code == 2 and "model.layers.1.self_attn.o_proj" in res.err and "Traceback" not in res.err
-    assert not (tmp_path / "out").exists()
+def test_gptq_export_override_rules():
+    """auto-round's gptq export writes its overrides as GPTQModel `dynamic` rules: the 8-bit layer is copied
+    with the rule as its reason, the 16-bit one (a plain weight) is left alone."""
+    qc = _qc(FIXTURES / "autoround_export_gptq_mixed")
+    assert qc["quant_method"] == "gptq" and {v.get("bits") for v in qc["dynamic"].values()} == {8, None}
+    layers = {layer["prefix"]: layer for layer in inspect_checkpoint(FIXTURES / "autoround_export_gptq_mixed").layers}
+    assert "8 bits" in layers[_GPTQ_8BIT]["reason"] and "+:" in layers[_GPTQ_8BIT]["reason"]
+    assert "model.layers.0.mlp.down_proj" not in layers and sum(layer["eligible"] for layer in layers.values()) == 12
 
 
 def test_missing_packing_format_reads_as_auto_gptq_with_a_warning(tmp_path):
@@ -222,3 +228,19 @@ def test_missing_packing_format_reads_as_auto_gptq_with_a_warning(tmp_path):
     report = pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cpu")
     assert report.layers_converted == 14 and any("no packing_format" in w for w in report.warnings)
     assert verify_checkpoint(tmp_path / "out", tmp_path / "src").ok
+
+
+def test_gptq_dynamic_rule_matching():
+    """GPTQModel's `dynamic`: first matching rule in file order, regex anchored at the start of the name."""
+    from marlin_convert.errors import CheckpointError
+    from marlin_convert.formats.gptq import dynamic_override
+
+    qc = {"dynamic": {r"-:.*\.mlp\.down_proj": {}, r"+:.*\.mlp\..*": {"bits": 8}, r"model\.layers\.1\..*": {"group_size": 32},
+                      r"+:self_attn": {"bits": 2}}}
+    assert dynamic_override(qc, "model.layers.0.mlp.down_proj") == {"bits": None, "rule": r"-:.*\.mlp\.down_proj"}
+    assert dynamic_override(qc, "model.layers.0.mlp.up_proj")["bits"] == 8
+    assert dynamic_override(qc, "model.layers.1.self_attn.q_proj")["group_size"] == 32
+    assert dynamic_override(qc, "model.layers.0.self_attn.q_proj") == {}  # "self_attn" does not match at the start
+    assert dynamic_override({"dynamic": None}, "x") == {}
+    with pytest.raises(CheckpointError, match="not a valid regex"):
+        dynamic_override({"dynamic": {"+:(": {"bits": 8}}}, "x")
