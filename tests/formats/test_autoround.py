@@ -244,3 +244,8 @@ def test_gptq_dynamic_rule_matching():
     assert dynamic_override({"dynamic": None}, "x") == {}
     with pytest.raises(CheckpointError, match="not a valid regex"):
         dynamic_override({"dynamic": {"+:(": {"bits": 8}}}, "x")
+
+
+def test_every_autoround_fixture_is_committed():
+    assert _available() == list(CASES)
+    assert (FIXTURES / "autoround_export_awq_sym" / "config.json").is_file()
