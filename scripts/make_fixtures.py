@@ -32,6 +32,8 @@ CUDA torch:
     /tmp/venvs/gptqmodel/bin/pip install gptqmodel==7.6.0
     /tmp/venvs/gptqmodel/bin/pip install optimum==2.3.0   # for transformers' GPTQConfig route
     /tmp/venvs/awq/bin/pip       install autoawq==0.2.9
+    # AutoRound (issue 14), in the worktree: python3 -m venv .venv-ar, torch first, then
+    .venv-ar/bin/pip install torch==2.13.0 && PIP_CONSTRAINT=/tmp/venvs/constraints.txt .venv-ar/bin/pip install auto-round==0.16.1
 
 Resolved versions seen: transformers 5.24.0 in ct, quanto, gptqmodel and awq;
 llmcompressor 0.14.0.1 pulls transformers 5.17.0 and compressed-tensors 0.19.0
@@ -45,6 +47,8 @@ Producer -> venv:
     ct_sym, ct_asym                               -> ct
     llmc_w4a16, llmc_w4a16_asym                   -> llmc
     quanto_qint4_fp16, quanto_qint4_bf16          -> quanto
+    autoround_*                                   -> .venv-ar (auto-round 0.16.1, transformers 5.24.0);
+        smaller model (SMALL_LLAMA), RTN iters=0; see tests/fixtures/producers/README.md section 7
 
 All fixtures (about 2 minutes in total; GPTQModel JIT-builds a C++ packer on its first run):
 
@@ -56,6 +60,11 @@ All fixtures (about 2 minutes in total; GPTQModel JIT-builds a C++ packer on its
     for p in gptqmodel_sym gptqmodel_asym gptqmodel_actorder transformers_gptq_v2; do
         GPTQMODEL_CPU_WORKERS=2 /tmp/venvs/gptqmodel/bin/python scripts/make_fixtures.py --producer $p --out $F/$p; done
     /tmp/venvs/awq/bin/python scripts/make_fixtures.py --producer autoawq_gemm --out $F/autoawq_gemm
+    for p in autoround_gptq_sym autoround_gptq_sym_g32_mixed autoround_gptq_asym autoround_awq_asym \
+             autoround_awq_asym_g64_bf16 autoround_awq_sym autoround_plain_asym_mixed autoround_plain_asym_model_free \
+             autoround_gptqmodel_asym autoround_gptqmodel_sym_g32 autoround_export_gptq autoround_export_awq \
+             autoround_export_awq_sym autoround_export_gptq_mixed; do
+        .venv-ar/bin/python scripts/make_fixtures.py --producer $p --out $F/$p; done
 
 Reproducibility (checked by regenerating every fixture twice): all *.safetensors
 are byte-identical on rerun.  GPTQModel's config.json / quantize_config.json
@@ -101,13 +110,14 @@ def _dtype(name):
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
 
-def build_model(dtype_name: str):
-    """The tiny random Llama, deterministic for a given dtype."""
+def build_model(dtype_name: str, **sizes):
+    """The tiny random Llama, deterministic for a given dtype; `sizes` overrides config fields
+    (the AutoRound fixtures use SMALL_LLAMA to stay small)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(MODEL_SEED)
-    cfg = LlamaConfig(
+    fields = dict(
         hidden_size=256,
         intermediate_size=512,
         num_hidden_layers=2,
@@ -116,6 +126,7 @@ def build_model(dtype_name: str):
         vocab_size=1000,
         max_position_embeddings=256,
     )
+    cfg = LlamaConfig(**{**fields, **sizes})
     # transformers >= 5 calls it `dtype`, older versions `torch_dtype`
     import transformers
 
@@ -128,21 +139,21 @@ def build_model(dtype_name: str):
     return model
 
 
-def save_base(dtype_name: str, directory: str, tokenizer: bool = False):
-    model = build_model(dtype_name)
+def save_base(dtype_name: str, directory: str, tokenizer: bool = False, **sizes):
+    model = build_model(dtype_name, **sizes)
     model.save_pretrained(directory)
     if tokenizer:
-        make_tokenizer().save_pretrained(directory)
+        make_tokenizer(sizes.get("vocab_size", 1000)).save_pretrained(directory)
     return directory
 
 
-def make_tokenizer():
-    """A tiny local word-level tokenizer (vocab 1000) for producers that insist on one."""
+def make_tokenizer(vocab_size: int = 1000):
+    """A tiny local word-level tokenizer (vocab 1000 by default) for producers that insist on one."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for i in range(3, 1000):
+    for i in range(3, vocab_size):
         vocab[f"w{i}"] = i
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -152,12 +163,12 @@ def make_tokenizer():
     return tok
 
 
-def calib_ids(n=N_CALIB, length=CALIB_LEN):
+def calib_ids(n=N_CALIB, length=CALIB_LEN, vocab_size=1000):
     """Random calibration token ids, fixed seed, as a list of 1-D LongTensors."""
     import torch
 
     g = torch.Generator().manual_seed(CALIB_SEED)
-    return [torch.randint(3, 1000, (length,), generator=g) for _ in range(n)]
+    return [torch.randint(3, vocab_size, (length,), generator=g) for _ in range(n)]
 
 
 def fresh_dir(out):
@@ -310,6 +321,54 @@ def make_quanto(out, dtype_name: str):
     strip_files(out)
 
 
+SMALL_LLAMA = dict(hidden_size=128, intermediate_size=256, vocab_size=256)
+"""The AutoRound fixtures' model: q/k/v/o N=K=128, gate/up N=256 K=128, down N=128 K=256
+(every Linear still Marlin-eligible), and a 256-word vocabulary, so each fixture is ~0.3 MB."""
+
+
+def make_autoround(out, *, fmt: str, sym: bool, group_size: int = 128, layer_config=None, model_free=False):
+    """auto-round RTN (iters=0) on the small random Llama, saved with `format=fmt`.
+
+    `fmt` is auto-round's export format: "auto_round" (which picks auto_round:auto_gptq for
+    symmetric and auto_round:auto_awq for asymmetric int4, or plain auto_round when an override
+    layer has another bit width), "auto_round:gptqmodel", "auto_round:auto_gptq", or the
+    exports "auto_gptq" / "auto_awq". `model_free` goes through auto-round's model-free writer
+    (it reads the base checkpoint's files; plain RTN, no calibration).
+    """
+    import torch
+    from auto_round import AutoRound
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as work:
+        base = os.path.join(work, "base")
+        save_base("float16", base, tokenizer=True, **SMALL_LLAMA)
+        torch.manual_seed(MODEL_SEED)
+        common = dict(bits=4, group_size=group_size, sym=sym, iters=0, layer_config=layer_config)
+        if model_free:
+            ar = AutoRound(base, disable_opt_rtn=True, model_free=True, **common)
+        else:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float16)
+            dataset = [" ".join(f"w{int(t)}" for t in x) for x in calib_ids(vocab_size=SMALL_LLAMA["vocab_size"])]
+            ar = AutoRound(model, make_tokenizer(SMALL_LLAMA["vocab_size"]), dataset=dataset,
+                           nsamples=N_CALIB, seqlen=CALIB_LEN, **common)
+        saved = os.path.join(work, "saved")
+        ar.quantize_and_save(saved, format=fmt)
+        # auto-round may append a `<model>-w4g128` folder to output_dir: take the folder with config.json
+        found = [root for root, _, files in os.walk(saved) if "config.json" in files]
+        if len(found) != 1:
+            sys.exit(f"expected one saved model under {saved}, found {found}")
+        for name in os.listdir(found[0]):
+            if name != ".cache":  # the model-free writer leaves an empty download cache behind
+                shutil.move(os.path.join(found[0], name), os.path.join(out, name))
+    strip_files(out)
+
+
+_AR_MIXED = {"model.layers.0.mlp.down_proj": {"bits": 16}, "model.layers.1.self_attn.o_proj": {"bits": 8}}
+"""One layer kept at 16 bits and one quantized to 8 bits: the extra_config overrides."""
+
+
 PRODUCERS = {
     "gptqmodel_sym": lambda out: make_gptqmodel(out, sym=True, desc_act=False),
     "gptqmodel_asym": lambda out: make_gptqmodel(out, sym=False, desc_act=False),
@@ -322,6 +381,24 @@ PRODUCERS = {
     "llmc_w4a16_asym": lambda out: make_llmc(out, "W4A16_ASYM"),
     "quanto_qint4_fp16": lambda out: make_quanto(out, "float16"),
     "quanto_qint4_bf16": lambda out: make_quanto(out, "bfloat16"),
+    "autoround_gptq_sym": lambda out: make_autoround(out, fmt="auto_round", sym=True),
+    "autoround_gptq_sym_g32_mixed": lambda out: make_autoround(
+        out, fmt="auto_round", sym=True, group_size=32, layer_config=_AR_MIXED),
+    "autoround_gptq_asym": lambda out: make_autoround(out, fmt="auto_round:auto_gptq", sym=False),
+    "autoround_awq_asym": lambda out: make_autoround(out, fmt="auto_round", sym=False),
+    "autoround_awq_asym_g64_bf16": lambda out: make_autoround(
+        out, fmt="auto_round", sym=False, group_size=64, layer_config={"model.layers.0.mlp.down_proj": {"bits": 16}}),
+    "autoround_plain_asym_mixed": lambda out: make_autoround(
+        out, fmt="auto_round", sym=False, group_size=64, layer_config=_AR_MIXED),
+    "autoround_plain_asym_model_free": lambda out: make_autoround(out, fmt="auto_round", sym=False, model_free=True),
+    "autoround_gptqmodel_asym": lambda out: make_autoround(out, fmt="auto_round:gptqmodel", sym=False),
+    "autoround_gptqmodel_sym_g32": lambda out: make_autoround(out, fmt="auto_round:gptqmodel", sym=True, group_size=32),
+    "autoround_export_gptq": lambda out: make_autoround(out, fmt="auto_gptq", sym=True),
+    "autoround_export_awq": lambda out: make_autoround(out, fmt="auto_awq", sym=False),
+    "autoround_awq_sym": lambda out: make_autoround(out, fmt="auto_round:auto_awq", sym=True),
+    "autoround_export_awq_sym": lambda out: make_autoround(out, fmt="auto_awq", sym=True),
+    # the overrides go into GPTQModel-style `dynamic`; (auto_awq refuses an 8-bit layer itself)
+    "autoround_export_gptq_mixed": lambda out: make_autoround(out, fmt="auto_gptq", sym=True, layer_config=_AR_MIXED),
 }
 
 

@@ -5,7 +5,7 @@ Importing this package registers every format. `detect_format` picks one from th
 from __future__ import annotations
 
 from ..errors import UnknownFormatError
-from . import awq, compressed_tensors, gptq, quanto  # noqa: F401  (registers)
+from . import autoround, awq, compressed_tensors, gptq, quanto  # noqa: F401  (registers)
 from .codes import Codes, DenseCodes, MarlinCodes, RowBlocks
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader, TensorSpec, normalize_name
 from .marlin import from_marlin, marlin_specs, to_marlin
@@ -39,6 +39,7 @@ DETECT_ORDER: list[str] = [
     FormatName.AWQ.value,
     FormatName.COMPRESSED_TENSORS.value,
     FormatName.QUANTO.value,
+    FormatName.AUTO_ROUND.value,
 ]
 """Most specific first; each entry must be registered."""
 

@@ -20,6 +20,7 @@ class FormatName(str, Enum):
     AWQ = "awq"
     COMPRESSED_TENSORS = "compressed_tensors"
     QUANTO = "quanto"
+    AUTO_ROUND = "auto_round"
 
 
 def normalize_name(name: str) -> str:

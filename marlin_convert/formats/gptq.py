@@ -1,6 +1,7 @@
 """GPTQ (AutoGPTQ / GPTQModel / transformers), 4-bit, v1 and v2 zero points, optional act-order."""
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Union
 
 import torch
@@ -13,7 +14,7 @@ from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibil
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
 
-__all__ = ["GptqFormat", "gptq_quant_config"]
+__all__ = ["GptqFormat", "gptq_quant_config", "dynamic_override"]
 
 SCALE_DTYPES = ("F16", "BF16")
 _V1_SYM_WORD = 0x77777777
@@ -31,6 +32,39 @@ def gptq_quant_config(ctx: FormatContext) -> dict[str, Any] | None:
         if method == "gptq" and ("bits" in legacy or "w_bit" in legacy):
             return legacy
     return None
+
+
+def dynamic_override(qc: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The per-module override of GPTQModel's `dynamic` config (also written by auto-round's gptq export):
+    the first rule whose regex matches the start of the module name (`re.match`, as vLLM's
+    `gptq_utils.get_dynamic_override`); `+:` or no prefix overrides keys such as bits and group_size, a
+    `-:` rule leaves the module unquantized (returned as `{"bits": None, "rule": ...}`). `{}` when none applies."""
+    dynamic = qc.get("dynamic") or {}
+    if not isinstance(dynamic, dict):
+        raise CheckpointError("config.json: GPTQ `dynamic` must map module regexes to objects")
+    for rule, values in dynamic.items():
+        negative = rule.startswith("-:")
+        pattern = rule[2:] if rule[:2] in ("+:", "-:") else rule
+        try:
+            matched = re.match(pattern, prefix) is not None
+        except re.error:
+            raise CheckpointError(f"config.json: GPTQ dynamic rule {rule!r} is not a valid regex") from None
+        if matched:
+            if negative:
+                return {"bits": None, "rule": rule}
+            if not isinstance(values, dict):
+                raise CheckpointError(f"config.json: GPTQ dynamic rule {rule!r} must map to an object")
+            return {**values, "rule": rule}
+    return {}
+
+
+def _copied_layer(ctx: FormatContext, prefix: str, override: Mapping[str, Any]) -> LayerPlan:
+    """A layer that a `dynamic` rule takes away from 4 bits: its tensors are copied, with the rule as the reason."""
+    bits = override.get("bits")
+    what = "leaves this module unquantized" if bits is None else f"quantizes it to {bits} bits"
+    sources = {role: f"{prefix}.{role}" for role in ("qweight", "qzeros", "scales", "g_idx") if f"{prefix}.{role}" in ctx.tensors}
+    return LayerPlan(prefix=prefix, format=GptqFormat.name, sources=sources, extra={"zero_format": "v1"},
+                     reason=f"GPTQ dynamic rule {override['rule']!r} {what}; only 4-bit layers convert to Marlin")
 
 
 def _config_zero_format(qc: Mapping[str, Any]) -> str:
@@ -67,9 +101,13 @@ class GptqFormat(Format):
         zero_format = _config_zero_format(qc)
         layers, evidence = [], {}
         for prefix in layer_prefixes(ctx.tensors, ".qweight"):
-            layer, seen = _plan_layer(ctx, read, prefix, group_size)
+            override = dynamic_override(qc, prefix)
+            if override.get("bits", bits) != 4:
+                layers.append(_copied_layer(ctx, prefix, override))
+                continue
+            layer, seen = _plan_layer(ctx, read, prefix, int(override.get("group_size", group_size)))
             layers.append(layer)
-            if seen is not None:
+            if seen is not None and override.get("sym", sym):
                 evidence[prefix] = seen
         warnings: list[str] = []
         found = set(evidence.values())

@@ -57,11 +57,14 @@ def _layers(root: Path, suffix: str) -> Iterator[tuple[str, str, dict[str, torch
             yield name, name[: -len(suffix)], t
 
 
-def decode_gptq(root: Path) -> dict[str, Decoded]:
+def decode_gptq(root: Path, skip: frozenset[str] = frozenset()) -> dict[str, Decoded]:
+    """GPTQ layers, except the `skip` prefixes (layers a `dynamic` rule keeps at another bit width)."""
     qc = _config(root)["quantization_config"]
     v2 = qc.get("checkpoint_format", qc.get("format")) == "gptq_v2"
     out = {}
     for name, p, t in _layers(root, ".qweight"):
+        if p in skip:
+            continue
         q = _nibbles_rows(t[name].numpy())  # [K, N]
         k, n = q.shape
         gs = qc["group_size"] if qc["group_size"] != -1 else k
@@ -129,4 +132,46 @@ def decode_quanto(root: Path) -> dict[str, Decoded]:
         g_idx = np.arange(k) // gs
         w = s[:, g_idx] * q.astype(np.float32) - shift[:, g_idx]
         out[p] = Decoded(np.ascontiguousarray(q), g_idx, w, gs)
+    return out
+
+
+AUTOROUND_PACKINGS = {
+    # packing_format -> (word layout, added to the stored zero), from auto-round 0.16.1's
+    # auto_round_extension/torch/qlinear_torch_zp.py (stores zero - 1, forward adds 1),
+    # qlinear_torch.py (stores the zero) and export_to_awq/utils.py (AutoAWQ's GEMM layout)
+    "auto_round:auto_gptq": ("gptq", 1),
+    "auto_round": ("gptq", 0),
+    "auto_round:gptqmodel": ("gptq", 0),
+    "auto_round:auto_awq": ("awq", 0),
+}
+
+
+def autoround_layer_bits(qc: dict, prefix: str) -> int:
+    """A layer's bit width: its exact `extra_config` entry, else the top level (the fixtures use exact names)."""
+    return (qc.get("extra_config") or {}).get(prefix, {}).get("bits", qc["bits"])
+
+
+def decode_autoround(root: Path) -> dict[str, Decoded]:
+    """The 4-bit layers of an auto-round `quant_method: "auto-round"` checkpoint."""
+    qc = json.loads((root / "config.json").read_text())["quantization_config"]
+    layout, zero_offset = AUTOROUND_PACKINGS[qc["packing_format"]]
+    t = load_file(str(root / "model.safetensors"))
+    out = {}
+    for name in t:
+        if not name.endswith(".qweight"):
+            continue
+        p = name[: -len(".qweight")]
+        if autoround_layer_bits(qc, p) != 4:
+            continue
+        gs = (qc.get("extra_config") or {}).get(p, {}).get("group_size", qc["group_size"])
+        if layout == "gptq":
+            q = _nibbles_rows(t[name].numpy())  # [K, N]
+            z = _nibbles_cols(t[p + ".qzeros"].numpy()).astype(np.float32) + zero_offset
+        else:
+            q = _nibbles_cols(t[name].numpy(), AWQ_ORDER)
+            z = _nibbles_cols(t[p + ".qzeros"].numpy(), AWQ_ORDER).astype(np.float32)
+        k = q.shape[0]
+        g_idx = t[p + ".g_idx"].numpy().astype(np.int64) if p + ".g_idx" in t else np.arange(k) // (k if gs == -1 else gs)
+        w = (q.astype(np.float32) - z[g_idx]) * _f32(t[p + ".scales"])[g_idx]
+        out[p] = Decoded(np.ascontiguousarray(q.T), g_idx, np.ascontiguousarray(w.T), gs)
     return out
