@@ -1,0 +1,89 @@
+"""Test-side builders: dense transformers models whose weights come from the SOURCE files through the
+test decoders (tests/formats/producer_decoders.py), never through the package."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.formats import producer_decoders as dec
+from tests import gptq_synth
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
+DECODERS = {
+    "gptqmodel_sym": dec.decode_gptq,
+    "gptqmodel_asym": dec.decode_gptq,
+    "gptqmodel_actorder": dec.decode_gptq,
+    "transformers_gptq_v2": dec.decode_gptq,
+    "autoawq_gemm": dec.decode_awq,
+    "ct_sym": dec.decode_compressed_tensors,
+    "ct_asym": dec.decode_compressed_tensors,
+    "llmc_w4a16": dec.decode_compressed_tensors,
+    "llmc_w4a16_asym": dec.decode_compressed_tensors,
+    "quanto_qint4_fp16": dec.decode_quanto,
+    "quanto_qint4_bf16": dec.decode_quanto,
+}
+
+
+def available_fixtures() -> list[str]:
+    return [name for name in DECODERS if (FIXTURES / name / "config.json").is_file()]
+
+
+def dense_model(src: Path, decode, dtype: torch.dtype):
+    """A plain transformers model (no quantization) with the source's dense tensors and, for each quantized
+    layer, the float32 weights the test decoder computes from the source files, cast to `dtype`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.pop("quantization_config", None)
+    config = AutoConfig.for_model(**cfg)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    tensors = load_file(str(src / "model.safetensors"))
+    wanted = model.state_dict()
+    state = {name: t for name, t in tensors.items() if name in wanted}
+    for prefix, d in decode(src).items():
+        state[f"{prefix}.weight"] = torch.from_numpy(d.weight).to(dtype)
+    missing = set(wanted) - set(state)
+    assert not missing - {k for k in missing if "rotary" in k}, f"dense model lacks {sorted(missing)[:3]}"
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+def tokens(vocab: int, *, batch: int = 2, length: int = 12, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (batch, length), generator=g)
+
+
+def write_llama_gptq_with_odd_layers(root: Path, *, seed: int = 0) -> None:
+    """A GPTQ v1 Llama whose k/v projections have N=96 and o_proj K=192 (not Marlin-eligible, copied by
+    pack); q/gate/up/down are eligible. Written with the test-side AutoGPTQ packer."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=96, vocab_size=300, max_position_embeddings=64)
+    rng = np.random.default_rng(seed)
+    shapes = {"self_attn.q_proj": (192, 256), "self_attn.k_proj": (96, 256), "self_attn.v_proj": (96, 256),
+              "self_attn.o_proj": (256, 192), "mlp.gate_proj": (512, 256), "mlp.up_proj": (512, 256),
+              "mlp.down_proj": (256, 512)}
+    t: dict[str, torch.Tensor] = {
+        "model.embed_tokens.weight": torch.from_numpy(rng.standard_normal((300, 256)).astype(np.float32)).half(),
+        "model.norm.weight": torch.ones(256, dtype=torch.float16),
+        "lm_head.weight": torch.from_numpy(rng.standard_normal((300, 256)).astype(np.float32) * 0.05).half(),
+    }
+    for block in range(2):
+        for name, (n, k) in shapes.items():
+            layer = gptq_synth.make_layer(rng, n, k, 64, sym=False, act_order=False, scale_dtype=torch.float16)
+            t.update(gptq_synth.layer_tensors(f"model.layers.{block}.{name}", layer, v2=False))
+        t[f"model.layers.{block}.input_layernorm.weight"] = torch.ones(256, dtype=torch.float16)
+        t[f"model.layers.{block}.post_attention_layernorm.weight"] = torch.ones(256, dtype=torch.float16)
+    cfg = config.to_dict()
+    cfg["dtype"] = "float16"
+    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 64, "desc_act": False,
+                                  "sym": False, "checkpoint_format": "gptq"}
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
