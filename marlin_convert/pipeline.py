@@ -623,6 +623,7 @@ def verify_checkpoint(
     device: str = "auto",
     reporter: Reporter | None = None,
     gemm: bool = False,
+    forward: bool = False,
 ) -> VerifyReport:
     """Prove that `out_dir` is a lossless Marlin repack (of `src_dir` when given).
 
@@ -632,6 +633,8 @@ def verify_checkpoint(
     dequantized weights from source and Marlin tensors are bit-equal. Copied tensors must match too.
     With `gemm`, (e) each layer also goes through optimum-quanto's Marlin GEMM on the GPU against a dense
     reference (the source's record when given), see `gemm_check`.
+    With `forward` (needs the source and transformers), (f) the same token batch runs through the dense
+    source model and the converted one; see `runtime.forward_check`.
     Returns: a VerifyReport; `report.ok` is False when anything differs (the failures name the tensor).
     Raises: CheckpointError / UnknownFormatError for a bad source; VerifyMismatch when `out_dir`
     is not a readable marlin-convert output at all; MarlinConvertError when `gemm` is asked for
@@ -644,6 +647,8 @@ def verify_checkpoint(
         from .gemm_check import marlin_gemm
 
         marlin_gemm()  # fails early, with the install hint, when the GEMM cannot run here
+    if forward and src_dir is None:
+        raise MarlinConvertError("verify --forward needs the source checkpoint: verify SRC OUT --forward")
     manifest, out = _open_marlin(out_dir)
     src: Checkpoint | None = None
     report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
@@ -676,6 +681,10 @@ def verify_checkpoint(
         out.close()
         if src is not None:
             src.close()
+    if forward:
+        from .runtime.forward_check import forward_checks
+
+        report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
     return report
 
 

@@ -87,3 +87,37 @@ def write_llama_gptq_with_odd_layers(root: Path, *, seed: int = 0) -> None:
     root.mkdir(parents=True)
     (root / "config.json").write_text(json.dumps(cfg, indent=2))
     save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
+
+
+def write_random_llama_gptq(root: Path, *, layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int,
+                            vocab: int, seed: int = 0, scale: float = 2e-3) -> None:
+    """A random GPTQ (v1, symmetric, group 128) Llama: random int32 qweight words (any word is 8 valid codes),
+    scales around `scale`, dense embeddings and lm_head. Built with torch on the CPU, seeded."""
+    from transformers import LlamaConfig
+
+    g = torch.Generator().manual_seed(seed)
+    hd = hidden // heads
+    shapes = {"self_attn.q_proj": (heads * hd, hidden), "self_attn.k_proj": (kv_heads * hd, hidden),
+              "self_attn.v_proj": (kv_heads * hd, hidden), "self_attn.o_proj": (hidden, heads * hd),
+              "mlp.gate_proj": (intermediate, hidden), "mlp.up_proj": (intermediate, hidden),
+              "mlp.down_proj": (hidden, intermediate)}
+    t = {"model.embed_tokens.weight": torch.randn(vocab, hidden, generator=g).half(),
+         "model.norm.weight": torch.ones(hidden, dtype=torch.float16),
+         "lm_head.weight": (torch.randn(vocab, hidden, generator=g) * 0.2).half()}
+    for block in range(layers):
+        for name, (n, k) in shapes.items():
+            p = f"model.layers.{block}.{name}"
+            t[f"{p}.qweight"] = torch.randint(-2**31, 2**31 - 1, (k // 8, n), generator=g, dtype=torch.int64).to(torch.int32)
+            t[f"{p}.qzeros"] = torch.full((k // 128, n // 8), 0x77777777, dtype=torch.int32)  # v1: stored 7 = zero 8
+            t[f"{p}.scales"] = (scale * (0.5 + torch.rand(k // 128, n, generator=g))).half()
+        t[f"model.layers.{block}.input_layernorm.weight"] = torch.ones(hidden, dtype=torch.float16)
+        t[f"model.layers.{block}.post_attention_layernorm.weight"] = torch.ones(hidden, dtype=torch.float16)
+    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
+                      max_position_embeddings=256).to_dict()
+    cfg["dtype"] = "float16"
+    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False,
+                                  "sym": True, "checkpoint_format": "gptq"}
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})

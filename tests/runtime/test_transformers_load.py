@@ -107,3 +107,33 @@ def test_import_does_not_import_transformers(tmp_path):
 
     code = "import sys, marlin_convert; assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_verify_forward_cli(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path as P
+
+    exe = P(sys.executable).with_name("marlin-convert")
+    src = FIXTURES / "ct_asym"
+    subprocess.run([str(exe), "pack", str(src), "-o", str(tmp_path / "out"), "--device", "cpu"], check=True, capture_output=True)
+    r = subprocess.run([str(exe), "verify", str(src), str(tmp_path / "out"), "--forward", "--device", "cpu", "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["forward: logits"]["detail"] == "bit-equal"
+    r = subprocess.run([str(exe), "verify", str(tmp_path / "out"), "--forward"], capture_output=True, text=True)
+    assert r.returncode == 2 and "needs the source" in r.stderr
+
+
+def test_forward_check_catches_a_wrong_scale(tmp_path):
+    from marlin_convert.runtime.forward_check import forward_checks
+
+    src = FIXTURES / "gptqmodel_sym"
+    pack_checkpoint(src, tmp_path / "out", device="cpu")
+    name = "model.layers.1.self_attn.o_proj.s"
+    _rewrite(tmp_path / "out", lambda t: t[name].__setitem__((0, 5), t[name][0, 5] * 2))
+    checks = {c["name"]: c for c in forward_checks(src, tmp_path / "out", torch.device("cpu"))}
+    assert checks["forward: logits"]["status"] == "FAIL"
+    assert checks["forward: layers 0-0 hidden states"]["status"] == "PASS"
+    assert checks["forward: layers 1-1 hidden states"]["status"] == "FAIL"
