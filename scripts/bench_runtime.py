@@ -51,8 +51,8 @@ def layer_bench() -> None:
     from marlin_convert.runtime.backends import _quanto_state
 
     dev = torch.device("cuda")
-    print("| layer (N x K) | batch | dense fp16 (µs) | bare kernel (µs) | MarlinLinear (µs) | MarlinLinear / bare | dense / MarlinLinear |")
-    print("|---|---|---|---|---|---|---|")
+    print("| layer (N x K) | batch | dense fp16 (µs) | bare kernel (µs) | MarlinLinear (µs) | bare / MarlinLinear | dense / MarlinLinear | rel err vs dense |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, n, k in SHAPES:
         g = torch.Generator(device=dev).manual_seed(0)
         codes = torch.randint(0, 16, (n, k), generator=g, device=dev, dtype=torch.uint8)
@@ -78,7 +78,7 @@ def layer_bench() -> None:
                 tb = graph_time_us(bare)
                 tm = graph_time_us(lambda: layer(x))
                 err = float((layer(x).float() - dense(x).float()).norm() / dense(x).float().norm())
-            print(f"| {label} ({n} x {k}) | {m} | {td:.1f} | {tb:.1f} | {tm:.1f} | {tb / tm:.2f} | {td / tm:.2f}× | rel err {err:.1e}")
+            print(f"| {label} ({n} x {k}) | {m} | {td:.1f} | {tb:.1f} | {tm:.1f} | {tb / tm:.2f} | {td / tm:.2f}× | {err:.1e} |", flush=True)
         del dense, layer
         torch.cuda.empty_cache()
 
@@ -127,7 +127,9 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--skip-load", action="store_true")
     args = ap.parse_args()
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+    import transformers
+
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, transformers {transformers.__version__}\n")
     layer_bench()
     if not args.skip_load:
         load_bench(args.blocks)
