@@ -27,6 +27,7 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from ..errors import CheckpointError
+from .experts import EXPERT_NAMES, MarlinExperts, is_fused_experts
 from .linear import MarlinLinear
 from .spec import layer_spec
 
@@ -130,6 +131,23 @@ def _check_against_files(model: nn.Module, files: list[str]) -> None:
                                       f"{want[0]} {want[1]} for a {module.out_features}x{module.in_features} Marlin layer")
 
 
+def _expert_names(files: Any) -> tuple[str, str, str]:
+    """Per-expert projection names the checkpoint uses (Mixtral's w1/w3/w2, else gate/up/down_proj)."""
+    from safetensors import safe_open
+
+    for file in files or ():
+        if str(file).endswith(".safetensors"):
+            with safe_open(str(file), framework="pt") as f:
+                if any(".experts." in k and k.endswith(".w1.B") for k in f.keys()):
+                    return EXPERT_NAMES["w1_w3_w2"]
+    return EXPERT_NAMES["gate_up_down"]
+
+
+def _inside_marlin(model: nn.Module, name: str) -> bool:
+    parts = name.split(".")
+    return any(isinstance(model.get_submodule(".".join(parts[:i])), MarlinExperts) for i in range(1, len(parts)))
+
+
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -153,8 +171,13 @@ class MarlinHfQuantizer(HfQuantizer):
         source = qc.spec_source()
         swapped = 0
         unloadable = getattr(qc, "unloadable_layers", None) or {}
+        expert_names = _expert_names(kwargs.get("checkpoint_files"))
         for name, module in list(model.named_modules()):
-            if not isinstance(module, nn.Linear):
+            if is_fused_experts(module) and not _listed(name, keep):
+                _set_module(model, name, MarlinExperts(module, expert_names, lambda p: layer_spec(source, p), name))
+                swapped += 1
+                continue
+            if not isinstance(module, nn.Linear) or _inside_marlin(model, name):
                 continue
             if name in unloadable:
                 raise CheckpointError(f"{name}: this quantized layer was left in its source format by marlin-convert "

@@ -121,3 +121,59 @@ def write_random_llama_gptq(root: Path, *, layers: int, hidden: int, intermediat
     root.mkdir(parents=True)
     (root / "config.json").write_text(json.dumps(cfg, indent=2))
     save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
+
+
+def write_qwen3_moe_gptq(root: Path, *, seed: int = 0, experts: int = 4) -> dict:
+    """A GPTQ (v1, asymmetric, group 128) Qwen3-MoE with per-expert projections, as MoE int4 checkpoints
+    store them (`mlp.experts.{e}.gate_proj.qweight`, ...); the router, norms, embeddings and lm_head dense.
+    Returns the config dict."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    config = Qwen3MoeConfig(hidden_size=256, intermediate_size=256, moe_intermediate_size=128, num_experts=experts,
+                            num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            head_dim=64, vocab_size=300, max_position_embeddings=64, norm_topk_prob=True)
+    torch.manual_seed(seed)
+    dense = Qwen3MoeForCausalLM(config).half()
+    rng = np.random.default_rng(seed)
+    t = {k: v.contiguous() for k, v in dense.state_dict().items()
+         if not k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
+         and ".experts." not in k and "rotary" not in k}
+    shapes = {"self_attn.q_proj": (256, 256), "self_attn.k_proj": (128, 256), "self_attn.v_proj": (128, 256),
+              "self_attn.o_proj": (256, 256)}
+    for e in range(experts):
+        shapes.update({f"mlp.experts.{e}.gate_proj": (128, 256), f"mlp.experts.{e}.up_proj": (128, 256),
+                       f"mlp.experts.{e}.down_proj": (256, 128)})
+    for block in range(2):
+        for name, (n, k) in shapes.items():
+            layer = gptq_synth.make_layer(rng, n, k, 128, sym=False, act_order=False, scale_dtype=torch.float16)
+            t.update(gptq_synth.layer_tensors(f"model.layers.{block}.{name}", layer, v2=False))
+    cfg = config.to_dict()
+    cfg["dtype"] = "float16"
+    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False,
+                                  "sym": False, "checkpoint_format": "gptq"}
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
+    return cfg
+
+
+def dense_qwen3_moe(src: Path, dtype: torch.dtype):
+    """The dense Qwen3-MoE of `write_qwen3_moe_gptq`: fused experts from the test decoder's weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.pop("quantization_config")
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg), dtype=dtype)
+    tensors = load_file(str(src / "model.safetensors"))
+    state = {k: v for k, v in tensors.items() if k in model.state_dict()}
+    w = {p: torch.from_numpy(d.weight) for p, d in dec.decode_gptq(src).items()}
+    for block in range(cfg["num_hidden_layers"]):
+        m = f"model.layers.{block}.mlp.experts"
+        e = range(model.config.num_experts)
+        state[f"{m}.gate_up_proj"] = torch.stack([torch.cat([w[f"{m}.{i}.gate_proj"], w[f"{m}.{i}.up_proj"]]) for i in e]).to(dtype)
+        state[f"{m}.down_proj"] = torch.stack([w[f"{m}.{i}.down_proj"] for i in e]).to(dtype)
+        for p in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            state[f"model.layers.{block}.self_attn.{p}.weight"] = w[f"model.layers.{block}.self_attn.{p}"].to(dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not [k for k in missing if "rotary" not in k] and not unexpected, (missing, unexpected)
+    return model.eval()
