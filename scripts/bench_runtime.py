@@ -2,7 +2,7 @@
 timed with CUDA graphs; and from_pretrained wall time of a converted Llama-70B-shaped checkpoint vs
 building the same model dense from the source.
 
-    PYTHONPATH=. python scripts/bench_runtime.py [--blocks 8] [--skip-load]
+    PYTHONPATH=. python scripts/bench_runtime.py [--blocks 8] [--skip-load] [--skip-layers]
 
 Needs a CUDA GPU, optimum-quanto and transformers. Prints a markdown table.
 """
@@ -126,11 +126,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--skip-layers", action="store_true")
     args = ap.parse_args()
     import transformers
 
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, transformers {transformers.__version__}\n")
-    layer_bench()
+    if not args.skip_layers:
+        layer_bench()
     if not args.skip_load:
         load_bench(args.blocks)
 

@@ -12,6 +12,7 @@ what a wrong tile, scale or zero point gives (order 1).
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def _transformers() -> Any:
 def dense_from_source(src: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
     """The source model as plain transformers modules: dense tensors copied, quantized layers dequantized."""
     from ..checkpoint import open_checkpoint
-    from ..formats import Format, FormatContext, dequantize, detect_format
+    from ..formats import Format, FormatContext, dequantize, detect_format, trivial_g_idx
 
     tf = _transformers()
     with open_checkpoint(src) as ckpt:
@@ -55,6 +56,8 @@ def dense_from_source(src: Path, dtype: torch.dtype, device: torch.device) -> to
             if not layer.n:
                 continue
             rec = fmt.decode(layer, {role: ckpt.read(name).to(device) for role, name in layer.sources.items()})
+            g_idx = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
+            rec = dataclasses.replace(rec, g_idx=g_idx.to(device))
             state[f"{layer.prefix}.weight"] = dequantize(rec).to(dtype)  # on `device`: same float ops anywhere
         for name in ckpt.specs():
             if name in wanted and name not in state:

@@ -1,8 +1,8 @@
 """On the GPU: converted checkpoints run through optimum-quanto's Marlin GEMM ('quanto' backend).
 
-Bounds: logits of each producer fixture through the Marlin GEMM within REL 2e-2 of the dense fp16 model
-built from the source (per GEMM about 5e-4 from fp16 rounding, see gemm_check; a layout error gives
-order 1). The 64-layer model: teacher-forced on the reference path's greedy continuation, the Marlin
+Bounds: logits of each producer fixture through the Marlin GEMM within REL 5e-3 of the dense fp16 model
+built from the source (per GEMM about 5e-4 from fp16 rounding, see gemm_check; 0.9e-3 to 1.4e-3 measured
+on the 2-block fixtures; a layout error gives order 1). The 64-layer model: teacher-forced on the reference path's greedy continuation, the Marlin
 path picks the same top-1 token at every step where the reference's top-1 margin is clear (>= 0.1 logit),
 and there are at least 32 such steps; its own greedy generation matches until the first unclear step.
 """
@@ -22,7 +22,7 @@ from tests.runtime.helpers import DECODERS, FIXTURES, available_fixtures, dense_
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(importlib.util.find_spec("optimum") is None,
                                                   reason="needs optimum-quanto (pip install marlin-convert[gpu-verify])")]
-REL = 2e-2
+REL = 5e-3
 MARGIN = 0.1
 
 
@@ -81,3 +81,49 @@ def test_64_layer_greedy_tokens_marlin_equal_reference(tmp_path):
     first_unclear = int((~clear).nonzero()[0]) if bool((~clear).any()) else new
     assert torch.equal(mar[0, prompt.shape[1]: prompt.shape[1] + first_unclear], ref_tokens[:first_unclear])
     print(f"64 layers: {int(clear.sum())} clear steps of {new}, all agree; free-running greedy equal for {first_unclear} steps")
+
+
+def test_bf16_falls_back_to_reference_exactly_and_says_so_once(tmp_path, caplog):
+    from transformers import AutoModelForCausalLM
+
+    src = FIXTURES / "gptqmodel_asym"
+    pack_checkpoint(src, tmp_path / "out", device="cuda")
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.bfloat16).cuda().eval()
+    dense = dense_model(src, DECODERS["gptqmodel_asym"], torch.bfloat16).cuda()
+    ids = tokens(model.config.vocab_size).cuda()
+    from marlin_convert.runtime import backends
+
+    backends._said.clear()
+    with caplog.at_level("WARNING", logger="marlin_convert"), torch.no_grad():
+        got, want = model(ids).logits, dense(ids).logits
+        model(ids)
+    assert _backends(model) == {"reference"}
+    assert torch.equal(got, want)
+    said = [r.getMessage() for r in caplog.records if "'quanto' backend cannot serve" in r.getMessage()]
+    assert len(said) == 1 and "bfloat16" in said[0], said
+
+
+def test_moe_experts_through_marlin(tmp_path):
+    from transformers import AutoModelForCausalLM
+    from tests.runtime.helpers import dense_qwen3_moe, write_qwen3_moe_gptq
+
+    write_qwen3_moe_gptq(tmp_path / "src")
+    pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cuda")
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float16).cuda().eval()
+    dense = dense_qwen3_moe(tmp_path / "src", torch.float16).cuda()
+    ids = tokens(300, batch=2, length=16).cuda()
+    with torch.no_grad():
+        err = _rel(model(ids).logits, dense(ids).logits)
+    assert _backends(model) == {"quanto"}
+    print(f"qwen3-moe: logits rel err {err:.2e} vs dense fp16")
+    assert err <= REL
+
+
+def test_forward_check_on_gpu(tmp_path):
+    from marlin_convert.runtime.forward_check import MARLIN_BOUND, forward_checks
+
+    src = FIXTURES / "gptqmodel_actorder"
+    pack_checkpoint(src, tmp_path / "out", device="cuda")
+    checks = forward_checks(src, tmp_path / "out", torch.device("cuda"))
+    print("verify --forward on GPU:", [(c["name"], c["detail"]) for c in checks])
+    assert all(c["status"] == "PASS" for c in checks) and str(f"{MARLIN_BOUND:.0e}") in checks[-1]["detail"]
