@@ -161,6 +161,8 @@ def _quanto_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
     elif not x2.is_contiguous():
         x2 = x2.contiguous()
     out = torch.empty((x2.shape[0], layer.out_features), dtype=torch.float16, device=x.device)
+    if x2.shape[0] == 0:  # e.g. an MoE expert no token was routed to: the kernel must not see m = 0
+        return out.reshape(*x.shape[:-1], layer.out_features)
     st.lib.marlin_gemm_f16i4(x2, layer.B, out, st.s, st.sz, st.workspace, -1, -1, -1, 16)
     if st.sz_natural is not None:  # per-column scales: the kernel leaves out the zero-point term
         out = (out.float() + x2.float().sum(dim=1, keepdim=True) * st.sz_natural).to(torch.float16)
