@@ -1,5 +1,9 @@
 """marlin-convert: repack int4 checkpoints into the Marlin layout once, offline, losslessly.
 
+Importing it also registers the "marlin" quantization method with transformers (lazily: transformers is
+neither imported nor required), so `AutoModelForCausalLM.from_pretrained` runs converted checkpoints
+through `marlin_convert.runtime.MarlinLinear`.
+
 The public API is four checkpoint-level functions and the tensor-level layout functions:
 
     >>> from marlin_convert import pack_checkpoint, unpack_checkpoint, verify_checkpoint, inspect_checkpoint
@@ -18,6 +22,10 @@ from .errors import (  # noqa: E402
     UnknownFormatError,
     VerifyMismatch,
 )
+from ._transformers_hook import install as _install_transformers_hook  # noqa: E402
+
+_install_transformers_hook()
+
 __all__ = [
     "__version__",
     "pack_checkpoint",

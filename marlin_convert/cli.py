@@ -188,6 +188,10 @@ def verify(
     gemm: Annotated[bool, typer.Option(
         "--gemm", help="Also run each layer through optimum-quanto's Marlin GEMM on the GPU against a dense "
                        "reference (needs a CUDA GPU and: pip install 'marlin-convert\\[gpu-verify]').")] = False,
+    forward: Annotated[bool, typer.Option(
+        "--forward", help="Also run the same tokens through the dense source model and the converted one "
+                          "(transformers) and compare hidden states and logits (needs SRC and: "
+                          "pip install 'marlin-convert\\[transformers]').")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Prove OUT is a lossless Marlin repack of SRC (exit 0) or name what differs (exit 1).
@@ -195,7 +199,7 @@ def verify(
     With OUT alone, checks hashes and the in-memory round trip against the manifest.
     """
     src, out = (first, second) if second is not None else (None, first)
-    report = _run(json_out, lambda r: _pipeline().verify_checkpoint(out, src, device=device, reporter=r, gemm=gemm))
+    report = _run(json_out, lambda r: _pipeline().verify_checkpoint(out, src, device=device, reporter=r, gemm=gemm, forward=forward))
     if json_out:
         _emit_json(report.to_json())
     else:

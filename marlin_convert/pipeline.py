@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import time
-from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from .checkpoint import (
     write_shards,
 )
 from .dtypes import DTYPE_NAMES, TORCH_DTYPES
+from .model_card import CARD_NAME, model_card, stash_source_card
 from .errors import CheckpointError, MarlinConvertError, NothingToConvert, UnknownFormatError, VerifyMismatch
 from .formats import (
     DenseCodes,
@@ -45,6 +45,7 @@ from .formats import (
     FormatPlan,
     LayerPlan,
     QuantizedLinear,
+    TensorSpec,
     dequantize,
     detect_format,
     from_marlin,
@@ -155,17 +156,15 @@ def _output_entries(ckpt: Checkpoint, eligible: dict[str, LayerPlan]) -> list[Ou
     return entries
 
 
-def _marlin_config(config: dict[str, Any], fmt: type[Format], fplan: FormatPlan, eligible: list[LayerPlan]) -> dict[str, Any]:
+def _marlin_config(config: dict[str, Any], fmt: type[Format], fplan: FormatPlan, eligible: list[LayerPlan],
+                   copied: dict[str, TensorSpec]) -> dict[str, Any]:
     new = dict(config)
     if eligible:
-        group_sizes = Counter(p.group_size for p in eligible)
-        new["quantization_config"] = {
-            "quant_method": "marlin",
-            "bits": 4,
-            "group_size": group_sizes.most_common(1)[0][0],
-            "sym": not any(p.has_zeros or p.has_shift for p in eligible),
-            "desc_act": any(p.has_perm for p in eligible),
-        }
+        from .runtime.serving_config import serving_entries  # what the transformers loader needs (runtime.hf)
+
+        unconverted = [p for p in fplan.layers if not p.eligible]
+        new["quantization_config"] = {"quant_method": "marlin", "bits": 4,
+                                      **serving_entries(eligible, unconverted, fmt.name, copied)}
     new["marlin_convert"] = {
         "version": __version__,
         "source_format": fmt.name,
@@ -175,11 +174,11 @@ def _marlin_config(config: dict[str, Any], fmt: type[Format], fplan: FormatPlan,
     return new
 
 
-def _copy_files(src_root: Path, dst_root: Path, files: list[str]) -> None:
+def _copy_files(src_root: Path, dst_root: Path, files: list[str], renamed: dict[str, str] | None = None) -> None:
     for rel in files:
         target = dst_root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src_root / rel, target)
+        shutil.copyfile(src_root / (renamed or {}).get(rel, rel), target)
 
 
 # ----------------------------------------------------------------------------- conversion of layers
@@ -407,7 +406,15 @@ def pack_checkpoint(
                 if entry.key[0] == "copy":
                     source_sha[entry.name] = out_sha[entry.name]
             _copy_files(src, tmp, other)
-            write_json(tmp / CONFIG_NAME, _marlin_config(ckpt.config, fmt, fplan, list(eligible.values())))
+            copied = {e.name: specs[e.name] for e in entries if e.key[0] == "copy"}
+            config = _marlin_config(ckpt.config, fmt, fplan, list(eligible.values()), copied)
+            write_json(tmp / CONFIG_NAME, config)
+            renamed = stash_source_card(tmp, other) if eligible else {}
+            if eligible:
+                (tmp / CARD_NAME).write_text(model_card(
+                    source=src.name, source_format=fmt.name, version=__version__, converted=len(eligible),
+                    unconverted=config["quantization_config"]["modules_to_not_convert"],
+                    quantization_config=config["quantization_config"], source_card=renamed.get(CARD_NAME)), encoding="utf-8")
             if len(shards) > 1:
                 write_json(tmp / INDEX_NAME, index_json(shards))
             manifest = {
@@ -431,6 +438,7 @@ def pack_checkpoint(
                 "layers": {prefix: _plan_to_json(plan) for prefix, plan in eligible.items()},
                 "skipped_layers": {p.prefix: p.reason for p in fplan.layers if not p.eligible},
                 "files": other,
+                "renamed_files": renamed,
                 "warnings": fplan.warnings,
             }
             (tmp / MANIFEST_NAME).write_text(dump_manifest(manifest), encoding="utf-8")
@@ -542,7 +550,7 @@ def unpack_checkpoint(
             for name, meta in source_tensors.items():
                 if digests.get(name) != meta["sha256"]:
                     raise VerifyMismatch(f"{name}: restored bytes differ from the source (sha256 mismatch)")
-            _copy_files(marlin_dir, tmp, manifest["files"])
+            _copy_files(marlin_dir, tmp, manifest["files"], manifest.get("renamed_files"))
             if manifest["source_config_text"] is not None:
                 (tmp / CONFIG_NAME).write_text(manifest["source_config_text"], encoding="utf-8")
             if manifest["source_index"] is not None:
@@ -615,6 +623,7 @@ def verify_checkpoint(
     device: str = "auto",
     reporter: Reporter | None = None,
     gemm: bool = False,
+    forward: bool = False,
 ) -> VerifyReport:
     """Prove that `out_dir` is a lossless Marlin repack (of `src_dir` when given).
 
@@ -624,6 +633,8 @@ def verify_checkpoint(
     dequantized weights from source and Marlin tensors are bit-equal. Copied tensors must match too.
     With `gemm`, (e) each layer also goes through optimum-quanto's Marlin GEMM on the GPU against a dense
     reference (the source's record when given), see `gemm_check`.
+    With `forward` (needs the source and transformers), (f) the same token batch runs through the dense
+    source model and the converted one; see `runtime.forward_check`.
     Returns: a VerifyReport; `report.ok` is False when anything differs (the failures name the tensor).
     Raises: CheckpointError / UnknownFormatError for a bad source; VerifyMismatch when `out_dir`
     is not a readable marlin-convert output at all; MarlinConvertError when `gemm` is asked for
@@ -636,6 +647,8 @@ def verify_checkpoint(
         from .gemm_check import marlin_gemm
 
         marlin_gemm()  # fails early, with the install hint, when the GEMM cannot run here
+    if forward and src_dir is None:
+        raise MarlinConvertError("verify --forward needs the source checkpoint: verify SRC OUT --forward")
     manifest, out = _open_marlin(out_dir)
     src: Checkpoint | None = None
     report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
@@ -668,6 +681,10 @@ def verify_checkpoint(
         out.close()
         if src is not None:
             src.close()
+    if forward:
+        from .runtime.forward_check import forward_checks
+
+        report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
     return report
 
 

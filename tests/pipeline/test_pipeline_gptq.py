@@ -89,7 +89,12 @@ def test_output_config_and_manifest(tmp_path):
     make_gptq_checkpoint(tmp_path / "src", sym=False, act_order=True, group_size=64)
     pack_checkpoint(tmp_path / "src", tmp_path / "out")
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert cfg["quantization_config"] == {"quant_method": "marlin", "bits": 4, "group_size": 64, "sym": False, "desc_act": True}
+    assert cfg["quantization_config"] == {
+        "quant_method": "marlin", "bits": 4, "group_size": 64, "sym": False, "desc_act": True,
+        # what the transformers loader needs (runtime.spec / runtime.serving_config)
+        "zero_point": "int", "scale_dtype": "float16", "layer_overrides": {},
+        "modules_to_not_convert": ["lm_head", "model.embed_tokens"], "dense_on_load": {}, "unloadable_layers": {},
+    }
     assert cfg["marlin_convert"]["source_format"] == "gptq"
     assert cfg["marlin_convert"]["source_quantization_config"]["quant_method"] == "gptq"
     manifest = json.loads((tmp_path / "out" / "marlin_convert_manifest.json").read_text())

@@ -1,0 +1,62 @@
+"""The output's model card (README.md), and keeping the source's own card under another name."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CARD_NAME", "SOURCE_CARD_NAME", "stash_source_card", "model_card"]
+
+CARD_NAME = "README.md"
+SOURCE_CARD_NAME = "README.source.md"
+
+
+def stash_source_card(out: Path, files: list[str]) -> dict[str, str]:
+    """Rename the source's README.md (already copied into `out`) to a free name; returns {original: new}
+    for the manifest, so `unpack` restores it byte for byte (`restore_name`). Nothing to do: {}."""
+    if CARD_NAME not in files:
+        return {}
+    new, i = SOURCE_CARD_NAME, 1
+    while new in files or (out / new).exists():
+        new, i = f"README.source{i}.md", i + 1
+    (out / CARD_NAME).rename(out / new)
+    return {CARD_NAME: new}
+
+
+def model_card(*, source: str, source_format: str, version: str, converted: int, unconverted: list[str],
+               quantization_config: dict[str, Any], source_card: str | None) -> str:
+    """README.md of a converted checkpoint: how it was made and how to run it."""
+    qc = {k: v for k, v in quantization_config.items() if k in ("quant_method", "bits", "group_size", "sym", "desc_act")}
+    kept = f"\nThe source's own model card is kept as `{source_card}`.\n" if source_card else ""
+    left = (f"{len(unconverted)} quantized or linear modules stayed dense or in their source format "
+            f"(listed in `config.json` `quantization_config.modules_to_not_convert`).\n") if unconverted else ""
+    return f"""---
+library_name: transformers
+tags:
+- marlin
+- int4
+- marlin-convert
+---
+
+# Marlin int4 checkpoint
+
+Converted from `{source}` ({source_format}) by marlin-convert {version}: {converted} linear layers repacked
+losslessly into the Marlin int4 layout (`B`, `s`, and `z` / `shift` / `perm` / `g_idx` where needed).
+{left}{kept}
+`quantization_config`: `{json.dumps(qc)}`
+
+## Load it
+
+```python
+import torch
+import marlin_convert  # first: registers the "marlin" quantization method with transformers
+from transformers import AutoModelForCausalLM
+
+model = AutoModelForCausalLM.from_pretrained("<this directory>", device_map="cuda", dtype=torch.float16)
+```
+
+On a CUDA GPU with float16 activations the layers run optimum-quanto's Marlin GEMM
+(`pip install marlin-convert[transformers,gpu-verify]`); elsewhere (CPU, bfloat16) they dequantize and
+run exactly. `marlin-convert unpack` restores the source checkpoint byte for byte; `marlin-convert verify
+SOURCE THIS --forward` compares the logits of both models.
+"""

@@ -1,0 +1,230 @@
+"""The backends a `MarlinLinear` can run on, in order of preference, and how one is chosen.
+
+A backend is a name, `unsupported_reason(layer, x) -> str | None` and `forward(layer, x)`. For each
+(device, dtype) of its input, a layer runs the first backend in `order()` that does not refuse it (the
+choice is cached on the layer). When a backend made for that device refuses a layer (e.g. bf16
+activations for the fp16 Marlin kernel), the layer falls back to the next one and the reason is logged
+once per (backend, reason) on the "marlin_convert" logger.
+
+Adding a backend is one entry in `BACKENDS` (and a place in `DEFAULT_ORDER`). The Triton Marlin GEMM
+(`runtime/triton_gemm.py`, `marlin_gemm(x, B, s, *, group_size, z=None, shift=None, perm=None, bias=None)`)
+plugs in as:
+
+    def _triton_forward(layer, x):
+        from .triton_gemm import marlin_gemm
+        y = marlin_gemm(x.reshape(-1, layer.in_features), layer.B, layer.s, group_size=layer.spec.group_size,
+                        z=layer._buffers.get("z"), shift=layer._buffers.get("shift"),
+                        perm=layer._buffers.get("perm"), bias=layer.bias)
+        return y.reshape(*x.shape[:-1], layer.out_features)
+    BACKENDS["triton"] = Backend("triton", ("cuda",), _triton_unsupported, _triton_forward)
+    DEFAULT_ORDER = ("quanto", "triton", "reference")
+
+Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
+(comma-separated names, e.g. `reference` to run everything through the exact reference path).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .dequant import dequantize_marlin
+
+if TYPE_CHECKING:
+    from .linear import MarlinLinear
+
+__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "order", "set_order", "generation", "select", "dense_weight"]
+
+log = logging.getLogger("marlin_convert")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    device_types: tuple[str, ...]
+    """Devices it is made for: a refusal there is worth a message; elsewhere it is just not applicable."""
+    unsupported_reason: Callable[["MarlinLinear", torch.Tensor], "str | None"]
+    forward: Callable[["MarlinLinear", torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def dense_weight(layer: "MarlinLinear", dtype: torch.dtype) -> torch.Tensor:
+    """The layer's `[n, k]` weights dequantized from its Marlin tensors (float32 math), cast to `dtype`."""
+    t = layer.tensors()
+    w = dequantize_marlin(t["B"], t["s"], n=layer.out_features, k=layer.in_features,
+                          group_size=layer.spec.group_size, z=t.get("z"), shift=t.get("shift"),
+                          perm=t.get("perm"), g_idx=t.get("g_idx"))
+    return w.to(dtype)
+
+
+def _reference_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
+    bias = None if layer.bias is None else layer.bias.to(x.dtype)
+    return F.linear(x, dense_weight(layer, x.dtype), bias)
+
+
+def _reference_unsupported(layer: "MarlinLinear", x: torch.Tensor) -> str | None:
+    return None if x.is_floating_point() else f"input dtype {x.dtype} is not floating point"
+
+
+# ----------------------------------------------------------------------------- optimum-quanto Marlin GEMM
+
+_QUANTO_GROUP = 128
+_quanto_missing: list[str] = []
+
+
+@dataclass
+class _QuantoState:
+    lib: Any
+    s: torch.Tensor  # float16 [g, n], Marlin order
+    sz: torch.Tensor  # float16 [g, n], Marlin order: the kernel's scaled zero point (-zero * s, or -shift)
+    sz_natural: torch.Tensor | None  # float32 [1, n] natural order, per-column layers only (the kernel skips it)
+    perm: torch.Tensor | None  # int64 [k]
+    workspace: torch.Tensor
+
+
+def _single(layer: "MarlinLinear") -> bool:
+    from ..layout import uses_single_scale_perm
+
+    return uses_single_scale_perm(group_size=layer.spec.group_size, k=layer.in_features)
+
+
+def _quanto_state(layer: "MarlinLinear", device: torch.device) -> _QuantoState | str:
+    """Derived once per layer and device: fp16 scales and zero points in the kernel's terms, or why not."""
+    from ..layout import permute_scales, unpack_zeros, unpermute_scales
+
+    key = ("quanto", device, torch.float16)
+    state = layer._prepared.get(key)
+    if state is not None:
+        return state  # type: ignore[return-value]
+    t, k, n, gs = layer.tensors(), layer.in_features, layer.out_features, layer.spec.group_size
+    if "perm" in t and not _single(layer):
+        perm, g_idx = t["perm"].to(torch.int64), t["g_idx"].to(torch.int64)
+        if not torch.equal(g_idx[perm].cpu(), torch.arange(k) // gs):
+            return "act-order groups of unequal size (the kernel has no g_idx)"
+    if t["s"].dtype != torch.float16 and not bool(torch.isfinite(t["s"].to(torch.float16)).all()):
+        return f"{t['s'].dtype} scales outside the float16 range"
+    from ..gemm_check import quanto_lib
+
+    s16 = t["s"].to(torch.float16)
+    s_nat = unpermute_scales(s16, group_size=gs, k=k).float()
+    if "shift" in t:
+        sz_nat = -unpermute_scales(t["shift"].to(torch.float16), group_size=gs, k=k).float()
+    elif "z" in t:
+        sz_nat = -(unpack_zeros(t["z"]).float() * s_nat)
+    else:
+        sz_nat = -8.0 * s_nat
+    sz_nat16 = sz_nat.to(torch.float16)
+    state = _QuantoState(
+        lib=quanto_lib(), s=s16.contiguous(), sz=permute_scales(sz_nat16, group_size=gs, k=k).contiguous(),
+        sz_natural=sz_nat16.float() if _single(layer) else None,
+        perm=t["perm"].to(torch.int64) if "perm" in t else None,
+        workspace=torch.zeros(n // 128 * 16, dtype=torch.int32, device=device))
+    layer._prepared[key] = state
+    return state
+
+
+def _quanto_unsupported(layer: "MarlinLinear", x: torch.Tensor) -> str | None:
+    if x.device.type != "cuda":
+        return "not a CUDA tensor"
+    if x.dtype != torch.float16:
+        return f"{x.dtype} activations (optimum-quanto's Marlin kernel takes float16)"
+    if layer.B.device != x.device:
+        return f"weights on {layer.B.device}, input on {x.device}"
+    if torch.cuda.get_device_capability(x.device) < (8, 0):
+        return "the Marlin kernel needs compute capability 8.0+"
+    if not _single(layer) and layer.spec.group_size != _QUANTO_GROUP:
+        return f"group size {layer.spec.group_size} (the kernel has 128 and per-column only)"
+    if layer.out_features % 128:
+        return f"N={layer.out_features} not a multiple of 128"
+    if _quanto_missing:
+        return _quanto_missing[0]
+    try:
+        state = _quanto_state(layer, x.device)
+    except Exception as e:  # noqa: BLE001 - no optimum-quanto, or its extension does not build here
+        _quanto_missing.append(f"optimum-quanto's Marlin kernel is unavailable ({e})")
+        return _quanto_missing[0]
+    return state if isinstance(state, str) else None
+
+
+def _quanto_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
+    st = _quanto_state(layer, x.device)
+    assert not isinstance(st, str)
+    x2 = x.reshape(-1, layer.in_features)
+    if st.perm is not None:
+        x2 = x2.index_select(1, st.perm)
+    elif not x2.is_contiguous():
+        x2 = x2.contiguous()
+    out = torch.empty((x2.shape[0], layer.out_features), dtype=torch.float16, device=x.device)
+    if x2.shape[0] == 0:  # e.g. an MoE expert no token was routed to: the kernel must not see m = 0
+        return out.reshape(*x.shape[:-1], layer.out_features)
+    st.lib.marlin_gemm_f16i4(x2, layer.B, out, st.s, st.sz, st.workspace, -1, -1, -1, 16)
+    if st.sz_natural is not None:  # per-column scales: the kernel leaves out the zero-point term
+        out = (out.float() + x2.float().sum(dim=1, keepdim=True) * st.sz_natural).to(torch.float16)
+    if layer.bias is not None:
+        out = out + layer.bias.to(torch.float16)
+    return out.reshape(*x.shape[:-1], layer.out_features)
+
+
+# ----------------------------------------------------------------------------- registry
+
+BACKENDS: dict[str, Backend] = {
+    "quanto": Backend("quanto", ("cuda",), _quanto_unsupported, _quanto_forward),
+    "reference": Backend("reference", ("cpu", "cuda"), _reference_unsupported, _reference_forward),
+}
+DEFAULT_ORDER: tuple[str, ...] = ("quanto", "reference")
+_order: list[tuple[str, ...]] = []
+_said: set[tuple[str, str]] = set()
+
+
+def order() -> tuple[str, ...]:
+    """Backend names in order of preference: `set_order`, else `$MARLIN_CONVERT_BACKENDS`, else the default."""
+    if _order:
+        return _order[-1]
+    env = os.environ.get("MARLIN_CONVERT_BACKENDS")
+    return tuple(n.strip() for n in env.split(",") if n.strip()) if env else DEFAULT_ORDER
+
+
+def set_order(names: Sequence[str] | None) -> None:
+    """Prefer these backends (None: back to the default). Layers choose again on their next call."""
+    unknown = [n for n in names or () if n not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend {unknown[0]!r}; known: {', '.join(BACKENDS)}")
+    _order.clear()
+    if names is not None:
+        _order.append(tuple(names))
+    _generation[0] += 1
+
+
+_generation = [0]
+
+
+def generation() -> int:
+    """Bumped by `set_order`: layers cache their choice per (device, dtype, generation)."""
+    return _generation[0]
+
+
+def select(layer: "MarlinLinear", x: torch.Tensor) -> Backend:
+    """The first backend of `order()` that serves this layer for this input; logs a fallback once."""
+    refused = []
+    for name in order():
+        backend = BACKENDS.get(name)
+        if backend is None:
+            raise ValueError(f"unknown backend {name!r} in MARLIN_CONVERT_BACKENDS; known: {', '.join(BACKENDS)}")
+        reason = backend.unsupported_reason(layer, x)
+        if reason is None:
+            for refused_name, refused_reason in refused:
+                if (refused_name, refused_reason) not in _said:
+                    _said.add((refused_name, refused_reason))
+                    log.warning("marlin_convert: the %r backend cannot serve some layers (%s); they run on %r",
+                                refused_name, refused_reason, name)
+            return backend
+        if x.device.type in backend.device_types:
+            refused.append((name, reason))
+    raise RuntimeError(f"no marlin_convert backend serves this layer on {x.device} {x.dtype}: "
+                       + "; ".join(f"{n}: {r}" for n, r in refused))
