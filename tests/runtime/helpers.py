@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.formats import producer_decoders as dec
-from tests import gptq_synth
+from tests._support import checkpoints as gptq_synth
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
 DECODERS = {

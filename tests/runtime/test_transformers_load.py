@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 import marlin_convert  # noqa: E402,F401  (registers "marlin")
 from marlin_convert import pack_checkpoint, unpack_checkpoint  # noqa: E402
 from marlin_convert.runtime import MarlinLinear  # noqa: E402
-from tests.conftest import tree_hashes  # noqa: E402
+from tests._support.files import tree_hashes  # noqa: E402
 from tests.formats import producer_decoders as dec  # noqa: E402
 from tests.runtime.helpers import DECODERS, FIXTURES, available_fixtures, dense_model, tokens, write_llama_gptq_with_odd_layers  # noqa: E402
 
