@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .cli_render import BarReporter, emit_json, err_console, error_object, heading, inspect_tables, out_console, plural, size
+from .cli_render import BarReporter, err_console, error_object, heading, inspect_tables, out_console, plural, size
 from .errors import MarlinConvertError, NothingToConvert, VerifyMismatch
 
 __all__ = ["app", "main", "EXIT_CODES", "Interrupted"]
@@ -44,6 +44,14 @@ class Interrupted(BaseException):
 
 class _State:
     json = False
+    emitted = False
+
+
+def emit_json(data: dict[str, Any]) -> None:
+    from .cli_render import emit_json as write
+
+    _State.emitted = True
+    write(data)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON report on stdout (an error object on failure); no progress.")]
@@ -223,7 +231,12 @@ def main() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an OSError, not a kill
     debug = lambda: os.environ.get("MARLIN_CONVERT_DEBUG") == "1"  # noqa: E731
     try:
-        app(prog_name="marlin-convert")  # standalone: typer prints usage errors and help, and exits itself
+        try:
+            app(prog_name="marlin-convert")  # standalone: typer prints usage errors and help, and exits itself
+        except SystemExit as e:
+            if e.code == 2 and "--json" in sys.argv[1:] and not _State.emitted:  # a usage error, printed on stderr
+                emit_json(error_object("UsageError", "bad usage: see the usage message on stderr", 2))
+            raise
     except (Interrupted, KeyboardInterrupt):
         if _State.json:
             emit_json(error_object("Interrupted", "interrupted: the output is complete or absent, never partial", EXIT_INTERRUPTED))

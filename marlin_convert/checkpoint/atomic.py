@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CheckpointError, OutputExistsError
-from .ownership import check_replaceable
+from .ownership import check_not_current_directory, check_replaceable
 
 __all__ = ["atomic_directory", "check_output_path", "is_inside", "TMP_MARKER"]
 
@@ -45,6 +45,7 @@ def check_output_path(out: Path, *, inputs: list[Path], force: bool) -> None:
         if is_inside(src, out):
             raise OutputExistsError(f"{out}: output must not contain the input directory {src}")
     if out.exists() or out.is_symlink():
+        check_not_current_directory(out)
         if not force:
             raise OutputExistsError(f"{out}: already exists (use --force to replace it)")
         check_replaceable(out)

@@ -183,10 +183,11 @@ def test_force_replaces_an_empty_folder_and_a_previous_output(tmp_path):
 def test_force_into_the_current_directory_is_refused_cleanly(tmp_path):
     here = tmp_path / "here"
     here.mkdir()
-    res = run("pack", GPTQ, "-o", ".", "--force", cwd=here)
-    _no_traceback(res)
-    assert res.returncode == 2 and "busy" not in res.stderr and "current directory" in res.stderr, res.stderr
-    assert list(here.iterdir()) == []
+    for force in (["--force"], []):
+        res = run("pack", GPTQ, "-o", ".", *force, cwd=here)
+        _no_traceback(res)
+        assert res.returncode == 2 and "busy" not in res.stderr and "current directory" in res.stderr, res.stderr
+        assert list(here.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- 4. exit codes
@@ -235,6 +236,8 @@ def test_json_errors_parse(tmp_path):
     assert json.loads(res.stdout)["exit_code"] == res.returncode == 3
     res = run("unpack", GPTQ, "-o", tmp_path / "back", "--json")
     assert json.loads(res.stdout)["exit_code"] == 2
+    res = run("pack", GPTQ, "--json")  # usage error: -o missing
+    assert res.returncode == 2 and json.loads(res.stdout)["error"]["type"] == "UsageError" and "--output" in res.stderr
 
 
 def test_every_report_has_a_schema_version(tmp_path):
