@@ -9,6 +9,8 @@ __all__ = [
     "OutputExistsError",
     "VerifyMismatch",
     "NothingToConvert",
+    "NotQuantized",
+    "NotAnOutputError",
 ]
 
 
@@ -38,3 +40,11 @@ class VerifyMismatch(MarlinConvertError):
 
 class NothingToConvert(MarlinConvertError):
     """No layer is eligible for Marlin and --strict was given (exit 3)."""
+
+
+class NotQuantized(NothingToConvert):
+    """The checkpoint holds no quantized weights at all (plain fp16/bf16): nothing to convert (exit 3)."""
+
+
+class NotAnOutputError(CheckpointError):
+    """A command that needs a marlin-convert output (unpack, verify OUT) was given something else (exit 2)."""

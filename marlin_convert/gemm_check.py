@@ -3,7 +3,7 @@
 The consumer is optimum-quanto's Marlin fp16 x int4 GEMM (`torch.ops.quanto.gemm_f16i4_marlin`, IST-DASLab
 Marlin with a scaled zero point: `W = code * s + sz`; called here through its extension's
 `marlin_gemm_f16i4`, which that op wraps), built from source on first use (about 90 s on an H200).
-It needs a CUDA GPU of compute capability 8.0 or newer and `pip install marlin-convert[gpu-verify]`.
+It needs a CUDA GPU of compute capability 8.0 or newer and `pip install 'marlin-convert[gpu-verify]'`.
 
 What that kernel can check, and what is done about the rest:
 - Group size 128, or one group spanning K (per-column scales). Its build has no other group sizes
@@ -49,7 +49,7 @@ REL_BOUND = 2e-3
 MAX_BOUND = 3e-2
 """Largest accepted `max |y - y_ref| / rms(y_ref)`."""
 INSTALL_HINT = ("verify --gemm needs a CUDA GPU (compute capability 8.0+) and optimum-quanto: "
-                "pip install marlin-convert[gpu-verify]")
+                "pip install 'marlin-convert[gpu-verify]'")
 
 _KERNEL_GROUP_SIZE = 128
 _ROWS = 16

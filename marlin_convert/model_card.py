@@ -1,26 +1,12 @@
-"""The output's model card (README.md), and keeping the source's own card under another name."""
+"""The output's model card (README.md); the source's own card is set aside by `output_files`."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-__all__ = ["CARD_NAME", "SOURCE_CARD_NAME", "stash_source_card", "model_card"]
+__all__ = ["CARD_NAME", "model_card"]
 
 CARD_NAME = "README.md"
-SOURCE_CARD_NAME = "README.source.md"
-
-
-def stash_source_card(out: Path, files: list[str]) -> dict[str, str]:
-    """Rename the source's README.md (already copied into `out`) to a free name; returns {original: new}
-    for the manifest, so `unpack` restores it byte for byte (`restore_name`). Nothing to do: {}."""
-    if CARD_NAME not in files:
-        return {}
-    new, i = SOURCE_CARD_NAME, 1
-    while new in files or (out / new).exists():
-        new, i = f"README.source{i}.md", i + 1
-    (out / CARD_NAME).rename(out / new)
-    return {CARD_NAME: new}
 
 
 def model_card(*, source: str, source_format: str, version: str, converted: int, unconverted: list[str],

@@ -5,6 +5,7 @@ No printing here: progress arrives through a `Reporter` and results come back as
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import time
@@ -35,9 +36,11 @@ from .checkpoint import (
     write_json,
     write_shards,
 )
-from .dtypes import DTYPE_NAMES, TORCH_DTYPES
-from .model_card import CARD_NAME, model_card, stash_source_card
-from .errors import CheckpointError, MarlinConvertError, NothingToConvert, UnknownFormatError, VerifyMismatch
+from .checkpoint.ownership import is_marlin_output
+from .dtypes import DTYPE_NAMES, DTYPE_SIZES, TORCH_DTYPES
+from .errors import (CheckpointError, MarlinConvertError, NotAnOutputError, NothingToConvert, NotQuantized,
+                     UnknownFormatError, VerifyMismatch)
+from .model_card import CARD_NAME, model_card
 from .formats import (
     DenseCodes,
     Format,
@@ -52,8 +55,15 @@ from .formats import (
     marlin_specs,
     to_marlin,
 )
+from .inspect_groups import layer_groups, totals
+from .output_files import restore_source_files, set_aside_source_files, split_source_files
+from .progress import Reporter, choose_reporter
+
+SCHEMA_VERSION = 1
+"""Version of every report's JSON form (`schema_version`); bumped when a field changes meaning or goes away."""
 
 __all__ = [
+    "SCHEMA_VERSION",
     "Reporter",
     "PackReport",
     "UnpackReport",
@@ -66,19 +76,6 @@ __all__ = [
     "resolve_device",
     "default_jobs",
 ]
-
-
-class Reporter:
-    """Receives progress; the CLI subclasses it with a progress bar. The default ignores everything."""
-
-    def start(self, total_bytes: int, label: str) -> None:
-        pass
-
-    def advance(self, nbytes: int) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
 
 
 def resolve_device(device: str) -> torch.device:
@@ -113,6 +110,11 @@ def _plan_source(ckpt: Checkpoint) -> tuple[type[Format], FormatPlan]:
         raise UnknownFormatError(
             f"{ckpt.root}: already a Marlin checkpoint written by marlin-convert (use `marlin-convert unpack`)"
         )
+    if ctx.quantization_config is None and not ckpt.json_files and not any(
+            spec.dtype.startswith(("I", "U")) for spec in ctx.tensors.values()):
+        raise NotQuantized(f"{ckpt.root}: not quantized (config.json has no quantization_config and no other format's "
+                           "marker file): nothing to convert; marlin-convert reads int4 GPTQ, AWQ, compressed-tensors "
+                           "and optimum-quanto checkpoints")
     fmt = detect_format(ctx)
     return fmt, fmt.plan(ctx, ckpt.read)
 
@@ -174,11 +176,11 @@ def _marlin_config(config: dict[str, Any], fmt: type[Format], fplan: FormatPlan,
     return new
 
 
-def _copy_files(src_root: Path, dst_root: Path, files: list[str], renamed: dict[str, str] | None = None) -> None:
+def _copy_files(src_root: Path, dst_root: Path, files: list[str]) -> None:
     for rel in files:
         target = dst_root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src_root / (renamed or {}).get(rel, rel), target)
+        shutil.copyfile(src_root / rel, target)
 
 
 # ----------------------------------------------------------------------------- conversion of layers
@@ -337,7 +339,7 @@ class PackReport:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
 
 
 def pack_checkpoint(
@@ -349,6 +351,7 @@ def pack_checkpoint(
     device: str = "auto",
     jobs: int | None = None,
     reporter: Reporter | None = None,
+    progress: bool = False,
 ) -> PackReport:
     """Convert an int4 checkpoint directory into a Marlin checkpoint directory, atomically.
 
@@ -358,13 +361,14 @@ def pack_checkpoint(
         strict: raise NothingToConvert when no layer is eligible.
         device: "auto", "cpu" or "cuda": where the layout math runs (same bytes everywhere).
         jobs: layers read and converted in parallel (threads); default one per core. Same bytes for any value.
+        progress: show a `tqdm.auto` bar over bytes (a widget in notebooks) unless a `reporter` is given.
     Returns: a PackReport.
     Raises: MarlinConvertError subclasses for bad input; nothing is left at `out` then.
     Example:
         >>> report = pack_checkpoint("ckpt", "ckpt-marlin")  # doctest: +SKIP
     """
     started = time.perf_counter()
-    reporter = reporter or Reporter()
+    reporter = choose_reporter(reporter, progress)
     src, out = Path(src), Path(out)
     dev = resolve_device(device)
     jobs = _check_jobs(jobs)
@@ -405,16 +409,18 @@ def pack_checkpoint(
             for entry in entries:
                 if entry.key[0] == "copy":
                     source_sha[entry.name] = out_sha[entry.name]
-            _copy_files(src, tmp, other)
+            verbatim, aside = split_source_files(other, with_card=bool(eligible))
+            _copy_files(src, tmp, verbatim)
+            set_aside = set_aside_source_files(src, tmp, aside)
             copied = {e.name: specs[e.name] for e in entries if e.key[0] == "copy"}
             config = _marlin_config(ckpt.config, fmt, fplan, list(eligible.values()), copied)
             write_json(tmp / CONFIG_NAME, config)
-            renamed = stash_source_card(tmp, other) if eligible else {}
             if eligible:
                 (tmp / CARD_NAME).write_text(model_card(
                     source=src.name, source_format=fmt.name, version=__version__, converted=len(eligible),
                     unconverted=config["quantization_config"]["modules_to_not_convert"],
-                    quantization_config=config["quantization_config"], source_card=renamed.get(CARD_NAME)), encoding="utf-8")
+                    quantization_config=config["quantization_config"],
+                    source_card=set_aside.get(CARD_NAME, {}).get("stored_as")), encoding="utf-8")
             if len(shards) > 1:
                 write_json(tmp / INDEX_NAME, index_json(shards))
             manifest = {
@@ -437,8 +443,8 @@ def pack_checkpoint(
                 },
                 "layers": {prefix: _plan_to_json(plan) for prefix, plan in eligible.items()},
                 "skipped_layers": {p.prefix: p.reason for p in fplan.layers if not p.eligible},
-                "files": other,
-                "renamed_files": renamed,
+                "files": verbatim,
+                "set_aside_files": set_aside,
                 "warnings": fplan.warnings,
             }
             (tmp / MANIFEST_NAME).write_text(dump_manifest(manifest), encoding="utf-8")
@@ -473,13 +479,18 @@ class UnpackReport:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
 
 
 def _open_marlin(path: Path) -> tuple[dict[str, Any], Checkpoint]:
     """The manifest and the opened Marlin checkpoint; any inconsistency is a VerifyMismatch."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such directory")
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory")
+    if not (path / MANIFEST_NAME).is_file():
+        raise NotAnOutputError(f"{path}: not a marlin-convert output (no {MANIFEST_NAME}); give the directory "
+                               "written by `marlin-convert pack`")
     manifest = load_manifest(path / MANIFEST_NAME)
     try:
         ckpt = open_checkpoint(path)
@@ -506,6 +517,7 @@ def unpack_checkpoint(
     force: bool = False,
     jobs: int | None = None,
     reporter: Reporter | None = None,
+    progress: bool = False,
 ) -> UnpackReport:
     """Restore the source checkpoint from a Marlin checkpoint written by `pack_checkpoint`.
 
@@ -516,7 +528,7 @@ def unpack_checkpoint(
     Raises: VerifyMismatch when the Marlin checkpoint does not match its manifest.
     """
     started = time.perf_counter()
-    reporter = reporter or Reporter()
+    reporter = choose_reporter(reporter, progress)
     marlin_dir, out = Path(marlin_dir), Path(out)
     jobs = _check_jobs(jobs)
     check_output_path(out, inputs=[marlin_dir], force=force)
@@ -550,7 +562,8 @@ def unpack_checkpoint(
             for name, meta in source_tensors.items():
                 if digests.get(name) != meta["sha256"]:
                     raise VerifyMismatch(f"{name}: restored bytes differ from the source (sha256 mismatch)")
-            _copy_files(marlin_dir, tmp, manifest["files"], manifest.get("renamed_files"))
+            _copy_files(marlin_dir, tmp, manifest["files"])
+            restore_source_files(marlin_dir, tmp, manifest.get("set_aside_files", {}))
             if manifest["source_config_text"] is not None:
                 (tmp / CONFIG_NAME).write_text(manifest["source_config_text"], encoding="utf-8")
             if manifest["source_index"] is not None:
@@ -609,7 +622,7 @@ class VerifyReport:
         return [c for c in self.checks if c["status"] != "PASS"]
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return {"schema_version": SCHEMA_VERSION, **asdict(self), "ok": self.ok}
 
 
 def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -624,6 +637,7 @@ def verify_checkpoint(
     reporter: Reporter | None = None,
     gemm: bool = False,
     forward: bool = False,
+    progress: bool = False,
 ) -> VerifyReport:
     """Prove that `out_dir` is a lossless Marlin repack (of `src_dir` when given).
 
@@ -638,9 +652,9 @@ def verify_checkpoint(
     Returns: a VerifyReport; `report.ok` is False when anything differs (the failures name the tensor).
     Raises: CheckpointError / UnknownFormatError for a bad source; VerifyMismatch when `out_dir`
     is not a readable marlin-convert output at all; MarlinConvertError when `gemm` is asked for
-    without a CUDA GPU or optimum-quanto (`pip install marlin-convert[gpu-verify]`).
+    without a CUDA GPU or optimum-quanto (`pip install 'marlin-convert[gpu-verify]'`).
     """
-    reporter = reporter or Reporter()
+    reporter = choose_reporter(reporter, progress)
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     if gemm:
@@ -649,6 +663,9 @@ def verify_checkpoint(
         marlin_gemm()  # fails early, with the install hint, when the GEMM cannot run here
     if forward and src_dir is None:
         raise MarlinConvertError("verify --forward needs the source checkpoint: verify SRC OUT --forward")
+    if src_dir is not None and is_marlin_output(Path(src_dir)) and not is_marlin_output(out_dir):
+        raise NotAnOutputError(f"{src_dir} looks like a marlin-convert output and {out_dir} does not; "
+                               f"did you mean `verify {out_dir} {src_dir}`? (verify SRC OUT)")
     manifest, out = _open_marlin(out_dir)
     src: Checkpoint | None = None
     report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
@@ -763,17 +780,37 @@ class InspectReport:
     format: str
     warnings: list[str]
     layers: list[dict[str, Any]]
-    """Per quantized layer: prefix, n, k, group_size, eligible, reason."""
+    """Per quantized layer: prefix, n, k, group_size, sym, act_order, zero_points, eligible, reason."""
     tensors: list[dict[str, Any]]
-    """Per tensor: name, dtype, shape, action ("pack" / "copy"), layer, reason."""
+    """Per tensor: name, dtype, shape, nbytes, action ("pack" / "copy"; for an output "packed" / "copied"), layer, reason."""
+    converted_from: dict[str, Any] | None = None
+    """For a marlin-convert output: source format, tool version, source bytes and tensor count; else None."""
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        """Layers grouped by name pattern (`model.layers.*.mlp.down_proj`) and quantization."""
+        return layer_groups(self.layers, self.tensors)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return totals(self.layers, self.tensors)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"schema_version": SCHEMA_VERSION, **asdict(self), "groups": self.groups, "totals": self.totals}
+
+
+def _layer_row(p: LayerPlan) -> dict[str, Any]:
+    return {"prefix": p.prefix, "n": p.n, "k": p.k, "group_size": p.group_size, "eligible": p.eligible,
+            "reason": p.reason, "sym": not (p.has_zeros or p.has_shift), "act_order": p.has_perm,
+            "zero_points": p.has_zeros or p.has_shift}
 
 
 def inspect_checkpoint(src: str | os.PathLike[str]) -> InspectReport:
-    """What `pack` would do with each tensor of a checkpoint, and why layers are not eligible."""
+    """What `pack` would do with each tensor of a checkpoint, and why layers are not eligible.
+    For a marlin-convert output: what it was converted from, its layers and tensors."""
     src = Path(src)
+    if is_marlin_output(src):
+        return _inspect_output(src)
     with open_checkpoint(src) as ckpt:
         fmt, fplan = _plan_source(ckpt)
         by_name = {name: p for p in fplan.layers for name in p.sources.values()}
@@ -782,9 +819,31 @@ def inspect_checkpoint(src: str | os.PathLike[str]) -> InspectReport:
             plan = by_name.get(name)
             action = "pack" if plan is not None and plan.eligible else "copy"
             reason = None if plan is None else plan.reason
-            tensors.append({"name": name, "dtype": spec.dtype, "shape": list(spec.shape), "action": action,
-                            "layer": plan.prefix if plan else None, "reason": reason})
-        layers = [{"prefix": p.prefix, "n": p.n, "k": p.k, "group_size": p.group_size, "eligible": p.eligible,
-                   "reason": p.reason, "act_order": p.has_perm, "zero_points": p.has_zeros or p.has_shift}
-                  for p in fplan.layers]
+            tensors.append({"name": name, "dtype": spec.dtype, "shape": list(spec.shape), "nbytes": ckpt.info(name).nbytes,
+                            "action": action, "layer": plan.prefix if plan else None, "reason": reason})
+        layers = [_layer_row(p) for p in fplan.layers]
         return InspectReport(path=str(src), format=fmt.name, warnings=list(fplan.warnings), layers=layers, tensors=tensors)
+
+
+def _inspect_output(path: Path) -> InspectReport:
+    manifest, ckpt = _open_marlin(path)
+    with ckpt:
+        plans = {prefix: _plan_from_json(d) for prefix, d in manifest["layers"].items()}
+        layers = [_layer_row(p) for p in plans.values()]
+        layers += [{"prefix": prefix, "n": 0, "k": 0, "group_size": None, "eligible": False, "reason": reason,
+                    "sym": None, "act_order": None, "zero_points": None}
+                   for prefix, reason in manifest.get("skipped_layers", {}).items()]
+        member = {f"{prefix}.{suffix}": prefix for prefix, plan in plans.items() for suffix in marlin_specs(plan)}
+        tensors = [{"name": name, "dtype": spec.dtype, "shape": list(spec.shape), "nbytes": ckpt.info(name).nbytes,
+                    "action": "packed" if name in member else "copied", "layer": member.get(name), "reason": None}
+                   for name, spec in ckpt.specs().items()]
+        source = manifest["source_tensors"]
+        converted_from = {
+            "format": manifest["source_format"],
+            "tool_version": manifest.get("tool_version"),
+            "tensors": len(source),
+            "bytes": sum(math.prod(t["shape"]) * DTYPE_SIZES[t["dtype"]] for t in source.values()),
+            "shards": len(manifest["source_shards"]),
+        }
+        return InspectReport(path=str(path), format="marlin", warnings=list(manifest.get("warnings", [])),
+                             layers=layers, tensors=tensors, converted_from=converted_from)

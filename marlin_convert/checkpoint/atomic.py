@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CheckpointError, OutputExistsError
+from .ownership import check_not_current_directory, check_replaceable
 
 __all__ = ["atomic_directory", "check_output_path", "is_inside", "TMP_MARKER"]
 
@@ -36,14 +37,18 @@ def is_inside(inner: Path, outer: Path) -> bool:
 
 
 def check_output_path(out: Path, *, inputs: list[Path], force: bool) -> None:
-    """Refuse an output that exists (without force), or that lies inside an input or contains one."""
+    """Refuse an output that lies inside an input or contains one, or that exists (without force; with force,
+    unless it is an empty directory or a previous marlin-convert output)."""
     for src in inputs:
         if is_inside(out, src):
             raise OutputExistsError(f"{out}: output must not be inside the input directory {src}")
         if is_inside(src, out):
             raise OutputExistsError(f"{out}: output must not contain the input directory {src}")
-    if (out.exists() or out.is_symlink()) and not force:
-        raise OutputExistsError(f"{out}: already exists (use --force to replace it)")
+    if out.exists() or out.is_symlink():
+        check_not_current_directory(out)
+        if not force:
+            raise OutputExistsError(f"{out}: already exists (use --force to replace it)")
+        check_replaceable(out)
     if not out.parent.is_dir():
         raise OutputExistsError(f"{out.parent}: parent directory of the output does not exist")
 
@@ -75,6 +80,7 @@ def atomic_directory(out: str | os.PathLike[str], *, force: bool = False) -> Ite
         if out.exists() or out.is_symlink():
             if not force:
                 raise OutputExistsError(f"{out}: appeared while converting (use --force to replace it)")
+            check_replaceable(out)
             old = out.parent / f".{out.name}{TMP_MARKER}old-{os.getpid()}"
             os.rename(out, old)
             os.rename(tmp, out)

@@ -16,8 +16,9 @@ import torch
 
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError
-from .atomic import is_inside
+from .links import outside_link_message, stays_inside
 from ..formats.base import TensorSpec
+from .unsupported import unsupported_checkpoint
 from .safetensors_file import SafetensorsHeader, TensorInfo, read_bytes, read_header, read_tensor, tensor_from_bytes
 
 __all__ = ["Checkpoint", "open_checkpoint", "INDEX_NAME", "SINGLE_NAME", "CONFIG_NAME", "MARKER_JSON_FILES"]
@@ -27,6 +28,8 @@ SINGLE_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 MARKER_JSON_FILES = ("quantize_config.json", "quanto_qmap.json", "quantization_map.json")
 """JSON files besides config.json that formats may look at."""
+SKIPPED_DIRS = (".cache/huggingface",)
+"""Folders that are not part of the checkpoint: `hf download --local-dir` keeps its download metadata there."""
 
 
 def _load_json(path: Path) -> Any:
@@ -125,14 +128,15 @@ class Checkpoint:
         skip = self.weight_files() | {CONFIG_NAME}
         out = []
         for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".marlin-convert-tmp"))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".marlin-convert-tmp")
+                                 and not (Path(dirpath) / d).relative_to(self.root).as_posix() in SKIPPED_DIRS)
             for fn in filenames:
                 full = Path(dirpath) / fn
                 rel = full.relative_to(self.root).as_posix()
                 if rel in skip:
                     continue
-                if full.is_symlink() and not is_inside(full, self.root):
-                    raise CheckpointError(f"{full}: symbolic link points outside the checkpoint directory (copy the files into it, e.g. `hf download --local-dir`)")
+                if full.is_symlink() and not stays_inside(full, self.root):
+                    raise CheckpointError(outside_link_message(full, self.root))
                 if full.is_file():
                     out.append(rel)
         return sorted(out)
@@ -153,8 +157,8 @@ def _shard_path(root: Path, shard: Any, where: Path) -> Path:
     if not isinstance(shard, str) or not shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
         raise CheckpointError(f"{where}: shard name {shard!r} must be a file name inside the checkpoint directory")
     path = root / shard
-    if not is_inside(path, root):
-        raise CheckpointError(f"{where}: shard {shard} points outside the checkpoint directory")
+    if not stays_inside(path, root):
+        raise CheckpointError(f"{where}: shard {shard}: " + outside_link_message(path, root).split(": ", 1)[1])
     if not path.is_file():
         raise CheckpointError(f"{path}: shard listed in the index is missing")
     return path
@@ -167,6 +171,8 @@ def open_checkpoint(root: str | os.PathLike[str], *, require_config: bool = True
     or an index inconsistent with the shards.
     """
     root = Path(root)
+    if not root.exists():
+        raise CheckpointError(f"{root}: no such directory")
     if not root.is_dir():
         raise CheckpointError(f"{root}: not a directory")
     config_path = root / CONFIG_NAME
@@ -198,6 +204,8 @@ def open_checkpoint(root: str | os.PathLike[str], *, require_config: bool = True
         shard_names = [SINGLE_NAME]
     else:
         found = sorted(p.name for p in root.glob("*.safetensors"))
+        if not found:
+            unsupported_checkpoint(root)
         if len(found) != 1:
             what = "no .safetensors file" if not found else f"{len(found)} .safetensors files and no {INDEX_NAME}"
             raise CheckpointError(f"{root}: {what}")

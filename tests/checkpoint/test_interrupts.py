@@ -3,11 +3,13 @@ output at the final path unless it is complete; leftovers are clearly named and 
 import json
 import os
 import random
+import shutil
 import resource
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,6 +77,7 @@ def test_interrupt_at_a_random_moment(tmp_path, big, sig, command):
         assert b"Traceback" not in err
         if sig != signal.SIGKILL:
             assert not _leftovers(tmp_path), "an interrupted run must clean up after itself"
+            assert proc.returncode == 130 and b"interrupted: the output is complete or absent" in err, err
     res = subprocess.run([*CMD, command, str(src), "-o", str(out), "--force"], capture_output=True)
     assert res.returncode == 0, res.stderr
     assert not _leftovers(tmp_path), "the next run removes what a killed run left"
@@ -113,3 +116,22 @@ def test_permission_error_ends_cleanly(cli, tmp_path, monkeypatch):
     res = cli("pack", tmp_path / "src", "-o", tmp_path / "out")
     assert res.code == 2 and "Permission denied" in res.err and "Traceback" not in res.err
     assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_ctrl_c_through_the_console_script(tmp_path, big):
+    """Issue 9 item 5: the installed command prints the interrupted message, exits 130 and removes its temp dir."""
+    exe = Path(sys.executable).parent / "marlin-convert"
+    exe = str(exe) if exe.exists() else shutil.which("marlin-convert")
+    assert exe, "the marlin-convert console script is not installed"
+    out = tmp_path / "out"
+    proc = subprocess.Popen([exe, "pack", str(big), "-o", str(out), "--jobs", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not _leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if out.exists():
+        pytest.skip("the run finished before the interrupt arrived")
+    assert proc.returncode == 130, err
+    assert b"interrupted: the output is complete or absent" in err and b"Traceback" not in err
+    assert not _leftovers(tmp_path)

@@ -236,4 +236,4 @@ def test_console_script_prints_no_traceback(tmp_path):
         pytest.skip("package not installed")
     res = subprocess.run([exe, "pack", str(tmp_path / "missing"), "-o", str(tmp_path / "o")], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "200"})
-    assert res.returncode == 2 and "Traceback" not in res.stderr and "not a directory" in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "no such directory" in res.stderr

@@ -81,7 +81,7 @@ def test_verify_gemm_says_what_it_needs(cli, tmp_path, monkeypatch):
     make_gptq_checkpoint(src)
     pack_checkpoint(src, out, device="cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(MarlinConvertError, match=r"pip install marlin-convert\[gpu-verify\]"):
+    with pytest.raises(MarlinConvertError, match=r"pip install 'marlin-convert\[gpu-verify\]'"):
         verify_checkpoint(out, src, device="cpu", gemm=True)
     res = cli("verify", src, out, "--gemm", "--device", "cpu")
     assert res.code == 2 and "gpu-verify" in res.err and "CUDA" in res.err

@@ -91,8 +91,8 @@ def test_model_card_and_source_readme_round_trip(tmp_path):
     before = tree_hashes(src)
     pack_checkpoint(src, tmp_path / "out", device="cpu")
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "import marlin_convert" in card and "README.source.md" in card
-    assert (tmp_path / "out" / "README.source.md").read_bytes() == (src / "README.md").read_bytes()
+    assert "import marlin_convert" in card and "marlin_convert_source/README.md" in card
+    assert (tmp_path / "out" / "marlin_convert_source" / "README.md").read_bytes() == (src / "README.md").read_bytes()
     unpack_checkpoint(tmp_path / "out", tmp_path / "back")
     after = tree_hashes(tmp_path / "back")
     assert set(after) == set(before)
