@@ -122,13 +122,13 @@ def marlin_gemm_kernel(
         if has_bias:
             acc0 += tl.load(bias_ptr + n0, mask=col_ok, other=0).to(tl.float32)[None, :]
             acc1 += tl.load(bias_ptr + n1, mask=col_ok, other=0).to(tl.float32)[None, :]
-        o = out_ptr + m[:, None].to(tl.int64) * stride_om
-        tl.store(o + n0[None, :], acc0.to(dtype), mask=mask)
-        tl.store(o + n1[None, :], acc1.to(dtype), mask=mask)
+        out_row = out_ptr + m[:, None].to(tl.int64) * stride_om
+        tl.store(out_row + n0[None, :], acc0.to(dtype), mask=mask)
+        tl.store(out_row + n1[None, :], acc1.to(dtype), mask=mask)
     else:
-        o = ws_ptr + (pid_k * M + m[:, None]).to(tl.int64) * N
-        tl.store(o + n0[None, :], acc0, mask=mask)
-        tl.store(o + n1[None, :], acc1, mask=mask)
+        ws_row = ws_ptr + (pid_k * M + m[:, None]).to(tl.int64) * N
+        tl.store(ws_row + n0[None, :], acc0, mask=mask)
+        tl.store(ws_row + n1[None, :], acc1, mask=mask)
 
 
 @triton.jit(do_not_specialize=["M", "has_bias"])
