@@ -83,18 +83,21 @@ def _sm_count(index: int) -> int:
 
 
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
-    """The launch shape for an `[m, k] x [k, n]` product (measured on an H200, scripts/bench_gemm.py)."""
-    bt = 4
+    """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweep on an
+    H200 (2026-12-02, BENCHMARKS.md), with K split until there are about 4 programs per multiprocessor."""
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=bt, nb=2, warps=4, stages=4)
+        cfg = KernelConfig(bm=16, bt=4, nb=2, warps=4, stages=4)
+        target = 4 * sms
     elif m <= 64:
-        cfg = KernelConfig(bm=64, bt=bt, nb=2, warps=4, stages=3)
+        cfg = KernelConfig(bm=32 if m <= 32 else 64, bt=4, nb=4, warps=4, stages=3)
+        target = sms
     else:
-        cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=3)
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3)
+        target = 0
     programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
     tiles = k // 16
     split = 1
-    while programs * split < 2 * sms and tiles // (2 * split) >= 4 * cfg.bt:
+    while programs * split < target and tiles // (2 * split) >= 4 * cfg.bt:
         split *= 2
     return KernelConfig(cfg.bm, cfg.bt, cfg.nb, cfg.warps, cfg.stages, split)
 
