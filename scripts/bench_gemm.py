@@ -18,6 +18,7 @@ Full results go to DIR/bench_gemm.json (DIR: --out, else $OUT, else .); a table 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -42,13 +43,14 @@ MS = [1, 16, 64, 256]
 GS = 128
 L2_BYTES = 60 << 20
 SWEEP = {
-    "small": [KernelConfig(16, 4, 2, 4, 4), KernelConfig(16, 8, 2, 4, 3), KernelConfig(16, 4, 4, 4, 3),
-              KernelConfig(16, 8, 1, 4, 4), KernelConfig(16, 4, 2, 8, 4), KernelConfig(16, 4, 1, 4, 4)],
-    "mid": [KernelConfig(64, 4, 2, 4, 3), KernelConfig(64, 4, 4, 4, 3), KernelConfig(64, 8, 2, 4, 3),
-            KernelConfig(32, 4, 4, 4, 3)],
-    "large": [KernelConfig(128, 4, 2, 8, 3), KernelConfig(128, 4, 4, 8, 3), KernelConfig(64, 4, 4, 4, 3),
-              KernelConfig(128, 8, 2, 8, 3)],
+    "small": [KernelConfig(16, 4, 2, 4, 4), KernelConfig(16, 8, 2, 4, 3), KernelConfig(16, 8, 4, 4, 3),
+              KernelConfig(16, 4, 2, 4, 4, wide=False)],
+    "mid": [KernelConfig(64, 4, 2, 4, 3), KernelConfig(64, 4, 4, 4, 3, scale_w=True), KernelConfig(32, 4, 4, 4, 3),
+            KernelConfig(64, 4, 4, 4, 3, wide=False)],
+    "large": [KernelConfig(128, 4, 2, 8, 3, scale_w=True), KernelConfig(64, 4, 4, 4, 3, scale_w=True),
+              KernelConfig(128, 4, 4, 8, 3, scale_w=True), KernelConfig(64, 4, 4, 4, 3, wide=False)],
 }
+"""Launch shapes tried per batch class (`wide=False`: the eight-dot kernel, the first version)."""
 
 
 def graph_time_us(fns: list[Callable[[], Any]], reps: int = 5, inner: int = 20) -> float:
@@ -184,10 +186,8 @@ def main() -> None:
                 best = None
                 for cfg in SWEEP[cls]:
                     auto = pick_config(m, n, k, GS)
-                    for split in sorted({auto.split_k if cfg.bm == auto.bm else 1, 1, 2 * auto.split_k}):
-                        c = KernelConfig(cfg.bm, cfg.bt, cfg.nb, cfg.warps, cfg.stages, split)
-                        if split > 1 and m > 64:
-                            continue
+                    for split in sorted({auto.split_k, 2 * auto.split_k} if m <= 64 else {1}):
+                        c = dataclasses.replace(cfg, split_k=split)
                         try:
                             t = graph_time_us([lambda b=b, sc=sc: marlin_gemm(x, b, sc, group_size=GS, config=c)
                                                for b, sc in zip(Bs, ss)], reps=3)

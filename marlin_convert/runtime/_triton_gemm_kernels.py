@@ -6,7 +6,7 @@ Triton reads the `tl.constexpr` annotations of kernel parameters.)
 import triton
 import triton.language as tl
 
-__all__ = ["marlin_gemm_kernel", "splitk_reduce_kernel"]
+__all__ = ["marlin_gemm_kernel", "marlin_gemm_wide_kernel", "splitk_reduce_kernel"]
 
 ZMODE_SYM = 0
 ZMODE_ZEROS = 1
@@ -146,3 +146,124 @@ def splitk_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, S
         acc += tl.load(bias_ptr + n, mask=ok, other=0).to(tl.float32)
     mm = i // N
     tl.store(out_ptr + mm.to(tl.int64) * stride_om + n, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit(do_not_specialize=["M", "group_size", "tiles_per_split", "has_perm", "has_bias", "split_k"])
+def marlin_gemm_wide_kernel(
+    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
+    M, N, stride_xm, stride_om, group_size, tiles_per_split,
+    has_perm, has_bias, split_k,
+    ZMODE: tl.constexpr, SINGLE: tl.constexpr, SCALE_W: tl.constexpr, IS_FP16: tl.constexpr,
+    BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
+):
+    """One `[BM, 16 BT] x [16 BT, 64 NB]` dot per step: the words tile is widened to the whole weight tile
+    (rows (t, q, h, a), columns (nb, c, w, b): Marlin's scale order). Without SCALE_W the dot runs on the
+    exact integers `code - zero` and each group's float32 partial sum is scaled (quanto: minus
+    `shift * sum(x)`); with SCALE_W (large M: one accumulator, fewer registers) the weights are scaled
+    first, in float32, and rounded once to the activation dtype. A step never crosses a group
+    (16 BT divides the group size), so K splits on step boundaries."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    R: tl.constexpr = 4 * BT
+    C: tl.constexpr = 32 * NB
+    BK: tl.constexpr = 16 * BT
+    BN: tl.constexpr = 64 * NB
+    dtype = x_ptr.dtype.element_ty
+    n_blocks = N // 64
+    # 0x6400 is float16 1024 and 0x4300 bfloat16 128: OR-ing a code 0..15 into the mantissa gives OFFSET + code
+    MAGIC: tl.constexpr = 0x6400 if IS_FP16 else 0x4300
+    OFFSET: tl.constexpr = 1024.0 if IS_FP16 else 128.0
+
+    # the words tile as it lies: rows (t, q), columns (nb, c, w)
+    col = tl.arange(0, C)
+    wcol = pid_n * NB * 128 + (col // 4) * 16 + col % 4
+    wcol_ok = pid_n * NB + col // 32 < n_blocks
+    r = tl.arange(0, R)
+    wrow = (r // 4).to(tl.int64) * (2 * N) + 4 * (r % 4)
+    # the widened tile: row (r, h, a) is k = 16 t + 2 q + a + 8 h; column (nb, c, w, b) is n = 64 nb + 16 w + 8 b + c
+    ro = tl.arange(0, BK)
+    rr = ro // 4
+    a = ro % 2
+    h = (ro // 2) % 2
+    krow = 16 * (rr // 4) + 2 * (rr % 4) + a + 8 * h
+    co = tl.arange(0, BN)
+    cidx = co // 2
+    b = co % 2
+    nb = pid_n * NB + cidx // 32
+    cc = (cidx // 4) % 8
+    cw = cidx % 4
+    col_ok = nb < n_blocks
+    n_out = nb * 64 + 16 * cw + 8 * b + cc
+    if SINGLE:
+        spos = nb * 64 + 32 * (cw // 2) + 8 * (cc // 2) + 4 * (cw % 2) + 2 * b + cc % 2
+    else:
+        spos = pid_n * BN + co
+    zpos = nb * 8 + cc
+    zshift = 4 * (cw + 4 * b)
+    nib_shift = (16 * a + 4 * h)[:, None] + (8 * b)[None, :]
+
+    m = pid_m * BM + tl.arange(0, BM)
+    m_ok = m < M
+    x_rows = x_ptr + m[:, None].to(tl.int64) * stride_xm
+
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    xsum = tl.zeros((BM,), dtype=tl.float32)
+    t_begin = pid_k * tiles_per_split
+    for step in range(0, tiles_per_split // BT):
+        t0 = t_begin + step * BT
+        words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None] + wcol[None, :], mask=wcol_ok[None, :], other=0)
+        wide = tl.reshape(tl.broadcast_to(words[:, None, :, None], (R, 4, C, 2)), (BK, BN))
+        # code + OFFSET as a float by bit pattern (no int-to-float conversion): exact, as is the difference below
+        q = (((wide >> nib_shift) & 0xF) | MAGIC).to(tl.int16).to(dtype, bitcast=True)
+        k = 16 * t0 + krow
+        if has_perm:
+            k = tl.load(perm_ptr + k)
+        xa = tl.load(x_rows + k[None, :], mask=m_ok[:, None], other=0)
+        if SINGLE:
+            g = 0
+        else:
+            g = (16 * t0) // group_size
+        if ZMODE == 1:
+            zw = tl.load(z_ptr + g * (N // 8) + zpos, mask=col_ok, other=0)
+            q = q - (((zw >> zshift) & 0xF).to(tl.float32) + OFFSET).to(dtype)[None, :]
+        elif ZMODE == 0:
+            q = q - (OFFSET + 8.0)
+        else:
+            q = q - OFFSET
+        if SCALE_W:  # weights (code - zero) * scale rounded once to the activation dtype; one accumulator
+            s = tl.load(s_ptr + g * N + spos, mask=col_ok, other=0).to(tl.float32)
+            wf = q.to(tl.float32) * s[None, :]
+            if ZMODE == 2:
+                wf = wf - tl.load(sh_ptr + g * N + spos, mask=col_ok, other=0).to(tl.float32)[None, :]
+            acc = tl.dot(xa, wf.to(dtype), acc)
+        else:  # exact integer weights; each group's float32 partial sum is scaled
+            part = tl.dot(xa, q.to(dtype))
+            if ZMODE == 2:
+                xpart = tl.sum(xa.to(tl.float32), axis=1)
+            if SINGLE:
+                acc += part
+                if ZMODE == 2:
+                    xsum += xpart
+            else:
+                s = tl.load(s_ptr + g * N + spos, mask=col_ok, other=0).to(tl.float32)
+                acc += part * s[None, :]
+                if ZMODE == 2:
+                    sh = tl.load(sh_ptr + g * N + spos, mask=col_ok, other=0).to(tl.float32)
+                    acc -= xpart[:, None] * sh[None, :]
+    if SINGLE and not SCALE_W:
+        s = tl.load(s_ptr + spos, mask=col_ok, other=0).to(tl.float32)
+        acc = acc * s[None, :]
+        if ZMODE == 2:
+            sh = tl.load(sh_ptr + spos, mask=col_ok, other=0).to(tl.float32)
+            acc -= xsum[:, None] * sh[None, :]
+
+    mask = m_ok[:, None] & col_ok[None, :]
+    if split_k == 1:
+        if has_bias:
+            acc += tl.load(bias_ptr + n_out, mask=col_ok, other=0).to(tl.float32)[None, :]
+        out_row = out_ptr + m[:, None].to(tl.int64) * stride_om
+        tl.store(out_row + n_out[None, :], acc.to(dtype), mask=mask)
+    else:
+        ws_row = ws_ptr + (pid_k * M + m[:, None]).to(tl.int64) * N
+        tl.store(ws_row + n_out[None, :], acc, mask=mask)

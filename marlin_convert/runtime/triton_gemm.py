@@ -27,6 +27,7 @@ act-order). `unsupported_reason` says when a layer's `g_idx` does not (unequal g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -51,6 +52,10 @@ class KernelConfig:
     warps: int = 4
     stages: int = 3
     split_k: int = 1
+    wide: bool = True
+    """The one-dot kernel (`marlin_gemm_wide_kernel`); False: eight nibble-plane dots (`marlin_gemm_kernel`)."""
+    scale_w: bool = False
+    """Wide kernel only: scale the weights before the dot (one accumulator) instead of each group's sum."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,20 +91,20 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> Kern
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweep on an
     H200 (2026-12-02, BENCHMARKS.md), with K split until there are about 4 programs per multiprocessor."""
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=4, nb=2, warps=4, stages=4)
+        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3)
         target = 4 * sms
     elif m <= 64:
-        cfg = KernelConfig(bm=32 if m <= 32 else 64, bt=4, nb=4, warps=4, stages=3)
+        cfg = KernelConfig(bm=32 if m <= 32 else 64, bt=4, nb=2, warps=4, stages=3)
         target = sms
     else:
-        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3)
+        cfg = KernelConfig(bm=128, bt=4, nb=2, warps=8, stages=3, scale_w=True)
         target = 0
     programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
     tiles = k // 16
     split = 1
     while programs * split < target and tiles // (2 * split) >= 4 * cfg.bt:
         split *= 2
-    return KernelConfig(cfg.bm, cfg.bt, cfg.nb, cfg.warps, cfg.stages, split)
+    return dataclasses.replace(cfg, split_k=split)
 
 
 def unsupported_reason(B: torch.Tensor, s: torch.Tensor, *, group_size: int, dtype: torch.dtype | None = None,
@@ -182,11 +187,14 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     gs = k if single else group_size
     cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132)
     tiles = k // 16
-    split = max(1, min(cfg.split_k, tiles // cfg.bt))
-    while (tiles // cfg.bt) % split:  # every split gets the same whole number of BT-row steps
+    bt = cfg.bt
+    if cfg.wide and not single:
+        bt = min(bt, gs // 16)  # a step of the wide kernel stays inside one group
+    split = max(1, min(cfg.split_k, tiles // bt))
+    while (tiles // bt) % split:  # every split gets the same whole number of BT-row steps
         split -= 1
     per_split = tiles // split
-    uniform = single or gs % (16 * cfg.bt) == 0
+    uniform = single or gs % (16 * bt) == 0
     zmode = 2 if shift is not None else (1 if z is not None else 0)
     B = B.contiguous()
     s = s.contiguous()
@@ -196,14 +204,18 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     dummy = B
     on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
     with on_device:
-        tk.marlin_gemm_kernel[grid](
-            x2, B, s, z.contiguous() if z is not None else dummy, shift.contiguous() if shift is not None else s,
-            perm.to(torch.int32).contiguous() if perm is not None else dummy,
-            bias if bias is not None else s, out, ws,
-            m, n, x2.stride(0), out.stride(0), gs, per_split,
-            int(single), int(perm is not None), int(bias is not None), split,
-            ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=cfg.bt, NB=cfg.nb,
-            num_warps=cfg.warps, num_stages=cfg.stages)
+        common = (x2, B, s, z.contiguous() if z is not None else dummy, shift.contiguous() if shift is not None else s,
+                  perm.to(torch.int32).contiguous() if perm is not None else dummy,
+                  bias if bias is not None else s, out, ws,
+                  m, n, x2.stride(0), out.stride(0), gs, per_split)
+        if cfg.wide:
+            tk.marlin_gemm_wide_kernel[grid](
+                *common, int(perm is not None), int(bias is not None), split,
+                ZMODE=zmode, SINGLE=single, SCALE_W=cfg.scale_w, IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
+        else:
+            tk.marlin_gemm_kernel[grid](
+                *common, int(single), int(perm is not None), int(bias is not None), split,
+                ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
         if split > 1:
             block = 1024
             tk.splitk_reduce_kernel[(-(-m * n // block),)](
