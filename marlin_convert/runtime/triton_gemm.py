@@ -10,15 +10,21 @@ each 64-column block nb of it is 128 words, word `16c + 4q + w` (c < 8, q < 4, w
 
     k = 16t + 2q + a + 8h,        n = 64nb + 16w + 8b + c.
 
-So a program loads `BT` tile rows of `NB` blocks as they lie (a `[4 BT, 32 NB]` tile of words, rows
-(t, q), columns (nb, c, w)), and each nibble plane i is a `[4 BT, 32 NB]` weight tile whose rows are the
-input columns k above (gathered from x, through `perm` under act-order) and whose columns are the output
-columns n above. The 8 planes give 8 small `tl.dot`s into two accumulators (b = 0, 1). The column order
-(nb, c, w, b) is Marlin's scale order: the grouped scale of column n sits at `64nb + 8c + 2w + b`
-(one group spanning K: `64nb + 32(w//2) + 8(c//2) + 4(w%2) + 2b + c%2`), its zero point at nibble
-`w + 4b` of word `8nb + c` of the zero-point row. Weights are dequantized in float32
-(`(code - zero) * scale`, or `code * scale - shift`) and rounded once to the activation dtype; the dots
-accumulate in float32 and the output is rounded once (after the split-K sum when K is split).
+A program loads `BT` tile rows of `NB` blocks as they lie (a `[4 BT, 32 NB]` tile of words, rows (t, q),
+columns (nb, c, w)); the input columns k above are gathered from x (through `perm` under act-order) and
+the output columns n above are scattered on store. The column order (nb, c, w, b) is Marlin's scale
+order: the grouped scale of column n sits at `64nb + 8c + 2w + b` (one group spanning K:
+`64nb + 32(w//2) + 8(c//2) + 4(w%2) + 2b + c%2`), its zero point at nibble `w + 4b` of word `8nb + c`.
+Two kernels use that map (`pick_config` chooses, from the benchmark):
+- eight-dot (`wide=False`, used up to 16 rows): each nibble plane i is a `[4 BT, 32 NB]` weight tile,
+  8 small `tl.dot`s into two accumulators (b = 0, 1);
+- wide (`wide=True`, above 16 rows): the words tile is broadcast to the whole `[16 BT, 64 NB]` weight tile
+  (rows (t, q, h, a), columns (nb, c, w, b)), one `tl.dot` per step.
+Precision: the eight-dot kernel and the wide kernel with `scale_w` form each weight in float32
+(`(code - zero) * scale`, or `code * scale - shift`) and round it once to the activation dtype; the wide
+kernel without `scale_w` dots the exact integers `code - zero` and scales each group's float32 partial sum
+(quanto: minus `shift * sum(x)`). All accumulate in float32 and round the output once (after the split-K
+sum when K is split).
 
 Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
 taken to be in group `j // group_size`, which holds when every group has exactly `group_size` rows (GPTQ's
@@ -89,15 +95,17 @@ def _sm_count(index: int) -> int:
 
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweep on an
-    H200 (2026-12-02, BENCHMARKS.md), with K split until there are about 4 programs per multiprocessor."""
+    H200 (2026-12-02, BENCHMARKS.md). Up to 16 rows the eight-dot kernel (16-row tiles, K split until
+    there are about 4 programs per multiprocessor); above, the wide kernel with scaled weights (64 x 256
+    tiles; K split up to about one program per multiprocessor for m <= 64)."""
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3)
+        cfg = KernelConfig(bm=16, bt=4, nb=2, warps=4, stages=4, wide=False)
         target = 4 * sms
     elif m <= 64:
-        cfg = KernelConfig(bm=32 if m <= 32 else 64, bt=4, nb=2, warps=4, stages=3)
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, scale_w=True)
         target = sms
     else:
-        cfg = KernelConfig(bm=128, bt=4, nb=2, warps=8, stages=3, scale_w=True)
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, scale_w=True)
         target = 0
     programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
     tiles = k // 16
@@ -225,9 +233,14 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
 
 
 def prefer_triton(m: int, k: int, n: int, dtype: torch.dtype, group_size: int) -> bool:
-    """The default-backend rule: True where this Triton kernel should serve an `[m, k] x [k, n]` layer
-    rather than optimum-quanto's Marlin CUDA kernel (see BENCHMARKS.md). The quanto kernel takes float16
-    activations and group size 128 or -1 only, so everything else is always Triton's."""
-    if dtype != torch.float16 or group_size not in (-1, 128):
-        return True
-    return True
+    """The default-backend rule, in one place: True where this Triton kernel should serve an
+    `[m, k] x [k, n]` layer rather than optimum-quanto's Marlin CUDA kernel.
+
+    optimum-quanto's kernel takes float16 activations and group size 128 or -1 only: every other layer
+    (bfloat16, groups 32 and 64) is Triton's. Where both can serve, the H200 benchmark of 2026-12-02
+    (BENCHMARKS.md, 4096x4096, 28672x8192, 8192x28672 at m = 1, 16, 64, 256) found the CUDA kernel faster
+    at every shape and batch (about 2x at m <= 16, 5-9x at m >= 64), so it stays the default there when it
+    is installed (the runtime falls back to Triton when it is not). `m`, `k`, `n` are kept so the rule can
+    change with the measurements without touching its callers."""
+    del m, k, n  # no measured shape or batch where Triton wins (see docstring)
+    return dtype != torch.float16 or group_size not in (-1, 128)
