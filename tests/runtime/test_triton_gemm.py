@@ -217,3 +217,26 @@ def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
     reason = triton_gemm.unsupported_reason(b, torch.ones(1, 64, dtype=torch.float16), group_size=-1)
     assert reason is not None and "CUDA" in reason
     assert math.isfinite(triton_gemm.pick_config(1, 4096, 4096, 128).split_k)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("group_size", [-1, 64])
+def test_verify_gemm_check_with_the_triton_backend(group_size):
+    """`gemm_check.check_layer(..., backend="triton")`: within its bounds on a good layer, above them with one
+    64-column block swapped."""
+    from marlin_convert.gemm_check import check_layer
+
+    layer = _make_layer(192, 512, group_size, "asym", group_size != -1, torch.bfloat16, 23, with_bias=False)
+    rec = dataclasses.replace(layer.rec, codes=DenseCodes(layer.rec.codes.full().cpu()))
+    good = check_layer(rec, layer.marlin, backend="triton")
+    assert good.skipped is None and good.ok, good.detail
+    bad = check_layer(rec, {**layer.marlin, "B": _swap_block(layer.marlin["B"])}, backend="triton")
+    assert bad.skipped is None and not bad.ok, bad.detail
+
+
+def test_unknown_gemm_backend_is_named():
+    from marlin_convert.errors import MarlinConvertError
+    from marlin_convert.gemm_check import check_layer
+
+    with pytest.raises(MarlinConvertError, match="unknown GEMM backend 'cutlass'"):
+        check_layer(None, {}, backend="cutlass")  # type: ignore[arg-type]
