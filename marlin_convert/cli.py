@@ -176,8 +176,11 @@ def verify(
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
     gemm: Annotated[bool, typer.Option(
-        "--gemm", help="Also run each layer through optimum-quanto's Marlin GEMM on the GPU against a dense "
-                       "reference (needs a CUDA GPU and the gpu-verify extra, see below).")] = False,
+        "--gemm", help="Also run each layer through a Marlin GEMM on the GPU against a dense reference "
+                       "(needs a CUDA GPU, see below).")] = False,
+    gemm_backend: Annotated[str, typer.Option(
+        "--gemm-backend", help="GEMM for --gemm: triton (ours, no compiler) or quanto (optimum-quanto's "
+                               "CUDA kernel, float16, group 128 or per-column).")] = "triton",
     forward: Annotated[bool, typer.Option(
         "--forward", help="Also run the same tokens through the dense source model and the converted one "
                           "(transformers) and compare hidden states and logits (needs SRC and the "
@@ -189,7 +192,7 @@ def verify(
     With OUT alone (verify OUT), checks hashes and the in-memory round trip against the manifest.
 
     \b
-    --gemm needs a CUDA GPU and:
+    --gemm needs a CUDA GPU and Triton; --gemm-backend quanto also needs:
       pip install 'marlin-convert[gpu-verify]'
     --forward needs SRC and:
       pip install 'marlin-convert[transformers]'
@@ -197,7 +200,7 @@ def verify(
     _State.json = json_out
     src, out = (_source(first, revision, cache_dir), second) if second is not None else (None, Path(first))
     report = _run(json_out, lambda r: _pipeline().verify_checkpoint(out, src, device=device, reporter=r, gemm=gemm,
-                                                                    forward=forward))
+                                                                    gemm_backend=gemm_backend, forward=forward))
     if json_out:
         emit_json({**report.to_json(), "exit_code": 0 if report.ok else 1})
     else:

@@ -19,6 +19,10 @@ What that kernel can check, and what is done about the rest:
   float16 range; a layer with scales outside it is skipped), and the reference uses the same float16
   values, so the check measures the layout, not the dtype change.
 
+`check_layer(..., backend="triton")` runs our Triton kernel (`runtime.triton_gemm`) instead: no compiler,
+every group size and the scales as stored (float16 activations, so the bound below holds for it too);
+it skips only act-order layers whose groups are not all `group_size` rows.
+
 Bound: the kernel rounds each dequantized weight to float16 (relative 2^-11, and `sz = -zero * s` once
 more), accumulates in float32 and rounds each output to float16 (2^-11): about 3e-4 to 6e-4 normwise
 for random inputs, 5e-4 measured on correct weights. A wrong tile, scale or zero-point order gives an
@@ -42,7 +46,12 @@ from .errors import MarlinConvertError
 from .formats import DenseCodes, QuantizedLinear, dequantize, trivial_g_idx
 from .layout import BLOCK_N, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
 
-__all__ = ["GemmResult", "REL_BOUND", "MAX_BOUND", "INSTALL_HINT", "quanto_lib", "marlin_gemm", "check_layer"]
+__all__ = ["GemmResult", "REL_BOUND", "MAX_BOUND", "INSTALL_HINT", "GEMM_BACKENDS", "quanto_lib", "marlin_gemm",
+           "check_layer"]
+
+GEMM_BACKENDS = ("quanto", "triton")
+"""`check_layer` backends: optimum-quanto's Marlin CUDA kernel, or our Triton kernel (`runtime.triton_gemm`,
+no compiler needed; every group size, bf16 scales, act-order with equal groups)."""
 
 REL_BOUND = 2e-3
 """Largest accepted `||y - y_ref|| / ||y_ref||`."""
@@ -136,6 +145,21 @@ def quanto_lib() -> Any:
         raise MarlinConvertError(f"optimum-quanto's CUDA extension could not be built or loaded: {e}") from None
 
 
+def require_gemm(backend: str) -> None:
+    """Fail early, with what to install, when `backend`'s GEMM cannot run here (MarlinConvertError)."""
+    if backend == "quanto":
+        marlin_gemm()
+    elif backend == "triton":
+        from .runtime.triton_gemm import available
+
+        if not available():
+            raise MarlinConvertError("verify --gemm (Triton backend) needs a CUDA GPU of compute capability 8.0+ "
+                                     "and Triton; or use --gemm-backend quanto with "
+                                     "pip install 'marlin-convert[gpu-verify]'")
+    else:
+        raise MarlinConvertError(f"unknown GEMM backend {backend!r}; choose one of {', '.join(GEMM_BACKENDS)}")
+
+
 def marlin_gemm() -> Callable[..., torch.Tensor]:
     """`gemm(x fp16 [m, k], B int32 [k/16, 2n], s fp16 [g, n], sz fp16 [g, n], workspace int32) -> fp16 [m, n]`:
     optimum-quanto's Marlin GEMM (what `torch.ops.quanto.gemm_f16i4_marlin` calls). Raises MarlinConvertError
@@ -172,7 +196,7 @@ def _skip_reason(rec: QuantizedLinear, tensors: Mapping[str, torch.Tensor]) -> s
 
 
 def check_layer(rec: QuantizedLinear, tensors: Mapping[str, torch.Tensor], *, rows: int = _ROWS,
-                seed: int = 0) -> GemmResult:
+                seed: int = 0, backend: str = "quanto") -> GemmResult:
     """Run the Marlin GEMM on one layer's Marlin tensors and compare with `x @ dequantize(rec).T`.
 
     Args:
@@ -180,9 +204,14 @@ def check_layer(rec: QuantizedLinear, tensors: Mapping[str, torch.Tensor], *, ro
         tensors: the layer's Marlin tensors by suffix: `B` int32 `[k/16, 2n]`, `s` `[g, n]`, and `z` int32
             `[g, n/8]`, `shift` `[g, n]`, `perm` / `g_idx` int32 `[k]` when present (any device).
         rows (`int`, <= 16): rows of the random float16 input.
+        backend: one of `GEMM_BACKENDS`.
     Returns: a GemmResult (errors, or the reason the kernel cannot check this layer).
     Raises: MarlinConvertError when the GEMM is unavailable (see `INSTALL_HINT`).
     """
+    if backend == "triton":
+        return _check_layer_triton(rec, tensors, rows=rows, seed=seed)
+    if backend != "quanto":
+        raise MarlinConvertError(f"unknown GEMM backend {backend!r}; choose one of {', '.join(GEMM_BACKENDS)}")
     gemm = marlin_gemm()
     reason = _skip_reason(rec, tensors)
     if reason is not None:
@@ -219,11 +248,40 @@ def check_layer(rec: QuantizedLinear, tensors: Mapping[str, torch.Tensor], *, ro
                       max_err=float(diff.abs().max() / rms))
 
 
-def _on_device(rec: QuantizedLinear, dev: torch.device) -> QuantizedLinear:
-    """The record with every tensor on `dev`, float16 scales (as the kernel gets) and an explicit g_idx."""
+def _check_layer_triton(rec: QuantizedLinear, tensors: Mapping[str, torch.Tensor], *, rows: int,
+                        seed: int) -> GemmResult:
+    """`check_layer` through the Triton kernel: float16 activations (the weights it forms are then rounded
+    to float16, as in quanto's kernel, so the same bounds apply), the stored scales as they are."""
+    from .runtime.triton_gemm import marlin_gemm as triton_gemm, unsupported_reason
+
+    if not torch.cuda.is_available():
+        raise MarlinConvertError("verify --gemm needs a CUDA GPU (the Triton backend too)")
+    dev = torch.device("cuda")
+    t = {suffix: tensor.to(dev) for suffix, tensor in tensors.items()}
+    reason = unsupported_reason(t["B"], t["s"], group_size=rec.group_size, dtype=torch.float16, z=t.get("z"),
+                                shift=t.get("shift"), perm=t.get("perm"), g_idx=t.get("g_idx"))
+    if reason is None and not bool((15 * t["s"].float()).abs().max() < torch.finfo(torch.float16).max):
+        reason = f"{t['s'].dtype} scales so large that the weights leave the float16 range of the check"
+    if reason is not None:
+        return GemmResult(skipped=reason)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    x = torch.randn((rows, rec.k), generator=gen, device=dev, dtype=torch.float32).to(torch.float16)
+    y = triton_gemm(x, t["B"], t["s"], group_size=rec.group_size, z=t.get("z"), shift=t.get("shift"),
+                    perm=t.get("perm")).float()
+    ref = _reference(_on_device(rec, dev, scale_dtype=None), x)
+    diff = y.double() - ref
+    rms = ref.pow(2).mean().sqrt().clamp_min(torch.finfo(torch.float64).tiny)
+    return GemmResult(rel_err=float(diff.norm() / ref.norm().clamp_min(torch.finfo(torch.float64).tiny)),
+                      max_err=float(diff.abs().max() / rms))
+
+
+def _on_device(rec: QuantizedLinear, dev: torch.device, scale_dtype: torch.dtype | None = torch.float16) -> QuantizedLinear:
+    """The record with every tensor on `dev`, scales in `scale_dtype` (float16 as quanto's kernel gets them;
+    None: as stored) and an explicit g_idx."""
     g_idx = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
     return dataclasses.replace(
-        rec, codes=DenseCodes(rec.codes.full().to(dev)), scales=rec.scales.to(dev, torch.float16),
+        rec, codes=DenseCodes(rec.codes.full().to(dev)),
+        scales=rec.scales.to(dev, scale_dtype or rec.scales.dtype),
         zeros=None if rec.zeros is None else rec.zeros.to(dev), shift=None if rec.shift is None else rec.shift.to(dev),
         g_idx=g_idx.to(dev))
 

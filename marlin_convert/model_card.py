@@ -41,8 +41,8 @@ from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained("<this directory>", device_map="cuda", dtype=torch.float16)
 ```
 
-On a CUDA GPU with float16 activations the layers run optimum-quanto's Marlin GEMM
-(`pip install marlin-convert[transformers,gpu-verify]`); elsewhere (CPU, bfloat16) they dequantize and
-run exactly. `marlin-convert unpack` restores the source checkpoint byte for byte; `marlin-convert verify
+On a CUDA GPU the layers run a Marlin GEMM straight from these tensors: optimum-quanto's for float16
+(`pip install 'marlin-convert[transformers,gpu-verify]'`), else marlin-convert's Triton kernel (float16 and
+bfloat16, no compiler); on the CPU they dequantize and run exactly. `marlin-convert unpack` restores the source checkpoint byte for byte; `marlin-convert verify
 SOURCE THIS --forward` compares the logits of both models.
 """

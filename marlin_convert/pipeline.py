@@ -636,6 +636,7 @@ def verify_checkpoint(
     device: str = "auto",
     reporter: Reporter | None = None,
     gemm: bool = False,
+    gemm_backend: str = "triton",
     forward: bool = False,
     progress: bool = False,
 ) -> VerifyReport:
@@ -645,22 +646,23 @@ def verify_checkpoint(
     decoded and packed again gives the same bytes; (c) each layer unpacked in memory gives the
     source bytes (the source's, or the manifest's sha256 without it); (d) with the source, the
     dequantized weights from source and Marlin tensors are bit-equal. Copied tensors must match too.
-    With `gemm`, (e) each layer also goes through optimum-quanto's Marlin GEMM on the GPU against a dense
-    reference (the source's record when given), see `gemm_check`.
+    With `gemm`, (e) each layer also goes through a Marlin GEMM on the GPU against a dense reference (the
+    source's record when given), see `gemm_check`: `gemm_backend` "triton" (ours, no compiler) or "quanto"
+    (optimum-quanto's CUDA kernel).
     With `forward` (needs the source and transformers), (f) the same token batch runs through the dense
     source model and the converted one; see `runtime.forward_check`.
     Returns: a VerifyReport; `report.ok` is False when anything differs (the failures name the tensor).
     Raises: CheckpointError / UnknownFormatError for a bad source; VerifyMismatch when `out_dir`
     is not a readable marlin-convert output at all; MarlinConvertError when `gemm` is asked for
-    without a CUDA GPU or optimum-quanto (`pip install 'marlin-convert[gpu-verify]'`).
+    without a CUDA GPU (or, for "quanto", without `pip install 'marlin-convert[gpu-verify]'`).
     """
     reporter = choose_reporter(reporter, progress)
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     if gemm:
-        from .gemm_check import marlin_gemm
+        from .gemm_check import require_gemm
 
-        marlin_gemm()  # fails early, with the install hint, when the GEMM cannot run here
+        require_gemm(gemm_backend)  # fails early, with what to install, when the GEMM cannot run here
     if forward and src_dir is None:
         raise MarlinConvertError("verify --forward needs the source checkpoint: verify SRC OUT --forward")
     if src_dir is not None and is_marlin_output(Path(src_dir)) and not is_marlin_output(out_dir):
@@ -692,7 +694,7 @@ def verify_checkpoint(
             f"{len(manifest['source_tensors']) - len(members)} byte-identical",
         ))
         for prefix, plan in plans.items():
-            report.checks.append(_verify_layer(out, src, fmt, plan, manifest, dev, gemm=gemm))
+            report.checks.append(_verify_layer(out, src, fmt, plan, manifest, dev, gemm=gemm_backend if gemm else None))
             reporter.advance(sum(out.info(f"{prefix}.{s}").nbytes for s in marlin_specs(plan)))
     finally:
         out.close()
@@ -723,16 +725,17 @@ def _check_source_matches(src: Checkpoint, manifest: dict[str, Any], report: Ver
         raise VerifyMismatch(f"{src.root}: not the checkpoint this output was made from ({'; '.join(problems)})")
 
 
-def _gemm_check(rec: QuantizedLinear, marlin: dict[str, torch.Tensor]) -> tuple[bool, str]:
-    """(ok, detail) of optimum-quanto's Marlin GEMM on the layer's Marlin tensors against `rec`."""
+def _gemm_check(rec: QuantizedLinear, marlin: dict[str, torch.Tensor], backend: str) -> tuple[bool, str]:
+    """(ok, detail) of a Marlin GEMM (`backend`: triton or quanto) on the layer's Marlin tensors against `rec`."""
     from .gemm_check import check_layer
 
-    result = check_layer(rec, marlin)
+    result = check_layer(rec, marlin, backend=backend)
     return result.ok, result.detail
 
 
 def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], plan: LayerPlan,
-                  manifest: dict[str, Any], dev: torch.device, *, gemm: bool = False) -> dict[str, str]:
+                  manifest: dict[str, Any], dev: torch.device, *, gemm: str | None = None) -> dict[str, str]:
+    """One layer's verify check; `gemm`: also run that GEMM backend on it."""
     problems: list[str] = []
     marlin = {}
     for suffix in marlin_specs(plan):
@@ -742,7 +745,7 @@ def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pl
             problems.append(f"{name}: sha256 differs from the manifest")
     if problems:  # corrupt bytes: decoding them proves nothing more and may not even be possible
         if gemm and src is not None:  # ... but the real kernel can show the damage against the source
-            problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, _read_layer(src, plan)), marlin)[1]}")
+            problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, _read_layer(src, plan)), marlin, gemm)[1]}")
         return _check(plan.prefix, False, "; ".join(problems[:3]))
     try:
         rec_marlin, restored = _restore_layer(fmt, plan, marlin)
@@ -764,7 +767,7 @@ def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pl
             problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
     checks = "sha256, unpack" + (", repack, dequant" if src is not None else "") + " equal"
     if gemm:
-        gemm_ok, note = _gemm_check(rec_src if src is not None else rec_marlin, marlin)
+        gemm_ok, note = _gemm_check(rec_src if src is not None else rec_marlin, marlin, gemm)
         if not gemm_ok:
             problems.insert(0, f"{plan.prefix}: {note}")
         checks += f"; {note}"

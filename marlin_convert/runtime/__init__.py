@@ -4,8 +4,9 @@
     >>> from transformers import AutoModelForCausalLM
     >>> model = AutoModelForCausalLM.from_pretrained("ckpt-marlin", device_map="cuda", dtype=torch.float16)  # doctest: +SKIP
 
-Backends (`runtime.backends`): "quanto" (optimum-quanto's Marlin GEMM, CUDA, float16 activations) and
-"reference" (dequantize from the Marlin tensors, then `F.linear`; any device; bit-equal to the dense model
+Backends (`runtime.backends`, in this order): "quanto" (optimum-quanto's Marlin GEMM, CUDA, float16
+activations), "triton" (our Triton Marlin GEMM, `runtime.triton_gemm`: CUDA, float16/bfloat16, every group size)
+and "reference" (dequantize from the Marlin tensors, then `F.linear`; any device; bit-equal to the dense model
 built from the source's dequantized weights in the same dtype).
 """
 from __future__ import annotations

@@ -6,18 +6,15 @@ choice is cached on the layer). When a backend made for that device refuses a la
 activations for the fp16 Marlin kernel), the layer falls back to the next one and the reason is logged
 once per (backend, reason) on the "marlin_convert" logger.
 
-Adding a backend is one entry in `BACKENDS` (and a place in `DEFAULT_ORDER`). The Triton Marlin GEMM
-(`runtime/triton_gemm.py`, `marlin_gemm(x, B, s, *, group_size, z=None, shift=None, perm=None, bias=None)`)
-plugs in as:
+Adding a backend is one entry in `BACKENDS` (and a place in `DEFAULT_ORDER`).
 
-    def _triton_forward(layer, x):
-        from .triton_gemm import marlin_gemm
-        y = marlin_gemm(x.reshape(-1, layer.in_features), layer.B, layer.s, group_size=layer.spec.group_size,
-                        z=layer._buffers.get("z"), shift=layer._buffers.get("shift"),
-                        perm=layer._buffers.get("perm"), bias=layer.bias)
-        return y.reshape(*x.shape[:-1], layer.out_features)
-    BACKENDS["triton"] = Backend("triton", ("cuda",), _triton_unsupported, _triton_forward)
-    DEFAULT_ORDER = ("quanto", "triton", "reference")
+The default order is the one rule for which CUDA kernel serves a layer: optimum-quanto's Marlin CUDA kernel
+where it can (float16 activations, group size 128 or per-column, N a multiple of 128, optimum-quanto
+installed), our Triton Marlin GEMM (`runtime/triton_gemm.py`: float16 and bfloat16, groups -1/32/64/128,
+no compiler) for every other CUDA layer, and the exact reference path elsewhere. Where both kernels can
+serve, the H200 benchmark of 2026-12-02 (BENCHMARKS.md, "GEMM: the Triton Marlin kernel": 4096x4096,
+28672x8192, 8192x28672 at m = 1, 16, 64, 256) found the CUDA kernel faster at every shape and batch (about
+2x at m <= 16, 5-9x at m >= 64), so Triton comes second until it wins a measurement.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).
@@ -171,13 +168,48 @@ def _quanto_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
     return out.reshape(*x.shape[:-1], layer.out_features)
 
 
+# ----------------------------------------------------------------------------- Triton Marlin GEMM
+
+
+def _triton_unsupported(layer: "MarlinLinear", x: torch.Tensor) -> str | None:
+    if x.device.type != "cuda":
+        return "not a CUDA tensor"
+    if layer.B.device != x.device:
+        return f"weights on {layer.B.device}, input on {x.device}"
+    key = ("triton", x.device)
+    if key not in layer._prepared:  # the act-order group check syncs once: do it once per layer and device
+        from .triton_gemm import unsupported_reason
+
+        t = layer.tensors()
+        layer._prepared[key] = unsupported_reason(
+            t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"), shift=t.get("shift"),
+            perm=t.get("perm"), g_idx=t.get("g_idx")) or ""
+    if layer._prepared[key]:
+        return layer._prepared[key]  # type: ignore[return-value]
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        return f"{x.dtype} activations (the Triton kernel takes float16 or bfloat16)"
+    return None
+
+
+def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
+    from .triton_gemm import marlin_gemm
+
+    if x.numel() == 0:  # e.g. an MoE expert no token was routed to
+        return x.new_zeros(*x.shape[:-1], layer.out_features)
+    t = layer.tensors()
+    bias = None if layer.bias is None else layer.bias.to(x.dtype)
+    return marlin_gemm(x, t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"), shift=t.get("shift"),
+                       perm=t.get("perm"), bias=bias)
+
+
 # ----------------------------------------------------------------------------- registry
 
 BACKENDS: dict[str, Backend] = {
     "quanto": Backend("quanto", ("cuda",), _quanto_unsupported, _quanto_forward),
+    "triton": Backend("triton", ("cuda",), _triton_unsupported, _triton_forward),
     "reference": Backend("reference", ("cpu", "cuda"), _reference_unsupported, _reference_forward),
 }
-DEFAULT_ORDER: tuple[str, ...] = ("quanto", "reference")
+DEFAULT_ORDER: tuple[str, ...] = ("quanto", "triton", "reference")
 _order: list[tuple[str, ...]] = []
 _said: set[tuple[str, str]] = set()
 

@@ -1,5 +1,6 @@
-"""`verify --gemm` through the CLI: optimum-quanto's Marlin GEMM on packed layers passes, and fails on a corrupted
-`B` (marked `cuda`: skipped without a GPU), and without a GPU or the extra it says what it needs."""
+"""`verify --gemm` through the CLI: each GEMM backend (our Triton kernel, optimum-quanto's Marlin CUDA kernel) on
+packed layers passes, and fails on a corrupted `B` (marked `cuda`: skipped without a GPU), and without a GPU or
+the extra it says what it needs."""
 import json
 import struct
 
@@ -29,13 +30,16 @@ GEMM_CASES = {
 }
 
 
+BACKENDS = [pytest.param("triton", id="triton"), pytest.param("quanto", id="quanto", marks=needs_quanto)]
+
+
 @pytest.mark.cuda
-@needs_quanto
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(GEMM_CASES))
-def test_verify_gemm_passes(cli, tmp_path, case):
+def test_verify_gemm_passes(cli, tmp_path, case, backend):
     src, out = _packed_on_cuda(tmp_path, **GEMM_CASES[case])
     for args in ((src, out), (out,)):
-        res = cli("verify", *args, "--gemm", "--json")
+        res = cli("verify", *args, "--gemm", "--gemm-backend", backend, "--json")
         assert res.code == 0, res.out + res.err
         layers = [c for c in json.loads(res.out)["checks"] if c["name"].startswith("model.layers")]
         assert layers and all("Marlin GEMM rel err" in c["detail"] and "within" in c["detail"] for c in layers)
@@ -43,11 +47,15 @@ def test_verify_gemm_passes(cli, tmp_path, case):
 
 @pytest.mark.cuda
 @needs_quanto
-def test_verify_gemm_skips_group_64_with_reason(cli, tmp_path):
+def test_verify_gemm_quanto_skips_group_64_with_reason_triton_checks_it(cli, tmp_path):
     src, out = _packed_on_cuda(tmp_path, sym=False, group_size=64)
-    res = cli("verify", src, out, "--gemm", "--json")
+    res = cli("verify", src, out, "--gemm", "--gemm-backend", "quanto", "--json")
     assert res.code == 0
     assert all("group size 128 and per-column scales only" in c["detail"]
+               for c in json.loads(res.out)["checks"] if c["name"].startswith("model.layers"))
+    res = cli("verify", src, out, "--gemm", "--json")  # the default backend, Triton, has group 64
+    assert res.code == 0
+    assert all("Marlin GEMM rel err" in c["detail"] and "within" in c["detail"]
                for c in json.loads(res.out)["checks"] if c["name"].startswith("model.layers"))
 
 
@@ -62,18 +70,18 @@ def _corrupt_tensor(path, name, seed=0):
 
 
 @pytest.mark.cuda
-@needs_quanto
-def test_verify_gemm_fails_on_corrupted_B(cli, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_verify_gemm_fails_on_corrupted_B(cli, tmp_path, backend):
     src, out = _packed_on_cuda(tmp_path, sym=True, group_size=128)
     _corrupt_tensor(out / "model.safetensors", "model.layers.1.mlp.up_proj.B")
-    res = cli("verify", src, out, "--gemm", "--json")
+    res = cli("verify", src, out, "--gemm", "--gemm-backend", backend, "--json")
     assert res.code == 1
     report = json.loads(res.out)
     assert report["ok"] is False
     (bad,) = [c for c in report["checks"] if c["status"] == "FAIL"]
     assert bad["name"] == "model.layers.1.mlp.up_proj"
     assert "Marlin GEMM rel err" in bad["detail"] and "ABOVE" in bad["detail"]
-    assert cli("verify", src, out, "--gemm").code == 1
+    assert cli("verify", src, out, "--gemm", "--gemm-backend", backend).code == 1
 
 
 def test_verify_gemm_says_what_it_needs(cli, tmp_path, monkeypatch):
@@ -82,6 +90,10 @@ def test_verify_gemm_says_what_it_needs(cli, tmp_path, monkeypatch):
     pack_checkpoint(src, out, device="cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(MarlinConvertError, match=r"pip install 'marlin-convert\[gpu-verify\]'"):
-        verify_checkpoint(out, src, device="cpu", gemm=True)
-    res = cli("verify", src, out, "--gemm", "--device", "cpu")
+        verify_checkpoint(out, src, device="cpu", gemm=True, gemm_backend="quanto")
+    res = cli("verify", src, out, "--gemm", "--gemm-backend", "quanto", "--device", "cpu")
     assert res.code == 2 and "gpu-verify" in res.err and "CUDA" in res.err
+    res = cli("verify", src, out, "--gemm", "--device", "cpu")  # the default, Triton, needs no extra
+    assert res.code == 2 and "CUDA GPU" in res.err and "Traceback" not in res.err
+    res = cli("verify", src, out, "--gemm", "--gemm-backend", "nope", "--device", "cpu")
+    assert res.code == 2 and "unknown GEMM backend 'nope'" in res.err

@@ -1,0 +1,232 @@
+"""A Marlin int4 GEMM in Triton: `y = x @ W.T (+ bias)` straight from the Marlin tensors as on disk.
+
+No compiler but Triton's JIT, fp16 and bf16 activations, group sizes -1/32/64/128, symmetric, asymmetric
+(Marlin zero points `z`) and optimum-quanto's float shift, act-order (`perm`). The weight is read as it
+lies in `B`: no repack, and no dequantized copy is kept.
+
+Tile map (DESIGN §4, restated per word as in `layout.pack_triton`). `B` row t holds k `16t .. 16t+15`;
+each 64-column block nb of it is 128 words, word `16c + 4q + w` (c < 8, q < 4, w < 4), and its nibble
+`i = 4a + 2b + h` (a, b, h in {0, 1}) is the code of
+
+    k = 16t + 2q + a + 8h,        n = 64nb + 16w + 8b + c.
+
+A program loads `BT` tile rows of `NB` blocks as they lie (a `[4 BT, 32 NB]` tile of words, rows (t, q),
+columns (nb, c, w)); the input columns k above are gathered from x (through `perm` under act-order) and
+the output columns n above are scattered on store. The column order (nb, c, w, b) is Marlin's scale
+order: the grouped scale of column n sits at `64nb + 8c + 2w + b` (one group spanning K:
+`64nb + 32(w//2) + 8(c//2) + 4(w%2) + 2b + c%2`), its zero point at nibble `w + 4b` of word `8nb + c`.
+Two kernels use that map (`pick_config` chooses, from the benchmark):
+- eight-dot (`wide=False`, used up to 16 rows): each nibble plane i is a `[4 BT, 32 NB]` weight tile,
+  8 small `tl.dot`s into two accumulators (b = 0, 1);
+- wide (`wide=True`, above 16 rows): the words tile is broadcast to the whole `[16 BT, 64 NB]` weight tile
+  (rows (t, q, h, a), columns (nb, c, w, b)), one `tl.dot` per step.
+Precision: the eight-dot kernel and the wide kernel with `scale_w` form each weight in float32
+(`(code - zero) * scale`, or `code * scale - shift`) and round it once to the activation dtype; the wide
+kernel without `scale_w` dots the exact integers `code - zero` and scales each group's float32 partial sum
+(quanto: minus `shift * sum(x)`). All accumulate in float32 and round the output once (after the split-K
+sum when K is split).
+
+Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
+taken to be in group `j // group_size`, which holds when every group has exactly `group_size` rows (GPTQ's
+act-order). `unsupported_reason` says when a layer's `g_idx` does not (unequal groups).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["marlin_gemm", "unsupported_reason", "available", "KernelConfig", "pick_config"]
+
+_GROUP_SIZES = (-1, 32, 64, 128)
+_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """One launch shape: rows of x (BM), tile rows of B (BT, 16 k each), 64-column blocks (NB), warps,
+    pipeline stages, and the split of K over programs (1: none)."""
+
+    bm: int
+    bt: int
+    nb: int
+    warps: int = 4
+    stages: int = 3
+    split_k: int = 1
+    wide: bool = True
+    """The one-dot kernel (`marlin_gemm_wide_kernel`); False: eight nibble-plane dots (`marlin_gemm_kernel`)."""
+    scale_w: bool = False
+    """Wide kernel only: scale the weights before the dot (one accumulator) instead of each group's sum."""
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """True when Triton imports and a CUDA device of compute capability 8.0+ is present."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the machine
+        return False
+    if _interpreting():
+        return True
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
+def _interpreting() -> bool:
+    """Triton's CPU interpreter (`TRITON_INTERPRET=1`, for development): CPU tensors are then accepted."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels() -> Any:
+    from . import _triton_gemm_kernels as tk
+
+    return tk
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
+    """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweep on an
+    H200 (2026-12-02, BENCHMARKS.md). Up to 16 rows the eight-dot kernel (16-row tiles, K split until
+    there are about 4 programs per multiprocessor); above, the wide kernel with scaled weights (64 x 256
+    tiles; K split up to about one program per multiprocessor for m <= 64)."""
+    if m <= 16:
+        cfg = KernelConfig(bm=16, bt=4, nb=2, warps=4, stages=4, wide=False)
+        target = 4 * sms
+    elif m <= 64:
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, scale_w=True)
+        target = sms
+    else:
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, scale_w=True)
+        target = 0
+    programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
+    tiles = k // 16
+    split = 1
+    while programs * split < target and tiles // (2 * split) >= 4 * cfg.bt:
+        split *= 2
+    return dataclasses.replace(cfg, split_k=split)
+
+
+def unsupported_reason(B: torch.Tensor, s: torch.Tensor, *, group_size: int, dtype: torch.dtype | None = None,
+                       z: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                       perm: torch.Tensor | None = None, g_idx: torch.Tensor | None = None) -> str | None:
+    """Why `marlin_gemm` cannot serve this layer (one line), or None when it can.
+
+    Args: the layer's Marlin tensors (DESIGN §5) and `dtype`, the activation dtype (None: not checked).
+    `g_idx`, when given with `perm`, is checked for equal-size groups (one host sync; call once per layer,
+    at load time, not per forward).
+    """
+    if not available():
+        return "the Triton Marlin GEMM needs Triton and a CUDA GPU of compute capability 8.0+"
+    if dtype is not None and dtype not in _DTYPES:
+        return f"activations must be float16 or bfloat16, not {dtype}"
+    if B.dtype != torch.int32 or B.dim() != 2 or B.shape[1] % 128:
+        return f"B must be int32 [K/16, 2N] with N a multiple of 64, got {B.dtype} {tuple(B.shape)}"
+    k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
+    if k % 128:
+        return f"K={k} is not a multiple of 128"
+    if group_size not in _GROUP_SIZES or (group_size != -1 and k % group_size):
+        return f"group size {group_size} is not one of {_GROUP_SIZES} dividing K={k}"
+    groups = 1 if group_size == -1 else k // group_size
+    if s.dim() != 2 or tuple(s.shape) != (groups, n) or s.dtype not in _DTYPES + (torch.float32,):
+        return f"scales must be float [{groups}, {n}], got {s.dtype} {tuple(s.shape)}"
+    if z is not None and shift is not None:
+        return "a layer has zero points or a shift, not both"
+    if z is not None and (z.dtype != torch.int32 or tuple(z.shape) != (groups, n // 8)):
+        return f"zero points must be int32 [{groups}, {n // 8}], got {z.dtype} {tuple(z.shape)}"
+    if shift is not None and tuple(shift.shape) != (groups, n):
+        return f"shift must be [{groups}, {n}], got {tuple(shift.shape)}"
+    if perm is not None and (perm.dim() != 1 or perm.numel() != k or perm.dtype not in (torch.int32, torch.int64)):
+        return f"perm must be int32 [{k}], got {perm.dtype} {tuple(perm.shape)}"
+    if perm is not None and g_idx is not None and group_size != -1 and group_size < k:
+        sorted_groups = g_idx.to(torch.int64)[perm.to(g_idx.device, torch.int64)]
+        if not torch.equal(sorted_groups, torch.arange(k, device=g_idx.device) // group_size):
+            return "act-order groups of unequal size: the kernel takes Marlin row j to be in group j // group_size"
+    for t in (B, s, z, shift, perm):
+        if t is not None and not t.is_cuda and not _interpreting():
+            return f"tensors must be on a CUDA device, got {t.device}"
+    return None
+
+
+def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size: int,
+                z: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                perm: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                config: KernelConfig | None = None) -> torch.Tensor:
+    """`y = x @ W.T (+ bias)` for the int4 weight W held in Marlin tensors, on the GPU.
+
+    Args:
+        x (`float16`/`bfloat16`, shape `(..., K)`, CUDA): activations.
+        B (`int32`, `(K / 16, 2N)`): Marlin-packed codes. s (`(G, N)`): Marlin-permuted scales (any float
+            dtype); G = 1 for `group_size` -1, else K / group_size.
+        group_size: -1, 32, 64 or 128.
+        z (`int32`, `(G, N / 8)`): Marlin zero points (asymmetric); absent: symmetric, zero 8.
+        shift (`(G, N)`): optimum-quanto's float shift, permuted like the scales: `W = code * s - shift`.
+        perm (`int32`/`int64`, `(K,)`): act-order sort permutation (Marlin row j = source input row perm[j]).
+        bias (`(N,)`): added to the output.
+        config: launch shape override (benchmarks); default `pick_config`.
+    Returns: `(..., N)` tensor in x's dtype on x's device.
+    Raises: ValueError when `unsupported_reason` names a reason (no GPU sync here: g_idx is not checked).
+    """
+    reason = unsupported_reason(B, s, group_size=group_size, dtype=x.dtype, z=z, shift=shift, perm=perm)
+    if reason is not None:
+        raise ValueError(reason)
+    k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
+    if x.shape[-1] != k:
+        raise ValueError(f"x has {x.shape[-1]} input features, the layer {k}")
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise ValueError(f"bias must be [{n}], got {tuple(bias.shape)}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m = x2.shape[0]
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    if m == 0:
+        return out.reshape(*lead, n)
+    single = group_size == -1 or group_size >= k
+    gs = k if single else group_size
+    cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132)
+    tiles = k // 16
+    bt = cfg.bt
+    if cfg.wide and not single:
+        bt = min(bt, gs // 16)  # a step of the wide kernel stays inside one group
+    split = max(1, min(cfg.split_k, tiles // bt))
+    while (tiles // bt) % split:  # every split gets the same whole number of BT-row steps
+        split -= 1
+    per_split = tiles // split
+    uniform = single or gs % (16 * bt) == 0
+    zmode = 2 if shift is not None else (1 if z is not None else 0)
+    B = B.contiguous()
+    s = s.contiguous()
+    ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
+    tk = _kernels()
+    grid = (-(-n // (64 * cfg.nb)), -(-m // cfg.bm), split)
+    dummy = B
+    on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+    with on_device:
+        common = (x2, B, s, z.contiguous() if z is not None else dummy, shift.contiguous() if shift is not None else s,
+                  perm.to(torch.int32).contiguous() if perm is not None else dummy,
+                  bias if bias is not None else s, out, ws,
+                  m, n, x2.stride(0), out.stride(0), gs, per_split)
+        if cfg.wide:
+            tk.marlin_gemm_wide_kernel[grid](
+                *common, int(perm is not None), int(bias is not None), split,
+                ZMODE=zmode, SINGLE=single, SCALE_W=cfg.scale_w, IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
+        else:
+            tk.marlin_gemm_kernel[grid](
+                *common, int(single), int(perm is not None), int(bias is not None), split,
+                ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
+        if split > 1:
+            block = 1024
+            tk.splitk_reduce_kernel[(-(-m * n // block),)](
+                ws, bias if bias is not None else s, out, m, n, out.stride(0), int(bias is not None),
+                SPLIT=split, BLOCK=block)
+    return out.reshape(*lead, n)

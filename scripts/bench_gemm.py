@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""GEMM benchmark of issue #13, one run on a CUDA machine, side by side.
+
+    PYTHONPATH=. python3 scripts/bench_gemm.py [--out DIR] [--no-quanto] [--no-gemlite] [--no-sweep]
+
+Per layer shape N x K (N = out_features, K = in_features) and batch M in 1, 16, 64, 256, with random
+weights and activations, times with CUDA events around CUDA-graph replays of back-to-back calls (median of
+repeats; weights rotate over enough copies that no call runs from L2):
+- `triton`: our `marlin_gemm` on Marlin tensors (fp16 and bf16 activations, group 128, symmetric), with its
+  default launch shape, and (`--sweep`) the best of a few launch shapes, reported with its shape;
+- `quanto`: optimum-quanto's Marlin CUDA kernel (fp16, g128; built on first use, about 90 s);
+- `gemlite`: GemLite's A16W4 (HQQ layout, fp16, g128, its own tuned configs);
+- `dense`: fp16 and bf16 `torch.nn.functional.linear` (cuBLAS);
+- `roofline`: bytes of B + scales per call over the device-to-device copy bandwidth measured in this run.
+Also checks each kernel's output against the dense fp16 product of the same dequantized weights.
+Full results go to DIR/bench_gemm.json (DIR: --out, else $OUT, else .); a table is printed last.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from marlin_convert.layout import permute_scales  # noqa: E402
+from marlin_convert.layout.pack_triton import pack_codes_cuda  # noqa: E402
+from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm, pick_config  # noqa: E402
+
+SHAPES = [(4096, 4096), (28672, 8192), (8192, 28672)]
+"""(N, K) = (out_features, in_features)."""
+MS = [1, 16, 64, 256]
+GS = 128
+L2_BYTES = 60 << 20
+SWEEP = {
+    "small": [KernelConfig(16, 4, 2, 4, 4), KernelConfig(16, 8, 2, 4, 3), KernelConfig(16, 8, 4, 4, 3),
+              KernelConfig(16, 4, 2, 4, 4, wide=False)],
+    "mid": [KernelConfig(64, 4, 2, 4, 3), KernelConfig(64, 4, 4, 4, 3, scale_w=True), KernelConfig(32, 4, 4, 4, 3),
+            KernelConfig(64, 4, 4, 4, 3, wide=False)],
+    "large": [KernelConfig(128, 4, 2, 8, 3, scale_w=True), KernelConfig(64, 4, 4, 4, 3, scale_w=True),
+              KernelConfig(128, 4, 4, 8, 3, scale_w=True), KernelConfig(64, 4, 4, 4, 3, wide=False)],
+}
+"""Launch shapes tried per batch class (`wide=False`: the eight-dot kernel, the first version)."""
+
+
+def graph_time_us(fns: list[Callable[[], Any]], reps: int = 5, inner: int = 20) -> float:
+    """Median microseconds per call: a CUDA graph of `inner` rounds over `fns` (rotating inputs), replayed."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(inner):
+            for f in fns:
+                f()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / (inner * len(fns)))
+    del g
+    return statistics.median(times)
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy, bytes read + written per second."""
+    n = 1 << 29
+    a = torch.randn(n, dtype=torch.float32, device="cuda")
+    b = torch.empty_like(a)
+    us = graph_time_us([lambda: b.copy_(a)], reps=5, inner=5)
+    return 2 * 4 * n / (us * 1e-6)
+
+
+def copies_for(nbytes: int) -> int:
+    return max(1, min(32, -(-3 * L2_BYTES // nbytes)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--no-quanto", action="store_true")
+    ap.add_argument("--no-gemlite", action="store_true")
+    ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,28672x8192")
+    args = ap.parse_args()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    dev = torch.cuda.get_device_name()
+    res: dict[str, Any] = {"device": dev, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                           "torch": torch.__version__, "rows": []}
+    import triton
+
+    res["triton"] = triton.__version__
+    bw = copy_bandwidth()
+    res["copy_GBps"] = bw / 1e9
+    print(f"{dev}; copy {bw / 1e9:.0f} GB/s (read + write)", flush=True)
+
+    quanto = None
+    if not args.no_quanto:
+        try:
+            t0 = time.time()
+            from marlin_convert.gemm_check import marlin_gemm as quanto_gemm
+
+            quanto = quanto_gemm()
+            print(f"quanto built in {time.time() - t0:.0f} s", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"quanto unavailable: {e}", flush=True)
+            res["quanto_error"] = str(e)
+    gemlite_mod = None
+    if not args.no_gemlite:
+        try:
+            from gemlite.helper import A16W4_HQQ_INT
+
+            gemlite_mod = A16W4_HQQ_INT
+        except Exception as e:  # noqa: BLE001
+            print(f"gemlite unavailable: {e}", flush=True)
+            res["gemlite_error"] = str(e)
+
+    shapes = SHAPES if args.shapes is None else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    for n, k in shapes:
+        gen = torch.Generator(device="cuda").manual_seed(n + k)
+        codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=gen)
+        g = k // GS
+        scales = (torch.rand(g, n, device="cuda", generator=gen) * 0.02 + 1e-3).half()
+        B = pack_codes_cuda(codes)
+        s = permute_scales(scales, group_size=GS, k=k)
+        wbytes = B.numel() * 4 + s.numel() * 2
+        nc = copies_for(wbytes)
+        Bs = [B] + [B.clone() for _ in range(nc - 1)]
+        ss = [s] + [s.clone() for _ in range(nc - 1)]
+        w_f16 = ((codes.float() - 8) * scales.float().repeat_interleave(GS, 0).t()).half()
+        w_b16 = w_f16.bfloat16()
+        nd = copies_for(w_f16.numel() * 2)
+        Wd = {torch.float16: [w_f16] + [w_f16.clone() for _ in range(nd - 1)],
+              torch.bfloat16: [w_b16] + [w_b16.clone() for _ in range(nd - 1)]}
+        sz = permute_scales((-8.0 * scales.float()).half(), group_size=GS, k=k)
+        n_pad = -(-n // 128) * 128
+        ws = torch.zeros(n_pad // 128 * 16, dtype=torch.int32, device="cuda")
+        gl = None
+        if gemlite_mod is not None:
+            try:
+                zeros = torch.full((n, g), 8.0, device="cuda", dtype=torch.float16)
+                gl = gemlite_mod(device="cuda", dtype=torch.float16).from_weights(
+                    codes, scales.t().contiguous(), zeros)
+            except Exception as e:  # noqa: BLE001
+                print(f"gemlite pack failed for {n}x{k}: {e}", flush=True)
+                traceback.print_exc()
+        for m in MS:
+            row: dict[str, Any] = {"n": n, "k": k, "m": m, "roofline_us": wbytes / bw * 1e6}
+            xs = {dt: torch.randn(m, k, device="cuda", generator=gen).to(dt) for dt in (torch.float16, torch.bfloat16)}
+            ref = (xs[torch.float16].float() @ w_f16.float().t())
+            ref_n = ref.norm()
+
+            def err(y: torch.Tensor) -> float:
+                return float((y.float() - ref).norm() / ref_n)
+
+            x = xs[torch.float16]
+            for dt, tag in ((torch.float16, "triton_fp16"), (torch.bfloat16, "triton_bf16")):
+                xd = xs[dt]
+                row[tag + "_us"] = graph_time_us([lambda b=b, sc=sc: marlin_gemm(xd, b, sc, group_size=GS)
+                                                  for b, sc in zip(Bs, ss)])
+            row["triton_cfg"] = repr(pick_config(m, n, k, GS))
+            row["triton_err"] = err(marlin_gemm(x, B, s, group_size=GS))
+            if not args.no_sweep:
+                cls = "small" if m <= 16 else ("mid" if m <= 64 else "large")
+                best = None
+                for cfg in SWEEP[cls]:
+                    auto = pick_config(m, n, k, GS)
+                    for split in sorted({auto.split_k, 2 * auto.split_k} if m <= 64 else {1}):
+                        c = dataclasses.replace(cfg, split_k=split)
+                        try:
+                            t = graph_time_us([lambda b=b, sc=sc: marlin_gemm(x, b, sc, group_size=GS, config=c)
+                                               for b, sc in zip(Bs, ss)], reps=3)
+                        except Exception as e:  # noqa: BLE001
+                            print(f"  config {c} failed: {str(e)[:200]}", flush=True)
+                            continue
+                        row.setdefault("sweep", []).append((repr(c), t))
+                        if best is None or t < best[1]:
+                            best = (repr(c), t)
+                if best is not None:
+                    row["triton_best_cfg"], row["triton_best_us"] = best
+            if quanto is not None:
+                try:
+                    Bp = [torch.nn.functional.pad(b.view(k // 16, n // 64, 128), (0, 0, 0, (n_pad - n) // 64)).view(k // 16, 2 * n_pad)
+                          if n_pad != n else b for b in Bs]
+                    row["quanto_us"] = graph_time_us([lambda b=b, sc=sc: quanto(x, b, sc, sz, ws) for b, sc in zip(Bp, ss)])
+                    row["quanto_err"] = err(quanto(x, Bp[0], s, sz, ws)[:, :n])
+                except Exception as e:  # noqa: BLE001
+                    row["quanto_error"] = str(e)[:300]
+            if gl is not None:
+                try:
+                    row["gemlite_us"] = graph_time_us([lambda: gl(x)])
+                    row["gemlite_err"] = err(gl(x))
+                    row["gemlite_note"] = "one weight copy (GemLite module); may run partly from L2 on 4096x4096"
+                except Exception as e:  # noqa: BLE001
+                    row["gemlite_error"] = str(e)[:300]
+            for dt, tag in ((torch.float16, "dense_fp16"), (torch.bfloat16, "dense_bf16")):
+                xd = xs[dt]
+                row[tag + "_us"] = graph_time_us([lambda w=w: torch.nn.functional.linear(xd, w) for w in Wd[dt]])
+            res["rows"].append(row)
+            print(json.dumps({kk: (round(v, 2) if isinstance(v, float) else v) for kk, v in row.items() if kk != "sweep"}),
+                  flush=True)
+            (out_dir / "bench_gemm.json").write_text(json.dumps(res, indent=1))
+        del Bs, ss, Wd, gl
+        torch.cuda.empty_cache()
+
+    cols = ["triton_fp16_us", "triton_bf16_us", "triton_best_us", "quanto_us", "gemlite_us", "dense_fp16_us",
+            "dense_bf16_us", "roofline_us"]
+    print("\nN x K, M | " + " | ".join(c[:-3] for c in cols) + " | triton_fp16 vs dense_fp16 | % roofline")
+    for r in res["rows"]:
+        vals = " | ".join(f"{r[c]:.1f}" if c in r else "-" for c in cols)
+        print(f"{r['n']}x{r['k']}, {r['m']} | {vals} | {r['dense_fp16_us'] / r['triton_fp16_us']:.2f}x | "
+              f"{100 * r['roofline_us'] / r['triton_fp16_us']:.0f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""The Triton Marlin GEMM (issue #13) against float64 `x @ W.T`, W dequantized here from the layer's source
+record (codes, scales, zero points or quanto shift, g_idx: `W[n, k] = (code - zero) * scale[g_idx[k], n]`,
+or `scale * code - shift`), never from the Marlin tensors, which come from the package's converter
+(`to_marlin`, itself checked byte-equal to vLLM's repack elsewhere).
+
+Error bounds (derived for this kernel, per output element n of row m):
+- each weight is formed in float32 exactly up to one float32 rounding (`(code - zero) * scale`: a 5-bit
+  integer times an 8- or 11-bit significand is exact; `code * scale - shift` rounds once, relative to the
+  result) and rounded once to the activation dtype: relative error <= u (fp16 u = 2^-11, bf16 u = 2^-8);
+- products of two fp16/bf16 values are exact in float32; the float32 sum over K (tensor-core order, split-K
+  partials added in float32) errs by at most about K * 2^-24 of `sum |x| |w|`: we allow K * 2^-22;
+- the output is rounded once to the activation dtype: <= u |y|.
+So `|y - ref| <= (u (1 + 2^-22) + K 2^-22) (|x| @ |W|.T) + u |ref| + tiny` elementwise (ELEMENT bound).
+(The wide kernel without `scale_w` dots exact integers and scales float32 partial sums: its error is the
+float32 part alone, well inside the same bound.)
+The elementwise bound holds for any input; for random inputs the rounding errors are independent with rms
+about u / sqrt(3) per weight and per output, so `||y - ref|| / ||ref||` is about 0.8 u: NORM_BOUND = 2 u.
+A wrong tile, block, scale or zero-point order moves each affected output by O(|y|) (checked below: the
+bounds must reject a swapped 64-column block, unpermuted scales, unpermuted zero points, a missing perm).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+
+import pytest
+import torch
+
+from marlin_convert.formats import DenseCodes, QuantizedLinear, to_marlin
+from marlin_convert.layout import pack_nibbles
+
+SHAPES = [(64, 128), (192, 384), (1088, 2048)]
+"""(N, K): the smallest Marlin layer, and two with N not a multiple of 128 (K = 2048 with small M takes split-K)."""
+DTYPES = [torch.float16, torch.bfloat16]
+GROUPS = [-1, 32, 64, 128]
+MODES = ["sym", "asym", "shift"]
+MS = [1, 7, 16, 64, 333]
+UNIT = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+
+@dataclasses.dataclass
+class Layer:
+    rec: QuantizedLinear
+    w: torch.Tensor  # float64 [N, K], dequantized by the test from the record's fields
+    marlin: dict[str, torch.Tensor]
+    bias: torch.Tensor | None
+
+
+def _make_layer(n: int, k: int, group_size: int, mode: str, act_order: bool, dtype: torch.dtype, seed: int,
+                with_bias: bool) -> Layer:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    groups = 1 if group_size == -1 else k // group_size
+    codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=gen)
+    scales = (torch.rand(groups, n, device="cuda", generator=gen) * 0.02 + 1e-3).to(dtype)
+    zeros = torch.randint(0, 16, (groups, n), dtype=torch.uint8, device="cuda", generator=gen) if mode == "asym" else None
+    shift = ((torch.rand(groups, n, device="cuda", generator=gen) - 0.3) * 0.1).to(dtype) if mode == "shift" else None
+    g_idx = torch.arange(k, device="cuda") // (k if group_size == -1 else group_size)
+    if act_order:
+        g_idx = g_idx[torch.randperm(k, device="cuda", generator=gen)]
+    rec = QuantizedLinear(DenseCodes(codes), scales, zeros, shift, g_idx.to(torch.int32) if act_order else None,
+                          group_size, {})
+    # the test's own dequantization of the source record, in float64
+    s = scales.double()[g_idx].t()  # [N, K]
+    if mode == "shift":
+        w = s * codes.double() - shift.double()[g_idx].t()
+    else:
+        zero = zeros.double()[g_idx].t() if zeros is not None else 8.0
+        w = (codes.double() - zero) * s
+    marlin = {name: t.cuda() for name, t in to_marlin(rec).items()}
+    bias = (torch.randn(n, device="cuda", generator=gen) * 0.1).to(dtype) if with_bias else None
+    return Layer(rec, w, marlin, bias)
+
+
+def _run(layer: Layer, x: torch.Tensor, **override: torch.Tensor | None) -> torch.Tensor:
+    from marlin_convert.runtime.triton_gemm import marlin_gemm
+
+    t = {**layer.marlin, **override}
+    block = torch.full((x.shape[0] * t["B"].shape[1] * 4,), float("nan"), dtype=x.dtype, device="cuda")
+    del block  # a freed NaN block in the caching allocator: an unwritten output element shows
+    return marlin_gemm(x, t["B"], t["s"], group_size=layer.rec.group_size, z=t.get("z"), shift=t.get("shift"),
+                       perm=t.get("perm"), bias=layer.bias)
+
+
+def _failures(layer: Layer, x: torch.Tensor, y: torch.Tensor) -> list[str]:
+    """Empty when y is within both bounds of `x @ W.T (+ bias)`; else what broke them."""
+    dtype, k = x.dtype, x.shape[1]
+    u = UNIT[dtype]
+    ref = x.double() @ layer.w.t()
+    mag = x.double().abs() @ layer.w.abs().t()
+    if layer.bias is not None:
+        ref = ref + layer.bias.double()
+        mag = mag + layer.bias.double().abs()
+    out = []
+    if tuple(y.shape) != tuple(ref.shape) or y.dtype != dtype:
+        return [f"shape/dtype {tuple(y.shape)} {y.dtype}, expected {tuple(ref.shape)} {dtype}"]
+    if not bool(torch.isfinite(y).all()):
+        return ["non-finite output (unwritten or overflowed)"]
+    err = (y.double() - ref).abs()
+    bound = (u * (1 + 2.0**-22) + k * 2.0**-22) * mag + u * ref.abs() + 1e-30
+    worst = float((err / bound).max())
+    if worst > 1.0:
+        out.append(f"element bound exceeded {worst:.2f}x")
+    rel = float(err.norm() / ref.norm())
+    if rel > 2 * u:
+        out.append(f"normwise rel err {rel:.2e} > {2 * u:.2e}")
+    return out
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("act_order", [False, True], ids=["plain", "actorder"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("group_size", GROUPS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("n,k", SHAPES, ids=[f"{n}x{k}" for n, k in SHAPES])
+def test_marlin_gemm_matches_source_dequant(n, k, dtype, group_size, mode, act_order):
+    seed = zlib.crc32(repr((n, k, str(dtype), group_size, mode, act_order)).encode())
+    layer = _make_layer(n, k, group_size, mode, act_order, dtype, seed, with_bias=group_size in (-1, 64))
+    gen = torch.Generator(device="cuda").manual_seed(seed + 1)
+    bad = {}
+    for m in MS:
+        x = torch.randn(m, k, device="cuda", generator=gen).to(dtype)
+        fails = _failures(layer, x, _run(layer, x))
+        if fails:
+            bad[m] = fails
+    assert not bad, bad
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("group_size", GROUPS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_each_kernel_and_launch_shape(dtype, group_size, mode):
+    """Both kernels and both wide-kernel scalings, whatever `pick_config` picks for a batch, with split-K."""
+    from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
+
+    layer = _make_layer(192, 1024, group_size, mode, True, dtype, 17 + group_size, with_bias=True)
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    t = layer.marlin
+    bad = {}
+    for cfg in (KernelConfig(16, 4, 2, wide=False, split_k=4), KernelConfig(64, 8, 2, wide=False),
+                KernelConfig(16, 8, 2, split_k=2), KernelConfig(64, 4, 4, scale_w=True, split_k=2),
+                KernelConfig(32, 4, 2), KernelConfig(128, 4, 2, warps=8, scale_w=True)):
+        for m in (5, 70):
+            x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
+            y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
+                            perm=t.get("perm"), bias=layer.bias, config=cfg)
+            fails = _failures(layer, x, y)
+            if fails:
+                bad[(repr(cfg), m)] = fails
+    assert not bad, bad
+
+
+@pytest.mark.cuda
+def test_leading_dims_and_strided_input():
+    layer = _make_layer(192, 384, 128, "asym", True, torch.bfloat16, 7, with_bias=True)
+    from marlin_convert.runtime.triton_gemm import marlin_gemm
+
+    x = torch.randn(2, 3, 2 * 384, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    x = x.to(torch.bfloat16)[..., ::2]  # non-contiguous last dim
+    t = layer.marlin
+    y = marlin_gemm(x, t["B"], t["s"], group_size=128, z=t["z"], perm=t["perm"], bias=layer.bias)
+    assert y.shape == (2, 3, 192)
+    assert not _failures(layer, x.reshape(6, 384), y.reshape(6, 192))
+
+
+def _swap_block(b: torch.Tensor) -> torch.Tensor:
+    """B with its first two 64-column blocks swapped (each is 128 words of every tile row)."""
+    v = b.view(b.shape[0], -1, 128).clone()
+    v[:, [0, 1]] = v[:, [1, 0]]
+    return v.view(b.shape)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("group_size", [-1, 128])
+def test_layout_damage_fails_the_bounds(dtype, group_size):
+    """The check can fail: each kind of layout damage is rejected (the undamaged layer passes)."""
+    n, k = 192, 1024
+    layer = _make_layer(n, k, group_size, "asym", True, dtype, 11, with_bias=False)
+    x = torch.randn(16, k, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3)).to(dtype)
+    assert not _failures(layer, x, _run(layer, x))
+    rec = layer.rec
+    natural_zeros = pack_nibbles(rec.zeros.cpu()).cuda()  # zero points packed without Marlin's order
+    damaged = {
+        "swapped 64-column block": {"B": _swap_block(layer.marlin["B"])},
+        "scales in source order": {"s": rec.scales.contiguous()},
+        "zero points in source order": {"z": natural_zeros},
+    }
+    if group_size != -1:  # with one group the sort permutation is the identity
+        damaged["act-order perm left out"] = {"perm": None}
+    for what, override in damaged.items():
+        assert _failures(layer, x, _run(layer, x, **override)), f"{what} was not caught"
+
+
+@pytest.mark.cuda
+def test_unsupported_reason():
+    from marlin_convert.runtime.triton_gemm import unsupported_reason
+
+    layer = _make_layer(192, 384, 128, "asym", True, torch.float16, 5, with_bias=False)
+    t = layer.marlin
+    assert unsupported_reason(t["B"], t["s"], group_size=128, dtype=torch.float16, z=t["z"], perm=t["perm"],
+                              g_idx=t["g_idx"]) is None
+    assert "float16 or bfloat16" in unsupported_reason(t["B"], t["s"], group_size=128, dtype=torch.float32)
+    assert "group size" in unsupported_reason(t["B"], t["s"], group_size=256)
+    uneven = t["g_idx"].clone()
+    uneven[uneven == 0] = 1  # group 0 empty, group 1 twice as large
+    assert "unequal" in unsupported_reason(t["B"], t["s"], group_size=128, perm=t["perm"], g_idx=uneven)
+
+
+def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
+    """On a machine without a GPU (CI) the backend declines with one line instead of failing later."""
+    from marlin_convert.runtime import triton_gemm
+
+    monkeypatch.setattr(triton_gemm, "available", lambda: False)
+    b = torch.zeros(8, 128, dtype=torch.int32)
+    reason = triton_gemm.unsupported_reason(b, torch.ones(1, 64, dtype=torch.float16), group_size=-1)
+    assert reason is not None and "CUDA" in reason
+    assert math.isfinite(triton_gemm.pick_config(1, 4096, 4096, 128).split_k)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("group_size", [-1, 64])
+def test_verify_gemm_check_with_the_triton_backend(group_size):
+    """`gemm_check.check_layer(..., backend="triton")`: within its bounds on a good layer, above them with one
+    64-column block swapped."""
+    from marlin_convert.gemm_check import check_layer
+
+    layer = _make_layer(192, 512, group_size, "asym", group_size != -1, torch.bfloat16, 23, with_bias=False)
+    rec = dataclasses.replace(layer.rec, codes=DenseCodes(layer.rec.codes.full().cpu()))
+    good = check_layer(rec, layer.marlin, backend="triton")
+    assert good.skipped is None and good.ok, good.detail
+    bad = check_layer(rec, {**layer.marlin, "B": _swap_block(layer.marlin["B"])}, backend="triton")
+    assert bad.skipped is None and not bad.ok, bad.detail
+
+
+def test_unknown_gemm_backend_is_named():
+    from marlin_convert.errors import MarlinConvertError
+    from marlin_convert.gemm_check import check_layer
+
+    with pytest.raises(MarlinConvertError, match="unknown GEMM backend 'cutlass'"):
+        check_layer(None, {}, backend="cutlass")  # type: ignore[arg-type]
