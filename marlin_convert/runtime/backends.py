@@ -9,7 +9,7 @@ once per (backend, reason) on the "marlin_convert" logger.
 Adding a backend is one entry in `BACKENDS` (and a place in `DEFAULT_ORDER`).
 
 The default order is the one rule for which CUDA kernel serves a layer: optimum-quanto's Marlin CUDA kernel
-where it can (float16 activations, group size 128 or per-column, N a multiple of 128, optimum-quanto
+where it can (float16 activations, group size 128 or per-column, N a multiple of 256, optimum-quanto
 installed), our Triton Marlin GEMM (`runtime/triton_gemm.py`: float16 and bfloat16, groups -1/32/64/128,
 no compiler) for every other CUDA layer, and the exact reference path elsewhere. Where both kernels can
 serve, the H200 benchmark of 2026-12-02 (BENCHMARKS.md, "GEMM: the Triton Marlin kernel": 4096x4096,
@@ -137,8 +137,8 @@ def _quanto_unsupported(layer: "MarlinLinear", x: torch.Tensor) -> str | None:
         return "the Marlin kernel needs compute capability 8.0+"
     if not _single(layer) and layer.spec.group_size != _QUANTO_GROUP:
         return f"group size {layer.spec.group_size} (the kernel has 128 and per-column only)"
-    if layer.out_features % 128:
-        return f"N={layer.out_features} not a multiple of 128"
+    if layer.out_features % 256:  # above 16 rows its only kernel shape is 256 columns wide (thread_n = 256)
+        return f"N={layer.out_features} not a multiple of 256"
     if _quanto_missing:
         return _quanto_missing[0]
     try:

@@ -23,6 +23,11 @@ from tests.runtime.helpers import DECODERS, FIXTURES, available_fixtures, dense_
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(importlib.util.find_spec("optimum") is None,
                                                   reason="needs optimum-quanto (pip install marlin-convert[gpu-verify])")]
 REL = 5e-3
+REL_BF16 = 8 * 2.0**-8
+"""bfloat16 keeps 8 significand bits (unit roundoff 2^-8): the kernel and cuBLAS both hold each weight and
+activation to that precision but round partial sums differently, so the logits may differ by a few ulps of
+relative error after the model's layers; 8 ulps (3.1e-2) leaves room for that and still fails on a wrong
+tile, scale or zero-point order (those give errors of order 1)."""
 MARGIN = 0.1
 
 
@@ -83,24 +88,34 @@ def test_64_layer_greedy_tokens_marlin_equal_reference(tmp_path):
     print(f"64 layers: {int(clear.sum())} clear steps of {new}, all agree; free-running greedy equal for {first_unclear} steps")
 
 
-def test_bf16_falls_back_to_reference_exactly_and_says_so_once(tmp_path, caplog):
+def test_bf16_runs_triton_within_bound_reference_exactly_and_says_so_once(tmp_path, caplog):
+    """bfloat16 activations: optimum-quanto's kernel refuses them (said once); our Triton kernel serves them
+    within the bound of the dense bf16 model; with Triton left out, the reference path is bit-equal to it."""
     from transformers import AutoModelForCausalLM
+
+    from marlin_convert.runtime import backends
 
     src = FIXTURES / "gptqmodel_asym"
     pack_checkpoint(src, tmp_path / "out", device="cuda")
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.bfloat16).cuda().eval()
     dense = dense_model(src, DECODERS["gptqmodel_asym"], torch.bfloat16).cuda()
     ids = tokens(model.config.vocab_size).cuda()
-    from marlin_convert.runtime import backends
-
     backends._said.clear()
     with caplog.at_level("WARNING", logger="marlin_convert"), torch.no_grad():
         got, want = model(ids).logits, dense(ids).logits
         model(ids)
-    assert _backends(model) == {"reference"}
-    assert torch.equal(got, want)
+    assert _backends(model) == {"triton"}
+    assert _rel(got, want) <= REL_BF16
     said = [r.getMessage() for r in caplog.records if "'quanto' backend cannot serve" in r.getMessage()]
-    assert len(said) == 1 and "bfloat16" in said[0], said
+    assert len(said) == 1 and "bfloat16" in said[0] and "'triton'" in said[0], said
+    backends.set_order(["quanto", "reference"])
+    try:
+        with torch.no_grad():
+            got = model(ids).logits
+        assert _backends(model) >= {"reference"}
+        assert torch.equal(got, want)
+    finally:
+        backends.set_order(None)
 
 
 def test_moe_experts_through_marlin(tmp_path):
@@ -114,7 +129,7 @@ def test_moe_experts_through_marlin(tmp_path):
     ids = tokens(300, batch=2, length=16).cuda()
     with torch.no_grad():
         err = _rel(model(ids).logits, dense(ids).logits)
-    assert _backends(model) == {"quanto"}
+    assert _backends(model) == {"quanto", "triton"}  # N = 128 layers (k/v, expert gate/up) run on Triton
     print(f"qwen3-moe: logits rel err {err:.2e} vs dense fp16")
     assert err <= REL
 
