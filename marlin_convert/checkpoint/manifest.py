@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import CheckpointError, NotAnOutputError, VerifyMismatch
 
@@ -78,8 +78,9 @@ def build_manifest(*, tool_version: str, source_format: str, source: Checkpoint,
     }
 
 
-def open_output(path: Path) -> tuple[dict[str, Any], Checkpoint]:
-    """The manifest and the opened Marlin checkpoint; any inconsistency is a VerifyMismatch."""
+def open_output(path: Path, *, marker_files: Iterable[str] = ()) -> tuple[dict[str, Any], Checkpoint]:
+    """The manifest and the opened Marlin checkpoint (see `open_checkpoint` for `marker_files`); any
+    inconsistency is a VerifyMismatch."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such directory")
     if not path.is_dir():
@@ -91,7 +92,7 @@ def open_output(path: Path) -> tuple[dict[str, Any], Checkpoint]:
 
     manifest = load_manifest(path / MANIFEST_NAME)
     try:
-        ckpt = open_checkpoint(path)
+        ckpt = open_checkpoint(path, marker_files=marker_files)
     except CheckpointError as e:
         raise VerifyMismatch(str(e)) from None
     expected = manifest["output_tensors"]

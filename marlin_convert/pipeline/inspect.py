@@ -9,7 +9,7 @@ from typing import Any
 from ..checkpoint import open_checkpoint, open_output
 from ..checkpoint.ownership import is_marlin_output
 from ..dtypes import DTYPE_SIZES
-from ..formats import LayerPlan, marlin_specs
+from ..formats import MARKER_FILES, LayerPlan, marlin_specs
 from ..formats.plan_json import plan_from_json
 from .plan import plan_source
 from .reports import InspectReport
@@ -29,7 +29,7 @@ def inspect_checkpoint(src: str | os.PathLike[str]) -> InspectReport:
     src = Path(src)
     if is_marlin_output(src):
         return _inspect_output(src)
-    with open_checkpoint(src) as ckpt:
+    with open_checkpoint(src, marker_files=MARKER_FILES) as ckpt:
         fmt, fplan = plan_source(ckpt)
         by_name = {name: p for p in fplan.layers for name in p.sources.values()}
         tensors = []
@@ -44,7 +44,7 @@ def inspect_checkpoint(src: str | os.PathLike[str]) -> InspectReport:
 
 
 def _inspect_output(path: Path) -> InspectReport:
-    manifest, ckpt = open_output(path)
+    manifest, ckpt = open_output(path, marker_files=MARKER_FILES)
     with ckpt:
         plans = {prefix: plan_from_json(d) for prefix, d in manifest["layers"].items()}
         layers = [_layer_row(p) for p in plans.values()]

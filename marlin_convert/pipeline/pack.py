@@ -9,23 +9,10 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..checkpoint import (
-    CONFIG_NAME,
-    INDEX_NAME,
-    MANIFEST_NAME,
-    OutEntry,
-    atomic_directory,
-    build_manifest,
-    check_output_path,
-    dump_manifest,
-    index_json,
-    open_checkpoint,
-    plan_shards,
-    write_json,
-    write_shards,
-)
+from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, OutEntry, atomic_directory, build_manifest
+from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards
 from ..errors import NothingToConvert
-from ..formats import Format, FormatPlan, LayerPlan, TensorSpec
+from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
 from ._layers import convert_layer, read_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
@@ -70,7 +57,7 @@ def pack_checkpoint(
     dev = resolve_device(device)
     jobs = check_jobs(jobs)
     check_output_path(out, inputs=[src], force=force)
-    with open_checkpoint(src) as ckpt:
+    with open_checkpoint(src, marker_files=MARKER_FILES) as ckpt:
         fmt, fplan = plan_source(ckpt)
         for w in fplan.warnings:
             reporter.warn(w)

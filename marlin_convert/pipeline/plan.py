@@ -58,7 +58,7 @@ def output_entries(ckpt: Checkpoint, eligible: dict[str, LayerPlan]) -> list[Out
     for name, spec in specs.items():
         prefix = member_of.get(name)
         if prefix is None:
-            entries.append(OutEntry(name, spec.dtype, spec.shape, CopyTensor(name)))
+            entries.append(OutEntry(name, spec, CopyTensor(name)))
             continue
         if prefix in done:
             continue
@@ -67,5 +67,5 @@ def output_entries(ckpt: Checkpoint, eligible: dict[str, LayerPlan]) -> list[Out
             out_name = f"{prefix}.{suffix}"
             if out_name in specs and out_name not in member_of:
                 raise CheckpointError(f"{ckpt.root}: output tensor {out_name} would overwrite a source tensor")
-            entries.append(OutEntry(out_name, out_spec.dtype, out_spec.shape, LayerTensor(prefix, suffix)))
+            entries.append(OutEntry(out_name, out_spec, LayerTensor(prefix, suffix)))
     return entries

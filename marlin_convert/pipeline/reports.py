@@ -12,8 +12,15 @@ SCHEMA_VERSION = 1
 __all__ = ["SCHEMA_VERSION", "PackReport", "UnpackReport", "VerifyReport", "InspectReport", "check_row"]
 
 
+class _Report:
+    """A report dataclass whose JSON form is its fields plus `schema_version`."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}  # type: ignore[call-overload]
+
+
 @dataclass
-class PackReport:
+class PackReport(_Report):
     source: str
     output: str
     format: str
@@ -27,12 +34,9 @@ class PackReport:
     bytes_out: int
     seconds: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
 
 @dataclass
-class UnpackReport:
+class UnpackReport(_Report):
     source: str
     output: str
     format: str
@@ -41,9 +45,6 @@ class UnpackReport:
     shards: list[str]
     bytes_out: int
     seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
 
 
 @dataclass

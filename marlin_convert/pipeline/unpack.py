@@ -8,21 +8,12 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import (
-    CONFIG_NAME,
-    INDEX_NAME,
-    OutEntry,
-    ShardPlan,
-    atomic_directory,
-    check_output_path,
-    open_output,
-    order_in_shard,
-    write_json,
-    write_shards,
-)
+from ..checkpoint import CONFIG_NAME, INDEX_NAME, OutEntry, ShardPlan, atomic_directory, check_output_path, open_output
+from ..checkpoint import order_in_shard, write_json, write_shards
 from ..errors import VerifyMismatch
-from ..formats import Format, LayerPlan, marlin_specs
+from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
 from ..formats.plan_json import plan_from_json
+from ..tensor_spec import TensorSpec
 from ._layers import marlin_tensors, restore_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 from .options import check_jobs
@@ -56,7 +47,7 @@ def unpack_checkpoint(
     marlin_dir, out = Path(marlin_dir), Path(out)
     jobs = check_jobs(jobs)
     check_output_path(out, inputs=[marlin_dir], force=force)
-    manifest, ckpt = open_output(marlin_dir)
+    manifest, ckpt = open_output(marlin_dir, marker_files=MARKER_FILES)
     with ckpt:
         fmt = Format.get(manifest["source_format"])
         plans = {prefix: plan_from_json(d) for prefix, d in manifest["layers"].items()}
@@ -112,8 +103,7 @@ def _restore_entries(names: list[str], source_tensors: dict[str, Any], member_of
     done: set[str] = set()
     for name in names:
         if name not in member_of:
-            meta = source_tensors[name]
-            entries.append(OutEntry(name, meta["dtype"], tuple(meta["shape"]), CopyTensor(name)))
+            entries.append(OutEntry(name, _spec(source_tensors[name]), CopyTensor(name)))
             continue
         prefix = member_of[name][0]
         if prefix in done:
@@ -121,6 +111,10 @@ def _restore_entries(names: list[str], source_tensors: dict[str, Any], member_of
         done.add(prefix)
         for role, member in plans[prefix].sources.items():
             if member in in_shard:
-                meta = source_tensors[member]
-                entries.append(OutEntry(member, meta["dtype"], tuple(meta["shape"]), LayerTensor(prefix, role)))
+                entries.append(OutEntry(member, _spec(source_tensors[member]), LayerTensor(prefix, role)))
     return entries
+
+
+def _spec(meta: dict[str, Any]) -> TensorSpec:
+    """A manifest tensor entry's dtype and shape."""
+    return TensorSpec(meta["dtype"], tuple(meta["shape"]))

@@ -11,7 +11,7 @@ import torch
 from ..checkpoint import Checkpoint, Hashed, open_checkpoint, open_output
 from ..checkpoint.ownership import is_marlin_output
 from ..errors import MarlinConvertError, NotAnOutputError, VerifyMismatch
-from ..formats import Format, LayerPlan, QuantizedLinear, dequantize, marlin_specs
+from ..formats import MARKER_FILES, Format, LayerPlan, QuantizedLinear, dequantize, marlin_specs
 from ..formats.plan_json import plan_from_json
 from ._layers import convert_layer, read_layer, record_to_cpu, restore_layer
 from .options import resolve_device
@@ -60,13 +60,13 @@ def verify_checkpoint(
     if src_dir is not None and is_marlin_output(Path(src_dir)) and not is_marlin_output(out_dir):
         raise NotAnOutputError(f"{src_dir} looks like a marlin-convert output and {out_dir} does not; "
                                f"did you mean `verify {out_dir} {src_dir}`? (verify SRC OUT)")
-    manifest, out = open_output(out_dir)
+    manifest, out = open_output(out_dir, marker_files=MARKER_FILES)
     src: Checkpoint | None = None
     report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
     try:
         fmt = Format.get(manifest["source_format"])
         if src_dir is not None:
-            src = open_checkpoint(src_dir)
+            src = open_checkpoint(src_dir, marker_files=MARKER_FILES)
             _check_source_matches(src, manifest, report)
         plans = {prefix: plan_from_json(d) for prefix, d in manifest["layers"].items()}
         members = {name for p in plans.values() for name in p.sources.values()}
