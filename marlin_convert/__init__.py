@@ -11,8 +11,7 @@ The public API is four checkpoint-level functions and the tensor-level layout fu
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import (  # noqa: E402
     CheckpointError,
     MarlinConvertError,

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from ._version import __version__
 from .cli_render import BarReporter, err_console, error_object, heading, inspect_tables, out_console, plural, size
 from .errors import MarlinConvertError, NothingToConvert, VerifyMismatch
 

@@ -119,7 +119,7 @@ def main() -> None:
     if not args.no_quanto:
         try:
             t0 = time.time()
-            from marlin_convert.gemm_check import marlin_gemm as quanto_gemm
+            from marlin_convert.runtime.gemm_check import marlin_gemm as quanto_gemm
 
             quanto = quanto_gemm()
             print(f"quanto built in {time.time() - t0:.0f} s", flush=True)

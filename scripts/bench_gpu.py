@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marlin_convert.gemm_check import quanto_lib  # noqa: E402
+from marlin_convert.runtime.gemm_check import quanto_lib  # noqa: E402
 from marlin_convert.layout import pack_triton  # noqa: E402
 from marlin_convert.layout.pack_triton import pack_codes_cuda, pack_kpacked_cuda, unpack_codes_cuda  # noqa: E402
 from tests._support.reference import seed_pack_torch  # noqa: E402
@@ -207,7 +207,7 @@ def bench_shape(n: int, k: int, lib: Any, *, sweep: bool, reps: int) -> dict[str
 def bench_gemm() -> list[dict[str, Any]]:
     """Errors of optimum-quanto's Marlin GEMM on our packed layers (random records, packed on the GPU)."""
     from marlin_convert.formats import DenseCodes, QuantizedLinear, to_marlin
-    from marlin_convert.gemm_check import check_layer
+    from marlin_convert.runtime.gemm_check import check_layer
 
     rows = []
     cases = [(n, k, "sym", 128, False) for n, k in SHAPES]

@@ -34,7 +34,7 @@ def _record(n, k, group_size, *, kind, act_order=False, dtype=torch.float16, see
     (11008, 4096, 128, "sym", False),
 ])
 def test_gemm_check_layers(n, k, group_size, kind, act_order):
-    from marlin_convert.gemm_check import check_layer
+    from marlin_convert.runtime.gemm_check import check_layer
 
     rec = _record(n, k, group_size, kind=kind, act_order=act_order, seed=n + k)
     tensors = to_marlin(rec)
@@ -53,7 +53,7 @@ def test_gemm_check_layers(n, k, group_size, kind, act_order):
 @pytest.mark.parametrize("kind,act_order", [("sym", False), ("asym", True)])
 def test_gemm_check_cuda_record(kind, act_order):
     """A record and Marlin tensors already on the GPU (as `verify --device cuda` makes them)."""
-    from marlin_convert.gemm_check import check_layer
+    from marlin_convert.runtime.gemm_check import check_layer
 
     rec = _record(512, 1024, 128, kind=kind, act_order=act_order, seed=5)
     move = lambda t: None if t is None else t.cuda()  # noqa: E731

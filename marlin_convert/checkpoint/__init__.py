@@ -5,7 +5,7 @@ This package knows no quantization format.
 from __future__ import annotations
 
 from .atomic import TMP_MARKER, atomic_directory, check_output_path
-from .manifest import MANIFEST_NAME, dump_manifest, load_manifest
+from .manifest import MANIFEST_NAME, build_manifest, dump_manifest, load_manifest, open_output
 from .safetensors_file import Hashed, SafetensorsHeader, TensorInfo, read_header
 from .source import CONFIG_NAME, INDEX_NAME, SINGLE_NAME, Checkpoint, open_checkpoint
 from .writer import OutEntry, ShardPlan, index_json, order_in_shard, plan_shards, write_json, write_shards
@@ -23,11 +23,13 @@ __all__ = [
     "ShardPlan",
     "TensorInfo",
     "atomic_directory",
+    "build_manifest",
     "check_output_path",
     "dump_manifest",
     "index_json",
     "load_manifest",
     "open_checkpoint",
+    "open_output",
     "order_in_shard",
     "plan_shards",
     "read_header",

@@ -1,14 +1,19 @@
-"""The `marlin_convert_manifest.json` file: canonical JSON with a sha256 of its own content."""
+"""The `marlin_convert_manifest.json` file: its schema (built by pack, read by unpack, verify and inspect),
+written as canonical JSON with a sha256 of its own content."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
-from ..errors import VerifyMismatch
+from ..errors import CheckpointError, NotAnOutputError, VerifyMismatch
 
-__all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "dump_manifest", "load_manifest"]
+if TYPE_CHECKING:  # ownership (imported by source's imports) reads MANIFEST_NAME from here: no import cycle
+    from .source import Checkpoint
+    from .writer import ShardPlan
+
+__all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "build_manifest", "dump_manifest", "load_manifest", "open_output"]
 
 MANIFEST_NAME = "marlin_convert_manifest.json"
 MANIFEST_KIND = "marlin-convert-manifest"
@@ -39,3 +44,66 @@ def load_manifest(path: Path) -> dict[str, Any]:
     if dump_manifest(data) != text or not isinstance(data.get("sha256"), str):
         raise VerifyMismatch(f"{path}: content does not match its sha256 (manifest modified or corrupt)")
     return data
+
+
+def build_manifest(*, tool_version: str, source_format: str, source: Checkpoint, source_sha: dict[str, str],
+                   shards: list[ShardPlan], out_sha: dict[str, str], layers: dict[str, dict[str, Any]],
+                   skipped_layers: dict[str, str | None], files: list[str], set_aside_files: dict[str, Any],
+                   warnings: list[str]) -> dict[str, Any]:
+    """The manifest of a pack: what the source was (config text, index, shards, every tensor's sha256),
+    what was written (every output tensor's sha256) and how each layer was converted (`layers`)."""
+    return {
+        "kind": MANIFEST_KIND,
+        "version": 1,
+        "tool_version": tool_version,
+        "source_format": source_format,
+        "source_config_text": source.config_text,
+        "source_index": source.index,
+        "source_shards": {
+            shard: {"metadata": h.metadata, "tensors": list(h.tensors)} for shard, h in source.headers.items()
+        },
+        "source_tensors": {
+            name: {"dtype": s.dtype, "shape": list(s.shape), "sha256": source_sha[name]} for name, s in source.specs().items()
+        },
+        "output_shards": {s.name: [e.name for e in s.entries] for s in shards},
+        "output_tensors": {
+            e.name: {"dtype": e.dtype, "shape": list(e.shape), "sha256": out_sha[e.name]}
+            for s in shards for e in s.entries
+        },
+        "layers": layers,
+        "skipped_layers": skipped_layers,
+        "files": files,
+        "set_aside_files": set_aside_files,
+        "warnings": warnings,
+    }
+
+
+def open_output(path: Path, *, marker_files: Iterable[str] = ()) -> tuple[dict[str, Any], Checkpoint]:
+    """The manifest and the opened Marlin checkpoint (see `open_checkpoint` for `marker_files`); any
+    inconsistency is a VerifyMismatch."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory")
+    if not (path / MANIFEST_NAME).is_file():
+        raise NotAnOutputError(f"{path}: not a marlin-convert output (no {MANIFEST_NAME}); give the directory "
+                               "written by `marlin-convert pack`")
+    from .source import open_checkpoint
+
+    manifest = load_manifest(path / MANIFEST_NAME)
+    try:
+        ckpt = open_checkpoint(path, marker_files=marker_files)
+    except CheckpointError as e:
+        raise VerifyMismatch(str(e)) from None
+    expected = manifest["output_tensors"]
+    specs = ckpt.specs()
+    for name, meta in expected.items():
+        spec = specs.get(name)
+        if spec is None or spec.dtype != meta["dtype"] or list(spec.shape) != meta["shape"]:
+            ckpt.close()
+            raise VerifyMismatch(f"{path}: tensor {name} missing or changed (dtype/shape differ from the manifest)")
+    extra = sorted(set(specs) - set(expected))
+    if extra:
+        ckpt.close()
+        raise VerifyMismatch(f"{path}: tensor {extra[0]} is not in the manifest")
+    return manifest, ckpt

@@ -10,24 +10,22 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterable
 
 import torch
 
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError
+from ..tensor_spec import TensorSpec
 from .links import outside_link_message, stays_inside
-from ..formats.base import TensorSpec
 from .unsupported import unsupported_checkpoint
 from .safetensors_file import SafetensorsHeader, TensorInfo, read_bytes, read_header, read_tensor, tensor_from_bytes
 
-__all__ = ["Checkpoint", "open_checkpoint", "INDEX_NAME", "SINGLE_NAME", "CONFIG_NAME", "MARKER_JSON_FILES"]
+__all__ = ["Checkpoint", "open_checkpoint", "INDEX_NAME", "SINGLE_NAME", "CONFIG_NAME"]
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-MARKER_JSON_FILES = ("quantize_config.json", "quanto_qmap.json", "quantization_map.json")
-"""JSON files besides config.json that formats may look at."""
 SKIPPED_DIRS = (".cache/huggingface",)
 """Folders that are not part of the checkpoint: `hf download --local-dir` keeps its download metadata there."""
 
@@ -82,9 +80,6 @@ class Checkpoint:
 
     def info(self, name: str) -> TensorInfo:
         return self.location[name][1]
-
-    def shard_of(self, name: str) -> str:
-        return self.location[name][0]
 
     def _file(self, shard: str) -> BinaryIO:
         with self._lock:
@@ -164,8 +159,9 @@ def _shard_path(root: Path, shard: Any, where: Path) -> Path:
     return path
 
 
-def open_checkpoint(root: str | os.PathLike[str], *, require_config: bool = True) -> Checkpoint:
+def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str] = ()) -> Checkpoint:
     """Open a checkpoint directory: single `model.safetensors`, or shards listed by `model.safetensors.index.json`.
+    `marker_files`: JSON files besides config.json to read into `json_files` when present (the formats' markers).
 
     Raises: CheckpointError for a missing directory, config or shard, malformed JSON or headers,
     or an index inconsistent with the shards.
@@ -183,10 +179,10 @@ def open_checkpoint(root: str | os.PathLike[str], *, require_config: bool = True
         if not isinstance(config, dict):
             raise CheckpointError(f"{config_path}: must hold a JSON object")
         config_text = config_path.read_text(encoding="utf-8")
-    elif require_config:
+    else:
         raise CheckpointError(f"{config_path}: missing (a checkpoint directory needs config.json)")
     json_files = {}
-    for name in MARKER_JSON_FILES:
+    for name in marker_files:
         if (root / name).is_file():
             json_files[name] = _load_json(root / name)
     index = None

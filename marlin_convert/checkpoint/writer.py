@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any, Callable, Hashable
 import torch
 
 from ..dtypes import DTYPE_SIZES
+from ..tensor_spec import TensorSpec
 from .safetensors_file import ShardWriter
 from .source import SINGLE_NAME
 
@@ -19,16 +19,23 @@ __all__ = ["OutEntry", "ShardPlan", "plan_shards", "order_in_shard", "write_shar
 
 @dataclass(frozen=True)
 class OutEntry:
-    """One tensor to write: its name, dtype and shape, and a key telling the producer how to make it."""
+    """One tensor to write: its name, its dtype and shape, and a key telling the producer how to make it."""
 
     name: str
-    dtype: str
-    shape: tuple[int, ...]
+    spec: TensorSpec
     key: Hashable
 
     @property
+    def dtype(self) -> str:
+        return self.spec.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.spec.shape
+
+    @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * DTYPE_SIZES[self.dtype]
+        return self.spec.nbytes
 
 
 @dataclass

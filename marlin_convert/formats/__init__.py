@@ -17,6 +17,7 @@ __all__ = [
     "MarlinCodes",
     "RowBlocks",
     "DETECT_ORDER",
+    "MARKER_FILES",
     "detect_format",
     "Format",
     "FormatContext",
@@ -33,6 +34,9 @@ __all__ = [
     "to_marlin",
     "trivial_g_idx",
 ]
+
+MARKER_FILES: tuple[str, ...] = Format.all_marker_files()
+"""JSON files besides config.json that some format reads (give them to `open_checkpoint`)."""
 
 DETECT_ORDER: list[str] = [
     FormatName.GPTQ.value,

@@ -2,7 +2,7 @@
 `[0, 2, 4, 6, 1, 3, 5, 7]`; scales fp16 `[g, n]`; zero points stored as is (no offset)."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Mapping, Union
 
 import torch
 
@@ -41,14 +41,11 @@ class AwqFormat(Format):
     """AWQ GEMM (`quant_method: awq`, `version: gemm`, `zero_point: true`). Other versions and
     `zero_point: false` are reported by `inspect` and copied."""
 
-    @classmethod
-    def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
-        return ctx.quantization_config_of("awq")
+    quant_method = "awq"
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
-        qc = cls.source_config(ctx)
-        assert qc is not None
+        qc = cls.detected_config(ctx)
         bits = qc.get("bits", qc.get("w_bit"))
         if bits != 4:
             raise UnknownFormatError(f"AWQ with bits={bits} is not supported; only 4-bit checkpoints convert to Marlin")

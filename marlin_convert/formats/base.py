@@ -8,6 +8,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 
 from ..errors import UnknownFormatError
+from ..tensor_spec import TensorSpec
 from .record import LayerPlan, QuantizedLinear
 
 __all__ = ["FormatName", "TensorSpec", "FormatContext", "FormatPlan", "Format", "TensorReader", "normalize_name"]
@@ -26,14 +27,6 @@ class FormatName(str, Enum):
 def normalize_name(name: str) -> str:
     """`Compressed-Tensors` and `compressed tensors` both become `compressed_tensors`."""
     return name.strip().lower().replace("-", "_").replace(" ", "_")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A tensor's safetensors dtype name (e.g. "I32") and shape, read from a header."""
-
-    dtype: str
-    shape: tuple[int, ...]
 
 
 @dataclass
@@ -72,6 +65,10 @@ class Format:
     """Base of every source format. Subclasses hold only classmethods and are never instantiated."""
 
     name: ClassVar[str]
+    quant_method: ClassVar[str | None] = None
+    """config.json's `quantization_config.quant_method` that alone marks this format (see `source_config`)."""
+    marker_files: ClassVar[tuple[str, ...]] = ()
+    """JSON files besides config.json that say a checkpoint is in this format (read for `FormatContext.json_files`)."""
     _registry: ClassVar[dict[str, type[Format]]] = {}
 
     @classmethod
@@ -87,6 +84,11 @@ class Format:
         return wrap
 
     @classmethod
+    def all_marker_files(cls) -> tuple[str, ...]:
+        """Every registered format's marker files, in registration order."""
+        return tuple(dict.fromkeys(f for fmt in Format._registry.values() for f in fmt.marker_files))
+
+    @classmethod
     def get(cls, name: str) -> type[Format]:
         key = normalize_name(name)
         try:
@@ -98,8 +100,18 @@ class Format:
     @classmethod
     def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
         """This format's settings in the checkpoint (its config.json section or marker file), or None when
-        the checkpoint is not written in this format."""
-        raise NotImplementedError
+        the checkpoint is not written in this format. By default: the `quantization_config` whose
+        `quant_method` is the class's `quant_method`."""
+        if cls.quant_method is None:
+            raise NotImplementedError
+        return ctx.quantization_config_of(cls.quant_method)
+
+    @classmethod
+    def detected_config(cls, ctx: FormatContext) -> dict[str, Any]:
+        """`source_config` of a checkpoint already detected as this format (never None)."""
+        found = cls.source_config(ctx)
+        assert found is not None, f"{cls.name}: plan() called on a checkpoint of another format"
+        return found
 
     @classmethod
     def detect(cls, ctx: FormatContext) -> bool:

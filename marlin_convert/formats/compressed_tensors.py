@@ -55,14 +55,11 @@ def _why_not(args: dict[str, Any], fmt: str) -> str | None:
 class CompressedTensorsFormat(Format):
     """compressed-tensors `pack-quantized`, int4, group or channel strategy, symmetric or not."""
 
-    @classmethod
-    def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
-        return ctx.quantization_config_of("compressed-tensors")
+    quant_method = "compressed-tensors"
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
-        qc = cls.source_config(ctx)
-        assert qc is not None
+        qc = cls.detected_config(ctx)
         status = str(qc.get("quantization_status", "compressed"))
         if status != "compressed":
             raise UnknownFormatError(

@@ -77,14 +77,15 @@ class GptqFormat(Format):
     """GPTQ: qweight int32 `[k/8, n]` packed along k; qzeros int32 `[g, n/8]` packed along n
     (v1 stores zero - 1, v2 the zero); scales fp16/bf16 `[g, n]`; g_idx int32 `[k]`."""
 
+    marker_files = ("quantize_config.json",)
+
     @classmethod
     def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
         return gptq_quant_config(ctx)
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
-        qc = cls.source_config(ctx)
-        assert qc is not None
+        qc = cls.detected_config(ctx)
         fmt = str(qc.get("checkpoint_format", qc.get("format", "gptq"))).lower()
         if qc.get("is_marlin_format") or fmt == "marlin":
             raise UnknownFormatError("checkpoint is already in AutoGPTQ's Marlin format; nothing to convert")

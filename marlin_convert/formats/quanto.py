@@ -60,6 +60,8 @@ def linear_shape_from_config(prefix: str, config: Mapping[str, Any]) -> tuple[in
 class QuantoFormat(Format):
     """optimum-quanto qint4 weights with a float shift. qint2, qint8 and qfloat8 weights are copied."""
 
+    marker_files = QMAP_NAMES
+
     @classmethod
     def source_config(cls, ctx: FormatContext) -> dict[str, Any] | None:
         """The quantization map, when config.json has no quantization_config of another tool."""
@@ -67,8 +69,7 @@ class QuantoFormat(Format):
 
     @classmethod
     def plan(cls, ctx: FormatContext, read: TensorReader) -> FormatPlan:
-        qmap = cls.source_config(ctx)
-        assert qmap is not None
+        qmap = cls.detected_config(ctx)
         layers = []
         for prefix, entry in sorted(qmap.items()):
             weights = entry.get("weights") if isinstance(entry, dict) else None

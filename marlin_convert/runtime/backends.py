@@ -106,7 +106,7 @@ def _quanto_state(layer: "MarlinLinear", device: torch.device) -> _QuantoState |
             return "act-order groups of unequal size (the kernel has no g_idx)"
     if t["s"].dtype != torch.float16 and not bool(torch.isfinite(t["s"].to(torch.float16)).all()):
         return f"{t['s'].dtype} scales outside the float16 range"
-    from ..gemm_check import quanto_lib
+    from .gemm_check import quanto_lib
 
     s16 = t["s"].to(torch.float16)
     s_nat = unpermute_scales(s16, group_size=gs, k=k).float()

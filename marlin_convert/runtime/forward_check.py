@@ -38,10 +38,10 @@ def _transformers() -> Any:
 def dense_from_source(src: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
     """The source model as plain transformers modules: dense tensors copied, quantized layers dequantized."""
     from ..checkpoint import open_checkpoint
-    from ..formats import Format, FormatContext, dequantize, detect_format, trivial_g_idx
+    from ..formats import MARKER_FILES, Format, FormatContext, dequantize, detect_format, trivial_g_idx
 
     tf = _transformers()
-    with open_checkpoint(src) as ckpt:
+    with open_checkpoint(src, marker_files=MARKER_FILES) as ckpt:
         cfg = dict(ckpt.config)
         cfg.pop("quantization_config", None)
         config = tf.AutoConfig.for_model(**cfg)

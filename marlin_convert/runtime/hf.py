@@ -86,9 +86,9 @@ class _SourceLayer(nn.Module):
     def to_dense(self) -> nn.Linear:
         from ..formats import Format, dequantize
         from ..layout import unpack_nibbles
-        from ..pipeline import _plan_from_json
+        from ..formats.plan_json import plan_from_json
 
-        plan = _plan_from_json(self.entry["plan"])
+        plan = plan_from_json(self.entry["plan"])
         tensors = {role: self.get_buffer(suffix).cpu() for role, suffix in self.entry["roles"].items()}
         if plan.extra.get("zero_format") == "v1" and bool((unpack_nibbles(tensors["qzeros"]) == 0xF).any()):
             raise CheckpointError(f"{plan.prefix}.qzeros: GPTQ v1 zero point 16 cannot be dequantized here")

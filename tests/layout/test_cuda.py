@@ -152,7 +152,7 @@ def test_cuda_kernels_refuse_bad_input():
 def test_equals_vllm_gptq_marlin_repack(n, k):
     """Symmetric GPTQ without act-order: our B is byte-equal to vLLM's gptq_marlin_repack (quanto's build);
     with a perm, vLLM's older act-order path gives our bytes too."""
-    from marlin_convert.gemm_check import quanto_lib
+    from marlin_convert.runtime.gemm_check import quanto_lib
     from marlin_convert.layout.pack_triton import pack_kpacked_cuda
 
     lib = quanto_lib()

@@ -224,7 +224,7 @@ def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
 def test_verify_gemm_check_with_the_triton_backend(group_size):
     """`gemm_check.check_layer(..., backend="triton")`: within its bounds on a good layer, above them with one
     64-column block swapped."""
-    from marlin_convert.gemm_check import check_layer
+    from marlin_convert.runtime.gemm_check import check_layer
 
     layer = _make_layer(192, 512, group_size, "asym", group_size != -1, torch.bfloat16, 23, with_bias=False)
     rec = dataclasses.replace(layer.rec, codes=DenseCodes(layer.rec.codes.full().cpu()))
@@ -236,7 +236,7 @@ def test_verify_gemm_check_with_the_triton_backend(group_size):
 
 def test_unknown_gemm_backend_is_named():
     from marlin_convert.errors import MarlinConvertError
-    from marlin_convert.gemm_check import check_layer
+    from marlin_convert.runtime.gemm_check import check_layer
 
     with pytest.raises(MarlinConvertError, match="unknown GEMM backend 'cutlass'"):
         check_layer(None, {}, backend="cutlass")  # type: ignore[arg-type]

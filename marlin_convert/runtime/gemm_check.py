@@ -42,9 +42,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .errors import MarlinConvertError
-from .formats import DenseCodes, QuantizedLinear, dequantize, trivial_g_idx
-from .layout import BLOCK_N, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
+from ..errors import MarlinConvertError
+from ..formats import DenseCodes, QuantizedLinear, dequantize, trivial_g_idx
+from ..layout import BLOCK_N, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
 
 __all__ = ["GemmResult", "REL_BOUND", "MAX_BOUND", "INSTALL_HINT", "GEMM_BACKENDS", "quanto_lib", "marlin_gemm",
            "check_layer"]
@@ -150,7 +150,7 @@ def require_gemm(backend: str) -> None:
     if backend == "quanto":
         marlin_gemm()
     elif backend == "triton":
-        from .runtime.triton_gemm import available
+        from .triton_gemm import available
 
         if not available():
             raise MarlinConvertError("verify --gemm (Triton backend) needs a CUDA GPU of compute capability 8.0+ "
@@ -252,7 +252,7 @@ def _check_layer_triton(rec: QuantizedLinear, tensors: Mapping[str, torch.Tensor
                         seed: int) -> GemmResult:
     """`check_layer` through the Triton kernel: float16 activations (the weights it forms are then rounded
     to float16, as in quanto's kernel, so the same bounds apply), the stored scales as they are."""
-    from .runtime.triton_gemm import marlin_gemm as triton_gemm, unsupported_reason
+    from .triton_gemm import marlin_gemm as triton_gemm, unsupported_reason
 
     if not torch.cuda.is_available():
         raise MarlinConvertError("verify --gemm needs a CUDA GPU (the Triton backend too)")

@@ -9,14 +9,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import VerifyMismatch
+from ..errors import VerifyMismatch
+from ..formats import MARKER_FILES
 
 __all__ = ["SET_ASIDE_DIR", "SOURCE_QUANTIZATION_FILES", "SOURCE_CARD", "split_source_files", "set_aside_source_files",
-           "restore_source_files"]
+           "restore_source_files", "copy_files"]
 
 SET_ASIDE_DIR = "marlin_convert_source"
-SOURCE_QUANTIZATION_FILES = ("quantize_config.json", "quanto_qmap.json", "quantization_map.json")
-"""Top-level files that describe the source's quantization (the config marker files the formats read)."""
+SOURCE_QUANTIZATION_FILES = MARKER_FILES
+"""Top-level files that describe the source's quantization (the marker files the formats declare)."""
 SOURCE_CARD = "README.md"
 
 
@@ -54,3 +55,11 @@ def restore_source_files(marlin_root: Path, dst_root: Path, entries: dict[str, A
         target = dst_root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(stored, target)
+
+
+def copy_files(src_root: Path, dst_root: Path, files: list[str]) -> None:
+    """Copy files (relative paths) from one checkpoint directory to another, as they are."""
+    for rel in files:
+        target = dst_root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_root / rel, target)

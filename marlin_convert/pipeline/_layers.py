@@ -1,0 +1,69 @@
+"""One layer at a time: read its source tensors, decode them, lay them out for Marlin (and back)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError, MarlinConvertError, VerifyMismatch
+from ..formats import DenseCodes, Format, LayerPlan, QuantizedLinear, from_marlin, marlin_specs, to_marlin
+
+__all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "restore_layer"]
+
+
+def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, str] | None = None,
+               *, pinned: bool = False) -> dict[str, torch.Tensor]:
+    """The layer's source tensors by role; each one's sha256 goes into `digests` when given."""
+    tensors = {}
+    for role, name in plan.sources.items():
+        tensors[role], sha = ckpt.read_hashed(name, pinned=pinned)
+        if digests is not None:
+            digests[name] = sha
+    return tensors
+
+
+def convert_layer(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], device: torch.device,
+                  *, stream: bool = False) -> tuple[QuantizedLinear, dict[str, Any]]:
+    """Decode a source layer and lay it out for Marlin. With `stream` on the CPU, `B` comes as row
+    blocks made while it is written, so no whole `[n, k]` code matrix or `B` is ever held."""
+    if device.type != "cpu":  # decode on the device too: only packed bytes cross the bus
+        tensors = {role: (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True) for role, t in tensors.items()}
+    try:
+        rec = fmt.decode(plan, tensors)
+    except MarlinConvertError as e:
+        raise CheckpointError(f"{plan.prefix}: {e}") from None
+    if device.type != "cpu":
+        outs = to_marlin(rec)
+        return rec, {k: _to_pinned_host(v) for k, v in outs.items()}
+    return rec, to_marlin(rec, stream=stream)
+
+
+def _to_pinned_host(t: torch.Tensor) -> torch.Tensor:
+    """Device -> host into page-locked memory from torch's caching host allocator (reused, no fresh pages)."""
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t)
+    return host
+
+
+def record_to_cpu(rec: QuantizedLinear) -> QuantizedLinear:
+    move = lambda t: None if t is None else t.cpu()  # noqa: E731
+    return QuantizedLinear(DenseCodes(rec.codes.full().cpu()), move(rec.scales), move(rec.zeros), move(rec.shift),
+                           move(rec.g_idx), rec.group_size, rec.extra)
+
+
+def marlin_tensors(ckpt: Checkpoint, plan: LayerPlan) -> dict[str, torch.Tensor]:
+    """The layer's Marlin tensors from a marlin-convert output, by suffix."""
+    return {suffix: ckpt.read(f"{plan.prefix}.{suffix}") for suffix in marlin_specs(plan)}
+
+
+def restore_layer(fmt: type[Format], plan: LayerPlan, marlin: dict[str, torch.Tensor],
+                  *, stream: bool = False) -> tuple[QuantizedLinear, dict[str, Any]]:
+    """Marlin tensors -> (record, source tensors); undecodable (corrupt) tensors raise VerifyMismatch.
+    With `stream`, the big source tensor comes as row blocks. The decoders check what they read and raise
+    MarlinConvertError subclasses (e.g. ShapeError for a `perm` that is no permutation); anything else is a bug."""
+    try:
+        rec = from_marlin(marlin, plan)
+        return rec, fmt.encode(rec, plan, stream=stream)
+    except MarlinConvertError as e:
+        raise VerifyMismatch(f"{plan.prefix}: Marlin tensors cannot be decoded ({e})") from None

@@ -1,0 +1,35 @@
+"""The options every command shares: where the layout math runs and how many layers go in parallel."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..errors import MarlinConvertError
+
+__all__ = ["resolve_device", "check_jobs", "default_jobs"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; `cuda` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MarlinConvertError("--device cuda: no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise MarlinConvertError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+def default_jobs() -> int:
+    """Worker threads by default: one per core, at most 16."""
+    return max(1, min(16, os.cpu_count() or 1))
+
+
+def check_jobs(jobs: int | None) -> int:
+    """`jobs` as given (at least 1), or `default_jobs()` for None."""
+    if jobs is None:
+        return default_jobs()
+    if jobs < 1:
+        raise MarlinConvertError(f"--jobs must be at least 1, not {jobs}")
+    return jobs

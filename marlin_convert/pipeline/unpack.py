@@ -1,0 +1,120 @@
+"""unpack: a Marlin checkpoint written by pack in, the source checkpoint out, byte for byte."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import CONFIG_NAME, INDEX_NAME, OutEntry, ShardPlan, atomic_directory, check_output_path, open_output
+from ..checkpoint import order_in_shard, write_json, write_shards
+from ..errors import VerifyMismatch
+from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
+from ..formats.plan_json import plan_from_json
+from ..tensor_spec import TensorSpec
+from ._layers import marlin_tensors, restore_layer
+from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
+from .options import check_jobs
+from .output_files import copy_files, restore_source_files
+from .plan import CopyTensor, LayerTensor
+from .progress import Reporter, choose_reporter
+from .reports import UnpackReport
+
+__all__ = ["unpack_checkpoint"]
+
+
+def unpack_checkpoint(
+    marlin_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    jobs: int | None = None,
+    reporter: Reporter | None = None,
+    progress: bool = False,
+) -> UnpackReport:
+    """Restore the source checkpoint from a Marlin checkpoint written by `pack_checkpoint`.
+
+    Every source tensor comes back with its name, dtype, shape, bytes and shard; `config.json`
+    and the index come back as they were. Each restored tensor is checked against the manifest's
+    sha256 before the output is put in place. Unpacking runs on the CPU (its fast paths go straight
+    from Marlin tiles to the source's packed words, in row blocks).
+    Raises: VerifyMismatch when the Marlin checkpoint does not match its manifest.
+    """
+    started = time.perf_counter()
+    reporter = choose_reporter(reporter, progress)
+    marlin_dir, out = Path(marlin_dir), Path(out)
+    jobs = check_jobs(jobs)
+    check_output_path(out, inputs=[marlin_dir], force=force)
+    manifest, ckpt = open_output(marlin_dir, marker_files=MARKER_FILES)
+    with ckpt:
+        fmt = Format.get(manifest["source_format"])
+        plans = {prefix: plan_from_json(d) for prefix, d in manifest["layers"].items()}
+        member_of = {name: (prefix, role) for prefix, p in plans.items() for role, name in p.sources.items()}
+        source_tensors = manifest["source_tensors"]
+        shards = [
+            ShardPlan(shard, order_in_shard(_restore_entries(meta["tensors"], source_tensors, member_of, plans)), meta["metadata"])
+            for shard, meta in manifest["source_shards"].items()
+        ]
+        total = sum(e.nbytes for s in shards for e in s.entries)
+        reporter.start(total, "unpack")
+
+        def make_layer(prefix: str) -> dict[str, torch.Tensor]:
+            plan = plans[prefix]
+            return hash_whole(restore_layer(fmt, plan, marlin_tensors(ckpt, plan), stream=True)[1])
+
+        def produce(entry: OutEntry) -> torch.Tensor | bytearray:
+            reporter.advance(entry.nbytes)
+            if isinstance(entry.key, CopyTensor):
+                return ckpt.read_raw(entry.name)
+            return layers.take(entry.key.prefix, entry.key.part)
+
+        sizes = {p: sum(ckpt.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
+        budget = read_ahead_budget(e.nbytes for s in shards for e in s.entries)
+        with atomic_directory(out, force=force) as tmp, LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
+            digests = write_shards(tmp, shards, produce)
+            for name, meta in source_tensors.items():
+                if digests.get(name) != meta["sha256"]:
+                    raise VerifyMismatch(f"{name}: restored bytes differ from the source (sha256 mismatch)")
+            copy_files(marlin_dir, tmp, manifest["files"])
+            restore_source_files(marlin_dir, tmp, manifest.get("set_aside_files", {}))
+            if manifest["source_config_text"] is not None:
+                (tmp / CONFIG_NAME).write_text(manifest["source_config_text"], encoding="utf-8")
+            if manifest["source_index"] is not None:
+                write_json(tmp / INDEX_NAME, manifest["source_index"])
+    return UnpackReport(
+        source=str(marlin_dir),
+        output=str(out),
+        format=fmt.name,
+        layers_restored=len(plans),
+        tensors_copied=sum(1 for name in source_tensors if name not in member_of),
+        shards=[s.name for s in shards],
+        bytes_out=total,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _restore_entries(names: list[str], source_tensors: dict[str, Any], member_of: dict[str, tuple[str, str]],
+                     plans: dict[str, LayerPlan]) -> list[OutEntry]:
+    """A source shard's tensors, each layer's tensors together at its first tensor's place."""
+    entries: list[OutEntry] = []
+    in_shard = set(names)
+    done: set[str] = set()
+    for name in names:
+        if name not in member_of:
+            entries.append(OutEntry(name, _spec(source_tensors[name]), CopyTensor(name)))
+            continue
+        prefix = member_of[name][0]
+        if prefix in done:
+            continue
+        done.add(prefix)
+        for role, member in plans[prefix].sources.items():
+            if member in in_shard:
+                entries.append(OutEntry(member, _spec(source_tensors[member]), LayerTensor(prefix, role)))
+    return entries
+
+
+def _spec(meta: dict[str, Any]) -> TensorSpec:
+    """A manifest tensor entry's dtype and shape."""
+    return TensorSpec(meta["dtype"], tuple(meta["shape"]))

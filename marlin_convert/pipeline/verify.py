@@ -1,0 +1,166 @@
+"""verify: prove that a Marlin checkpoint is a lossless repack (of its source, when given)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import Checkpoint, Hashed, open_checkpoint, open_output
+from ..checkpoint.ownership import is_marlin_output
+from ..errors import MarlinConvertError, NotAnOutputError, VerifyMismatch
+from ..formats import MARKER_FILES, Format, LayerPlan, QuantizedLinear, dequantize, marlin_specs
+from ..formats.plan_json import plan_from_json
+from ._layers import convert_layer, read_layer, record_to_cpu, restore_layer
+from .options import resolve_device
+from .progress import Reporter, choose_reporter
+from .reports import VerifyReport, check_row
+
+__all__ = ["verify_checkpoint"]
+
+
+def verify_checkpoint(
+    out_dir: str | os.PathLike[str],
+    src_dir: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    gemm: bool = False,
+    gemm_backend: str = "triton",
+    forward: bool = False,
+    progress: bool = False,
+) -> VerifyReport:
+    """Prove that `out_dir` is a lossless Marlin repack (of `src_dir` when given).
+
+    Checks: (a) every output tensor's sha256 against the manifest; (b) with the source, each layer
+    decoded and packed again gives the same bytes; (c) each layer unpacked in memory gives the
+    source bytes (the source's, or the manifest's sha256 without it); (d) with the source, the
+    dequantized weights from source and Marlin tensors are bit-equal. Copied tensors must match too.
+    With `gemm`, (e) each layer also goes through a Marlin GEMM on the GPU against a dense reference (the
+    source's record when given), see `runtime.gemm_check`: `gemm_backend` "triton" (ours, no compiler) or
+    "quanto" (optimum-quanto's CUDA kernel).
+    With `forward` (needs the source and transformers), (f) the same token batch runs through the dense
+    source model and the converted one; see `runtime.forward_check`.
+    Returns: a VerifyReport; `report.ok` is False when anything differs (the failures name the tensor).
+    Raises: CheckpointError / UnknownFormatError for a bad source; VerifyMismatch when `out_dir`
+    is not a readable marlin-convert output at all; MarlinConvertError when `gemm` is asked for
+    without a CUDA GPU (or, for "quanto", without `pip install 'marlin-convert[gpu-verify]'`).
+    """
+    reporter = choose_reporter(reporter, progress)
+    out_dir = Path(out_dir)
+    dev = resolve_device(device)
+    if gemm:
+        from ..runtime.gemm_check import require_gemm
+
+        require_gemm(gemm_backend)  # fails early, with what to install, when the GEMM cannot run here
+    if forward and src_dir is None:
+        raise MarlinConvertError("verify --forward needs the source checkpoint: verify SRC OUT --forward")
+    if src_dir is not None and is_marlin_output(Path(src_dir)) and not is_marlin_output(out_dir):
+        raise NotAnOutputError(f"{src_dir} looks like a marlin-convert output and {out_dir} does not; "
+                               f"did you mean `verify {out_dir} {src_dir}`? (verify SRC OUT)")
+    manifest, out = open_output(out_dir, marker_files=MARKER_FILES)
+    src: Checkpoint | None = None
+    report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
+    try:
+        fmt = Format.get(manifest["source_format"])
+        if src_dir is not None:
+            src = open_checkpoint(src_dir, marker_files=MARKER_FILES)
+            _check_source_matches(src, manifest, report)
+        plans = {prefix: plan_from_json(d) for prefix, d in manifest["layers"].items()}
+        members = {name for p in plans.values() for name in p.sources.values()}
+        reporter.start(sum(out.info(n).nbytes for n in manifest["output_tensors"]), "verify")
+        copied_bad = []
+        for name in manifest["source_tensors"]:
+            if name in members:
+                continue
+            raw = out.read_raw(name)
+            reporter.advance(len(raw))
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest != manifest["output_tensors"][name]["sha256"] or digest != manifest["source_tensors"][name]["sha256"]:
+                copied_bad.append(name)
+        report.checks.append(check_row(
+            "copied tensors", not copied_bad,
+            f"{len(copied_bad)} changed: {', '.join(copied_bad[:5])}" if copied_bad else
+            f"{len(manifest['source_tensors']) - len(members)} byte-identical",
+        ))
+        for prefix, plan in plans.items():
+            report.checks.append(_verify_layer(out, src, fmt, plan, manifest, dev, gemm=gemm_backend if gemm else None))
+            reporter.advance(sum(out.info(f"{prefix}.{s}").nbytes for s in marlin_specs(plan)))
+    finally:
+        out.close()
+        if src is not None:
+            src.close()
+    if forward:
+        from ..runtime.forward_check import forward_checks
+
+        report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
+    return report
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def _check_source_matches(src: Checkpoint, manifest: dict[str, Any], report: VerifyReport) -> None:
+    specs = src.specs()
+    expected = manifest["source_tensors"]
+    missing = sorted(set(expected) - set(specs))
+    extra = sorted(set(specs) - set(expected))
+    changed = [n for n in expected if n in specs and (specs[n].dtype != expected[n]["dtype"] or list(specs[n].shape) != expected[n]["shape"])]
+    problems = [f"missing {missing[0]}"] if missing else []
+    problems += [f"unexpected {extra[0]}"] if extra else []
+    problems += [f"dtype/shape of {changed[0]} differs"] if changed else []
+    report.checks.append(check_row("source tensors", not problems, "; ".join(problems) or f"{len(expected)} tensors as recorded"))
+    if problems:
+        raise VerifyMismatch(f"{src.root}: not the checkpoint this output was made from ({'; '.join(problems)})")
+
+
+def _gemm_check(rec: QuantizedLinear, marlin: dict[str, torch.Tensor], backend: str) -> tuple[bool, str]:
+    """(ok, detail) of a Marlin GEMM (`backend`: triton or quanto) on the layer's Marlin tensors against `rec`."""
+    from ..runtime.gemm_check import check_layer
+
+    result = check_layer(rec, marlin, backend=backend)
+    return result.ok, result.detail
+
+
+def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], plan: LayerPlan,
+                  manifest: dict[str, Any], dev: torch.device, *, gemm: str | None = None) -> dict[str, str]:
+    """One layer's verify check; `gemm`: also run that GEMM backend on it."""
+    problems: list[str] = []
+    marlin = {}
+    for suffix in marlin_specs(plan):
+        name = f"{plan.prefix}.{suffix}"
+        marlin[suffix], digest = out.read_hashed(name)
+        if digest != manifest["output_tensors"][name]["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest")
+    if problems:  # corrupt bytes: decoding them proves nothing more and may not even be possible
+        if gemm and src is not None:  # ... but the real kernel can show the damage against the source
+            problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, read_layer(src, plan)), marlin, gemm)[1]}")
+        return check_row(plan.prefix, False, "; ".join(problems[:3]))
+    try:
+        rec_marlin, restored = restore_layer(fmt, plan, marlin)
+    except VerifyMismatch as e:
+        return check_row(plan.prefix, False, str(e))
+    for role, name in plan.sources.items():
+        if Hashed.of(restored[role]).sha256 != manifest["source_tensors"][name]["sha256"]:
+            problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
+    if src is not None:
+        tensors = read_layer(src, plan, digests := {})
+        for name, digest in digests.items():
+            if digest != manifest["source_tensors"][name]["sha256"]:
+                problems.append(f"{name}: source bytes differ from the manifest")
+        rec_src, repacked = convert_layer(fmt, plan, tensors, dev)
+        for suffix, tensor in repacked.items():
+            if not torch.equal(tensor.view(torch.uint8), marlin[suffix].contiguous().view(torch.uint8)):
+                problems.append(f"{plan.prefix}.{suffix}: differs from a fresh pack of the source")
+        if not _bits_equal(dequantize(record_to_cpu(rec_src)), dequantize(rec_marlin)):
+            problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
+    checks = "sha256, unpack" + (", repack, dequant" if src is not None else "") + " equal"
+    if gemm:
+        gemm_ok, note = _gemm_check(rec_src if src is not None else rec_marlin, marlin, gemm)
+        if not gemm_ok:
+            problems.insert(0, f"{plan.prefix}: {note}")
+        checks += f"; {note}"
+    return check_row(plan.prefix, not problems, "; ".join(problems[:3]) if problems else checks)
