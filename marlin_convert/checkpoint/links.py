@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .atomic import is_inside
-
-__all__ = ["trust_root", "stays_inside", "outside_link_message"]
+__all__ = ["is_inside", "trust_root", "stays_inside", "outside_link_message"]
 
 _CACHE_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
+
+
+def is_inside(inner: Path, outer: Path) -> bool:
+    """True when `inner`, with links resolved, is `outer` or lies below it."""
+    try:
+        inner.resolve().relative_to(outer.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def trust_root(root: Path) -> Path:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError, NotAnOutputError, VerifyMismatch
+from .links import outside_link_message, stays_inside
 
 if TYPE_CHECKING:  # ownership (imported by source's imports) reads MANIFEST_NAME from here: no import cycle
     from .source import Checkpoint
     from .writer import ShardPlan
 
-__all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "build_manifest", "dump_manifest", "load_manifest", "open_output"]
+__all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "MANIFEST_KEYS", "build_manifest", "check_manifest", "check_relative_name",
+           "dump_manifest", "load_manifest", "open_output"]
 
 MANIFEST_NAME = "marlin_convert_manifest.json"
 MANIFEST_KIND = "marlin-convert-manifest"
@@ -43,7 +47,142 @@ def load_manifest(path: Path) -> dict[str, Any]:
         raise VerifyMismatch(f"{path}: not a marlin-convert manifest")
     if dump_manifest(data) != text or not isinstance(data.get("sha256"), str):
         raise VerifyMismatch(f"{path}: content does not match its sha256 (manifest modified or corrupt)")
+    check_manifest(data, path)
     return data
+
+
+MANIFEST_KEYS = frozenset({
+    "kind", "version", "tool_version", "source_format", "source_config_text", "source_index", "source_shards",
+    "source_tensors", "output_shards", "output_tensors", "layers", "skipped_layers", "files", "set_aside_files",
+    "warnings", "sha256",
+})
+"""Every key of a manifest (version 1): a manifest with a key missing or an unknown one is bad input."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_relative_name(name: Any, where: Path, what: str, *, plain: bool = False) -> str:
+    """`name` as a safe relative path (what pack accepts as input): a non-empty string, `/`-separated, not
+    absolute, no `..`, `.` or empty part, no backslash or NUL; with `plain`, a bare file name (no folder).
+    Raises CheckpointError naming `where` and `what` otherwise."""
+    ok = isinstance(name, str) and name != "" and "\\" not in name and "\0" not in name and not name.startswith("/")
+    parts = name.split("/") if ok else []
+    if not ok or any(p in ("", ".", "..") for p in parts) or (plain and len(parts) != 1):
+        kind = "a file name" if plain else "a relative path"
+        raise CheckpointError(f"{where}: {what} {name!r} must be {kind} inside the directory (no '..', no absolute path)")
+    return name
+
+
+def _bad(where: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"{where}: malformed manifest: {problem}")
+
+
+def _require(cond: bool, where: Path, problem: str) -> None:
+    if not cond:
+        raise _bad(where, problem)
+
+
+def _check_tensor_table(table: Any, where: Path, key: str) -> None:
+    _require(isinstance(table, dict), where, f"{key} must be an object")
+    for name, meta in table.items():
+        _require(isinstance(meta, dict) and set(meta) == {"dtype", "shape", "sha256"}, where,
+                 f"{key}[{name!r}] must have exactly dtype, shape, sha256")
+        _require(meta["dtype"] in DTYPE_SIZES, where, f"{key}[{name!r}]: unknown dtype {meta['dtype']!r}")
+        shape = meta["shape"]
+        _require(isinstance(shape, list) and all(type(d) is int and 0 <= d < 2**63 for d in shape), where,
+                 f"{key}[{name!r}]: shape must be a list of non-negative integers")
+        _require(isinstance(meta["sha256"], str) and _SHA256.fullmatch(meta["sha256"]) is not None, where,
+                 f"{key}[{name!r}]: sha256 must be 64 lowercase hex digits")
+
+
+def _check_shard_lists(shards: dict[str, list[str]], tensors: dict[str, Any], where: Path, key: str) -> None:
+    """Every tensor of `tensors` listed in exactly one shard, nothing else listed."""
+    listed: list[str] = [t for names in shards.values() for t in names]
+    _require(all(isinstance(t, str) for t in listed), where, f"{key}: tensor names must be strings")
+    _require(len(listed) == len(set(listed)) and set(listed) == set(tensors), where,
+             f"{key} must list every tensor exactly once")
+
+
+def _check_distinct_files(names: list[str], where: Path) -> None:
+    """The files unpack writes: no name twice, none inside another one's path (`a` and `a/b`)."""
+    seen = set(names)
+    _require(len(seen) == len(names), where, "a file is listed twice")
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            _require("/".join(parts[:i]) not in seen, where, f"{name!r} lies inside the file {'/'.join(parts[:i])!r}")
+
+
+def check_manifest(data: dict[str, Any], where: Path) -> None:
+    """The manifest's schema: every key present and none unknown, each value of its type, and every name of a
+    file it leads unpack or verify to (source and output shards, files, set-aside files, the source index's
+    shards) a safe relative path. Raises CheckpointError (bad input, exit 2) naming the first problem."""
+    missing, unknown = sorted(MANIFEST_KEYS - set(data)), sorted(set(data) - MANIFEST_KEYS)
+    _require(not missing, where, f"missing key {missing[:1]}")
+    _require(not unknown, where, f"unknown key {unknown[:1]}")
+    _require(data["version"] == 1 and type(data["version"]) is int, where, f"unsupported version {data['version']!r}")
+    for key in ("tool_version", "source_format"):
+        _require(isinstance(data[key], str), where, f"{key} must be a string")
+    _require(data["source_config_text"] is None or isinstance(data["source_config_text"], str), where,
+             "source_config_text must be a string or null")
+    _check_tensor_table(data["source_tensors"], where, "source_tensors")
+    _check_tensor_table(data["output_tensors"], where, "output_tensors")
+    shards = data["source_shards"]
+    _require(isinstance(shards, dict) and bool(shards), where, "source_shards must be a non-empty object")
+    for shard, meta in shards.items():
+        check_relative_name(shard, where, "source shard", plain=True)
+        _require(isinstance(meta, dict) and set(meta) == {"metadata", "tensors"} and isinstance(meta["tensors"], list),
+                 where, f"source_shards[{shard!r}] must have exactly metadata and a tensors list")
+        md = meta["metadata"]
+        _require(md is None or (isinstance(md, dict) and all(isinstance(v, str) for v in md.values())), where,
+                 f"source_shards[{shard!r}].metadata must be null or an object of strings")
+    _check_shard_lists({s: m["tensors"] for s, m in shards.items()}, data["source_tensors"], where, "source_shards")
+    out_shards = data["output_shards"]
+    _require(isinstance(out_shards, dict) and bool(out_shards) and all(isinstance(v, list) for v in out_shards.values()),
+             where, "output_shards must be a non-empty object of tensor lists")
+    for shard in out_shards:
+        check_relative_name(shard, where, "output shard", plain=True)
+    _check_shard_lists(out_shards, data["output_tensors"], where, "output_shards")
+    index = data["source_index"]
+    if index is not None:
+        _require(isinstance(index, dict) and isinstance(index.get("weight_map"), dict), where,
+                 "source_index must be null or an object with a weight_map")
+        for shard in index["weight_map"].values():
+            check_relative_name(shard, where, "shard in source_index", plain=True)
+            _require(shard in shards, where, f"source_index names shard {shard!r}, which is not in source_shards")
+    _require(isinstance(data["layers"], dict) and all(isinstance(v, dict) for v in data["layers"].values()), where,
+             "layers must be an object of objects")
+    skipped = data["skipped_layers"]
+    _require(isinstance(skipped, dict) and all(v is None or isinstance(v, str) for v in skipped.values()), where,
+             "skipped_layers must be an object of strings")
+    _require(isinstance(data["warnings"], list) and all(isinstance(w, str) for w in data["warnings"]), where,
+             "warnings must be a list of strings")
+    files = data["files"]
+    _require(isinstance(files, list), where, "files must be a list")
+    for name in files:
+        check_relative_name(name, where, "file")
+    aside = data["set_aside_files"]
+    _require(isinstance(aside, dict), where, "set_aside_files must be an object")
+    for name, entry in aside.items():
+        check_relative_name(name, where, "set-aside file")
+        _require(isinstance(entry, dict) and set(entry) == {"stored_as", "sha256"}, where,
+                 f"set_aside_files[{name!r}] must have exactly stored_as and sha256")
+        check_relative_name(entry["stored_as"], where, "set-aside file")
+        _require(isinstance(entry["sha256"], str) and _SHA256.fullmatch(entry["sha256"]) is not None, where,
+                 f"set_aside_files[{name!r}]: sha256 must be 64 lowercase hex digits")
+    written = list(shards) + files + list(aside) + ["config.json"] * (data["source_config_text"] is not None)
+    written += ["model.safetensors.index.json"] * (index is not None)
+    _check_distinct_files(written, where)
+
+
+def check_output_paths(manifest: dict[str, Any], root: Path, also: Iterable[str] = ()) -> None:
+    """Every file of the output that unpack, verify or inspect reads (config, index, shards, copied and
+    set-aside files, `also`) stays inside `root` with links resolved (pack's link rule, `links.stays_inside`)."""
+    read = ["config.json", "model.safetensors.index.json", *also, *manifest["output_shards"], *manifest["files"]]
+    read += [e["stored_as"] for e in manifest["set_aside_files"].values()]
+    for name in read:
+        path = root / name
+        if not stays_inside(path, root):
+            raise CheckpointError(outside_link_message(path, root))
 
 
 def build_manifest(*, tool_version: str, source_format: str, source: Checkpoint, source_sha: dict[str, str],
@@ -78,6 +217,17 @@ def build_manifest(*, tool_version: str, source_format: str, source: Checkpoint,
     }
 
 
+def _check_output_shards(manifest: dict[str, Any], ckpt: Checkpoint) -> None:
+    """The output's shards are the manifest's, each holding the tensors the manifest lists for it."""
+    for shard, header in ckpt.headers.items():
+        if sorted(header.tensors) != sorted(manifest["output_shards"].get(shard, [])):
+            ckpt.close()
+            raise VerifyMismatch(f"{ckpt.root / shard}: shard or its tensors differ from the manifest")
+    if set(ckpt.headers) != set(manifest["output_shards"]):
+        ckpt.close()
+        raise VerifyMismatch(f"{ckpt.root}: shards differ from the manifest's {sorted(manifest['output_shards'])}")
+
+
 def open_output(path: Path, *, marker_files: Iterable[str] = ()) -> tuple[dict[str, Any], Checkpoint]:
     """The manifest and the opened Marlin checkpoint (see `open_checkpoint` for `marker_files`); any
     inconsistency is a VerifyMismatch."""
@@ -90,11 +240,15 @@ def open_output(path: Path, *, marker_files: Iterable[str] = ()) -> tuple[dict[s
                                "written by `marlin-convert pack`")
     from .source import open_checkpoint
 
+    if not stays_inside(path / MANIFEST_NAME, path):
+        raise CheckpointError(outside_link_message(path / MANIFEST_NAME, path))
     manifest = load_manifest(path / MANIFEST_NAME)
+    check_output_paths(manifest, path, marker_files)
     try:
         ckpt = open_checkpoint(path, marker_files=marker_files)
     except CheckpointError as e:
         raise VerifyMismatch(str(e)) from None
+    _check_output_shards(manifest, ckpt)
     expected = manifest["output_tensors"]
     specs = ckpt.specs()
     for name, meta in expected.items():

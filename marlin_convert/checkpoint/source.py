@@ -159,6 +159,13 @@ def _shard_path(root: Path, shard: Any, where: Path) -> Path:
     return path
 
 
+def _inside(path: Path, root: Path) -> Path:
+    """`path` when it stays inside `root`'s trust boundary with links resolved (`links.stays_inside`)."""
+    if (path.is_symlink() or path.exists()) and not stays_inside(path, root):
+        raise CheckpointError(outside_link_message(path, root))
+    return path
+
+
 def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str] = ()) -> Checkpoint:
     """Open a checkpoint directory: single `model.safetensors`, or shards listed by `model.safetensors.index.json`.
     `marker_files`: JSON files besides config.json to read into `json_files` when present (the formats' markers).
@@ -171,7 +178,7 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
         raise CheckpointError(f"{root}: no such directory")
     if not root.is_dir():
         raise CheckpointError(f"{root}: not a directory")
-    config_path = root / CONFIG_NAME
+    config_path = _inside(root / CONFIG_NAME, root)
     config: dict[str, Any] = {}
     config_text = None
     if config_path.is_file():
@@ -183,10 +190,10 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
         raise CheckpointError(f"{config_path}: missing (a checkpoint directory needs config.json)")
     json_files = {}
     for name in marker_files:
-        if (root / name).is_file():
+        if _inside(root / name, root).is_file():
             json_files[name] = _load_json(root / name)
     index = None
-    index_path = root / INDEX_NAME
+    index_path = _inside(root / INDEX_NAME, root)
     if index_path.exists():
         index = _load_json(index_path)
         if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):

@@ -10,8 +10,8 @@ from ..checkpoint import open_checkpoint, open_output
 from ..checkpoint.ownership import is_marlin_output
 from ..dtypes import DTYPE_SIZES
 from ..formats import MARKER_FILES, LayerPlan, marlin_specs
-from ..formats.plan_json import plan_from_json
 from .plan import plan_source
+from .manifest_plans import manifest_plans
 from .reports import InspectReport
 
 __all__ = ["inspect_checkpoint"]
@@ -46,7 +46,7 @@ def inspect_checkpoint(src: str | os.PathLike[str]) -> InspectReport:
 def _inspect_output(path: Path) -> InspectReport:
     manifest, ckpt = open_output(path, marker_files=MARKER_FILES)
     with ckpt:
-        plans = {prefix: plan_from_json(d) for prefix, d in manifest["layers"].items()}
+        plans = manifest_plans(manifest, path)
         layers = [_layer_row(p) for p in plans.values()]
         layers += [{"prefix": prefix, "n": 0, "k": 0, "group_size": None, "eligible": False, "reason": reason,
                     "sym": None, "act_order": None, "zero_points": None}

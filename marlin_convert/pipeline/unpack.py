@@ -12,7 +12,6 @@ from ..checkpoint import CONFIG_NAME, INDEX_NAME, OutEntry, ShardPlan, atomic_di
 from ..checkpoint import order_in_shard, write_json, write_shards
 from ..errors import VerifyMismatch
 from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
-from ..formats.plan_json import plan_from_json
 from ..tensor_spec import TensorSpec
 from ._layers import marlin_tensors, restore_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
@@ -20,6 +19,7 @@ from .options import check_jobs
 from .output_files import copy_files, restore_source_files
 from .plan import CopyTensor, LayerTensor
 from .progress import Reporter, choose_reporter
+from .manifest_plans import manifest_plans
 from .reports import UnpackReport
 
 __all__ = ["unpack_checkpoint"]
@@ -50,7 +50,7 @@ def unpack_checkpoint(
     manifest, ckpt = open_output(marlin_dir, marker_files=MARKER_FILES)
     with ckpt:
         fmt = Format.get(manifest["source_format"])
-        plans = {prefix: plan_from_json(d) for prefix, d in manifest["layers"].items()}
+        plans = manifest_plans(manifest, marlin_dir)
         member_of = {name: (prefix, role) for prefix, p in plans.items() for role, name in p.sources.items()}
         source_tensors = manifest["source_tensors"]
         shards = [

@@ -12,10 +12,10 @@ from ..checkpoint import Checkpoint, Hashed, open_checkpoint, open_output
 from ..checkpoint.ownership import is_marlin_output
 from ..errors import MarlinConvertError, NotAnOutputError, VerifyMismatch
 from ..formats import MARKER_FILES, Format, LayerPlan, QuantizedLinear, dequantize, marlin_specs
-from ..formats.plan_json import plan_from_json
 from ._layers import convert_layer, read_layer, record_to_cpu, restore_layer
 from .options import resolve_device
 from .progress import Reporter, choose_reporter
+from .manifest_plans import manifest_plans
 from .reports import VerifyReport, check_row
 
 __all__ = ["verify_checkpoint"]
@@ -68,7 +68,7 @@ def verify_checkpoint(
         if src_dir is not None:
             src = open_checkpoint(src_dir, marker_files=MARKER_FILES)
             _check_source_matches(src, manifest, report)
-        plans = {prefix: plan_from_json(d) for prefix, d in manifest["layers"].items()}
+        plans = manifest_plans(manifest, out_dir)
         members = {name for p in plans.values() for name in p.sources.values()}
         reporter.start(sum(out.info(n).nbytes for n in manifest["output_tensors"]), "verify")
         copied_bad = []

@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["CliResult", "run_cli"]
+__all__ = ["CliResult", "run_cli", "run_console"]
 
 
 @dataclass
@@ -38,3 +38,18 @@ def run_cli(*args: object, columns: int = 250) -> CliResult:
         else:
             os.environ["COLUMNS"] = old_columns
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def run_console(*args: object, cwd: object = None, env: dict[str, str] | None = None, timeout: float = 300,
+                **kwargs: object) -> "subprocess.CompletedProcess[str]":
+    """`marlin-convert ARGS` through the installed console script in a subprocess, offline, wide lines."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "marlin-convert"
+    exe = str(beside) if beside.exists() else shutil.which("marlin-convert")
+    assert exe, "the marlin-convert console script is not installed (pip install -e .)"
+    full_env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env,
+                          timeout=timeout, **kwargs)  # type: ignore[call-overload]
