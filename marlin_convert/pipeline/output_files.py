@@ -21,12 +21,21 @@ SOURCE_QUANTIZATION_FILES = MARKER_FILES
 SOURCE_CARD = "README.md"
 
 
-def split_source_files(files: list[str], *, with_card: bool) -> tuple[list[str], list[str]]:
+def split_source_files(files: list[str], *, with_card: bool, owned: set[str] = frozenset()) -> tuple[list[str], list[str]]:
     """(files copied verbatim, files set aside) of a checkpoint's other files; `with_card`: the output gets
-    its own model card, so the source's `README.md` is set aside too."""
-    names = SOURCE_QUANTIZATION_FILES + ((SOURCE_CARD,) if with_card else ())
-    aside = [f for f in files if f in names]
+    its own model card, so the source's `README.md` is set aside too. `owned`: the names the output writes
+    itself (shards, index, config, manifest): a source file of such a name, or under a folder of such a name
+    or under `marlin_convert_source/`, is set aside too, so it can neither overwrite the output's own file
+    nor be mistaken for it, and unpack puts it back."""
+    names = set(SOURCE_QUANTIZATION_FILES) | ({SOURCE_CARD} if with_card else set())
+    aside = [f for f in files if f in names or _collides(f, owned)]
     return [f for f in files if f not in aside], aside
+
+
+def _collides(rel: str, owned: set[str]) -> bool:
+    """True when `rel` is a name the output writes itself, lies under one, or lies in the set-aside folder."""
+    first = rel.split("/", 1)[0]
+    return rel in owned or first in owned or first == SET_ASIDE_DIR
 
 
 def set_aside_source_files(src_root: Path, dst_root: Path, files: list[str]) -> dict[str, dict[str, str]]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, OutEntry, atomic_directory, build_manifest
+from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, OutEntry, ShardPlan, atomic_directory, build_manifest
 from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards
 from ..errors import NothingToConvert
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
@@ -93,7 +93,7 @@ def pack_checkpoint(
             out_sha = write_shards(tmp, shards, produce)
             for entry in copied:
                 source_sha[entry.name] = out_sha[entry.name]
-            verbatim, aside = split_source_files(other, with_card=bool(eligible))
+            verbatim, aside = split_source_files(other, with_card=bool(eligible), owned=_owned_names(shards, bool(eligible)))
             copy_files(src, tmp, verbatim)
             set_aside = set_aside_source_files(src, tmp, aside)
             config = _marlin_config(ckpt.config, fmt, fplan, list(eligible.values()), {e.name: specs[e.name] for e in copied})
@@ -127,6 +127,13 @@ def pack_checkpoint(
         bytes_out=sum(s.nbytes for s in shards),
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _owned_names(shards: list[ShardPlan], with_card: bool) -> set[str]:
+    """The top-level names the output writes itself; a source file of such a name must not overwrite it."""
+    names = {s.name for s in shards} | {CONFIG_NAME, MANIFEST_NAME}
+    names |= {INDEX_NAME} if len(shards) > 1 else set()
+    return names | ({CARD_NAME} if with_card else set())
 
 
 def _marlin_config(config: dict[str, Any], fmt: type[Format], fplan: FormatPlan, eligible: list[LayerPlan],
