@@ -119,21 +119,24 @@ class Checkpoint:
         return names
 
     def other_files(self) -> list[str]:
-        """Relative paths of every other regular file (tokenizer, generation config, ...), sorted."""
+        """Relative paths of every other regular file (tokenizer, generation config, ...), sorted.
+
+        Raises CheckpointError naming the path for anything that cannot be read: a folder that cannot be
+        listed, a file without read permission, a dangling link, something that is not a regular file."""
         skip = self.weight_files() | {CONFIG_NAME}
         out = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=_walk_error):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".marlin-convert-tmp")
                                  and not (Path(dirpath) / d).relative_to(self.root).as_posix() in SKIPPED_DIRS)
+            for d in dirnames:
+                _check_readable(Path(dirpath) / d, self.root, folder=True)
             for fn in filenames:
                 full = Path(dirpath) / fn
                 rel = full.relative_to(self.root).as_posix()
                 if rel in skip:
                     continue
-                if full.is_symlink() and not stays_inside(full, self.root):
-                    raise CheckpointError(outside_link_message(full, self.root))
-                if full.is_file():
-                    out.append(rel)
+                _check_readable(full, self.root, folder=False)
+                out.append(rel)
         return sorted(out)
 
     def close(self) -> None:
@@ -146,6 +149,28 @@ class Checkpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _walk_error(e: OSError) -> None:
+    raise CheckpointError(f"{e.filename}: cannot read this folder ({e.strerror or e}); fix its permissions or "
+                          "remove it from the checkpoint") from None
+
+
+def _check_readable(path: Path, root: Path, *, folder: bool) -> None:
+    """Refuse what pack could not copy whole: a link out of `root`, a dangling link, an unreadable file or
+    folder, a file that is not a regular file (FIFO, socket, device)."""
+    if path.is_symlink() and not stays_inside(path, root):
+        raise CheckpointError(outside_link_message(path, root))
+    if path.is_symlink() and not path.exists():
+        raise CheckpointError(f"{path}: dangling symbolic link (its target {os.readlink(path)} does not exist)")
+    if folder:
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: not a folder")
+        return
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, socket or device cannot be copied)")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: cannot read (permission denied)")
 
 
 def _shard_path(root: Path, shard: Any, where: Path) -> Path:

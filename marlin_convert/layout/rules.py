@@ -14,6 +14,8 @@ __all__ = ["marlin_ineligibility", "check_shape", "check_codes", "check_words", 
 
 
 def _dimension_problem(n: int, k: int, *, positive: bool) -> str | None:
+    if positive and (n <= 0 or k <= 0):
+        return f"empty layer (N={n}, K={k})"
     if n % BLOCK_N or (positive and n <= 0):
         return f"N={n} not a multiple of {BLOCK_N}"
     if k % MIN_K or (positive and k <= 0):
@@ -23,7 +25,7 @@ def _dimension_problem(n: int, k: int, *, positive: bool) -> str | None:
 
 def marlin_ineligibility(n: int, k: int, group_size: int = -1) -> str | None:
     """Why an `[n, k]` int4 layer with this group size cannot take the Marlin layout, or None if it can."""
-    reason = _dimension_problem(n, k, positive=False)
+    reason = _dimension_problem(n, k, positive=True)  # an empty layer is copied as it is
     if reason is not None:
         return reason
     if group_size not in SUPPORTED_GROUP_SIZES:

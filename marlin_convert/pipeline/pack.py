@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, OutEntry, ShardPlan, atomic_directory, build_manifest
+from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, Checkpoint, OutEntry, ShardPlan, atomic_directory, build_manifest
 from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards
-from ..errors import NothingToConvert
+from ..errors import CheckpointError, NothingToConvert
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
 from ._layers import convert_layer, read_layer
@@ -58,6 +58,7 @@ def pack_checkpoint(
     jobs = check_jobs(jobs)
     check_output_path(out, inputs=[src], force=force)
     with open_checkpoint(src, marker_files=MARKER_FILES) as ckpt:
+        _check_round_trip(ckpt)
         fmt, fplan = plan_source(ckpt)
         for w in fplan.warnings:
             reporter.warn(w)
@@ -127,6 +128,14 @@ def pack_checkpoint(
         bytes_out=sum(s.nbytes for s in shards),
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _check_round_trip(ckpt: Checkpoint) -> None:
+    """Refuse up front a checkpoint whose layout unpack could not restore: shards in a subfolder."""
+    for shard in ckpt.shards:
+        if "/" in shard:
+            raise CheckpointError(f"{ckpt.root / INDEX_NAME}: shard {shard} lies in a subfolder, which the output and "
+                                  "unpack cannot keep; move the shards next to the index and fix its weight_map")
 
 
 def _owned_names(shards: list[ShardPlan], with_card: bool) -> set[str]:
