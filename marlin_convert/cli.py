@@ -51,7 +51,10 @@ def emit_json(data: dict[str, Any]) -> None:
     from .cli_render import emit_json as write
 
     _State.emitted = True
-    write(data)
+    try:
+        write(data)
+    except BrokenPipeError:
+        _stdout_closed()
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON report on stdout (an error object on failure); no progress.")]
@@ -225,12 +228,44 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise Interrupted
 
 
+def _os_error_where(e: OSError) -> str:
+    """The file an OSError is about: for a copy (two names), the one being written."""
+    if e.filename2:
+        return f"{e.filename2} (copying {e.filename}): "
+    return f"{e.filename}: " if e.filename else ""
+
+
 def _fail(kind: str, message: str, code: int) -> None:
     """Print one error line on stderr (and the JSON error object with --json), then exit with `code`."""
     if _State.json:
-        emit_json(error_object(kind, message, code))
+        _emit_error_object(kind, message, code)
     err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
+
+
+def _emit_error_object(kind: str, message: str, code: int) -> None:
+    """The --json error object; a reader that has gone away does not change the exit code."""
+    try:
+        emit_json(error_object(kind, message, code))
+    except ReaderGone:
+        pass
+
+
+class ReaderGone(BaseException):
+    """Whoever read stdout stopped (`marlin-convert inspect X | head -1`): not an error of ours."""
+
+
+def _stdout_closed() -> None:
+    """Send what is left of stdout nowhere and stop quietly (rich's own default exits 1)."""
+    out_console.quiet = True
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise ReaderGone
+
+
+out_console.on_broken_pipe = _stdout_closed  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -245,11 +280,17 @@ def main() -> None:
             app(prog_name="marlin-convert")  # standalone: typer prints usage errors and help, and exits itself
         except SystemExit as e:
             if e.code == 2 and "--json" in sys.argv[1:] and not _State.emitted:  # a usage error, printed on stderr
-                emit_json(error_object("UsageError", "bad usage: see the usage message on stderr", 2))
+                _emit_error_object("UsageError", "bad usage: see the usage message on stderr", 2)
             raise
+    except (ReaderGone, BrokenPipeError):
+        try:
+            _stdout_closed()
+        except ReaderGone:
+            pass
+        raise SystemExit(0) from None
     except (Interrupted, KeyboardInterrupt):
         if _State.json:
-            emit_json(error_object("Interrupted", "interrupted: the output is complete or absent, never partial", EXIT_INTERRUPTED))
+            _emit_error_object("Interrupted", "interrupted: the output is complete or absent, never partial", EXIT_INTERRUPTED)
         err_console.print("[red]interrupted[/]: the output is complete or absent, never partial")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except MarlinConvertError as e:
@@ -259,13 +300,13 @@ def main() -> None:
     except OSError as e:
         if debug():
             err_console.print_exception()
-        where = f"{e.filename}: " if e.filename else ""
+        where = _os_error_where(e)
         _fail(type(e).__name__, f"{where}{e.strerror or e}", 2)
     except Exception as e:
         if debug():
             raise
         if _State.json:
-            emit_json(error_object(type(e).__name__, f"internal error: {e}", 2))
+            _emit_error_object(type(e).__name__, f"internal error: {e}", 2)
         err_console.print(f"[red]internal error:[/] {escape(type(e).__name__)}: {escape(str(e))} "
                           "(rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

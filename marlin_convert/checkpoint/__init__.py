@@ -8,7 +8,7 @@ from .atomic import TMP_MARKER, atomic_directory, check_output_path
 from .manifest import MANIFEST_NAME, build_manifest, dump_manifest, load_manifest, open_output
 from .safetensors_file import Hashed, SafetensorsHeader, TensorInfo, read_header
 from .source import CONFIG_NAME, INDEX_NAME, SINGLE_NAME, Checkpoint, open_checkpoint
-from .writer import OutEntry, ShardPlan, index_json, order_in_shard, plan_shards, write_json, write_shards
+from .writer import OutEntry, ShardPlan, index_json, order_in_shard, plan_shards, write_json, write_shards, write_text
 
 __all__ = [
     "CONFIG_NAME",
@@ -35,4 +35,5 @@ __all__ = [
     "read_header",
     "write_json",
     "write_shards",
+    "write_text",
 ]

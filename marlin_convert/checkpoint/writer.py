@@ -14,7 +14,7 @@ from ..tensor_spec import TensorSpec
 from .safetensors_file import ShardWriter
 from .source import SINGLE_NAME
 
-__all__ = ["OutEntry", "ShardPlan", "plan_shards", "order_in_shard", "write_shards", "index_json", "write_json"]
+__all__ = ["OutEntry", "ShardPlan", "plan_shards", "order_in_shard", "write_shards", "index_json", "write_json", "write_text"]
 
 
 @dataclass(frozen=True)
@@ -112,5 +112,13 @@ def index_json(shards: list[ShardPlan]) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small UTF-8 file; a failed write (disk full, file too large) names the file."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 

@@ -10,7 +10,7 @@ import torch
 
 from .._version import __version__
 from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, Checkpoint, OutEntry, ShardPlan, atomic_directory, build_manifest
-from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards
+from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards, write_text
 from ..errors import CheckpointError, NothingToConvert
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
@@ -100,11 +100,11 @@ def pack_checkpoint(
             config = _marlin_config(ckpt.config, fmt, fplan, list(eligible.values()), {e.name: specs[e.name] for e in copied})
             write_json(tmp / CONFIG_NAME, config)
             if eligible:
-                (tmp / CARD_NAME).write_text(model_card(
+                write_text(tmp / CARD_NAME, model_card(
                     source=src.name, source_format=fmt.name, version=__version__, converted=len(eligible),
                     unconverted=config["quantization_config"]["modules_to_not_convert"],
                     quantization_config=config["quantization_config"],
-                    source_card=set_aside.get(CARD_NAME, {}).get("stored_as")), encoding="utf-8")
+                    source_card=set_aside.get(CARD_NAME, {}).get("stored_as")))
             if len(shards) > 1:
                 write_json(tmp / INDEX_NAME, index_json(shards))
             manifest = build_manifest(
@@ -113,7 +113,7 @@ def pack_checkpoint(
                 layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
                 skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
                 files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings)
-            (tmp / MANIFEST_NAME).write_text(dump_manifest(manifest), encoding="utf-8")
+            write_text(tmp / MANIFEST_NAME, dump_manifest(manifest))
     return PackReport(
         source=str(src),
         output=str(out),
