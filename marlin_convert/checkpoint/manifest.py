@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import VerifyMismatch
+from ..errors import CheckpointError, VerifyMismatch
+from .json_file import parse_json, read_json_text
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "dump_manifest", "load_manifest"]
 
@@ -27,13 +29,13 @@ def dump_manifest(data: dict[str, Any]) -> str:
 
 def load_manifest(path: Path) -> dict[str, Any]:
     """Read and check a manifest: any change to its bytes raises VerifyMismatch."""
+    if not os.path.lexists(path):
+        raise VerifyMismatch(f"{path}: missing (not a marlin-convert output?)")
     try:
-        text = path.read_bytes().decode("utf-8")
-        data = json.loads(text)
-    except FileNotFoundError:
-        raise VerifyMismatch(f"{path}: missing (not a marlin-convert output?)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise VerifyMismatch(f"{path}: unreadable or corrupt ({e})") from None
+        text = read_json_text(path)
+        data = parse_json(text, path)
+    except CheckpointError as e:
+        raise VerifyMismatch(f"unreadable or corrupt manifest: {e}") from None
     if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
         raise VerifyMismatch(f"{path}: not a marlin-convert manifest")
     if dump_manifest(data) != text or not isinstance(data.get("sha256"), str):
