@@ -73,16 +73,18 @@ def _finite_float(text: str) -> float:
     return value
 
 
+class _NegativeZero(int):
+    """`-0` in the header: serde_json reads it as a float, so no size or offset may be one."""
+
+
 def _plain_int(text: str) -> int:
-    if text == "-0":  # serde_json reads -0 as a float, which no size or offset may be
-        raise ValueError("-0 is not an unsigned integer")
-    return int(text)
+    return _NegativeZero(0) if text == "-0" else int(text)
 
 
 _HEADER_JSON = dict(object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float,
                     parse_int=_plain_int)
 """JSON as safetensors' own parser (serde_json) reads it: no NaN/Infinity, no number out of range,
-no duplicate keys (serde_json keeps the last; an ambiguous header is refused here)."""
+no -0 as a size, no duplicate keys (serde_json keeps the last; an ambiguous header is refused here)."""
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -99,7 +101,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_u64(value: Any) -> bool:
-    return _is_int(value) and 0 <= value <= U64_MAX
+    return _is_int(value) and not isinstance(value, _NegativeZero) and 0 <= value <= U64_MAX
 
 
 def _open_regular(path: Path) -> tuple[BinaryIO, int]:
