@@ -129,3 +129,26 @@ def test_huge_shape_through_the_cli(sharded, tmp_path):
     shutil.copy(sharded / "config.json", src / "config.json")
     _file(src / "model.safetensors", {"t": {"dtype": "F16", "shape": [2**64, 0], "data_offsets": [0, 0]}})
     _one_clean_line(_console("inspect", src), 2, "model.safetensors", "tensor t")
+
+
+def test_newer_safetensors_dtypes_are_copied_byte_for_byte(tmp_path):
+    """F8_E8M0, F8_E4M3FNUZ and C64 (which the official reader accepts) are read and copied, not refused."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from marlin_convert.pipeline import pack_checkpoint, unpack_checkpoint
+
+    src = tmp_path / "src"
+    make_gptq_checkpoint(src)
+    tensors = load_file(str(src / "model.safetensors"))
+    g = torch.Generator().manual_seed(11)
+    raw = torch.randint(0, 255, (3, 8), generator=g, dtype=torch.uint8)
+    tensors["extra.e8m0"] = raw[0].view(torch.float8_e8m0fnu)
+    tensors["extra.fnuz"] = raw[1].view(torch.float8_e4m3fnuz)
+    tensors["extra.c64"] = raw[2].view(torch.complex64)
+    save_file(tensors, str(src / "model.safetensors"))
+    pack_checkpoint(src, tmp_path / "out", device="cpu")
+    unpack_checkpoint(tmp_path / "out", tmp_path / "back")
+    restored = dict(safetensors.deserialize((tmp_path / "back" / "model.safetensors").read_bytes()))
+    for i, (name, dtype) in enumerate((("extra.e8m0", "F8_E8M0"), ("extra.fnuz", "F8_E4M3FNUZ"), ("extra.c64", "C64"))):
+        assert restored[name]["dtype"] == dtype and bytes(restored[name]["data"]) == raw[i].numpy().tobytes()
