@@ -114,6 +114,9 @@ def test_odd_tensor_names_are_printed_escaped_on_one_line(tmp_path, gptq_src, na
     shutil.copytree(gptq_src, src)
     _rename_in_shard(src / "model.safetensors", "lm_head.weight", name_json)
     assert _console("inspect", src).returncode == 0  # a valid safetensors name: read as is
+    listed = _console("inspect", src, "--all")
+    assert listed.returncode == 0 and shown in listed.stdout and "\x1b" not in listed.stdout  # one escaped row
+    assert not any(line.strip().startswith("head.weight") for line in listed.stdout.splitlines())
     index = {"metadata": {}, "weight_map": {"ghost" + json.loads(name_json): "model.safetensors"}}
     (src / "model.safetensors.index.json").write_text(json.dumps(index))
     line = _fails_cleanly(_console("inspect", src), "ghost" + shown)
