@@ -30,25 +30,33 @@ SKIPPED_DIRS = (".cache/huggingface",)
 """Folders that are not part of the checkpoint: `hf download --local-dir` keeps its download metadata there."""
 
 
-def _load_json(path: Path) -> Any:
+def _read_json(path: Path) -> tuple[Any, str]:
+    """A JSON file's data and its exact text (no newline translation)."""
     try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text)
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text), text
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 
+def _load_json(path: Path) -> Any:
+    return _read_json(path)[0]
+
+
 class Checkpoint:
     """Read access to one checkpoint directory. Use as a context manager to close shard files."""
 
     def __init__(self, root: Path, config: dict[str, Any], config_text: str | None, index: dict[str, Any] | None,
-                 headers: dict[str, SafetensorsHeader], json_files: dict[str, Any]):
+                 headers: dict[str, SafetensorsHeader], json_files: dict[str, Any], index_text: str | None = None):
         self.root = root
         self.config = config
         self.config_text = config_text
+        """config.json exactly as stored."""
         self.index = index
+        self.index_text = index_text
+        """The index exactly as stored (None without an index)."""
         self.headers = headers
         self.json_files = json_files
         self.location: dict[str, tuple[str, TensorInfo]] = {}
@@ -175,20 +183,19 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
     config: dict[str, Any] = {}
     config_text = None
     if config_path.is_file():
-        config = _load_json(config_path)
+        config, config_text = _read_json(config_path)
         if not isinstance(config, dict):
             raise CheckpointError(f"{config_path}: must hold a JSON object")
-        config_text = config_path.read_text(encoding="utf-8")
     else:
         raise CheckpointError(f"{config_path}: missing (a checkpoint directory needs config.json)")
     json_files = {}
     for name in marker_files:
         if (root / name).is_file():
             json_files[name] = _load_json(root / name)
-    index = None
+    index = index_text = None
     index_path = root / INDEX_NAME
     if index_path.exists():
-        index = _load_json(index_path)
+        index, index_text = _read_json(index_path)
         if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
             raise CheckpointError(f"{index_path}: must be a JSON object with a weight_map object")
         shard_names = list(dict.fromkeys(index["weight_map"].values()))
@@ -208,4 +215,4 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
         _shard_path(root, found[0], root)
         shard_names = found
     headers = {shard: read_header(root / shard) for shard in shard_names}
-    return Checkpoint(root, config, config_text, index, headers, json_files)
+    return Checkpoint(root, config, config_text, index, headers, json_files, index_text)
