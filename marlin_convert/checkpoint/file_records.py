@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,13 +30,16 @@ HUB_FILES = (".gitattributes",)
 """Files a Hub repository adds to what was uploaded; verify names them as not checked instead of failing."""
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """(sha256, size) of a whole file, read in chunks (bounded memory)."""
+def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str, int]:
+    """(sha256, size) of a whole file, read in chunks (bounded memory); stops early, with a CheckpointError,
+    once `cancel` is set (a run that failed or was interrupted does not wait for a big file's hash)."""
     digest = hashlib.sha256()
     size = 0
     try:
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
+                if cancel is not None and cancel.is_set():
+                    raise CheckpointError(f"{path}: hashing cancelled")
                 digest.update(chunk)
                 size += len(chunk)
     except OSError as e:
@@ -154,11 +158,12 @@ def check_output_structure(root: Path, manifest: dict[str, Any], manifest_name: 
 def check_output_files(root: Path, manifest: dict[str, Any], manifest_name: str) -> tuple[list[str], list[str], int]:
     """(problems, files not checked, files checked) of every non-shard output file (model card, config, index,
     copied and set-aside source files) against its sha256, and of files in `root` that pack did not write.
-    Files the Hub adds (`.gitattributes`) and `.cache/huggingface/` are not checked: they are named instead."""
+    Files the Hub adds (`.gitattributes`) and a `--local-dir` download's `.cache/huggingface/` are not checked:
+    they are named instead."""
     records = _records(manifest, "output_files", root / manifest_name)
     shards = set(manifest["output_shards"])
     problems = [p for rel, rec in records.items() if rel not in shards and (p := _differs(root / rel, rec))]
-    unchecked = []
+    unchecked = [f"{d}/" for d in SKIPPED_DIRS if (root / d).is_dir()]
     for rel in _walk(root):
         if rel in records or rel == manifest_name:
             continue

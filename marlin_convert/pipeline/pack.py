@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -92,9 +93,8 @@ def pack_checkpoint(
         sizes = {p: sum(ckpt.info(n).nbytes for n in plan.sources.values()) for p, plan in eligible.items()}
         budget = None if dev.type != "cpu" else read_ahead_budget(ckpt.info(n).nbytes for n in specs)
         copied = [e for e in entries if isinstance(e.key, CopyTensor)]
-        with atomic_directory(out, force=force) as tmp, _background("marlin-convert-hash") as hasher, \
+        with atomic_directory(out, force=force) as tmp, _background_hashes([ckpt.root / s for s in ckpt.shards]) as shard_hashes, \
                 LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
-            shard_files = {shard: hasher.submit(hash_file, ckpt.root / shard) for shard in ckpt.shards}  # whole files, beside the work
             out_sha = write_shards(tmp, shards, produce)
             for entry in copied:
                 source_sha[entry.name] = out_sha[entry.name]
@@ -117,7 +117,7 @@ def pack_checkpoint(
                 layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
                 skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
                 files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
-                source_files=source_file_records(ckpt, other, {shard: f.result() for shard, f in shard_files.items()}),
+                source_files=source_file_records(ckpt, other, {s: shard_hashes[ckpt.root / s].result() for s in ckpt.shards}),
                 output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
             (tmp / MANIFEST_NAME).write_text(dump_manifest(manifest), encoding="utf-8")
     return PackReport(
@@ -137,12 +137,15 @@ def pack_checkpoint(
 
 
 @contextmanager
-def _background(name: str) -> Iterator[ThreadPoolExecutor]:
-    """One worker thread; on an error, what it has not started is dropped rather than waited for."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+def _background_hashes(paths: list[Path]) -> Iterator[dict[Path, Future[tuple[str, int]]]]:
+    """Each file's (sha256, size), hashed on one thread while the block runs; on an error or interruption
+    the hashing stops (at the next chunk) rather than being waited for."""
+    cancel = threading.Event()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-hash")
     try:
-        yield pool
+        yield {path: pool.submit(hash_file, path, cancel=cancel) for path in paths}
     finally:
+        cancel.set()
         pool.shutdown(wait=False, cancel_futures=True)
 
 

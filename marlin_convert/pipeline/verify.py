@@ -109,7 +109,7 @@ def _check_files(out_dir: Path, src: Checkpoint | None, manifest: dict[str, Any]
     report.checks.append(check_row("output files", not problems, "; ".join(problems[:3]) or
                                    f"{checked} files and {len(manifest['output_shards'])} shard headers byte-identical"))
     if unchecked:
-        report.checks.append(check_row("not checked", True, f"{', '.join(unchecked)}: added by the Hub, not written by pack"))
+        report.checks.append(check_row("not checked", True, f"{', '.join(unchecked)}: added by the Hub or its download, not written by pack"))
     if src is not None:
         problems = check_source_files(src, manifest)
         detail = f"{len(manifest['source_files'])} files byte-identical to the recorded sha256"

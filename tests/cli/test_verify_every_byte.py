@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import struct
 from pathlib import Path
 
@@ -84,18 +85,19 @@ def test_a_file_pack_did_not_write_fails_and_hub_files_are_named(cli, packed):
         extra.unlink()
     hub = packed / ".gitattributes"
     hub.write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    (packed / ".cache" / "huggingface").mkdir(parents=True)
+    (packed / ".cache" / "huggingface" / "download.lock").write_text("")
     try:
         res = cli("verify", packed, "--json")
         assert res.code == 0, res.out + res.err
         checks = {c["name"]: c for c in json.loads(res.out)["checks"]}
-        assert ".gitattributes" in checks["not checked"]["detail"]
+        assert ".gitattributes" in checks["not checked"]["detail"] and ".cache/huggingface/" in checks["not checked"]["detail"]
     finally:
         hub.unlink()
+        shutil.rmtree(packed / ".cache")
 
 
 def test_verify_with_source_checks_every_source_file(cli, packed, tmp_path):
-    import shutil
-
     src = tmp_path / "src"
     shutil.copytree(packed.parent / "src", src)
     assert cli("verify", src, packed).code == 0
