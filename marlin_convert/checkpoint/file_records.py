@@ -97,19 +97,19 @@ def output_file_records(root: Path, shards: list[str], skip: str) -> dict[str, A
 
 
 def _safe_name(name: Any, where: Path) -> str:
-    """A manifest's file name: a relative path that stays inside the directory."""
+    """A manifest's file name: a relative path that stays inside the directory (else bad input, exit 2)."""
     if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
-        raise VerifyMismatch(f"{where}: file name {name!r} in the manifest is not a relative path")
+        raise CheckpointError(f"{where}: file name {name!r} in the manifest is not a relative path")
     p = PurePosixPath(name)
     if p.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
-        raise VerifyMismatch(f"{where}: file name {name!r} in the manifest leaves the directory")
+        raise CheckpointError(f"{where}: file name {name!r} in the manifest leaves the directory")
     return name
 
 
 def _records(manifest: dict[str, Any], key: str, where: Path) -> dict[str, Any]:
     records = manifest.get(key)
     if not isinstance(records, dict) or not all(isinstance(r, dict) for r in records.values()):
-        raise VerifyMismatch(f"{where}: manifest has no valid {key!r}")
+        raise CheckpointError(f"{where}: manifest has no valid {key!r}")
     for name in records:
         _safe_name(name, where)
     return records
@@ -201,7 +201,8 @@ def source_shard_header(manifest: dict[str, Any], shard: str, where: Path) -> Sa
     tensors = manifest["source_tensors"]
     expected = manifest["source_shards"][shard]["tensors"]
     if sorted(header.tensors) != sorted(expected) or any(
-            (t.dtype, list(t.shape)) != (tensors[n]["dtype"], tensors[n]["shape"]) for n, t in header.tensors.items()):
+            (t.dtype, list(t.shape)) != (tensors.get(n, {}).get("dtype"), tensors.get(n, {}).get("shape"))
+            for n, t in header.tensors.items()):
         raise VerifyMismatch(f"{where}: recorded header of {shard} does not list the manifest's tensors")
     return header
 

@@ -147,3 +147,17 @@ def test_version_1_manifest_is_refused_clearly(cli, tmp_path):
         res = cli(*args)
         assert res.code == 2 and "manifest version 1" in res.err and "pack the source again" in res.err, res.err
     assert not (tmp_path / "back").exists()
+
+
+@pytest.mark.parametrize("field", ["source_files", "output_files"])
+@pytest.mark.parametrize("name", ["../evil.txt", "/tmp/evil.txt", "a/../../evil.txt"])
+def test_file_names_in_the_new_manifest_fields_must_stay_inside(cli, tmp_path, field, name):
+    pack_checkpoint(FIXTURES / "ct_sym", tmp_path / "out", device="cpu")
+    path = tmp_path / "out" / "marlin_convert_manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest[field][name] = {"sha256": "0" * 64, "size": 1}
+    path.write_text(dump_manifest(manifest))
+    for args in (("unpack", tmp_path / "out", "-o", tmp_path / "back"), ("verify", tmp_path / "out")):
+        res = cli(*args)
+        assert res.code == 2 and "leaves the directory" in res.err, res.err
+    assert not (tmp_path / "back").exists() and not (tmp_path / "evil.txt").exists()
