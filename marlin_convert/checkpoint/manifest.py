@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import CheckpointError, NotAnOutputError, VerifyMismatch
+from .json_file import parse_json, read_json_text
 
 if TYPE_CHECKING:  # ownership (imported by source's imports) reads MANIFEST_NAME from here: no import cycle
     from .source import Checkpoint
@@ -33,14 +35,15 @@ def dump_manifest(data: dict[str, Any]) -> str:
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
-    """Read and check a manifest: any change to its bytes raises VerifyMismatch."""
+    """Read and check a manifest: any change to its bytes raises VerifyMismatch; one that is not a regular
+    file, or is too large to be a manifest, is bad input (CheckpointError)."""
+    if not os.path.lexists(path):
+        raise VerifyMismatch(f"{path}: missing (not a marlin-convert output?)")
+    text = read_json_text(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-        data = json.loads(text)
-    except FileNotFoundError:
-        raise VerifyMismatch(f"{path}: missing (not a marlin-convert output?)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise VerifyMismatch(f"{path}: unreadable or corrupt ({e})") from None
+        data = parse_json(text, path)
+    except CheckpointError as e:
+        raise VerifyMismatch(f"corrupt manifest: {e}") from None
     if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
         raise VerifyMismatch(f"{path}: not a marlin-convert manifest")
     if dump_manifest(data) != text or not isinstance(data.get("sha256"), str):
@@ -100,7 +103,7 @@ def open_output(path: Path, *, marker_files: Iterable[str] = ()) -> tuple[dict[s
         raise CheckpointError(f"{path}: no such directory")
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory")
-    if not (path / MANIFEST_NAME).is_file():
+    if not os.path.lexists(path / MANIFEST_NAME):
         raise NotAnOutputError(f"{path}: not a marlin-convert output (no {MANIFEST_NAME}); give the directory "
                                "written by `marlin-convert pack`")
     from .source import open_checkpoint

@@ -6,7 +6,6 @@ it, and symbolic links that leave it are refused.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from pathlib import Path
@@ -17,6 +16,8 @@ import torch
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError
 from ..tensor_spec import TensorSpec
+from .index_file import read_index
+from .json_file import read_json, read_json_text
 from .links import outside_link_message, stays_inside
 from .unsupported import unsupported_checkpoint
 from .safetensors_file import SafetensorsHeader, TensorInfo, read_bytes, read_header, read_tensor, tensor_from_bytes
@@ -28,21 +29,6 @@ SINGLE_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 SKIPPED_DIRS = (".cache/huggingface",)
 """Folders that are not part of the checkpoint: `hf download --local-dir` keeps its download metadata there."""
-
-
-def _read_json(path: Path) -> tuple[Any, str]:
-    """A JSON file's data and its exact text (no newline translation)."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-        return json.loads(text), text
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-
-
-def _load_json(path: Path) -> Any:
-    return _read_json(path)[0]
 
 
 class Checkpoint:
@@ -183,19 +169,21 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
     config: dict[str, Any] = {}
     config_text = None
     if config_path.is_file():
-        config, config_text = _read_json(config_path)
+        config = read_json(config_path)
         if not isinstance(config, dict):
             raise CheckpointError(f"{config_path}: must hold a JSON object")
+        config_text = read_json_text(config_path)
     else:
         raise CheckpointError(f"{config_path}: missing (a checkpoint directory needs config.json)")
     json_files = {}
     for name in marker_files:
         if (root / name).is_file():
-            json_files[name] = _load_json(root / name)
+            json_files[name] = read_json(root / name)
     index = index_text = None
     index_path = root / INDEX_NAME
     if index_path.exists():
-        index, index_text = _read_json(index_path)
+        index = read_index(index_path)
+        index_text = read_json_text(index_path)
         if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
             raise CheckpointError(f"{index_path}: must be a JSON object with a weight_map object")
         shard_names = list(dict.fromkeys(index["weight_map"].values()))
