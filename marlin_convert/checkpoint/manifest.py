@@ -15,10 +15,12 @@ if TYPE_CHECKING:  # ownership (imported by source's imports) reads MANIFEST_NAM
     from .source import Checkpoint
     from .writer import ShardPlan
 
-__all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "build_manifest", "dump_manifest", "load_manifest", "open_output"]
+__all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "MANIFEST_VERSION", "check_manifest_version", "build_manifest", "dump_manifest", "load_manifest", "open_output"]
 
 MANIFEST_NAME = "marlin_convert_manifest.json"
 MANIFEST_KIND = "marlin-convert-manifest"
+MANIFEST_VERSION = 2
+"""2: `source_files` and `output_files` (whole files, see `file_records`). Version 1 recorded tensors only."""
 
 
 def _canonical(data: dict[str, Any]) -> str:
@@ -46,18 +48,29 @@ def load_manifest(path: Path) -> dict[str, Any]:
         raise VerifyMismatch(f"{path}: not a marlin-convert manifest")
     if dump_manifest(data) != text or not isinstance(data.get("sha256"), str):
         raise VerifyMismatch(f"{path}: content does not match its sha256 (manifest modified or corrupt)")
+    check_manifest_version(data, path)
     return data
+
+
+def check_manifest_version(data: dict[str, Any], path: Path) -> None:
+    """Only this version's manifests are read: a version 1 manifest (marlin-convert 0.1.0 before files were
+    recorded) cannot give back the source files byte for byte, so it is refused (exit 2) with the way out."""
+    version = data.get("version")
+    if version != MANIFEST_VERSION:
+        raise CheckpointError(f"{path}: manifest version {version!r} is not supported (this marlin-convert reads version "
+                              f"{MANIFEST_VERSION}, which records whole files); pack the source again with this version")
 
 
 def build_manifest(*, tool_version: str, source_format: str, source: Checkpoint, source_sha: dict[str, str],
                    shards: list[ShardPlan], out_sha: dict[str, str], layers: dict[str, dict[str, Any]],
                    skipped_layers: dict[str, str | None], files: list[str], set_aside_files: dict[str, Any],
-                   warnings: list[str]) -> dict[str, Any]:
+                   warnings: list[str], source_files: dict[str, Any], output_files: dict[str, Any]) -> dict[str, Any]:
     """The manifest of a pack: what the source was (config text, index, shards, every tensor's sha256),
-    what was written (every output tensor's sha256) and how each layer was converted (`layers`)."""
+    what was written (every output tensor's sha256) and how each layer was converted (`layers`); whole files
+    in `source_files` and `output_files` (see `file_records`)."""
     return {
         "kind": MANIFEST_KIND,
-        "version": 1,
+        "version": MANIFEST_VERSION,
         "tool_version": tool_version,
         "source_format": source_format,
         "source_config_text": source.config_text,
@@ -78,6 +91,8 @@ def build_manifest(*, tool_version: str, source_format: str, source: Checkpoint,
         "files": files,
         "set_aside_files": set_aside_files,
         "warnings": warnings,
+        "source_files": source_files,
+        "output_files": output_files,
     }
 
 
@@ -94,6 +109,9 @@ def open_output(path: Path, *, marker_files: Iterable[str] = ()) -> tuple[dict[s
     from .source import open_checkpoint
 
     manifest = load_manifest(path / MANIFEST_NAME)
+    from .file_records import check_output_structure
+
+    check_output_structure(path, manifest, MANIFEST_NAME)
     try:
         ckpt = open_checkpoint(path, marker_files=marker_files)
     except CheckpointError as e:

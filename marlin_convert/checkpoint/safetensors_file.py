@@ -22,7 +22,8 @@ from ..dtypes import DTYPE_SIZES, TORCH_DTYPES
 from ..errors import CheckpointError
 from .json_file import parse_json
 
-__all__ = ["Hashed", "TensorInfo", "SafetensorsHeader", "read_header", "read_tensor", "read_bytes", "tensor_from_bytes", "ShardWriter", "header_bytes"]
+__all__ = ["Hashed", "TensorInfo", "SafetensorsHeader", "read_header", "read_header_bytes", "parse_header", "read_tensor",
+           "read_bytes", "tensor_from_bytes", "ShardWriter", "header_bytes"]
 
 MAX_HEADER_BYTES = 100_000_000
 """safetensors' own limit on the JSON header."""
@@ -51,6 +52,8 @@ class SafetensorsHeader:
     tensors: dict[str, TensorInfo]
     """In file order (by offset)."""
     metadata: dict[str, str] | None
+    raw: bytes = b""
+    """The header as stored: the 8-byte length and the JSON text (key order, spacing, padding) it announces."""
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -117,13 +120,7 @@ def _open_regular(path: Path) -> tuple[BinaryIO, int]:
     return os.fdopen(fd, "rb"), st.st_size
 
 
-def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
-    """Parse and check a safetensors header by the rules of safetensors' own reader (what it refuses
-    is refused here); every tensor's range must match its dtype and shape.
-
-    Raises: CheckpointError naming the file (and tensor) for any inconsistency.
-    """
-    path = Path(path)
+def _read_header_bytes(path: Path) -> tuple[bytes, int]:
     f, size = _open_regular(path)
     try:
         with f:
@@ -140,8 +137,34 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     if len(raw) != header_len:
         raise CheckpointError(f"{path}: file truncated while reading the header")
+    return prefix + raw, size
+
+
+def read_header_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The first bytes of a safetensors file: its 8-byte header length and the JSON header it announces,
+    exactly as stored. Raises: CheckpointError naming the file when the length is absurd or runs past the end."""
+    return _read_header_bytes(Path(path))[0]
+
+
+def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
+    """Parse and check a safetensors header by the rules of safetensors' own reader (what it refuses
+    is refused here); every tensor's range must match its dtype and shape.
+
+    Raises: CheckpointError naming the file (and tensor) for any inconsistency.
+    """
+    path = Path(path)
+    raw, size = _read_header_bytes(path)
+    return parse_header(raw, size, path)
+
+
+def parse_header(raw: bytes, size: int, path: Path) -> SafetensorsHeader:
+    """Check the header bytes `raw` (8-byte length + JSON) of a file of `size` bytes as `read_header` does:
+    tensors back to back from the end of the header to the end of the file, each range matching its dtype
+    and shape, no gaps and nothing after the last. Raises: CheckpointError naming `path` (and the tensor)."""
+    if len(raw) < 8 or struct.unpack("<Q", raw[:8])[0] != len(raw) - 8:
+        raise CheckpointError(f"{path}: header length does not match the header")
     try:
-        text = raw.decode("utf-8")
+        text = raw[8:].decode("utf-8")
     except UnicodeDecodeError as e:
         raise CheckpointError(f"{path}: corrupt safetensors header (not UTF-8 at byte {e.start})") from None
     header = parse_json(text, f"{path}: corrupt safetensors header", **_HEADER_JSON)
@@ -154,7 +177,7 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
     ):
         raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
-    data_start = 8 + header_len
+    data_start = len(raw)
     data_len = size - data_start
     tensors = [_tensor_info(path, name, entry, data_start, data_len) for name, entry in header.items()]
     tensors.sort(key=lambda t: (t.start, t.end))
@@ -166,7 +189,7 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         expected = t.end
     if expected != size:
         raise CheckpointError(f"{path}: {size - expected} bytes after the last tensor (file is padded or corrupt)")
-    return SafetensorsHeader(path=path, tensors={t.name: t for t in tensors}, metadata=metadata)
+    return SafetensorsHeader(path=path, tensors={t.name: t for t in tensors}, metadata=metadata, raw=bytes(raw))
 
 
 def element_count(shape: list[int]) -> int | None:
@@ -259,27 +282,51 @@ class Hashed:
 
 
 class ShardWriter:
-    """Writes one safetensors file whose header is fixed up front; tensors must come in header order.
+    """Writes one safetensors file whose header is fixed up front; each tensor goes to its place in the file.
 
-    Each tensor's sha256 is computed as it is written. `close()` fails unless every tensor arrived.
+    By default the header is built from `entries` (back to back, in that order) and tensors must come in
+    that order. With `header` (the exact bytes of a source file's header: 8-byte length and JSON), that
+    header is written as it is and each tensor goes to the offset it names, whatever order they come in, so
+    the file is rebuilt byte for byte with no more than one tensor in hand. Each tensor's sha256 is computed
+    as it is written. `close()` fails unless every tensor arrived.
     """
 
-    def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None):
+    def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None,
+                 *, header: bytes | None = None):
         self.path = path
         self._entries = entries
+        self._planned = {n: (d, tuple(sh)) for n, d, sh in entries}
         self._next = 0
+        self._any_order = header is not None
         self.sha256: dict[str, str] = {}
+        raw = header_bytes(entries, metadata) if header is None else header
+        size = len(raw) + sum(math.prod(shape) * DTYPE_SIZES[dtype] for _, dtype, shape in entries)
+        layout = parse_header(raw, size, path)
+        if {n: (t.dtype, t.shape) for n, t in layout.tensors.items()} != self._planned:
+            raise CheckpointError(f"{path}: the recorded header does not list the tensors to write")
+        self._start = {n: t.start for n, t in layout.tensors.items()}
         try:
             self._file = open(path, "wb")
-            self._file.write(header_bytes(entries, metadata))
+            self._pwrite(raw, 0)
         except OSError as e:
             raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None
 
+    def _pwrite(self, data: Any, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._file.fileno(), view[done : done + (1 << 30)], offset + done)
+
     def write(self, name: str, data: torch.Tensor | bytes | bytearray | Iterable[torch.Tensor]) -> None:
         """Write the next tensor: a tensor, its raw bytes, or its consecutive row blocks (streamed)."""
-        exp_name, dtype, shape = self._entries[self._next]
-        if name != exp_name:
-            raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
+        if self._any_order:
+            if name not in self._planned or name in self.sha256:
+                raise RuntimeError(f"internal: {name} is not (or no longer) planned for {self.path}")
+            dtype, shape = self._planned[name]
+        else:
+            exp_name, dtype, shape = self._entries[self._next]
+            if name != exp_name:
+                raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
         known_digest = None
         if isinstance(data, Hashed):
             data, known_digest = data.tensor, data.sha256
@@ -288,6 +335,7 @@ class ShardWriter:
             raise RuntimeError(f"internal: {name} is {data.dtype} {tuple(data.shape)}, planned {dtype} {shape}")
         digest = hashlib.sha256()
         written = 0
+        start = self._start[name]
         for part in ([data] if whole else data):
             if isinstance(part, torch.Tensor):
                 if part.dtype != TORCH_DTYPES[dtype]:
@@ -297,11 +345,13 @@ class ShardWriter:
                 raw = memoryview(part)
             if known_digest is None:
                 digest.update(raw)
-            written += len(raw)
+            if written + len(raw) > math.prod(shape) * DTYPE_SIZES[dtype]:
+                raise RuntimeError(f"internal: {name} has more bytes than planned {dtype} {shape}")
             try:
-                self._file.write(raw)
+                self._pwrite(raw, start + written)
             except OSError as e:
                 raise CheckpointError(f"{self.path}: cannot write tensor {name} ({e.strerror or e})") from None
+            written += len(raw)
         if written != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
         self.sha256[name] = known_digest or digest.hexdigest()

@@ -35,11 +35,14 @@ class Checkpoint:
     """Read access to one checkpoint directory. Use as a context manager to close shard files."""
 
     def __init__(self, root: Path, config: dict[str, Any], config_text: str | None, index: dict[str, Any] | None,
-                 headers: dict[str, SafetensorsHeader], json_files: dict[str, Any]):
+                 headers: dict[str, SafetensorsHeader], json_files: dict[str, Any], index_text: str | None = None):
         self.root = root
         self.config = config
         self.config_text = config_text
+        """config.json exactly as stored."""
         self.index = index
+        self.index_text = index_text
+        """The index exactly as stored (None without an index)."""
         self.headers = headers
         self.json_files = json_files
         self.location: dict[str, tuple[str, TensorInfo]] = {}
@@ -176,10 +179,11 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
     for name in marker_files:
         if (root / name).is_file():
             json_files[name] = read_json(root / name)
-    index = None
+    index = index_text = None
     index_path = root / INDEX_NAME
     if index_path.exists():
         index = read_index(index_path)
+        index_text = read_json_text(index_path)
         if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
             raise CheckpointError(f"{index_path}: must be a JSON object with a weight_map object")
         shard_names = list(dict.fromkeys(index["weight_map"].values()))
@@ -199,4 +203,4 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
         _shard_path(root, found[0], root)
         shard_names = found
     headers = {shard: read_header(root / shard) for shard in shard_names}
-    return Checkpoint(root, config, config_text, index, headers, json_files)
+    return Checkpoint(root, config, config_text, index, headers, json_files, index_text)
