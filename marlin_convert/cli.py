@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._version import __version__
-from .cli_render import BarReporter, err_console, error_object, heading, inspect_tables, out_console, plural, size
+from .cli_render import BarReporter, err_console, error_object, heading, inspect_tables, out_console, plural, size, text
 from .errors import MarlinConvertError, NothingToConvert, VerifyMismatch
 
 __all__ = ["app", "main", "EXIT_CODES", "Interrupted"]
@@ -213,7 +213,7 @@ def verify(
             table.add_column(col, overflow="fold")
         for c in report.checks:
             style = "green" if c["status"] == "PASS" else "red bold"
-            table.add_row(escape(c["name"]), f"[{style}]{c['status']}[/]", escape(c["detail"]))
+            table.add_row(text(c["name"]), f"[{style}]{c['status']}[/]", text(c["detail"]))
         out_console.print(table)
         out_console.print("[green]PASS[/]" if report.ok else f"[red bold]FAIL[/]: {plural(len(report.failures), 'check')} failed")
     if not report.ok:

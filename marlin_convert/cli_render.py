@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from .errors import printable
+
 __all__ = ["out_console", "err_console", "BarReporter", "emit_json", "error_object", "size", "plural",
            "heading", "inspect_tables", "ERROR_SCHEMA_VERSION"]
 
@@ -51,6 +53,11 @@ class BarReporter:
             self.progress.stop()
             self.progress = None
 
+
+
+def text(value: str) -> str:
+    """A name from a checkpoint, safe to print: one line (unprintable characters escaped), no rich markup."""
+    return escape(printable(value))
 
 def emit_json(data: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -106,7 +113,7 @@ def inspect_tables(report: Any, show_all: bool) -> None:
         for t in report.tensors:
             style = "green" if t["action"] in ("pack", "packed") else "yellow"
             reason = t["reason"] or ("" if t["layer"] or t["action"] == "copied" else "not a quantized layer")
-            table.add_row(escape(t["name"]), t["dtype"], str(t["shape"]), f"[{style}]{t['action']}[/]", escape(reason))
+            table.add_row(text(t["name"]), t["dtype"], str(t["shape"]), f"[{style}]{t['action']}[/]", escape(reason))
     else:
         table = Table()
         table.add_column("layer group", overflow="fold")
@@ -118,7 +125,7 @@ def inspect_tables(report: Any, show_all: bool) -> None:
             group = "" if gs is None else ("channel" if gs == -1 else f"g{gs}")
             done = "packed" if report.converted_from is not None else "pack"
             action = f"[green]{done}[/]" if g["eligible"] else f"[yellow]copy[/]: {escape(g['reason'] or '')}"
-            table.add_row(escape(g["pattern"]), str(g["layers"]), _dims(g["n"]), _dims(g["k"]), group,
+            table.add_row(text(g["pattern"]), str(g["layers"]), _dims(g["n"]), _dims(g["k"]), group,
                           _flag(g["sym"], "sym", "asym"), _flag(g["act_order"], "yes", "no"), size(g["bytes"]), action)
     out_console.print(table)
     t = report.totals

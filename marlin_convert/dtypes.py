@@ -22,5 +22,9 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     "U32": torch.uint32,
     "U64": torch.uint64,
 }
+for _name, _attr in (("F8_E8M0", "float8_e8m0fnu"), ("F8_E4M3FNUZ", "float8_e4m3fnuz"),
+                     ("F8_E5M2FNUZ", "float8_e5m2fnuz"), ("C64", "complex64")):
+    if hasattr(torch, _attr):  # newer safetensors dtypes, where this torch has them
+        TORCH_DTYPES[_name] = getattr(torch, _attr)
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
 DTYPE_SIZES: dict[str, int] = {name: dt.itemsize for name, dt in TORCH_DTYPES.items()}

@@ -11,11 +11,23 @@ __all__ = [
     "NothingToConvert",
     "NotQuantized",
     "NotAnOutputError",
+    "printable",
 ]
+
+
+def printable(text: str) -> str:
+    """`text` on one printable line: newlines, escape bytes, lone surrogates and other unprintable
+    characters are written as Python escapes (`\\n`, `\\x1b`, `\\ud800`)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class MarlinConvertError(Exception):
     """Base class: a clean, one-line message about bad usage or bad input (exit 2)."""
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
 
 class ShapeError(MarlinConvertError, ValueError):

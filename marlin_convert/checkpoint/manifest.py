@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError, NotAnOutputError, VerifyMismatch
+from .json_file import parse_json, read_json_text
 from .links import outside_link_message, stays_inside
 
 if TYPE_CHECKING:  # ownership (imported by source's imports) reads MANIFEST_NAME from here: no import cycle
     from .source import Checkpoint
     from .writer import ShardPlan
 
-__all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "MANIFEST_KEYS", "build_manifest", "check_manifest", "check_relative_name",
-           "dump_manifest", "load_manifest", "open_output"]
+__all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "MANIFEST_VERSION", "MANIFEST_KEYS", "check_manifest_version", "build_manifest",
+           "check_manifest", "check_relative_name", "check_output_paths", "dump_manifest", "load_manifest", "open_output"]
 
 MANIFEST_NAME = "marlin_convert_manifest.json"
 MANIFEST_KIND = "marlin-convert-manifest"
+MANIFEST_VERSION = 2
+"""2: `source_files` and `output_files` (whole files, see `file_records`). Version 1 recorded tensors only."""
 
 
 def _canonical(data: dict[str, Any]) -> str:
@@ -35,28 +39,39 @@ def dump_manifest(data: dict[str, Any]) -> str:
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
-    """Read and check a manifest: any change to its bytes raises VerifyMismatch."""
+    """Read and check a manifest: any change to its bytes raises VerifyMismatch; one that is not a regular
+    file, or is too large to be a manifest, is bad input (CheckpointError)."""
+    if not os.path.lexists(path):
+        raise VerifyMismatch(f"{path}: missing (not a marlin-convert output?)")
+    text = read_json_text(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-        data = json.loads(text)
-    except FileNotFoundError:
-        raise VerifyMismatch(f"{path}: missing (not a marlin-convert output?)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise VerifyMismatch(f"{path}: unreadable or corrupt ({e})") from None
+        data = parse_json(text, path)
+    except CheckpointError as e:
+        raise VerifyMismatch(f"corrupt manifest: {e}") from None
     if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
         raise VerifyMismatch(f"{path}: not a marlin-convert manifest")
     if dump_manifest(data) != text or not isinstance(data.get("sha256"), str):
         raise VerifyMismatch(f"{path}: content does not match its sha256 (manifest modified or corrupt)")
+    check_manifest_version(data, path)
     check_manifest(data, path)
     return data
+
+
+def check_manifest_version(data: dict[str, Any], path: Path) -> None:
+    """Only this version's manifests are read: a version 1 manifest (marlin-convert 0.1.0 before files were
+    recorded) cannot give back the source files byte for byte, so it is refused (exit 2) with the way out."""
+    version = data.get("version")
+    if version != MANIFEST_VERSION:
+        raise CheckpointError(f"{path}: manifest version {version!r} is not supported (this marlin-convert reads version "
+                              f"{MANIFEST_VERSION}, which records whole files); pack the source again with this version")
 
 
 MANIFEST_KEYS = frozenset({
     "kind", "version", "tool_version", "source_format", "source_config_text", "source_index", "source_shards",
     "source_tensors", "output_shards", "output_tensors", "layers", "skipped_layers", "files", "set_aside_files",
-    "warnings", "sha256",
+    "warnings", "source_files", "output_files", "sha256",
 })
-"""Every key of a manifest (version 1): a manifest with a key missing or an unknown one is bad input."""
+"""Every key of a manifest (version 2): a manifest with a key missing or an unknown one is bad input."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -86,7 +101,7 @@ def _check_tensor_table(table: Any, where: Path, key: str) -> None:
     for name, meta in table.items():
         _require(isinstance(meta, dict) and set(meta) == {"dtype", "shape", "sha256"}, where,
                  f"{key}[{name!r}] must have exactly dtype, shape, sha256")
-        _require(meta["dtype"] in DTYPE_SIZES, where, f"{key}[{name!r}]: unknown dtype {meta['dtype']!r}")
+        _require(isinstance(meta["dtype"], str) and meta["dtype"] in DTYPE_SIZES, where, f"{key}[{name!r}]: unknown dtype {meta['dtype']!r}")
         shape = meta["shape"]
         _require(isinstance(shape, list) and all(type(d) is int and 0 <= d < 2**63 for d in shape), where,
                  f"{key}[{name!r}]: shape must be a list of non-negative integers")
@@ -112,6 +127,16 @@ def _check_distinct_files(names: list[str], where: Path) -> None:
             _require("/".join(parts[:i]) not in seen, where, f"{name!r} lies inside the file {'/'.join(parts[:i])!r}")
 
 
+def _check_file_texts(records: dict[str, Any], where: Path) -> None:
+    """A source file kept as text (config, index) must be the file its sha256 and size describe."""
+    for name, record in records.items():
+        if isinstance(record, dict) and "text" in record:
+            text = record["text"]
+            data = text.encode("utf-8", errors="surrogatepass") if isinstance(text, str) else None
+            _require(data is not None and hashlib.sha256(data).hexdigest() == record.get("sha256")
+                     and len(data) == record.get("size"), where, f"source_files[{name!r}]: text does not match its sha256")
+
+
 def check_manifest(data: dict[str, Any], where: Path) -> None:
     """The manifest's schema: every key present and none unknown, each value of its type, and every name of a
     file it leads unpack or verify to (source and output shards, files, set-aside files, the source index's
@@ -119,7 +144,7 @@ def check_manifest(data: dict[str, Any], where: Path) -> None:
     missing, unknown = sorted(MANIFEST_KEYS - set(data)), sorted(set(data) - MANIFEST_KEYS)
     _require(not missing, where, f"missing key {missing[:1]}")
     _require(not unknown, where, f"unknown key {unknown[:1]}")
-    _require(data["version"] == 1 and type(data["version"]) is int, where, f"unsupported version {data['version']!r}")
+    _require(type(data["version"]) is int, where, f"unsupported version {data['version']!r}")
     for key in ("tool_version", "source_format"):
         _require(isinstance(data[key], str), where, f"{key} must be a string")
     _require(data["source_config_text"] is None or isinstance(data["source_config_text"], str), where,
@@ -169,6 +194,11 @@ def check_manifest(data: dict[str, Any], where: Path) -> None:
         check_relative_name(entry["stored_as"], where, "set-aside file")
         _require(isinstance(entry["sha256"], str) and _SHA256.fullmatch(entry["sha256"]) is not None, where,
                  f"set_aside_files[{name!r}]: sha256 must be 64 lowercase hex digits")
+    for key in ("source_files", "output_files"):  # their records are checked by `file_records`
+        _require(isinstance(data[key], dict), where, f"{key} must be an object")
+        for name in data[key]:
+            check_relative_name(name, where, f"file in {key}")
+    _check_file_texts(data["source_files"], where)
     written = list(shards) + files + list(aside) + ["config.json"] * (data["source_config_text"] is not None)
     written += ["model.safetensors.index.json"] * (index is not None)
     _check_distinct_files(written, where)
@@ -188,12 +218,13 @@ def check_output_paths(manifest: dict[str, Any], root: Path, also: Iterable[str]
 def build_manifest(*, tool_version: str, source_format: str, source: Checkpoint, source_sha: dict[str, str],
                    shards: list[ShardPlan], out_sha: dict[str, str], layers: dict[str, dict[str, Any]],
                    skipped_layers: dict[str, str | None], files: list[str], set_aside_files: dict[str, Any],
-                   warnings: list[str]) -> dict[str, Any]:
+                   warnings: list[str], source_files: dict[str, Any], output_files: dict[str, Any]) -> dict[str, Any]:
     """The manifest of a pack: what the source was (config text, index, shards, every tensor's sha256),
-    what was written (every output tensor's sha256) and how each layer was converted (`layers`)."""
+    what was written (every output tensor's sha256) and how each layer was converted (`layers`); whole files
+    in `source_files` and `output_files` (see `file_records`)."""
     return {
         "kind": MANIFEST_KIND,
-        "version": 1,
+        "version": MANIFEST_VERSION,
         "tool_version": tool_version,
         "source_format": source_format,
         "source_config_text": source.config_text,
@@ -214,6 +245,8 @@ def build_manifest(*, tool_version: str, source_format: str, source: Checkpoint,
         "files": files,
         "set_aside_files": set_aside_files,
         "warnings": warnings,
+        "source_files": source_files,
+        "output_files": output_files,
     }
 
 
@@ -235,15 +268,18 @@ def open_output(path: Path, *, marker_files: Iterable[str] = ()) -> tuple[dict[s
         raise CheckpointError(f"{path}: no such directory")
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory")
-    if not (path / MANIFEST_NAME).is_file():
+    if not os.path.lexists(path / MANIFEST_NAME):
         raise NotAnOutputError(f"{path}: not a marlin-convert output (no {MANIFEST_NAME}); give the directory "
                                "written by `marlin-convert pack`")
     from .source import open_checkpoint
 
-    if not stays_inside(path / MANIFEST_NAME, path):
+    if (path / MANIFEST_NAME).is_file() and not stays_inside(path / MANIFEST_NAME, path):  # else: not a regular file
         raise CheckpointError(outside_link_message(path / MANIFEST_NAME, path))
     manifest = load_manifest(path / MANIFEST_NAME)
     check_output_paths(manifest, path, marker_files)
+    from .file_records import check_output_structure
+
+    check_output_structure(path, manifest, MANIFEST_NAME)
     try:
         ckpt = open_checkpoint(path, marker_files=marker_files)
     except CheckpointError as e:

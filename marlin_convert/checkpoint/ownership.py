@@ -2,11 +2,11 @@
 of marlin-convert (recognised by its manifest). Anything else is left untouched."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from ..errors import OutputExistsError
+from ..errors import CheckpointError, OutputExistsError
+from .json_file import read_json
 from .manifest import MANIFEST_KIND, MANIFEST_NAME
 
 __all__ = ["is_marlin_output", "check_not_current_directory", "check_replaceable"]
@@ -18,8 +18,8 @@ def is_marlin_output(path: Path) -> bool:
     if not manifest.is_file():
         return False
     try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        data = read_json(manifest)  # regular files only, size-capped
+    except CheckpointError:
         return False
     return isinstance(data, dict) and data.get("kind") == MANIFEST_KIND
 

@@ -6,7 +6,6 @@ it, and symbolic links that leave it are refused.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from pathlib import Path
@@ -17,6 +16,8 @@ import torch
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError
 from ..tensor_spec import TensorSpec
+from .index_file import read_index
+from .json_file import read_json, read_json_text
 from .links import outside_link_message, stays_inside
 from .unsupported import unsupported_checkpoint
 from .safetensors_file import SafetensorsHeader, TensorInfo, read_bytes, read_header, read_tensor, tensor_from_bytes
@@ -30,25 +31,18 @@ SKIPPED_DIRS = (".cache/huggingface",)
 """Folders that are not part of the checkpoint: `hf download --local-dir` keeps its download metadata there."""
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-
-
 class Checkpoint:
     """Read access to one checkpoint directory. Use as a context manager to close shard files."""
 
     def __init__(self, root: Path, config: dict[str, Any], config_text: str | None, index: dict[str, Any] | None,
-                 headers: dict[str, SafetensorsHeader], json_files: dict[str, Any]):
+                 headers: dict[str, SafetensorsHeader], json_files: dict[str, Any], index_text: str | None = None):
         self.root = root
         self.config = config
         self.config_text = config_text
+        """config.json exactly as stored."""
         self.index = index
+        self.index_text = index_text
+        """The index exactly as stored (None without an index)."""
         self.headers = headers
         self.json_files = json_files
         self.location: dict[str, tuple[str, TensorInfo]] = {}
@@ -207,20 +201,21 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
     config: dict[str, Any] = {}
     config_text = None
     if config_path.is_file():
-        config = _load_json(config_path)
+        config = read_json(config_path)
         if not isinstance(config, dict):
             raise CheckpointError(f"{config_path}: must hold a JSON object")
-        config_text = config_path.read_text(encoding="utf-8")
+        config_text = read_json_text(config_path)
     else:
         raise CheckpointError(f"{config_path}: missing (a checkpoint directory needs config.json)")
     json_files = {}
     for name in marker_files:
         if _inside(root / name, root).is_file():
-            json_files[name] = _load_json(root / name)
-    index = None
+            json_files[name] = read_json(root / name)
+    index = index_text = None
     index_path = _inside(root / INDEX_NAME, root)
     if index_path.exists():
-        index = _load_json(index_path)
+        index = read_index(index_path)
+        index_text = read_json_text(index_path)
         if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
             raise CheckpointError(f"{index_path}: must be a JSON object with a weight_map object")
         shard_names = list(dict.fromkeys(index["weight_map"].values()))
@@ -240,4 +235,4 @@ def open_checkpoint(root: str | os.PathLike[str], *, marker_files: Iterable[str]
         _shard_path(root, found[0], root)
         shard_names = found
     headers = {shard: read_header(root / shard) for shard in shard_names}
-    return Checkpoint(root, config, config_text, index, headers, json_files)
+    return Checkpoint(root, config, config_text, index, headers, json_files, index_text)

@@ -43,6 +43,8 @@ class ShardPlan:
     name: str
     entries: list[OutEntry]
     metadata: dict[str, str] | None
+    header: bytes | None = None
+    """The exact header bytes to write (a source shard's, on unpack); tensors then go where it says."""
 
     @property
     def nbytes(self) -> int:
@@ -90,7 +92,8 @@ def write_shards(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="marlin-convert-fsync") as syncer:
         pending = []
         for shard in shards:
-            writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata)
+            writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata,
+                                 header=shard.header)
             try:
                 for entry in shard.entries:
                     writer.write(entry.name, produce(entry))

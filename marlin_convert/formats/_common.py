@@ -1,13 +1,13 @@
 """Checks shared by the source formats: tensor specs and Marlin eligibility (the rule itself: `layout.rules`)."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..errors import CheckpointError
 from ..layout.rules import marlin_ineligibility
 from .base import FormatContext, TensorSpec
 
-__all__ = ["expect_spec", "marlin_ineligibility", "group_count", "layer_prefixes", "not_2d"]
+__all__ = ["expect_spec", "marlin_ineligibility", "group_count", "layer_prefixes", "not_2d", "config_int"]
 
 
 def expect_spec(ctx: FormatContext, name: str, dtypes: Iterable[str], shape: tuple[int, ...] | None) -> TensorSpec:
@@ -21,6 +21,14 @@ def expect_spec(ctx: FormatContext, name: str, dtypes: Iterable[str], shape: tup
     if shape is not None and spec.shape != shape:
         raise CheckpointError(f"{name}: shape {list(spec.shape)}, expected {list(shape)}")
     return spec
+
+
+def config_int(value: Any, what: str) -> int:
+    """An integer setting from config.json (`what` names it), or CheckpointError on one line: a string,
+    null, list, object, float or boolean is not silently converted."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"config.json: {what} {value!r} is not an integer")
+    return value
 
 
 def group_count(k: int, group_size: int) -> int:

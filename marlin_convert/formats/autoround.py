@@ -22,6 +22,7 @@ from .awq import AwqFormat
 from .awq import _plan_layer as _plan_awq_layer
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .codes import RowBlocks
+from .config_regex import config_regex
 from .gptq import GptqFormat
 from .gptq import _finish_zero_plan, _plan_layer as _plan_gptq_layer
 from .record import LayerPlan, QuantizedLinear
@@ -74,9 +75,10 @@ def _layer_schemes(qc: Mapping[str, Any], prefixes: list[str], known: set[str]) 
         if key in known:
             continue
         try:
-            patterns.append((re.compile(key), key))
+            re.compile(key)
         except re.error:  # the loader skips keys that are neither a layer name nor a valid regex
             continue
+        patterns.append((config_regex(key, "config.json: auto-round extra_config key"), key))
     schemes = {}
     for prefix in prefixes:
         override = extra.get(prefix)
@@ -103,6 +105,8 @@ def _group_size(scheme: Mapping[str, Any], prefix: str) -> int:
 
 def _why_not(scheme: Mapping[str, Any]) -> str | None:
     bits, data_type, act_bits = scheme["bits"], str(scheme["data_type"]), scheme["act_bits"]
+    if act_bits is not None and (isinstance(act_bits, bool) or not isinstance(act_bits, int)):
+        raise CheckpointError(f"config.json: auto-round act_bits {act_bits!r} is not an integer")
     if data_type != "int":
         return f"auto-round data_type {data_type!r} is not int"
     if bits != 4:
@@ -153,7 +157,7 @@ def _dense_overrides(ctx: FormatContext, qc: Mapping[str, Any], quantized: list[
     plans = []
     for prefix, scheme in _layer_schemes(qc, dense, set(dense) | set(quantized)).items():
         bits = scheme["bits"]
-        if bits is None or bits < 16 or bits == qc.get("bits"):  # only layers an override took out
+        if not isinstance(bits, int) or isinstance(bits, bool) or bits < 16 or bits == qc.get("bits"):  # only layers an override took out
             continue
         plan = _copied(ctx, prefix, f"auto-round extra_config keeps this layer at {bits} bits (a plain weight, not quantized)")
         plan.n, plan.k = ctx.tensors[f"{prefix}.weight"].shape

@@ -10,7 +10,7 @@ from ..dtypes import TORCH_DTYPES
 from ..errors import UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
 from .codes import WordsAlongNCodes, RowBlocks, assemble, chunk_bounds
-from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from ._common import config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear
 
@@ -49,7 +49,7 @@ class AwqFormat(Format):
         bits = qc.get("bits", qc.get("w_bit"))
         if bits != 4:
             raise UnknownFormatError(f"AWQ with bits={bits} is not supported; only 4-bit checkpoints convert to Marlin")
-        group_size = int(qc.get("group_size", qc.get("q_group_size", 128)))
+        group_size = config_int(qc.get("group_size", qc.get("q_group_size", 128)), "AWQ group_size")
         version = str(qc.get("version", "gemm")).lower()
         why_not = None
         if version != "gemm":

@@ -3,7 +3,7 @@ weight_scale `[n, g]`, weight_zero_point int32 `[n/8, g]` (zero + 8, packed alon
 weight_shape `[2]`, optional weight_g_idx int32 `[k]`."""
 from __future__ import annotations
 
-import re
+import functools
 from typing import Any, Mapping, Union
 
 import torch
@@ -12,7 +12,8 @@ from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
 from .codes import WordsAlongKCodes, RowBlocks, assemble, chunk_bounds
-from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from ._common import config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from .config_regex import ConfigRegex, config_regex
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
 
@@ -22,6 +23,28 @@ PACKED_FORMAT = "pack-quantized"
 ROLES = ("weight_packed", "weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx")
 
 
+@functools.lru_cache(maxsize=1024)
+def _target_regex(pattern: str, group: str) -> ConfigRegex:
+    return config_regex(pattern, f"config.json: compressed-tensors config_groups.{group}.targets")
+
+
+def _check_groups(groups: dict[str, Any]) -> None:
+    """Every config group is an object whose `targets` (when given) is a list of strings, each `re:`
+    pattern valid; CheckpointError on one line otherwise."""
+    for name, group in groups.items():
+        where = f"config.json: compressed-tensors config_groups.{name}"
+        if not isinstance(group, dict):
+            raise CheckpointError(f"{where} must be an object")
+        targets = group.get("targets")
+        if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
+            raise CheckpointError(f"{where}.targets must be a list of strings, not {targets!r}")
+        if group.get("weights") is not None and not isinstance(group["weights"], dict):
+            raise CheckpointError(f"{where}.weights must be an object")
+        for target in targets or []:
+            if target.startswith("re:"):
+                _target_regex(target[3:], name)
+
+
 def _match_group(prefix: str, groups: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The config group whose targets match a module: exact name, then `re:` pattern, then a class name."""
     exact, regex, by_class = [], [], []
@@ -29,7 +52,7 @@ def _match_group(prefix: str, groups: dict[str, Any]) -> tuple[str, dict[str, An
         for target in group.get("targets") or []:
             if target == prefix:
                 exact.append((name, group))
-            elif target.startswith("re:") and re.match(target[3:], prefix):
+            elif target.startswith("re:") and _target_regex(target[3:], name).match(prefix):
                 regex.append((name, group))
             elif not target.startswith("re:") and "." not in target:
                 by_class.append((name, group))
@@ -68,6 +91,7 @@ class CompressedTensorsFormat(Format):
         groups = qc.get("config_groups") or {}
         if not isinstance(groups, dict) or not groups:
             raise UnknownFormatError("compressed-tensors config has no config_groups")
+        _check_groups(groups)
         top_format = str(qc.get("format", PACKED_FORMAT))
         formats = {name: str(g.get("format") or top_format) for name, g in groups.items()}
         if PACKED_FORMAT not in formats.values():
@@ -126,7 +150,7 @@ def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, args: dict[
     n, k = (int(v) for v in read(names["weight_shape"]).tolist())
     if packed.shape != (n, -(-k // 8)):
         raise CheckpointError(f"{names['weight_packed']}: shape {list(packed.shape)} does not match weight_shape [{n}, {k}]")
-    group_size = int(args.get("group_size") or -1) if args.get("strategy") == "group" else -1
+    group_size = config_int(args.get("group_size"), f"compressed-tensors group_size for {prefix}") if args.get("strategy") == "group" else -1
     groups = group_count(k, group_size)
     scales = expect_spec(ctx, names["weight_scale"], ("F16", "BF16", "F32"), (n, groups))
     symmetric = bool(args.get("symmetric", True))

@@ -1,7 +1,6 @@
 """GPTQ (AutoGPTQ / GPTQModel / transformers), 4-bit, v1 and v2 zero points, optional act-order."""
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping, Union
 
 import torch
@@ -10,7 +9,8 @@ from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
 from ..layout import pack_nibbles, unpack_nibbles
 from .codes import WordsAlongNCodes, RowBlocks, assemble, chunk_bounds
-from ._common import expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from ._common import config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from .config_regex import config_regex
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
 
@@ -45,11 +45,7 @@ def dynamic_override(qc: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     for rule, values in dynamic.items():
         negative = rule.startswith("-:")
         pattern = rule[2:] if rule[:2] in ("+:", "-:") else rule
-        try:
-            matched = re.match(pattern, prefix) is not None
-        except re.error:
-            raise CheckpointError(f"config.json: GPTQ dynamic rule {rule!r} is not a valid regex") from None
-        if matched:
+        if config_regex(pattern, f"config.json: GPTQ dynamic rule {rule!r}").match(prefix):
             if negative:
                 return {"bits": None, "rule": rule}
             if not isinstance(values, dict):
@@ -97,7 +93,7 @@ class GptqFormat(Format):
         pack_dtype = str(qc.get("pack_dtype", "int32")).replace("torch.", "")
         if pack_dtype != "int32":
             raise UnknownFormatError(f"GPTQ pack_dtype {pack_dtype} is not supported (only int32)")
-        group_size = int(qc.get("group_size", qc.get("q_group_size", 128)))
+        group_size = config_int(qc.get("group_size", qc.get("q_group_size", 128)), "GPTQ group_size")
         sym = bool(qc.get("sym", True))
         zero_format = _config_zero_format(qc)
         layers, evidence = [], {}
@@ -106,7 +102,8 @@ class GptqFormat(Format):
             if override.get("bits", bits) != 4:
                 layers.append(_copied_layer(ctx, prefix, override))
                 continue
-            layer, seen = _plan_layer(ctx, read, prefix, int(override.get("group_size", group_size)))
+            layer_group_size = config_int(override.get("group_size", group_size), f"GPTQ dynamic group_size for {prefix}")
+            layer, seen = _plan_layer(ctx, read, prefix, layer_group_size)
             layers.append(layer)
             if seen is not None and override.get("sym", sym):
                 evidence[prefix] = seen

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from ..dtypes import TORCH_DTYPES
-from ..errors import UnknownFormatError
+from ..errors import CheckpointError, UnknownFormatError
 from ._common import expect_spec, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .codes import DenseCodes
@@ -33,8 +33,24 @@ def _qmap(ctx: FormatContext) -> dict[str, Any] | None:
     return None
 
 
+_SHAPE_KEYS = ("hidden_size", "d_model", "n_embd", "num_attention_heads", "num_key_value_heads", "head_dim",
+               "intermediate_size", "moe_intermediate_size")
+
+
+def _check_sizes(config: Mapping[str, Any]) -> None:
+    """The config sizes a shape is derived from are positive integers where given (null means not given)."""
+    for key in _SHAPE_KEYS:
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise CheckpointError(f"config.json: {key} {value!r} is not a positive integer")
+
+
 def linear_shape_from_config(prefix: str, config: Mapping[str, Any]) -> tuple[int, int] | None:
-    """`(n, k)` of a decoder projection from its name and the model config, or None when unknown."""
+    """`(n, k)` of a decoder projection from its name and the model config, or None when unknown.
+
+    Raises: CheckpointError when a size it would use is not a positive integer.
+    """
+    _check_sizes(config)
     hidden = config.get("hidden_size") or config.get("d_model") or config.get("n_embd")
     heads = config.get("num_attention_heads")
     if not isinstance(hidden, int):

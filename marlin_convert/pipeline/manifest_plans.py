@@ -54,4 +54,9 @@ def manifest_plans(manifest: dict[str, Any], root: Path) -> dict[str, LayerPlan]
     members = [name for p in plans.values() for name in p.sources.values()]
     if len(members) != len(set(members)):
         raise CheckpointError(f"{where}: malformed manifest: a source tensor belongs to two layers")
+    copied = set(manifest["source_tensors"]) - set(members)
+    written = copied | {f"{prefix}.{suffix}" for prefix, plan in plans.items() for suffix in marlin_specs(plan)}
+    if written != set(manifest["output_tensors"]):
+        raise CheckpointError(f"{where}: malformed manifest: output_tensors are not the copied source tensors plus "
+                              "each layer's Marlin tensors")
     return plans

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import os
 import time
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from .._version import __version__
 from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, Checkpoint, OutEntry, ShardPlan, atomic_directory, build_manifest
 from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards, write_text
+from ..checkpoint.file_records import hash_file, output_file_records, source_file_records
 from ..errors import CheckpointError, NothingToConvert
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
@@ -90,7 +94,8 @@ def pack_checkpoint(
         sizes = {p: sum(ckpt.info(n).nbytes for n in plan.sources.values()) for p, plan in eligible.items()}
         budget = None if dev.type != "cpu" else read_ahead_budget(ckpt.info(n).nbytes for n in specs)
         copied = [e for e in entries if isinstance(e.key, CopyTensor)]
-        with atomic_directory(out, force=force) as tmp, LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
+        with atomic_directory(out, force=force) as tmp, _background_hashes([ckpt.root / s for s in ckpt.shards]) as shard_hashes, \
+                LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
             out_sha = write_shards(tmp, shards, produce)
             for entry in copied:
                 source_sha[entry.name] = out_sha[entry.name]
@@ -112,7 +117,9 @@ def pack_checkpoint(
                 shards=shards, out_sha=out_sha,
                 layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
                 skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
-                files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings)
+                files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
+                source_files=source_file_records(ckpt, other, {s: shard_hashes[ckpt.root / s].result() for s in ckpt.shards}),
+                output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
             write_text(tmp / MANIFEST_NAME, dump_manifest(manifest))
     return PackReport(
         source=str(src),
@@ -143,6 +150,19 @@ def _owned_names(shards: list[ShardPlan], with_card: bool) -> set[str]:
     names = {s.name for s in shards} | {CONFIG_NAME, MANIFEST_NAME}
     names |= {INDEX_NAME} if len(shards) > 1 else set()
     return names | ({CARD_NAME} if with_card else set())
+
+
+@contextmanager
+def _background_hashes(paths: list[Path]) -> Iterator[dict[Path, Future[tuple[str, int]]]]:
+    """Each file's (sha256, size), hashed on one thread while the block runs; on an error or interruption
+    the hashing stops (at the next chunk) rather than being waited for."""
+    cancel = threading.Event()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-hash")
+    try:
+        yield {path: pool.submit(hash_file, path, cancel=cancel) for path in paths}
+    finally:
+        cancel.set()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _marlin_config(config: dict[str, Any], fmt: type[Format], fplan: FormatPlan, eligible: list[LayerPlan],

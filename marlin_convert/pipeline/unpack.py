@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CONFIG_NAME, INDEX_NAME, OutEntry, ShardPlan, atomic_directory, check_output_path, open_output
-from ..checkpoint import order_in_shard, write_json, write_shards
+from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, OutEntry, ShardPlan, atomic_directory, check_output_path
+from ..checkpoint import open_output, write_shards
+from ..checkpoint.file_records import check_restored_files, source_shard_header
 from ..errors import VerifyMismatch
 from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
 from ..tensor_spec import TensorSpec
@@ -36,8 +37,9 @@ def unpack_checkpoint(
 ) -> UnpackReport:
     """Restore the source checkpoint from a Marlin checkpoint written by `pack_checkpoint`.
 
-    Every source tensor comes back with its name, dtype, shape, bytes and shard; `config.json`
-    and the index come back as they were. Each restored tensor is checked against the manifest's
+    Every source file comes back byte for byte: each shard from its recorded header bytes with every
+    tensor at its recorded offset, `config.json` and the index from their recorded text, other files as
+    they were. Each restored tensor and then each whole restored file is checked against the manifest's
     sha256 before the output is put in place. Unpacking runs on the CPU (its fast paths go straight
     from Marlin tiles to the source's packed words, in row blocks).
     Raises: VerifyMismatch when the Marlin checkpoint does not match its manifest.
@@ -54,7 +56,8 @@ def unpack_checkpoint(
         member_of = {name: (prefix, role) for prefix, p in plans.items() for role, name in p.sources.items()}
         source_tensors = manifest["source_tensors"]
         shards = [
-            ShardPlan(shard, order_in_shard(_restore_entries(meta["tensors"], source_tensors, member_of, plans)), meta["metadata"])
+            ShardPlan(shard, _restore_entries(meta["tensors"], source_tensors, member_of, plans), meta["metadata"],
+                      header=source_shard_header(manifest, shard, marlin_dir / MANIFEST_NAME).raw)
             for shard, meta in manifest["source_shards"].items()
         ]
         total = sum(e.nbytes for s in shards for e in s.entries)
@@ -79,10 +82,11 @@ def unpack_checkpoint(
                     raise VerifyMismatch(f"{name}: restored bytes differ from the source (sha256 mismatch)")
             copy_files(marlin_dir, tmp, manifest["files"])
             restore_source_files(marlin_dir, tmp, manifest.get("set_aside_files", {}))
-            if manifest["source_config_text"] is not None:
-                (tmp / CONFIG_NAME).write_text(manifest["source_config_text"], encoding="utf-8")
-            if manifest["source_index"] is not None:
-                write_json(tmp / INDEX_NAME, manifest["source_index"])
+            for name in (CONFIG_NAME, INDEX_NAME):  # exactly as they were: their text is in the manifest
+                record = manifest["source_files"].get(name)
+                if record is not None:
+                    (tmp / name).write_bytes(str(record.get("text")).encode("utf-8", errors="surrogatepass"))
+            check_restored_files(tmp, manifest)
     return UnpackReport(
         source=str(marlin_dir),
         output=str(out),
@@ -97,7 +101,8 @@ def unpack_checkpoint(
 
 def _restore_entries(names: list[str], source_tensors: dict[str, Any], member_of: dict[str, tuple[str, str]],
                      plans: dict[str, LayerPlan]) -> list[OutEntry]:
-    """A source shard's tensors, each layer's tensors together at its first tensor's place."""
+    """A source shard's tensors in write order: each layer's tensors together at its first tensor's place (one
+    layer in hand at a time); each goes to its offset in the recorded header, so the file order is the source's."""
     entries: list[OutEntry] = []
     in_shard = set(names)
     done: set[str] = set()

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import Checkpoint, Hashed, open_checkpoint, open_output
+from ..checkpoint import MANIFEST_NAME, Checkpoint, Hashed, open_checkpoint, open_output
+from ..checkpoint.file_records import check_output_files, check_source_files, source_shard_header
 from ..checkpoint.ownership import is_marlin_output
 from ..errors import MarlinConvertError, NotAnOutputError, VerifyMismatch
 from ..formats import MARKER_FILES, Format, LayerPlan, QuantizedLinear, dequantize, marlin_specs
@@ -69,6 +70,7 @@ def verify_checkpoint(
             src = open_checkpoint(src_dir, marker_files=MARKER_FILES)
             _check_source_matches(src, manifest, report)
         plans = manifest_plans(manifest, out_dir)
+        _check_files(out_dir, src, manifest, report)
         members = {name for p in plans.values() for name in p.sources.values()}
         reporter.start(sum(out.info(n).nbytes for n in manifest["output_tensors"]), "verify")
         copied_bad = []
@@ -97,6 +99,29 @@ def verify_checkpoint(
 
         report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
     return report
+
+
+def _check_files(out_dir: Path, src: Checkpoint | None, manifest: dict[str, Any], report: VerifyReport) -> None:
+    """Whole files: every output file but the shards (whose header bytes and size `open_output` checked, and
+    whose tensors are checked one by one) against its sha256; with the source, every source file's sha256;
+    without it, that each recorded source shard header lists the manifest's tensors (so unpack can rebuild it)."""
+    problems, unchecked, checked = check_output_files(out_dir, manifest, MANIFEST_NAME)
+    report.checks.append(check_row("output files", not problems, "; ".join(problems[:3]) or
+                                   f"{checked} files and {len(manifest['output_shards'])} shard headers byte-identical"))
+    if unchecked:
+        report.checks.append(check_row("not checked", True, f"{', '.join(unchecked)}: added by the Hub or its download, not written by pack"))
+    if src is not None:
+        problems = check_source_files(src, manifest)
+        detail = f"{len(manifest['source_files'])} files byte-identical to the recorded sha256"
+    else:
+        problems = []
+        for shard in manifest["source_shards"]:
+            try:
+                source_shard_header(manifest, shard, out_dir / MANIFEST_NAME)
+            except VerifyMismatch as e:
+                problems.append(str(e))
+        detail = f"{len(manifest['source_shards'])} recorded shard headers list the recorded tensors (no source given)"
+    report.checks.append(check_row("source files", not problems, "; ".join(problems[:3]) or detail))
 
 
 def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:

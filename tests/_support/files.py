@@ -5,7 +5,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["tree_hashes"]
+__all__ = ["tree_hashes", "content_hashes"]
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -16,3 +16,8 @@ def tree_hashes(root: Path) -> dict[str, str]:
             p = Path(dirpath) / fn
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode)
     return out
+
+
+def content_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (contents only, not modes: what "byte-identical" promises)."""
+    return {rel: digest[:64] for rel, digest in tree_hashes(root).items()}

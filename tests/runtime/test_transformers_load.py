@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 import marlin_convert  # noqa: E402,F401  (registers "marlin")
 from marlin_convert import pack_checkpoint, unpack_checkpoint  # noqa: E402
 from marlin_convert.runtime import MarlinLinear  # noqa: E402
-from tests._support.files import tree_hashes  # noqa: E402
+from tests._support.files import content_hashes, tree_hashes  # noqa: E402
 from tests.formats import producer_decoders as dec  # noqa: E402
 from tests.runtime.helpers import DECODERS, FIXTURES, available_fixtures, dense_model, tokens, write_llama_gptq_with_odd_layers  # noqa: E402
 
@@ -94,11 +94,9 @@ def test_model_card_and_source_readme_round_trip(tmp_path):
     assert "import marlin_convert" in card and "marlin_convert_source/README.md" in card
     assert (tmp_path / "out" / "marlin_convert_source" / "README.md").read_bytes() == (src / "README.md").read_bytes()
     unpack_checkpoint(tmp_path / "out", tmp_path / "back")
-    after = tree_hashes(tmp_path / "back")
-    assert set(after) == set(before)
-    # every file but the tensors' is byte-identical (tensor identity is proven by the producer tests; the
-    # producers' safetensors headers are laid out differently from the one unpack writes)
-    assert {k: v for k, v in after.items() if k != "model.safetensors"} == {k: v for k, v in before.items() if k != "model.safetensors"}
+    # every file, model.safetensors included, is byte-identical (whole-file sha256)
+    assert content_hashes(tmp_path / "back") == content_hashes(src)
+    assert tree_hashes(src) == before
 
 
 def test_import_does_not_import_transformers(tmp_path):

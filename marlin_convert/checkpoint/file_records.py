@@ -1,0 +1,220 @@
+"""Whole files in the manifest (its `source_files` and `output_files`), so that `unpack` restores files and
+not only tensors, and `verify` covers every byte of an output.
+
+`source_files`: every file of the source checkpoint by relative path: its `sha256` (of the whole file, the
+same value as the Hugging Face Hub's LFS oid) and `size`; for config.json and the index also their exact
+`text`; for a shard also its `header` (the JSON text after the 8-byte length, exactly as stored: key order,
+spacing, `__metadata__`, padding). A shard is its header followed by its tensors back to back in offset order
+(the reader accepts nothing else), so header text + tensors rebuild it byte for byte.
+
+`output_files`: every file pack wrote except the manifest: `sha256` and `size`; for a shard `header_sha256`
+(its first 8 + N bytes) and `size`, its tensors being hashed one by one in `output_tensors`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import CheckpointError, VerifyMismatch
+from .safetensors_file import SafetensorsHeader, parse_header, read_header_bytes
+from .source import CONFIG_NAME, INDEX_NAME, SKIPPED_DIRS, Checkpoint
+
+__all__ = ["HUB_FILES", "hash_file", "source_file_records", "output_file_records", "check_output_structure",
+           "check_output_files", "check_source_files", "source_shard_header", "check_restored_files"]
+
+CHUNK = 8 << 20
+HUB_FILES = (".gitattributes",)
+"""Files a Hub repository adds to what was uploaded; verify names them as not checked instead of failing."""
+
+
+def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str, int]:
+    """(sha256, size) of a whole file, read in chunks (bounded memory); stops early, with a CheckpointError,
+    once `cancel` is set (a run that failed or was interrupted does not wait for a big file's hash)."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                if cancel is not None and cancel.is_set():
+                    raise CheckpointError(f"{path}: hashing cancelled")
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    return digest.hexdigest(), size
+
+
+def _text_record(text: str) -> dict[str, Any]:
+    data = text.encode("utf-8")
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "text": text}
+
+
+def source_file_records(ckpt: Checkpoint, other_files: list[str], shard_files: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    """`source_files` of a pack: `shard_files` gives each shard's (sha256, size), hashed by the caller
+    (e.g. on a thread while converting); `other_files` are hashed here."""
+    records: dict[str, Any] = {}
+    if ckpt.config_text is not None:
+        records[CONFIG_NAME] = _text_record(ckpt.config_text)
+    if ckpt.index_text is not None:
+        records[INDEX_NAME] = _text_record(ckpt.index_text)
+    for shard, header in ckpt.headers.items():
+        sha, size = shard_files[shard]
+        if size != len(header.raw) + sum(t.nbytes for t in header.tensors.values()):
+            raise CheckpointError(f"{ckpt.root / shard}: changed while reading it")
+        records[shard] = {"sha256": sha, "size": size, "header": header.raw[8:].decode("utf-8")}
+    for rel in other_files:
+        sha, size = hash_file(ckpt.root / rel)
+        records[rel] = {"sha256": sha, "size": size}
+    return records
+
+
+def _walk(root: Path) -> list[str]:
+    """Relative paths of every file below root (links included, not followed), sorted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if (here / d).relative_to(root).as_posix() not in SKIPPED_DIRS)
+        out += [(here / fn).relative_to(root).as_posix() for fn in filenames]
+    return sorted(out)
+
+
+def output_file_records(root: Path, shards: list[str], skip: str) -> dict[str, Any]:
+    """`output_files` of a finished output directory: every file in it but `skip` (the manifest)."""
+    records: dict[str, Any] = {}
+    for rel in _walk(root):
+        if rel == skip:
+            continue
+        if rel in shards:
+            raw = read_header_bytes(root / rel)
+            records[rel] = {"header_sha256": hashlib.sha256(raw).hexdigest(), "size": (root / rel).stat().st_size}
+        else:
+            sha, size = hash_file(root / rel)
+            records[rel] = {"sha256": sha, "size": size}
+    return records
+
+
+def _safe_name(name: Any, where: Path) -> str:
+    """A manifest's file name: a relative path that stays inside the directory (else bad input, exit 2)."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        raise CheckpointError(f"{where}: file name {name!r} in the manifest is not a relative path")
+    p = PurePosixPath(name)
+    if p.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
+        raise CheckpointError(f"{where}: file name {name!r} in the manifest leaves the directory")
+    return name
+
+
+def _records(manifest: dict[str, Any], key: str, where: Path) -> dict[str, Any]:
+    records = manifest.get(key)
+    if not isinstance(records, dict) or not all(isinstance(r, dict) for r in records.values()):
+        raise CheckpointError(f"{where}: manifest has no valid {key!r}")
+    for name in records:
+        _safe_name(name, where)
+    return records
+
+
+def _differs(path: Path, record: dict[str, Any], *, follow_links: bool = False) -> str | None:
+    """Why the file at `path` is not the one `record` describes (None when it is). Links are refused unless
+    `follow_links` (a source checkpoint, whose links `open_checkpoint` has checked: e.g. a Hub cache snapshot)."""
+    if (path.is_symlink() and not follow_links) or not path.is_file():
+        return f"{path}: missing or not a regular file"
+    sha, size = hash_file(path)
+    if sha != record.get("sha256") or size != record.get("size"):
+        return f"{path}: differs from the manifest (sha256)"
+    return None
+
+
+def check_output_structure(root: Path, manifest: dict[str, Any], manifest_name: str) -> None:
+    """Before any of it is parsed: config.json, the index and every shard's header bytes and size are as
+    pack wrote them. Raises VerifyMismatch naming the first file that is not."""
+    where = root / manifest_name
+    records = _records(manifest, "output_files", where)
+    for rel in (CONFIG_NAME, INDEX_NAME):
+        if rel in records:
+            problem = _differs(root / rel, records[rel])
+            if problem:
+                raise VerifyMismatch(problem)
+        elif (root / rel).exists() or (root / rel).is_symlink():
+            raise VerifyMismatch(f"{root / rel}: not written by pack (not in the manifest)")
+    for shard in manifest["output_shards"]:
+        record = records.get(_safe_name(shard, where))
+        path = root / shard
+        if record is None:
+            raise VerifyMismatch(f"{where}: shard {shard} has no entry in output_files")
+        if path.is_symlink() or not path.is_file():
+            raise VerifyMismatch(f"{path}: missing or not a regular file")
+        try:
+            raw = read_header_bytes(path)
+        except CheckpointError as e:
+            raise VerifyMismatch(str(e)) from None
+        if hashlib.sha256(raw).hexdigest() != record.get("header_sha256"):
+            raise VerifyMismatch(f"{path}: header (tensor list, __metadata__) differs from the manifest (sha256)")
+        if path.stat().st_size != record.get("size"):
+            raise VerifyMismatch(f"{path}: size differs from the manifest")
+
+
+def check_output_files(root: Path, manifest: dict[str, Any], manifest_name: str) -> tuple[list[str], list[str], int]:
+    """(problems, files not checked, files checked) of every non-shard output file (model card, config, index,
+    copied and set-aside source files) against its sha256, and of files in `root` that pack did not write.
+    Files the Hub adds (`.gitattributes`) and a `--local-dir` download's `.cache/huggingface/` are not checked:
+    they are named instead."""
+    records = _records(manifest, "output_files", root / manifest_name)
+    shards = set(manifest["output_shards"])
+    problems = [p for rel, rec in records.items() if rel not in shards and (p := _differs(root / rel, rec))]
+    unchecked = [f"{d}/" for d in SKIPPED_DIRS if (root / d).is_dir()]
+    for rel in _walk(root):
+        if rel in records or rel == manifest_name:
+            continue
+        if rel in HUB_FILES:
+            unchecked.append(rel)
+        else:
+            problems.append(f"{root / rel}: not written by pack (not in the manifest)")
+    return problems, unchecked, len(records) - len(shards)
+
+
+def check_source_files(src: Checkpoint, manifest: dict[str, Any]) -> list[str]:
+    """Every file of the source checkpoint `src` against the manifest's whole-file sha256; extra or
+    missing files too."""
+    records = _records(manifest, "source_files", src.root)
+    present = {CONFIG_NAME, *src.weight_files(), *src.other_files()}
+    problems = [f"{src.root / rel}: missing" for rel in sorted(set(records) - present)]
+    problems += [f"{src.root / rel}: not in the checkpoint this output was made from" for rel in sorted(present - set(records))]
+    problems += [p for rel in sorted(present & set(records)) if (p := _differs(src.root / rel, records[rel], follow_links=True))]
+    return problems
+
+
+def source_shard_header(manifest: dict[str, Any], shard: str, where: Path) -> SafetensorsHeader:
+    """The recorded header of source shard `shard`, checked: it lists exactly the shard's tensors with the
+    manifest's dtypes and shapes, back to back to the recorded file size. Raises VerifyMismatch."""
+    records = _records(manifest, "source_files", where)
+    record = records.get(shard)
+    if record is None or not isinstance(record.get("header"), str) or not isinstance(record.get("size"), int):
+        raise VerifyMismatch(f"{where}: no recorded header for source shard {shard}")
+    text = record["header"].encode("utf-8", errors="surrogatepass")
+    raw = len(text).to_bytes(8, "little") + text
+    try:
+        header = parse_header(raw, record["size"], Path(shard))
+    except CheckpointError as e:
+        raise VerifyMismatch(f"{where}: recorded header of {e}") from None
+    tensors = manifest["source_tensors"]
+    expected = manifest["source_shards"][shard]["tensors"]
+    if sorted(header.tensors) != sorted(expected) or any(
+            (t.dtype, list(t.shape)) != (tensors.get(n, {}).get("dtype"), tensors.get(n, {}).get("shape"))
+            for n, t in header.tensors.items()):
+        raise VerifyMismatch(f"{where}: recorded header of {shard} does not list the manifest's tensors")
+    return header
+
+
+def check_restored_files(root: Path, manifest: dict[str, Any]) -> None:
+    """Every restored file is byte-identical to the source's (whole-file sha256) and nothing else is there.
+    Raises VerifyMismatch naming the first that is not."""
+    records = _records(manifest, "source_files", root)
+    present = set(_walk(root))
+    for rel in sorted(present - set(records)):
+        raise VerifyMismatch(f"{root / rel}: restored but not a source file")
+    for rel, record in records.items():
+        problem = _differs(root / rel, record)
+        if problem:
+            raise VerifyMismatch(f"restored {problem.replace('differs from the manifest', 'differs from the source file')}")
