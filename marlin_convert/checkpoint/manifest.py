@@ -83,7 +83,8 @@ def check_relative_name(name: Any, where: Path, what: str, *, plain: bool = Fals
     parts = name.split("/") if ok else []
     if not ok or any(p in ("", ".", "..") for p in parts) or (plain and len(parts) != 1):
         kind = "a file name" if plain else "a relative path"
-        raise CheckpointError(f"{where}: {what} {name!r} must be {kind} inside the directory (no '..', no absolute path)")
+        raise CheckpointError(f"{where}: {what} {name!r} leaves the directory or is not {kind} in it "
+                              "(no '..', no absolute path)")
     return name
 
 
