@@ -27,6 +27,9 @@ __all__ = ["Checkpoint", "open_checkpoint", "INDEX_NAME", "SINGLE_NAME", "CONFIG
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+MAX_FOLDER_DEPTH = 32
+"""Folders below the checkpoint root deeper than this are refused (a walk that deep is no checkpoint, and
+Python's directory walk would run out of stack long before the file system's path limit)."""
 SKIPPED_DIRS = (".cache/huggingface",)
 """Folders that are not part of the checkpoint: `hf download --local-dir` keeps its download metadata there."""
 
@@ -120,6 +123,9 @@ class Checkpoint:
         skip = self.weight_files() | {CONFIG_NAME}
         out = []
         for dirpath, dirnames, filenames in os.walk(self.root, onerror=_walk_error):
+            if dirnames and len(Path(dirpath).relative_to(self.root).parts) >= MAX_FOLDER_DEPTH:
+                raise CheckpointError(f"{Path(dirpath) / dirnames[0]}: folders nested more than {MAX_FOLDER_DEPTH} "
+                                      "deep; a model checkpoint has no such tree: remove it from the checkpoint")
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".marlin-convert-tmp")
                                  and not (Path(dirpath) / d).relative_to(self.root).as_posix() in SKIPPED_DIRS)
             for d in dirnames:

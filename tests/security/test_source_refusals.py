@@ -111,3 +111,28 @@ def test_an_empty_layer_round_trips(cli, tmp_path, k, n):
     restored = read_header(tmp_path / "back" / "model.safetensors").tensors
     original = read_header(tmp_path / "src" / "model.safetensors").tensors
     assert {t: (i.dtype, i.shape) for t, i in restored.items()} == {t: (i.dtype, i.shape) for t, i in original.items()}
+
+
+def test_a_deeply_nested_folder_tree_is_one_line_not_a_crash(tmp_path):
+    """Python's directory walk recurses: a tree ~1000 folders deep used to end in an internal RecursionError.
+    Folders deeper than 32 are refused (200 here, so that the test's own cleanup stays within the stack)."""
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURE, src)
+    deep = src
+    try:
+        for _ in range(200):
+            deep = deep / "d"
+            deep.mkdir()
+        (deep / "notes.txt").write_text("x")
+        res = run_console("pack", src, "-o", tmp_path / "out", "--device", "cpu")
+    finally:
+        shutil.rmtree(src / "d")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert "nested more than 32 deep" in lines[0] and "internal error" not in lines[0]
+    assert not (tmp_path / "out").exists()
+    shallow = src.joinpath(*["e"] * 10)  # a modest tree still packs
+    shallow.mkdir(parents=True)
+    (shallow / "notes.txt").write_text("y")
+    assert run_console("pack", src, "-o", tmp_path / "out", "--device", "cpu").returncode == 0
+    assert (tmp_path / "out" / "e").joinpath(*["e"] * 9, "notes.txt").read_text() == "y"
