@@ -152,3 +152,23 @@ def test_newer_safetensors_dtypes_are_copied_byte_for_byte(tmp_path):
     restored = dict(safetensors.deserialize((tmp_path / "back" / "model.safetensors").read_bytes()))
     for i, (name, dtype) in enumerate((("extra.e8m0", "F8_E8M0"), ("extra.fnuz", "F8_E4M3FNUZ"), ("extra.c64", "C64"))):
         assert restored[name]["dtype"] == dtype and bytes(restored[name]["data"]) == raw[i].numpy().tobytes()
+
+
+def test_manifest_claiming_a_huge_copied_tensor_fails_verify_and_unpack(tmp_path):
+    """A rehashed manifest that says a copied tensor is [2**40]: verify and unpack fail (exit 1) on the
+    mismatch with the file, without trying to allocate it, and nothing is written."""
+    from marlin_convert.checkpoint.manifest import dump_manifest
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "producers" / "gptqmodel_sym"
+    out = tmp_path / "out"
+    assert _console("pack", fixture, "-o", out, "--device", "cpu").returncode == 0
+    path = out / "marlin_convert_manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["source_tensors"]["model.embed_tokens.weight"]["shape"] = [2**40]
+    manifest["output_tensors"]["model.embed_tokens.weight"]["shape"] = [2**40]
+    manifest.pop("sha256")
+    path.write_text(dump_manifest(manifest))
+    for command in (("verify", out), ("verify", fixture, out), ("unpack", out, "-o", tmp_path / "back")):
+        r = _console(*command, timeout=120)
+        _one_clean_line(r, 1, "model.embed_tokens.weight")
+    assert not (tmp_path / "back").exists()
