@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="marlin-convert",
-    help="Repack int4 GPTQ, AWQ, compressed-tensors and optimum-quanto checkpoints into the Marlin layout once, "
+    help="Repack int4 GPTQ, AWQ, AutoRound, compressed-tensors and optimum-quanto checkpoints into the Marlin layout once, "
          "offline, and back, byte for byte.",
     add_completion=False,
     no_args_is_help=True,
@@ -160,14 +160,14 @@ def unpack(
     jobs: JobsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Restore the original checkpoint, byte-identical tensors, from a Marlin checkpoint and its manifest."""
+    """Restore the original checkpoint, every file byte for byte, from a Marlin checkpoint and its manifest."""
     report = _run(json_out, lambda r: _pipeline().unpack_checkpoint(src, out, force=force, jobs=jobs, reporter=r))
     if json_out:
         return emit_json(report.to_json())
     out_console.print(
         f"restored {report.layers_restored} {report.format} layers and {plural(report.tensors_copied, 'other tensor')} "
         f"into {out} ({plural(len(report.shards), 'shard')}, {size(report.bytes_out)}, {report.seconds:.2f} s); "
-        "every tensor matches its sha256", highlight=False, soft_wrap=True,
+        "every file matches its sha256", highlight=False, soft_wrap=True,
     )
 
 
