@@ -116,3 +116,16 @@ def test_every_single_bit_flip_fails_verify(pristine, packed, choice, offset, bi
             assert json.loads(out)["ok"] is False
     finally:
         path.write_bytes(original)
+
+
+def test_a_non_utf8_byte_in_the_manifest_is_a_mismatch_not_bad_input(pristine, packed, tmp_path):
+    """The first byte of the manifest flipped to 0xFB (not UTF-8): verify says the output was modified
+    (exit 1), as for any other flip; only a manifest that is not a regular file is bad input (exit 2)."""
+    out = tmp_path / "out"
+    shutil.copytree(packed, out)
+    path = out / "marlin_convert_manifest.json"
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 1 << 7
+    path.write_bytes(bytes(raw))
+    res = run_cli("verify", out)
+    assert res.code == 1 and "manifest" in res.err, res.err

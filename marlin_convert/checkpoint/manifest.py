@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError, NotAnOutputError, VerifyMismatch
-from .json_file import parse_json, read_json_text
+from .json_file import MAX_JSON_BYTES, parse_json, read_regular_file
 from .links import outside_link_message, stays_inside
 
 if TYPE_CHECKING:  # ownership (imported by source's imports) reads MANIFEST_NAME from here: no import cycle
@@ -43,9 +43,12 @@ def load_manifest(path: Path) -> dict[str, Any]:
     file, or is too large to be a manifest, is bad input (CheckpointError)."""
     if not os.path.lexists(path):
         raise VerifyMismatch(f"{path}: missing (not a marlin-convert output?)")
-    text = read_json_text(path)
+    raw = read_regular_file(path, MAX_JSON_BYTES)  # a special or oversized file is bad input (CheckpointError)
     try:
+        text = raw.decode("utf-8")
         data = parse_json(text, path)
+    except UnicodeDecodeError as e:
+        raise VerifyMismatch(f"{path}: corrupt manifest (not UTF-8: {e.reason} at byte {e.start})") from None
     except CheckpointError as e:
         raise VerifyMismatch(f"corrupt manifest: {e}") from None
     if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
