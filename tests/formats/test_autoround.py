@@ -16,7 +16,7 @@ from marlin_convert import inspect_checkpoint, pack_checkpoint, unpack_checkpoin
 from marlin_convert.errors import UnknownFormatError
 from tests._support.files import tree_hashes
 from tests.formats import producer_decoders as dec
-from tests.formats.test_producer_fixtures import _marlin_weight
+from tests.formats.test_producer_fixtures import _marlin_weight, assert_verified_and_restored
 from tests._support.reference import seed_pack
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
@@ -87,16 +87,7 @@ def test_autoround_fixture(tmp_path, fixture):
         np.testing.assert_array_equal(out[f"{prefix}.B"].numpy(), seed_pack(np.ascontiguousarray(t.codes)), err_msg=prefix)
         w = _marlin_weight(out, prefix, n, k, t.group_size)
         assert np.array_equal(w.view(np.int32), t.weight.view(np.int32)), f"{prefix}: dequantized weights differ"
-    assert verify_checkpoint(tmp_path / "out", src).ok
-    unpack_checkpoint(tmp_path / "out", tmp_path / "back")
-    back = load_file(str(tmp_path / "back" / "model.safetensors"))
-    assert orig.keys() == back.keys()
-    for name, tensor in orig.items():
-        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape, name
-        assert torch.equal(back[name].reshape(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8)), name
-    for path in src.glob("*.json"):
-        assert json.loads((tmp_path / "back" / path.name).read_text()) == json.loads(path.read_text()), path.name
-    assert tree_hashes(src) == before
+    assert_verified_and_restored(src, tmp_path, before)
 
 
 def test_symmetric_scales_are_signed():

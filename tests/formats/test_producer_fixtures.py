@@ -33,6 +33,21 @@ def _available():
     return [name for name in DECODERS if (FIXTURES / name / "config.json").is_file()]
 
 
+def assert_verified_and_restored(src: Path, tmp_path: Path, before: dict) -> None:
+    """`tmp_path/out` (packed from `src`) verifies, unpacks into `tmp_path/back` with every tensor's bytes and
+    every JSON file's content, and `src` still hashes to `before`."""
+    assert verify_checkpoint(tmp_path / "out", src).ok
+    unpack_checkpoint(tmp_path / "out", tmp_path / "back")
+    orig, back = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert orig.keys() == back.keys()
+    for name, tensor in orig.items():
+        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape, name
+        assert torch.equal(back[name].reshape(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8)), name
+    for path in src.glob("*.json"):
+        assert json.loads((tmp_path / "back" / path.name).read_text()) == json.loads(path.read_text()), path.name
+    assert tree_hashes(src) == before
+
+
 def _marlin_weight(out: dict, prefix: str, n: int, k: int, group_size: int) -> np.ndarray:
     """Float32 [N, K] from the Marlin tensors, decoded on the test side."""
     codes = seed_unpack(out[f"{prefix}.B"].numpy(), n, k)
@@ -76,16 +91,7 @@ def test_producer_fixture(tmp_path, fixture):
         np.testing.assert_array_equal(out[f"{prefix}.B"].numpy(), seed_pack(np.ascontiguousarray(codes)), err_msg=prefix)
         w = _marlin_weight(out, prefix, n, k, t.group_size)
         assert np.array_equal(w.view(np.int32), t.weight.view(np.int32)), f"{prefix}: dequantized weights differ"
-    assert verify_checkpoint(tmp_path / "out", src).ok
-    unpack_checkpoint(tmp_path / "out", tmp_path / "back")
-    orig, back = load_file(str(src / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
-    assert orig.keys() == back.keys()
-    for name, tensor in orig.items():
-        assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape, name
-        assert torch.equal(back[name].reshape(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8)), name
-    for path in src.glob("*.json"):
-        assert json.loads((tmp_path / "back" / path.name).read_text()) == json.loads(path.read_text()), path.name
-    assert tree_hashes(src) == before
+    assert_verified_and_restored(src, tmp_path, before)
 
 
 def test_actorder_fixture_really_has_act_order():
