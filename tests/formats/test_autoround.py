@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from marlin_convert import inspect_checkpoint, pack_checkpoint, unpack_checkpoint, verify_checkpoint
+from marlin_convert import inspect_checkpoint, pack_checkpoint, verify_checkpoint
 from marlin_convert.errors import UnknownFormatError
 from tests._support.files import tree_hashes
 from tests.formats import producer_decoders as dec
