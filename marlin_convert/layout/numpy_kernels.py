@@ -108,12 +108,17 @@ def _codes_blocks(n: int, k: int) -> Iterator[_CodesBlock]:
             )
 
 
+def _tile_view(packed: np.ndarray, kt: int, n: int) -> np.ndarray:
+    """int32 `[k/16, 2n]` Marlin words as uint32 `[k/16, n/64, 8, 4, 4]` (tile row, column block, word)."""
+    return packed.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
+
+
 def pack_codes_np(codes: np.ndarray) -> np.ndarray:
     """uint8 `[n, k]` (C-contiguous) -> int32 `[k/16, 2n]`, block by block."""
     n, k = codes.shape
     kt = k // TILE
     out = np.empty((kt, 2 * n), dtype=np.int32)
-    dest = out.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
+    dest = _tile_view(out, kt, n)
     src = codes.view(np.uint64).reshape(n, kt, 2)
     for b in _codes_blocks(n, k):
         x = src[b.rows, b.tiles]
@@ -129,7 +134,7 @@ def unpack_codes_np(packed: np.ndarray, n: int, k: int) -> np.ndarray:
     kt = k // TILE
     codes = np.empty((n, k), dtype=np.uint8)
     dst = codes.view(np.uint64).reshape(n, kt, 2)
-    src = packed.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
+    src = _tile_view(packed, kt, n)
     for b in _codes_blocks(n, k):
         _pairs_from_words(src[b.tiles, b.blocks], b.scratch, b.pairs_t8)
         np.copyto(b.pairs, b.pairs_t.T)
@@ -378,30 +383,38 @@ def _kpacked_chunks(kt: int, n: int) -> Iterator[tuple[slice, _KChunkScratch]]:
         yield slice(t0, t0 + step), scratch
 
 
+def _move_kpacked(tiles: np.ndarray, words: np.ndarray, perm: np.ndarray | None, to_marlin: bool) -> None:
+    """Fill `tiles` from the GPTQ `words` (`to_marlin`) or the words from the tiles, a few tile rows at a
+    time; with `perm`, see the act-order section."""
+    if perm is not None:
+        if to_marlin:
+            _pack_kpacked_perm_np(words, perm, tiles)
+        else:
+            _unpack_kpacked_perm_np(tiles, perm, words)
+        return
+    kt, n = tiles.shape[0], words.shape[1]
+    wbytes = words.view(np.uint8).reshape(kt, 2, n, 4)
+    for rows, scratch in _kpacked_chunks(kt, n):
+        if to_marlin:
+            scratch.pack(wbytes[rows], tiles[rows])
+        else:
+            scratch.unpack(tiles[rows], wbytes[rows])
+
+
 def pack_kpacked_np(words: np.ndarray, perm: np.ndarray | None) -> np.ndarray:
-    """int32 `[k/8, n]` GPTQ words (C-contiguous) -> int32 `[k/16, 2n]` (`[len(perm)/16, 2n]`), a few tile
-    rows at a time; with `perm`, see the act-order section."""
+    """int32 `[k/8, n]` GPTQ words (C-contiguous) -> int32 `[k/16, 2n]` (`[len(perm)/16, 2n]`)."""
     kw, n = words.shape
     kt = (kw if perm is None else perm.size // 8) // 2
     out = np.empty((kt, 2 * n), dtype=np.int32)
-    dest = out.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
-    if perm is not None:
-        _pack_kpacked_perm_np(words, perm, dest)
-        return out
-    wbytes = words.view(np.uint8).reshape(kt, 2, n, 4)
-    for rows, scratch in _kpacked_chunks(kt, n):
-        scratch.pack(wbytes[rows], dest[rows])
+    _move_kpacked(_tile_view(out, kt, n), words, perm, to_marlin=True)
     return out
 
 
 def unpack_to_kpacked_np(packed: np.ndarray, n: int, k: int, perm: np.ndarray | None) -> np.ndarray:
     """int32 `[k/16, 2n]` -> int32 `[k/8, n]` GPTQ words (in source row order with `perm`)."""
-    kt = k // TILE
-    src = packed.view(np.uint32).reshape(kt, n // BLOCK_N, 8, 4, 4)
     out = np.empty((k // 8, n), dtype=np.int32)
-    if perm is not None:
-        _unpack_kpacked_perm_np(src, perm, out)
-        return out
+    _move_kpacked(_tile_view(packed, k // TILE, n), out, perm, to_marlin=False)
+    return out
     obytes = out.view(np.uint8).reshape(kt, 2, n, 4)
     for rows, scratch in _kpacked_chunks(kt, n):
         scratch.unpack(src[rows], obytes[rows])
