@@ -22,18 +22,17 @@ from tests._support.reference import seed_pack
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
 _GPTQ_8BIT = "model.layers.1.self_attn.o_proj"
 """The layer auto-round's gptq export of the mixed fixture quantized to 8 bits (a `dynamic` "+:" rule)."""
+_AUTO_ROUND_FIXTURES = {
+    # packing_format the producer wrote: its fixtures (all detected as auto_round, read by the test decoder)
+    "auto_round:auto_gptq": ["autoround_gptq_sym", "autoround_gptq_sym_g32_mixed", "autoround_gptq_asym"],
+    "auto_round:auto_awq": ["autoround_awq_asym", "autoround_awq_asym_g64_bf16", "autoround_awq_sym"],
+    "auto_round": ["autoround_plain_asym_mixed", "autoround_plain_asym_model_free"],
+    "auto_round:gptqmodel": ["autoround_gptqmodel_asym", "autoround_gptqmodel_sym_g32"],
+}
 CASES = {
     # fixture: (format detected, test-side decoder, packing_format / quant_method the producer wrote)
-    "autoround_gptq_sym": ("auto_round", dec.decode_autoround, "auto_round:auto_gptq"),
-    "autoround_gptq_sym_g32_mixed": ("auto_round", dec.decode_autoround, "auto_round:auto_gptq"),
-    "autoround_gptq_asym": ("auto_round", dec.decode_autoround, "auto_round:auto_gptq"),
-    "autoround_awq_asym": ("auto_round", dec.decode_autoround, "auto_round:auto_awq"),
-    "autoround_awq_asym_g64_bf16": ("auto_round", dec.decode_autoround, "auto_round:auto_awq"),
-    "autoround_awq_sym": ("auto_round", dec.decode_autoround, "auto_round:auto_awq"),
-    "autoround_plain_asym_mixed": ("auto_round", dec.decode_autoround, "auto_round"),
-    "autoround_plain_asym_model_free": ("auto_round", dec.decode_autoround, "auto_round"),
-    "autoround_gptqmodel_asym": ("auto_round", dec.decode_autoround, "auto_round:gptqmodel"),
-    "autoround_gptqmodel_sym_g32": ("auto_round", dec.decode_autoround, "auto_round:gptqmodel"),
+    **{name: ("auto_round", dec.decode_autoround, packing)
+       for packing, names in _AUTO_ROUND_FIXTURES.items() for name in names},
     "autoround_export_gptq": ("gptq", dec.decode_gptq, "gptq"),
     "autoround_export_awq": ("awq", dec.decode_awq, "awq"),
     "autoround_export_gptq_mixed": ("gptq", lambda root: dec.decode_gptq(root, skip=frozenset({_GPTQ_8BIT})), "gptq"),

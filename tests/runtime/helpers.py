@@ -58,6 +58,18 @@ def tokens(vocab: int, *, batch: int = 2, length: int = 12, seed: int = 0) -> to
     return torch.randint(3, vocab, (batch, length), generator=g)
 
 
+def _save_gptq_checkpoint(root: Path, cfg: dict, tensors: dict[str, torch.Tensor], *, group_size: int,
+                          sym: bool) -> dict:
+    """Write `root/config.json` (fp16, a GPTQ v1 quantization_config without act-order) and one shard."""
+    cfg = {**cfg, "dtype": "float16", "quantization_config": {
+        "quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": False, "sym": sym,
+        "checkpoint_format": "gptq"}}
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file(tensors, str(root / "model.safetensors"), metadata={"format": "pt"})
+    return cfg
+
+
 def write_llama_gptq_with_odd_layers(root: Path, *, seed: int = 0) -> None:
     """A GPTQ v1 Llama whose k/v projections have N=96 and o_proj K=192 (not Marlin-eligible, copied by
     pack); q/gate/up/down are eligible. Written with the test-side AutoGPTQ packer."""
@@ -80,13 +92,7 @@ def write_llama_gptq_with_odd_layers(root: Path, *, seed: int = 0) -> None:
             t.update(gptq_synth.layer_tensors(f"model.layers.{block}.{name}", layer, v2=False))
         t[f"model.layers.{block}.input_layernorm.weight"] = torch.ones(256, dtype=torch.float16)
         t[f"model.layers.{block}.post_attention_layernorm.weight"] = torch.ones(256, dtype=torch.float16)
-    cfg = config.to_dict()
-    cfg["dtype"] = "float16"
-    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 64, "desc_act": False,
-                                  "sym": False, "checkpoint_format": "gptq"}
-    root.mkdir(parents=True)
-    (root / "config.json").write_text(json.dumps(cfg, indent=2))
-    save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
+    _save_gptq_checkpoint(root, config.to_dict(), t, group_size=64, sym=False)
 
 
 def write_random_llama_gptq(root: Path, *, layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int,
@@ -115,12 +121,7 @@ def write_random_llama_gptq(root: Path, *, layers: int, hidden: int, intermediat
     cfg = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
                       max_position_embeddings=256).to_dict()
-    cfg["dtype"] = "float16"
-    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False,
-                                  "sym": True, "checkpoint_format": "gptq"}
-    root.mkdir(parents=True)
-    (root / "config.json").write_text(json.dumps(cfg, indent=2))
-    save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
+    _save_gptq_checkpoint(root, cfg, t, group_size=128, sym=True)
 
 
 def write_qwen3_moe_gptq(root: Path, *, seed: int = 0, experts: int = 4) -> dict:
@@ -147,14 +148,7 @@ def write_qwen3_moe_gptq(root: Path, *, seed: int = 0, experts: int = 4) -> dict
         for name, (n, k) in shapes.items():
             layer = gptq_synth.make_layer(rng, n, k, 128, sym=False, act_order=False, scale_dtype=torch.float16)
             t.update(gptq_synth.layer_tensors(f"model.layers.{block}.{name}", layer, v2=False))
-    cfg = config.to_dict()
-    cfg["dtype"] = "float16"
-    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False,
-                                  "sym": False, "checkpoint_format": "gptq"}
-    root.mkdir(parents=True)
-    (root / "config.json").write_text(json.dumps(cfg, indent=2))
-    save_file(t, str(root / "model.safetensors"), metadata={"format": "pt"})
-    return cfg
+    return _save_gptq_checkpoint(root, config.to_dict(), t, group_size=128, sym=False)
 
 
 def dense_qwen3_moe(src: Path, dtype: torch.dtype):
