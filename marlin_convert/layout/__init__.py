@@ -4,7 +4,8 @@
 Triton kernels of `pack_triton` for CUDA tensors when Triton imports (imported on first use, never
 at package import), else `portable` (the numpy kernels of `numpy_kernels` on the CPU, the ops of
 `torch_reference` on other devices). Every backend gives the same bytes. The layer rules they all
-check live in `rules`.
+check live in `rules`, the dimensions in `dims`. Importing the package loads neither torch nor numpy (so
+planning and `inspect` do not): the modules of the names in `_LAZY` load on first use.
 """
 from __future__ import annotations
 
