@@ -1,30 +1,41 @@
-"""The safetensors dtype names and their torch dtypes and sizes."""
+"""The safetensors dtype names and their sizes (torch-free), and their torch dtypes (torch on first use).
+
+`DTYPE_SIZES` is a plain table, so reading headers, planning and `inspect` need no torch; `TORCH_DTYPES`
+and `DTYPE_NAMES` are built on first access (PEP 562), which imports torch.
+"""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["TORCH_DTYPES", "DTYPE_NAMES", "DTYPE_SIZES"]
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "U16": torch.uint16,
-    "U32": torch.uint32,
-    "U64": torch.uint64,
+DTYPE_SIZES: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+    "F8_E8M0": 1, "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1, "C64": 8,
 }
-for _name, _attr in (("F8_E8M0", "float8_e8m0fnu"), ("F8_E4M3FNUZ", "float8_e4m3fnuz"),
-                     ("F8_E5M2FNUZ", "float8_e5m2fnuz"), ("C64", "complex64")):
-    if hasattr(torch, _attr):  # newer safetensors dtypes, where this torch has them
-        TORCH_DTYPES[_name] = getattr(torch, _attr)
-DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
-DTYPE_SIZES: dict[str, int] = {name: dt.itemsize for name, dt in TORCH_DTYPES.items()}
+"""Bytes per element of every safetensors dtype this package reads (the same as torch's `itemsize`)."""
+
+_TORCH_ATTRS = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "U16": "uint16", "U32": "uint32", "U64": "uint64",
+    "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz", "C64": "complex64",
+}
+"""The torch dtype of each name; the last four where this torch has them."""
+
+TORCH_DTYPES: dict[str, torch.dtype]
+DTYPE_NAMES: dict[torch.dtype, str]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the torch tables are built, and torch imported, on first use
+    if name not in ("TORCH_DTYPES", "DTYPE_NAMES"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import torch
+
+    torch_dtypes = {key: getattr(torch, attr) for key, attr in _TORCH_ATTRS.items() if hasattr(torch, attr)}
+    globals().update(TORCH_DTYPES=torch_dtypes, DTYPE_NAMES={v: k for k, v in torch_dtypes.items()})
+    return globals()[name]

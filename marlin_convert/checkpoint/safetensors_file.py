@@ -14,16 +14,18 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 
-import torch
-
-from ..dtypes import DTYPE_SIZES, TORCH_DTYPES
+from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError
 from .json_file import parse_json
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
 __all__ = ["Hashed", "TensorInfo", "SafetensorsHeader", "read_header", "read_header_bytes", "parse_header", "read_tensor",
-           "read_bytes", "tensor_from_bytes", "ShardWriter", "header_bytes"]
+           "read_bytes", "tensor_from_bytes", "array_from_bytes", "NUMPY_DTYPES", "ShardWriter", "header_bytes"]
 
 MAX_HEADER_BYTES = 100_000_000
 """safetensors' own limit on the JSON header."""
@@ -242,10 +244,29 @@ def read_bytes(f: BinaryIO, info: TensorInfo, *, into: bytearray | memoryview | 
 
 def tensor_from_bytes(raw: bytearray, info: TensorInfo) -> torch.Tensor:
     """A CPU tensor over `raw` (no copy) with the dtype and shape of `info`."""
+    import torch
+
+    from ..dtypes import TORCH_DTYPES
+
     dtype = TORCH_DTYPES[info.dtype]
     if info.nbytes == 0:
         return torch.empty(info.shape, dtype=dtype)
     return torch.frombuffer(raw, dtype=dtype).reshape(info.shape)
+
+
+NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                "U8": "u1", "BOOL": "?", "U16": "<u2", "U32": "<u4", "U64": "<u8", "C64": "<c8"}
+"""The numpy dtype of each safetensors dtype numpy has (not BF16 or the float8 types)."""
+
+
+def array_from_bytes(raw: bytearray, info: TensorInfo) -> np.ndarray:
+    """A numpy array over `raw` (no copy) with the dtype and shape of `info`; CheckpointError for a dtype
+    numpy lacks (bfloat16, float8)."""
+    import numpy as np
+
+    if info.dtype not in NUMPY_DTYPES:
+        raise CheckpointError(f"tensor {info.name}: dtype {info.dtype} cannot be read as a numpy array")
+    return np.frombuffer(raw, dtype=NUMPY_DTYPES[info.dtype]).reshape(info.shape)
 
 
 def read_tensor(f: BinaryIO, info: TensorInfo) -> torch.Tensor:
@@ -277,6 +298,8 @@ class Hashed:
 
     @staticmethod
     def of(tensor: torch.Tensor) -> Hashed:
+        import torch
+
         tensor = tensor.contiguous()
         return Hashed(tensor, hashlib.sha256(tensor.reshape(-1).view(torch.uint8).numpy()).hexdigest())
 
@@ -319,6 +342,10 @@ class ShardWriter:
 
     def write(self, name: str, data: torch.Tensor | bytes | bytearray | Iterable[torch.Tensor]) -> None:
         """Write the next tensor: a tensor, its raw bytes, or its consecutive row blocks (streamed)."""
+        import torch
+
+        from ..dtypes import TORCH_DTYPES
+
         if self._any_order:
             if name not in self._planned or name in self.sha256:
                 raise RuntimeError(f"internal: {name} is not (or no longer) planned for {self.path}")

@@ -9,18 +9,20 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 
-import torch
-
-from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError
 from ..tensor_spec import TensorSpec
 from .index_file import read_index
 from .json_file import read_json, read_json_text
 from .links import outside_link_message, stays_inside
 from .unsupported import unsupported_checkpoint
-from .safetensors_file import SafetensorsHeader, TensorInfo, read_bytes, read_header, read_tensor, tensor_from_bytes
+from .safetensors_file import (SafetensorsHeader, TensorInfo, array_from_bytes, read_bytes, read_header, read_tensor,
+                               tensor_from_bytes)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 __all__ = ["Checkpoint", "open_checkpoint", "INDEX_NAME", "SINGLE_NAME", "CONFIG_NAME"]
 
@@ -92,6 +94,11 @@ class Checkpoint:
         shard, info = self.location[name]
         return read_tensor(self._file(shard), info)
 
+    def read_array(self, name: str) -> np.ndarray:
+        """One tensor as a numpy array, without torch (planning reads zero points and g_idx this way)."""
+        shard, info = self.location[name]
+        return array_from_bytes(read_bytes(self._file(shard), info), info)
+
     def read_raw(self, name: str) -> bytearray:
         shard, info = self.location[name]
         return read_bytes(self._file(shard), info)
@@ -103,6 +110,10 @@ class Checkpoint:
         if not pinned:
             raw = self.read_raw(name)
             return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
+        import torch
+
+        from ..dtypes import TORCH_DTYPES
+
         shard, info = self.location[name]
         buf = torch.empty(info.nbytes, dtype=torch.uint8, pin_memory=True)
         raw = read_bytes(self._file(shard), info, into=buf.numpy()) if info.nbytes else b""

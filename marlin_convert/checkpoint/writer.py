@@ -5,14 +5,15 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 from ..dtypes import DTYPE_SIZES
 from ..tensor_spec import TensorSpec
 from .safetensors_file import ShardWriter
 from .source import SINGLE_NAME
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["OutEntry", "ShardPlan", "plan_shards", "order_in_shard", "write_shards", "index_json", "write_json", "write_text"]
 

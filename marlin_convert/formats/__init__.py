@@ -1,15 +1,24 @@
 """Source formats: each decodes its tensors of one linear layer into the canonical record and back.
 
 Importing this package registers every format. `detect_format` picks one from the config files.
+Detection and planning need no torch: torch is imported by the first decode, encode or layout call
+(and by the names in `_LAZY`, on first use).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..errors import UnknownFormatError
 from . import autoround, awq, compressed_tensors, gptq, quanto  # noqa: F401  (registers)
-from .codes import Codes, DenseCodes, MarlinCodes, RowBlocks
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader, TensorSpec, normalize_name
 from .marlin import from_marlin, marlin_specs, to_marlin
 from .record import LayerPlan, QuantizedLinear, dequantize, trivial_g_idx
+
+if TYPE_CHECKING:
+    from .codes import Codes, DenseCodes, MarlinCodes, RowBlocks
+
+_LAZY = {"Codes", "DenseCodes", "MarlinCodes", "RowBlocks"}
+"""Names from `codes`, which imports torch: imported on first use (PEP 562)."""
 
 __all__ = [
     "Codes",
@@ -68,3 +77,11 @@ def detect_format(ctx: FormatContext) -> type[Format]:
 def _unsupported(reason: str) -> type[Format]:
     known = ", ".join(DETECT_ORDER)
     raise UnknownFormatError(f"{reason}; supported: {known}")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import codes
+
+    return getattr(codes, name)

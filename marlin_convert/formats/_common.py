@@ -1,13 +1,17 @@
 """Checks shared by the source formats: tensor specs and Marlin eligibility (the rule itself: `layout.rules`)."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import CheckpointError
 from ..layout.rules import marlin_ineligibility
 from .base import FormatContext, TensorSpec
 
-__all__ = ["expect_spec", "marlin_ineligibility", "group_count", "layer_prefixes", "not_2d", "config_int"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["expect_spec", "marlin_ineligibility", "group_count", "layer_prefixes", "not_2d", "config_int",
+           "plan_array", "plan_nibbles", "permuted_g_idx"]
 
 
 def expect_spec(ctx: FormatContext, name: str, dtypes: Iterable[str], shape: tuple[int, ...] | None) -> TensorSpec:
@@ -46,3 +50,33 @@ def not_2d(name: str, shape: tuple[int, ...]) -> str | None:
     if len(shape) == 2:
         return None
     return f"{name} is {len(shape)}-D {list(shape)}; only 2-D per-layer weights are converted (stacked experts are copied)"
+
+
+def plan_array(tensor: Any) -> np.ndarray:
+    """A small tensor that `plan` reads (a numpy array, or a CPU torch tensor from another reader) as a numpy
+    array: planning looks at zero points and g_idx with numpy, so `inspect` needs no torch."""
+    import numpy as np
+
+    return np.asarray(tensor)
+
+
+def plan_nibbles(words: Any) -> np.ndarray:
+    """int32 words `[r, w]` -> uint8 `[r, 8 w]`, value i of word j in column `8 j + i`: `layout.unpack_nibbles`
+    for planning, in numpy."""
+    import numpy as np
+
+    a = np.ascontiguousarray(plan_array(words))
+    raw = a.view(np.uint8).reshape(*a.shape[:-1], 4 * a.shape[-1])
+    return np.stack((raw & 0xF, raw >> 4), axis=-1).reshape(*a.shape[:-1], 8 * a.shape[-1])
+
+
+def permuted_g_idx(name: str, g_idx: Any, k: int, group_size: int, groups: int) -> bool:
+    """Whether a layer's g_idx `[k]` differs from `k // group_size` (act-order); CheckpointError naming the
+    tensor when a group index is outside `[0, groups)`."""
+    import numpy as np
+
+    a = plan_array(g_idx)
+    if a.min() < 0 or a.max() >= groups:
+        raise CheckpointError(f"{name}: group index out of range [0, {groups})")
+    trivial = np.zeros(k, dtype=np.int32) if group_size <= 0 else np.arange(k, dtype=np.int32) // group_size
+    return not np.array_equal(a, trivial)

@@ -13,19 +13,21 @@ at other bit widths, other data types or quantized activations are copied, each 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from ..errors import CheckpointError, UnknownFormatError
 from .awq import AwqFormat
 from .awq import _plan_layer as _plan_awq_layer
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
-from .codes import RowBlocks
 from .config_regex import config_regex
 from .gptq import GptqFormat
 from .gptq import _finish_zero_plan, _plan_layer as _plan_gptq_layer
 from .record import LayerPlan, QuantizedLinear
+
+if TYPE_CHECKING:
+    import torch
+
+    from .codes import RowBlocks
 
 __all__ = ["AutoRoundFormat", "PACKINGS"]
 

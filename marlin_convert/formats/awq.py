@@ -2,17 +2,18 @@
 `[0, 2, 4, 6, 1, 3, 5, 7]`; scales fp16 `[g, n]`; zero points stored as is (no offset)."""
 from __future__ import annotations
 
-from typing import Mapping, Union
+import functools
+from typing import TYPE_CHECKING, Mapping, Union
 
-import torch
-
-from ..dtypes import TORCH_DTYPES
 from ..errors import UnknownFormatError
-from ..layout import pack_nibbles, unpack_nibbles
-from .codes import WordsAlongNCodes, RowBlocks, assemble, chunk_bounds
-from ._common import config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from ._common import config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d, plan_nibbles
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear
+
+if TYPE_CHECKING:
+    import torch
+
+    from .codes import RowBlocks
 
 __all__ = ["AwqFormat", "AWQ_ORDER", "AWQ_REVERSE_ORDER"]
 
@@ -20,19 +21,29 @@ AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 """Nibble i of word c holds column `8c + AWQ_ORDER[i]`."""
 AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)
 """Column `8c + j` sits in nibble `AWQ_REVERSE_ORDER[j]`."""
-_ORDER = torch.tensor(AWQ_ORDER)
-_REVERSE = torch.tensor(AWQ_REVERSE_ORDER)
+
+
+@functools.cache
+def _orders() -> tuple[torch.Tensor, torch.Tensor]:
+    """AWQ_ORDER and AWQ_REVERSE_ORDER as index tensors (built on first use: importing this module needs no torch)."""
+    import torch
+
+    return torch.tensor(AWQ_ORDER), torch.tensor(AWQ_REVERSE_ORDER)
 
 
 def _unpack_cols(words: torch.Tensor) -> torch.Tensor:
     """int32 `[r, n/8]` AWQ-interleaved -> uint8 `[r, n]` in column order."""
+    from ..layout import unpack_nibbles
+
     nib = unpack_nibbles(words)
-    return nib.reshape(nib.shape[0], -1, 8).index_select(2, _REVERSE.to(nib.device)).reshape(nib.shape)
+    return nib.reshape(nib.shape[0], -1, 8).index_select(2, _orders()[1].to(nib.device)).reshape(nib.shape)
 
 
 def _pack_cols(values: torch.Tensor) -> torch.Tensor:
     """uint8 `[r, n]` -> int32 `[r, n/8]` with the AWQ nibble order."""
-    inter = values.reshape(values.shape[0], -1, 8).index_select(2, _ORDER.to(values.device)).reshape(values.shape)
+    from ..layout import pack_nibbles
+
+    inter = values.reshape(values.shape[0], -1, 8).index_select(2, _orders()[0].to(values.device)).reshape(values.shape)
     return pack_nibbles(inter.contiguous())
 
 
@@ -61,12 +72,16 @@ class AwqFormat(Format):
 
     @classmethod
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
+        from .codes import WordsAlongNCodes
+
         zeros = _unpack_cols(tensors["qzeros"])
         codes = WordsAlongNCodes(tensors["qweight"], n=plan.n, k=plan.k, unpack_rows=_unpack_cols)
         return QuantizedLinear.of_plan(plan, codes, tensors["scales"], zeros=zeros if plan.has_zeros else None)
 
     @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
+        from .codes import assemble
+
         zeros = rec.zeros_or_implied()
         return {
             "qweight": assemble(_qweight_blocks(rec), stream=stream),
@@ -76,6 +91,8 @@ class AwqFormat(Format):
 
 
 def _qweight_blocks(rec: QuantizedLinear) -> RowBlocks:
+    from .codes import chunk_bounds
+
     for start, stop in chunk_bounds(rec.k, rec.n, align=128):
         yield _pack_cols(rec.codes.cols(start, stop).t().contiguous())
 
@@ -91,8 +108,8 @@ def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, group_size:
     groups = group_count(k, group_size)
     scales = expect_spec(ctx, names["scales"], ("F16", "BF16"), (groups, n))
     expect_spec(ctx, names["qzeros"], ("I32",), (groups, n // 8))
-    plan.n, plan.k, plan.num_groups, plan.scale_dtype = n, k, groups, TORCH_DTYPES[scales.dtype]
+    plan.n, plan.k, plan.num_groups, plan.scale_dtype = n, k, groups, scales.dtype
     plan.reason = marlin_ineligibility(n, k, group_size)
     if plan.reason is None:
-        plan.has_zeros = not bool((_unpack_cols(read(names["qzeros"])) == 8).all())
+        plan.has_zeros = not bool((plan_nibbles(read(names["qzeros"])) == 8).all())  # every zero 8, in any nibble order
     return plan

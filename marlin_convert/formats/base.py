@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, ClassVar, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from ..errors import UnknownFormatError
 from ..tensor_spec import TensorSpec
 from .record import LayerPlan, QuantizedLinear
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 __all__ = ["FormatName", "TensorSpec", "FormatContext", "FormatPlan", "Format", "TensorReader", "normalize_name"]
 
@@ -57,8 +59,9 @@ class FormatPlan:
     source_quantization_config: dict[str, Any] | None = None
 
 
-TensorReader = Callable[[str], torch.Tensor]
-"""Reads one tensor by name (used by `plan` for small tensors such as zero points and g_idx)."""
+TensorReader = Callable[[str], "torch.Tensor | np.ndarray"]
+"""Reads one tensor by name (used by `plan` for small tensors such as zero points and g_idx): a CPU torch
+tensor or a numpy array; `plan` looks at it through `numpy.asarray`, so planning itself needs no torch."""
 
 
 class Format:

@@ -4,18 +4,19 @@ weight_shape `[2]`, optional weight_g_idx int32 `[k]`."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
-import torch
-
-from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
-from ..layout import pack_nibbles, unpack_nibbles
-from .codes import WordsAlongKCodes, RowBlocks, assemble, chunk_bounds
-from ._common import config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from ._common import (config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d, permuted_g_idx,
+                      plan_array, plan_nibbles)
 from .config_regex import ConfigRegex, config_regex
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
+
+if TYPE_CHECKING:
+    import torch
+
+    from .codes import RowBlocks
 
 __all__ = ["CompressedTensorsFormat"]
 
@@ -109,6 +110,11 @@ class CompressedTensorsFormat(Format):
 
     @classmethod
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
+        import torch
+
+        from ..layout import unpack_nibbles
+        from .codes import WordsAlongKCodes
+
         zeros = None
         if plan.has_zeros:
             zeros = unpack_nibbles(tensors["weight_zero_point"].t().contiguous())[:, : plan.n]
@@ -120,6 +126,12 @@ class CompressedTensorsFormat(Format):
 
     @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
+        import torch
+
+        from ..dtypes import TORCH_DTYPES
+        from ..layout import pack_nibbles
+        from .codes import assemble
+
         out = {
             "weight_packed": assemble(_packed_blocks(rec), stream=stream),
             "weight_scale": rec.scales.t().contiguous(),
@@ -134,6 +146,9 @@ class CompressedTensorsFormat(Format):
 
 
 def _packed_blocks(rec: QuantizedLinear) -> RowBlocks:
+    from ..layout import pack_nibbles
+    from .codes import chunk_bounds
+
     for start, stop in chunk_bounds(rec.n, rec.k, align=64):
         yield pack_nibbles(rec.codes.rows(start, stop))
 
@@ -147,7 +162,7 @@ def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, args: dict[
     if plan.reason is not None:
         return plan
     shape_spec = expect_spec(ctx, names["weight_shape"], ("I64", "I32"), (2,))
-    n, k = (int(v) for v in read(names["weight_shape"]).tolist())
+    n, k = (int(v) for v in plan_array(read(names["weight_shape"])).tolist())
     if packed.shape != (n, -(-k // 8)):
         raise CheckpointError(f"{names['weight_packed']}: shape {list(packed.shape)} does not match weight_shape [{n}, {k}]")
     group_size = config_int(args.get("group_size"), f"compressed-tensors group_size for {prefix}") if args.get("strategy") == "group" else -1
@@ -161,7 +176,7 @@ def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, args: dict[
     if "weight_g_idx" in sources:
         expect_spec(ctx, names["weight_g_idx"], ("I32",), (k,))
     plan.n, plan.k, plan.group_size, plan.num_groups = n, k, group_size, groups
-    plan.scale_dtype = TORCH_DTYPES[scales.dtype]
+    plan.scale_dtype = scales.dtype
     plan.extra = {"weight_shape_dtype": shape_spec.dtype}
     plan.reason = marlin_ineligibility(n, k, group_size)
     if plan.reason is None and scales.dtype == "F32":
@@ -169,11 +184,8 @@ def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, args: dict[
     if plan.reason is not None:
         return plan
     if "weight_g_idx" in sources:
-        g_idx = read(names["weight_g_idx"])
-        if g_idx.min() < 0 or g_idx.max() >= groups:
-            raise CheckpointError(f"{names['weight_g_idx']}: group index out of range [0, {groups})")
-        plan.has_perm = not torch.equal(g_idx, trivial_g_idx(k, group_size))
+        plan.has_perm = permuted_g_idx(names["weight_g_idx"], read(names["weight_g_idx"]), k, group_size, groups)
     if not symmetric:
-        zeros = unpack_nibbles(read(names["weight_zero_point"]).t().contiguous())[:, :n]
+        zeros = plan_nibbles(plan_array(read(names["weight_zero_point"])).T)[:, :n]
         plan.has_zeros = not bool((zeros == 8).all())
     return plan

@@ -1,18 +1,19 @@
 """GPTQ (AutoGPTQ / GPTQModel / transformers), 4-bit, v1 and v2 zero points, optional act-order."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
-import torch
-
-from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
-from ..layout import pack_nibbles, unpack_nibbles
-from .codes import WordsAlongNCodes, RowBlocks, assemble, chunk_bounds
-from ._common import config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d
+from ._common import (config_int, expect_spec, group_count, layer_prefixes, marlin_ineligibility, not_2d, permuted_g_idx,
+                      plan_array, plan_nibbles)
 from .config_regex import config_regex
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
 from .record import LayerPlan, QuantizedLinear, trivial_g_idx
+
+if TYPE_CHECKING:
+    import torch
+
+    from .codes import RowBlocks
 
 __all__ = ["GptqFormat", "gptq_quant_config", "dynamic_override"]
 
@@ -124,6 +125,10 @@ class GptqFormat(Format):
 
     @classmethod
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
+        import torch
+
+        from .codes import WordsAlongNCodes
+
         n, k = plan.n, plan.k
         codes = WordsAlongNCodes(tensors["qweight"], n=n, k=k)
         zeros = _true_zeros(tensors["qzeros"], plan.extra["zero_format"])[:, :n]
@@ -134,6 +139,9 @@ class GptqFormat(Format):
 
     @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
+        from ..layout import pack_nibbles
+        from .codes import assemble
+
         zeros = rec.zeros_or_implied()
         stored = (zeros - 1) & 0xF if plan.extra["zero_format"] == "v1" else zeros
         out = {
@@ -147,6 +155,8 @@ class GptqFormat(Format):
 
 
 def _qweight_blocks(rec: QuantizedLinear) -> RowBlocks:
+    from .codes import chunk_bounds
+
     for start, stop in chunk_bounds(rec.k, rec.n, align=128):
         yield rec.codes.kpacked_rows(start, stop)
 
@@ -169,23 +179,22 @@ def _plan_layer(ctx: FormatContext, read: TensorReader, prefix: str, group_size:
         expect_spec(ctx, names["g_idx"], ("I32",), (k,))
     plan = LayerPlan(
         prefix=prefix, format=GptqFormat.name, sources=sources, n=n, k=k, group_size=group_size,
-        num_groups=groups, scale_dtype=TORCH_DTYPES[scales.dtype],
+        num_groups=groups, scale_dtype=scales.dtype,
         extra={"zero_format": "v1"},
     )
     plan.reason = marlin_ineligibility(n, k, group_size)
     if plan.reason is not None:
         return plan, None
     if "g_idx" in sources:
-        g_idx = read(names["g_idx"])
-        if g_idx.min() < 0 or g_idx.max() >= groups:
-            raise CheckpointError(f"{names['g_idx']}: group index out of range [0, {groups})")
-        plan.has_perm = not torch.equal(g_idx, trivial_g_idx(k, group_size))
-    qzeros = read(names["qzeros"])
+        plan.has_perm = permuted_g_idx(names["g_idx"], read(names["g_idx"]), k, group_size, groups)
+    qzeros = plan_array(read(names["qzeros"]))
     seen = "v1" if bool((qzeros == _V1_SYM_WORD).all()) else "v2" if bool((qzeros == _V2_SYM_WORD).all()) else None
     return plan, seen
 
 
 def _true_zeros(qzeros: torch.Tensor, zero_format: str) -> torch.Tensor:
+    from ..layout import unpack_nibbles
+
     stored = unpack_nibbles(qzeros)
     return (stored + 1) & 0xF if zero_format == "v1" else stored
 
@@ -195,8 +204,7 @@ def _finish_zero_plan(plan: LayerPlan, zero_format: str, read: TensorReader) -> 
     plan.extra["zero_format"] = zero_format
     if not plan.eligible:
         return
-    qzeros = read(plan.sources["qzeros"])
-    stored = unpack_nibbles(qzeros)[:, : plan.n]
+    stored = plan_nibbles(read(plan.sources["qzeros"]))[:, : plan.n]
     if zero_format == "v1" and bool((stored == 0xF).any()):
         plan.reason = "GPTQ v1 qzeros nibble 0xF means zero point 16, which Marlin's 4-bit zero points cannot hold"
         return

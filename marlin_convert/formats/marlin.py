@@ -1,22 +1,25 @@
 """The Marlin output layout of one layer (DESIGN §5): `B`, `s`, and `z` / `perm` / `g_idx` / `shift` when needed."""
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Iterator, Mapping, Union
 
-import torch
-
-from ..dtypes import DTYPE_NAMES
 from ..errors import ShapeError
-from ..layout import TILE, pack_zeros, permute_scales, unpack_zeros, unpermute_scales
-from .codes import MarlinCodes, RowBlocks, assemble, chunk_bounds
+from ..layout import TILE
 from .base import TensorSpec
 from .record import LayerPlan, QuantizedLinear
+
+if TYPE_CHECKING:
+    import torch
+
+    from .codes import RowBlocks
 
 __all__ = ["marlin_specs", "to_marlin", "from_marlin", "act_order_perm"]
 
 
 def act_order_perm(g_idx: torch.Tensor) -> torch.Tensor:
     """Stable argsort of g_idx as int32: the row order Marlin's act-order path expects."""
+    import torch
+
     return torch.sort(g_idx.to(torch.int64), stable=True).indices.to(torch.int32)
 
 
@@ -25,12 +28,12 @@ def marlin_specs(plan: LayerPlan) -> dict[str, TensorSpec]:
     n, k, g = plan.n, plan.k, plan.num_groups
     specs = {
         "B": TensorSpec("I32", (k // TILE, 2 * n)),
-        "s": TensorSpec(DTYPE_NAMES[plan.scale_dtype], (g, n)),
+        "s": TensorSpec(plan.scale_dtype_name, (g, n)),
     }
     if plan.has_zeros:
         specs["z"] = TensorSpec("I32", (g, n // 8))
     if plan.has_shift:
-        specs["shift"] = TensorSpec(DTYPE_NAMES[plan.scale_dtype], (g, n))
+        specs["shift"] = TensorSpec(plan.scale_dtype_name, (g, n))
     if plan.has_perm:
         specs["perm"] = TensorSpec("I32", (k,))
         specs["g_idx"] = TensorSpec("I32", (k,))
@@ -39,6 +42,8 @@ def marlin_specs(plan: LayerPlan) -> dict[str, TensorSpec]:
 
 def _packed_blocks(rec: QuantizedLinear, perm: torch.Tensor | None) -> Iterator[torch.Tensor]:
     """Rows of `B`, a slice of k at a time (one slice for codes already on a GPU)."""
+    from .codes import chunk_bounds
+
     codes = rec.codes
     bounds = [(0, rec.k)] if codes.device.type != "cpu" else chunk_bounds(rec.k, rec.n, align=128)
     for start, stop in bounds:
@@ -47,6 +52,11 @@ def _packed_blocks(rec: QuantizedLinear, perm: torch.Tensor | None) -> Iterator[
 
 def to_marlin(rec: QuantizedLinear, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
     """Canonical record -> Marlin tensors keyed by suffix; with `stream`, `B` comes as row blocks."""
+    import torch
+
+    from ..layout import pack_zeros, permute_scales
+    from .codes import assemble
+
     out: dict[str, Union[torch.Tensor, RowBlocks]] = {}
     perm = None
     if rec.g_idx is not None:
@@ -64,6 +74,11 @@ def to_marlin(rec: QuantizedLinear, *, stream: bool = False) -> dict[str, Union[
 
 def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan) -> QuantizedLinear:
     """Marlin tensors keyed by suffix -> the canonical record (exact inverse of `to_marlin`)."""
+    import torch
+
+    from ..layout import unpack_zeros, unpermute_scales
+    from .codes import MarlinCodes
+
     n, k, gs = plan.n, plan.k, plan.group_size
     perm = g_idx = None
     if "perm" in tensors:

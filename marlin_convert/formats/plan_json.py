@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ..dtypes import DTYPE_NAMES, TORCH_DTYPES
 from .record import LayerPlan
 
 __all__ = ["plan_to_json", "plan_from_json"]
@@ -12,9 +11,9 @@ __all__ = ["plan_to_json", "plan_from_json"]
 
 def plan_to_json(plan: LayerPlan) -> dict[str, Any]:
     data = asdict(plan)
-    data["scale_dtype"] = DTYPE_NAMES[plan.scale_dtype]
+    data["scale_dtype"] = plan.scale_dtype_name
     return data
 
 
 def plan_from_json(data: dict[str, Any]) -> LayerPlan:
-    return LayerPlan(**{**data, "scale_dtype": TORCH_DTYPES[data["scale_dtype"]]})
+    return LayerPlan(**data)  # scale_dtype stays a name until read (no torch for `inspect`)

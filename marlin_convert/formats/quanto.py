@@ -8,16 +8,15 @@ cannot be derived are copied.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
-from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError, UnknownFormatError
 from ._common import expect_spec, layer_prefixes, marlin_ineligibility, not_2d
 from .base import Format, FormatContext, FormatName, FormatPlan, TensorReader
-from .codes import DenseCodes
 from .record import LayerPlan, QuantizedLinear
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["QuantoFormat", "QMAP_NAMES", "linear_shape_from_config"]
 
@@ -105,6 +104,10 @@ class QuantoFormat(Format):
 
     @classmethod
     def decode(cls, plan: LayerPlan, tensors: Mapping[str, torch.Tensor]) -> QuantizedLinear:
+        import torch
+
+        from .codes import DenseCodes
+
         data = tensors["data"]
         rows = torch.cat((data & 0xF, data >> 4), dim=0)  # [R, c]
         g = plan.num_groups
@@ -153,7 +156,7 @@ def _check_layer(ctx: FormatContext, plan: LayerPlan, names: dict[str, str]) -> 
         return
     group_size = -1 if columns == k else columns
     plan.n, plan.k, plan.group_size, plan.num_groups = n, k, group_size, rows // n
-    plan.scale_dtype = TORCH_DTYPES[scale.dtype]
+    plan.scale_dtype = scale.dtype
     plan.has_shift = True
     plan.extra = {"columns": columns}
     plan.reason = marlin_ineligibility(n, k, group_size)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from ..dtypes import DTYPE_SIZES
 
-from .codes import Codes
+if TYPE_CHECKING:
+    import torch
+
+    from .codes import Codes
 
 __all__ = ["QuantizedLinear", "LayerPlan", "trivial_g_idx", "dequantize"]
 
@@ -56,7 +59,30 @@ class QuantizedLinear:
         """uint8 `[g, n]` true zero points: `zeros`, or 8 everywhere for a symmetric layer."""
         if self.zeros is not None:
             return self.zeros
+        import torch
+
         return torch.full((self.num_groups, self.n), 8, dtype=torch.uint8)
+
+
+class _ScaleDtype:
+    """`LayerPlan.scale_dtype`: a torch dtype to whoever reads it, but held as its safetensors name ("F16"),
+    so that planning imports no torch. Set it to a torch dtype or a name; float16 by default."""
+
+    def __get__(self, plan: LayerPlan | None, owner: type | None = None) -> Any:
+        if plan is None:
+            return "F16"  # the dataclass default
+        from ..dtypes import TORCH_DTYPES
+
+        return TORCH_DTYPES[plan.scale_dtype_name]
+
+    def __set__(self, plan: LayerPlan, value: Any) -> None:
+        if not isinstance(value, str):
+            from ..dtypes import DTYPE_NAMES
+
+            value = DTYPE_NAMES[value]
+        elif value not in DTYPE_SIZES:
+            raise KeyError(value)
+        plan.__dict__["scale_dtype_name"] = value
 
 
 @dataclass
@@ -74,7 +100,7 @@ class LayerPlan:
     k: int = 0
     group_size: int = -1
     num_groups: int = 1
-    scale_dtype: torch.dtype = torch.float16
+    scale_dtype: torch.dtype = _ScaleDtype()  # type: ignore[assignment]
     has_zeros: bool = False
     has_shift: bool = False
     has_perm: bool = False
@@ -85,9 +111,16 @@ class LayerPlan:
     def eligible(self) -> bool:
         return self.reason is None
 
+    @property
+    def scale_dtype_name(self) -> str:
+        """`scale_dtype` as its safetensors name ("F16", "BF16"), read without importing torch."""
+        return self.__dict__["scale_dtype_name"]
+
 
 def trivial_g_idx(k: int, group_size: int) -> torch.Tensor:
     """The g_idx of a layer without act-order: `k // group_size` (all zeros when one group spans k)."""
+    import torch
+
     if group_size <= 0:
         return torch.zeros(k, dtype=torch.int32)
     return (torch.arange(k, dtype=torch.int32) // group_size).to(torch.int32)
@@ -95,6 +128,8 @@ def trivial_g_idx(k: int, group_size: int) -> torch.Tensor:
 
 def dequantize(rec: QuantizedLinear) -> torch.Tensor:
     """Float32 `[n, k]` weights of a record, with the same float ops for every format."""
+    import torch
+
     g_idx = rec.g_idx if rec.g_idx is not None else trivial_g_idx(rec.k, rec.group_size)
     g_idx = g_idx.to(torch.int64)
     scales = rec.scales.float().t().index_select(1, g_idx)  # [n, k]

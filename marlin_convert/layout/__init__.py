@@ -4,17 +4,31 @@
 Triton kernels of `pack_triton` for CUDA tensors when Triton imports (imported on first use, never
 at package import), else `portable` (the numpy kernels of `numpy_kernels` on the CPU, the ops of
 `torch_reference` on other devices). Every backend gives the same bytes. The layer rules they all
-check live in `rules`.
+check live in `rules`, the dimensions in `dims`. Importing the package loads neither torch nor numpy (so
+planning and `inspect` do not): the modules of the names in `_LAZY` load on first use.
 """
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .nibbles import pack_nibbles, unpack_nibbles
-from .portable import pack_codes, pack_kpacked_portable, unpack_codes
+from .dims import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES, TILE
 from .rules import check_shape
-from .scales import pack_zeros, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
-from .tables import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES, TILE
+
+if TYPE_CHECKING:
+    import torch
+
+    from .nibbles import pack_nibbles, unpack_nibbles
+    from .portable import pack_codes, pack_kpacked_portable, unpack_codes
+    from .scales import pack_zeros, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
+
+_LAZY = {
+    "pack_nibbles": "nibbles", "unpack_nibbles": "nibbles",
+    "pack_codes": "portable", "pack_kpacked_portable": "portable", "unpack_codes": "portable",
+    "pack_zeros": "scales", "permute_scales": "scales", "unpack_zeros": "scales", "unpermute_scales": "scales",
+    "uses_single_scale_perm": "scales",
+}
+"""Names whose modules import torch and numpy: imported on first use (PEP 562), so that planning stays torch-free."""
 
 __all__ = [
     "pack",
@@ -48,12 +62,22 @@ def uses_triton(t: torch.Tensor) -> bool:
     return pack_triton.available()
 
 
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
 def pack(codes: torch.Tensor) -> torch.Tensor:
     """Pack uint8 int4 codes `[n, k]` into Marlin int32 `[k / 16, 2n]` on `codes.device`. See `pack_codes`."""
     if uses_triton(codes):
         from .pack_triton import pack_codes_cuda
 
         return pack_codes_cuda(codes)
+    from .portable import pack_codes
+
     return pack_codes(codes)
 
 
@@ -63,6 +87,8 @@ def unpack(packed: torch.Tensor, *, n: int, k: int) -> torch.Tensor:
         from .pack_triton import unpack_codes_cuda
 
         return unpack_codes_cuda(packed, n=n, k=k)
+    from .portable import unpack_codes
+
     return unpack_codes(packed, n=n, k=k)
 
 
@@ -73,4 +99,6 @@ def pack_kpacked(words: torch.Tensor, perm: torch.Tensor | None = None) -> torch
         from .pack_triton import pack_kpacked_cuda
 
         return pack_kpacked_cuda(words, perm)
+    from .portable import pack_kpacked_portable
+
     return pack_kpacked_portable(words, perm)

@@ -5,10 +5,13 @@ what to copy) and a raising form (`check_*`: ShapeError with the same words; the
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ShapeError
-from .tables import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES, TILE
+from .dims import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES, TILE
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["marlin_ineligibility", "check_shape", "check_codes", "check_words", "check_packed", "check_perm"]
 
@@ -44,6 +47,8 @@ def check_shape(n: int, k: int) -> None:
 
 def check_codes(codes: torch.Tensor) -> tuple[int, int]:
     """`(n, k)` of uint8 codes `[n, k]` of a Marlin-eligible shape, else ShapeError."""
+    import torch
+
     if codes.dtype != torch.uint8 or codes.dim() != 2:
         raise ShapeError(f"codes must be a 2-D uint8 tensor, got {codes.dtype} {tuple(codes.shape)}")
     n, k = int(codes.shape[0]), int(codes.shape[1])
@@ -53,6 +58,8 @@ def check_codes(codes: torch.Tensor) -> tuple[int, int]:
 
 def check_words(words: torch.Tensor) -> tuple[int, int]:
     """`(n, k)` of GPTQ-style k-packed words int32 `[k / 8, n]` of a Marlin-eligible shape, else ShapeError."""
+    import torch
+
     if words.dtype != torch.int32 or words.dim() != 2:
         raise ShapeError(f"k-packed words must be a 2-D int32 tensor, got {words.dtype} {tuple(words.shape)}")
     n, k = int(words.shape[1]), 8 * int(words.shape[0])
@@ -62,6 +69,8 @@ def check_words(words: torch.Tensor) -> tuple[int, int]:
 
 def check_packed(packed: torch.Tensor, n: int, k: int) -> None:
     """Raise ShapeError unless `packed` is the int32 `[k / 16, 2n]` Marlin weight of an eligible `[n, k]`."""
+    import torch
+
     check_shape(n, k)
     if packed.dtype != torch.int32 or tuple(packed.shape) != (k // TILE, 2 * n):
         raise ShapeError(
@@ -72,6 +81,8 @@ def check_packed(packed: torch.Tensor, n: int, k: int) -> None:
 def check_perm(perm: torch.Tensor, k: int, *, partial: bool = False) -> None:
     """Raise ShapeError unless `perm` (int32/int64, 1-D, any device) is a permutation of k rows, or with
     `partial` a run of 16 m < k rows of k. On a GPU this syncs once."""
+    import torch
+
     m = perm.numel()
     ok_len = m == k or (partial and 0 < m < k and m % TILE == 0)
     if perm.dim() != 1 or not ok_len or perm.dtype not in (torch.int32, torch.int64):

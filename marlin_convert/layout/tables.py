@@ -1,4 +1,4 @@
-"""Constant permutation tables of the Marlin int4 layout, built once at import.
+"""Constant permutation tables of the Marlin int4 layout, built once at import (the dimensions: `dims`).
 
 The tables follow IST-DASLab marlin `_get_perms()` (also vLLM `get_weight_perm(4)` and
 optimum-quanto `_get_perm()`): the mma.m16n8k16 fragment layout of one warp, four 16x16
@@ -7,6 +7,8 @@ tiles per 16x64 block, and the `[0, 2, 4, 6, 1, 3, 5, 7]` interleave for the hal
 from __future__ import annotations
 
 import torch
+
+from .dims import BLOCK_N, INTERLEAVE, MIN_K, SUPPORTED_GROUP_SIZES, TILE
 
 __all__ = [
     "TILE",
@@ -22,16 +24,6 @@ __all__ = [
     "ZERO_PERM",
     "ZERO_PERM_INV",
 ]
-
-TILE = 16
-"""Marlin tiles are 16x16 (k, n)."""
-BLOCK_N = 64
-"""N must be a multiple of this (one thread's 16x64 block)."""
-MIN_K = 128
-"""K must be a multiple of this (vLLM's MIN_THREAD_K)."""
-SUPPORTED_GROUP_SIZES = (-1, 32, 64, 128)
-
-INTERLEAVE = (0, 2, 4, 6, 1, 3, 5, 7)
 
 
 def _build_weight_perm() -> list[int]:

@@ -2,17 +2,26 @@
 
 No printing here: progress arrives through a `Reporter` and results come back as report objects.
 One module per command (`pack`, `unpack`, `verify`, `inspect`); `plan` chooses what each output tensor
-is, `_layers` reads and converts one layer, `_stream` runs layers ahead on a thread pool.
+is, `_layers` reads and converts one layer, `_stream` runs layers ahead on a thread pool. Each command's
+module is imported when it is first used, so `inspect` (headers and planning) runs without torch.
 """
 from __future__ import annotations
 
-from .inspect import inspect_checkpoint
-from .options import default_jobs, resolve_device
-from .pack import pack_checkpoint
-from .progress import Reporter
+from typing import TYPE_CHECKING, Any
+
 from .reports import SCHEMA_VERSION, InspectReport, PackReport, UnpackReport, VerifyReport
-from .unpack import unpack_checkpoint
-from .verify import verify_checkpoint
+
+if TYPE_CHECKING:
+    from .inspect import inspect_checkpoint
+    from .options import default_jobs, resolve_device
+    from .pack import pack_checkpoint
+    from .progress import Reporter
+    from .unpack import unpack_checkpoint
+    from .verify import verify_checkpoint
+
+_LAZY = {"inspect_checkpoint": "inspect", "default_jobs": "options", "resolve_device": "options",
+         "pack_checkpoint": "pack", "Reporter": "progress", "unpack_checkpoint": "unpack", "verify_checkpoint": "verify"}
+"""Each command's module, imported on first use (PEP 562): `inspect` needs no torch, the others do."""
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -28,3 +37,13 @@ __all__ = [
     "resolve_device",
     "default_jobs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value

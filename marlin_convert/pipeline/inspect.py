@@ -1,4 +1,6 @@
-"""inspect: what pack would do with each tensor of a checkpoint, or what an output was converted from."""
+"""inspect: what pack would do with each tensor of a checkpoint, or what an output was converted from.
+
+Needs no torch: headers, config files and the plan (small tensors read as numpy arrays); see ARCHITECTURE.md."""
 from __future__ import annotations
 
 import math

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import MANIFEST_NAME
-from ..dtypes import TORCH_DTYPES
+from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError
 from ..formats import LayerPlan, marlin_specs
 from ..formats.plan_json import plan_from_json
@@ -32,7 +32,7 @@ def _plan(prefix: str, data: dict[str, Any], manifest: dict[str, Any], where: Pa
         value = data[key]
         if not isinstance(value, types) or (types == (int,) and isinstance(value, bool)):
             raise bad(f"{key} has the wrong type")
-    if data["prefix"] != prefix or data["scale_dtype"] not in TORCH_DTYPES or data["reason"] is not None:
+    if data["prefix"] != prefix or data["scale_dtype"] not in DTYPE_SIZES or data["reason"] is not None:
         raise bad("prefix, scale_dtype or reason is not valid for a converted layer")
     if not all(0 < data[key] < 2**31 for key in ("n", "k", "num_groups")):
         raise bad("n, k and num_groups must be positive")

@@ -39,7 +39,7 @@ def plan_source(ckpt: Checkpoint) -> tuple[type[Format], FormatPlan]:
                            "marker file): nothing to convert; marlin-convert reads int4 GPTQ, AWQ, compressed-tensors "
                            "and optimum-quanto checkpoints")
     fmt = detect_format(ctx)
-    return fmt, fmt.plan(ctx, ckpt.read)
+    return fmt, fmt.plan(ctx, ckpt.read_array)  # small tensors as numpy arrays: planning imports no torch
 
 
 def source_shard_limit(ckpt: Checkpoint) -> int | None:
