@@ -43,14 +43,13 @@ MS = [1, 16, 64, 256]
 GS = 128
 L2_BYTES = 60 << 20
 SWEEP = {
-    "small": [KernelConfig(16, 4, 2, 4, 4), KernelConfig(16, 8, 2, 4, 3), KernelConfig(16, 8, 4, 4, 3),
-              KernelConfig(16, 4, 2, 4, 4, wide=False)],
-    "mid": [KernelConfig(64, 4, 2, 4, 3), KernelConfig(64, 4, 4, 4, 3, scale_w=True), KernelConfig(32, 4, 4, 4, 3),
-            KernelConfig(64, 4, 4, 4, 3, wide=False)],
-    "large": [KernelConfig(128, 4, 2, 8, 3, scale_w=True), KernelConfig(64, 4, 4, 4, 3, scale_w=True),
-              KernelConfig(128, 4, 4, 8, 3, scale_w=True), KernelConfig(64, 4, 4, 4, 3, wide=False)],
+    "small": [KernelConfig(16, 8, 2, 4, 3, words3d=True), KernelConfig(16, 8, 2, 4, 3), KernelConfig(16, 8, 1, 2, 4),
+              KernelConfig(16, 4, 2, 4, 4, fast=False)],
+    "mid": [KernelConfig(64, 4, 4, 4, 3), KernelConfig(64, 8, 4, 4, 3), KernelConfig(64, 4, 8, 4, 3)],
+    "large": [KernelConfig(64, 4, 4, 4, 3), KernelConfig(128, 4, 4, 8, 3), KernelConfig(128, 8, 4, 8, 3)],
 }
-"""Launch shapes tried per batch class (`wide=False`: the eight-dot kernel, the first version)."""
+"""Launch shapes tried per batch class: the fast kernel, and up to 16 rows the float32 eight-dot kernel
+(`fast=False`, the first version's default there; timed at its default split only)."""
 
 
 def graph_time_us(fns: list[Callable[[], Any]], reps: int = 5, inner: int = 20) -> float:
@@ -101,6 +100,8 @@ def main() -> None:
     ap.add_argument("--no-gemlite", action="store_true")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,28672x8192")
+    ap.add_argument("--ms", default=None, help="batch sizes, e.g. 1,16 (default 1,16,64,256)")
+    ap.add_argument("--no-dense", action="store_true")
     args = ap.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,7 @@ def main() -> None:
         nd = copies_for(w_f16.numel() * 2)
         Wd = {torch.float16: [w_f16] + [w_f16.clone() for _ in range(nd - 1)],
               torch.bfloat16: [w_b16] + [w_b16.clone() for _ in range(nd - 1)]}
+        s_b16 = [permute_scales(scales.bfloat16(), group_size=GS, k=k)] * nc  # bf16 activations take bf16 scales
         sz = permute_scales((-8.0 * scales.float()).half(), group_size=GS, k=k)
         n_pad = -(-n // 128) * 128
         ws = torch.zeros(n_pad // 128 * 16, dtype=torch.int32, device="cuda")
@@ -165,7 +167,7 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001
                 print(f"gemlite pack failed for {n}x{k}: {e}", flush=True)
                 traceback.print_exc()
-        for m in MS:
+        for m in (MS if args.ms is None else [int(v) for v in args.ms.split(",")]):
             row: dict[str, Any] = {"n": n, "k": k, "m": m, "roofline_us": wbytes / bw * 1e6}
             xs = {dt: torch.randn(m, k, device="cuda", generator=gen).to(dt) for dt in (torch.float16, torch.bfloat16)}
             ref = (xs[torch.float16].float() @ w_f16.float().t())
@@ -175,10 +177,10 @@ def main() -> None:
                 return float((y.float() - ref).norm() / ref_n)
 
             x = xs[torch.float16]
-            for dt, tag in ((torch.float16, "triton_fp16"), (torch.bfloat16, "triton_bf16")):
+            for dt, tag, sl in ((torch.float16, "triton_fp16", ss), (torch.bfloat16, "triton_bf16", s_b16)):
                 xd = xs[dt]
                 row[tag + "_us"] = graph_time_us([lambda b=b, sc=sc: marlin_gemm(xd, b, sc, group_size=GS)
-                                                  for b, sc in zip(Bs, ss)])
+                                                  for b, sc in zip(Bs, sl)])
             row["triton_cfg"] = repr(pick_config(m, n, k, GS))
             row["triton_err"] = err(marlin_gemm(x, B, s, group_size=GS))
             if not args.no_sweep:
@@ -186,7 +188,8 @@ def main() -> None:
                 best = None
                 for cfg in SWEEP[cls]:
                     auto = pick_config(m, n, k, GS)
-                    for split in sorted({auto.split_k, 2 * auto.split_k} if m <= 64 else {1}):
+                    legacy = not cfg.fast
+                    for split in sorted({auto.split_k, 2 * auto.split_k} if m <= 64 and not legacy else {auto.split_k}):
                         c = dataclasses.replace(cfg, split_k=split)
                         try:
                             t = graph_time_us([lambda b=b, sc=sc: marlin_gemm(x, b, sc, group_size=GS, config=c)
@@ -194,7 +197,12 @@ def main() -> None:
                         except Exception as e:  # noqa: BLE001
                             print(f"  config {c} failed: {str(e)[:200]}", flush=True)
                             continue
+                        e = err(marlin_gemm(x, B, s, group_size=GS, config=c))
+                        if not e < 2e-3:
+                            print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
+                            continue
                         row.setdefault("sweep", []).append((repr(c), t))
+                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k}{' old' if not c.fast else ''}{' 3d' if c.words3d else ''}: {t:.1f} us", flush=True)
                         if best is None or t < best[1]:
                             best = (repr(c), t)
                 if best is not None:
@@ -215,6 +223,8 @@ def main() -> None:
                 except Exception as e:  # noqa: BLE001
                     row["gemlite_error"] = str(e)[:300]
             for dt, tag in ((torch.float16, "dense_fp16"), (torch.bfloat16, "dense_bf16")):
+                if args.no_dense:
+                    break
                 xd = xs[dt]
                 row[tag + "_us"] = graph_time_us([lambda w=w: torch.nn.functional.linear(xd, w) for w in Wd[dt]])
             res["rows"].append(row)
@@ -229,7 +239,7 @@ def main() -> None:
     print("\nN x K, M | " + " | ".join(c[:-3] for c in cols) + " | triton_fp16 vs dense_fp16 | % roofline")
     for r in res["rows"]:
         vals = " | ".join(f"{r[c]:.1f}" if c in r else "-" for c in cols)
-        print(f"{r['n']}x{r['k']}, {r['m']} | {vals} | {r['dense_fp16_us'] / r['triton_fp16_us']:.2f}x | "
+        print(f"{r['n']}x{r['k']}, {r['m']} | {vals} | {r.get('dense_fp16_us', float('nan')) / r['triton_fp16_us']:.2f}x | "
               f"{100 * r['roofline_us'] / r['triton_fp16_us']:.0f}%")
 
 

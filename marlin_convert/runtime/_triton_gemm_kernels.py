@@ -6,11 +6,93 @@ Triton reads the `tl.constexpr` annotations of kernel parameters.)
 import triton
 import triton.language as tl
 
-__all__ = ["marlin_gemm_kernel", "marlin_gemm_wide_kernel", "splitk_reduce_kernel"]
+__all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "splitk_reduce_kernel"]
 
 ZMODE_SYM = 0
 ZMODE_ZEROS = 1
 ZMODE_SHIFT = 2
+
+
+# ----------------------------------------------------------------------------- two weights per instruction
+# Marlin's own trick (IST-DASLab marlin `dequant`, vLLM gptq_marlin/dequant.h): OR a 4-bit code into the
+# mantissa of a float whose ulp is 1 (fp16 1024 = 0x6400, bf16 128 = 0x4300) to get `MAGIC + code` exactly,
+# two 16-bit lanes per `lop3`, then subtract `MAGIC + zero` (exact) and multiply by the scale (one rounding,
+# as `(code - zero) * scale` in float32 rounded once to the activation dtype; quanto: one fma
+# `code * scale - shift`, one rounding) with packed half2 / bfloat162 instructions.
+# One 32-bit word (nibble i = 4a + 2b + h) gives eight weights: output 4a + 2h + b. A `prmt` moves bytes
+# 2a, 2a + 1 (b = 0, 1) to the two 16-bit lanes; the low nibbles are h = 0, the high ones h = 1 (fp16:
+# masked in place, as 1024 + 16 code, and brought to 1024 + code by one exact fma; bf16: shifted down).
+def _dequant_asm(fp16: bool, zmode: int) -> str:
+    """The PTX for one word: inputs $8 (word), $9 $10 (scales of b = 0, 1) and, for zero points, $11 $12
+    (fp16: 1024 + z; bf16: -(128 + z)), for a shift $11 $12 (-shift); outputs $0..$7 (4a + 2h + b).
+    Each 32-bit result pairs a = 0, 1 (nibbles j, j + 4: bits 4j and 16 + 4j), the k-adjacent pair that
+    a tensor-core operand register holds."""
+    lines = ["{", ".reg .b32 p, v, s0, s1, z0, z1, c0, c1, k1, k2;",
+             "mov.b32 s0, {$9, $9};", "mov.b32 s1, {$10, $10};"]
+    if zmode == 1:
+        lines += ["mov.b32 z0, {$11, $11};", "mov.b32 z1, {$12, $12};"]
+    else:
+        zc = {(True, 0): "0x64086408", (True, 2): "0x64006400", (False, 0): "0xC308C308", (False, 2): "0xC300C300"}[fp16, zmode]
+        lines += [f"mov.b32 z0, {zc};", "mov.b32 z1, z0;"]
+    if zmode == 2:
+        lines += ["mov.b32 c0, {$11, $11};", "mov.b32 c1, {$12, $12};"]
+    else:
+        lines += ["mov.b32 c0, 0x80008000;", "mov.b32 c1, c0;"]
+    if fp16:
+        lines += ["mov.b32 k1, 0x2C002C00;", "mov.b32 k2, 0x63806380;"]
+    else:
+        lines += ["mov.b32 k1, 0x3F803F80;"]
+    for b in range(2):
+        for h in range(2):
+            j = 2 * b + h  # nibbles j (a = 0) and j + 4 (a = 1)
+            if fp16:
+                if h == 0:
+                    src = "$8" if b == 0 else "p"
+                    if b == 1:
+                        lines.append("shr.b32 p, $8, 8;")
+                    lines.append(f"lop3.b32 v, {src}, 0x000F000F, 0x64006400, 0xEA;")
+                else:
+                    src = "$8" if b == 0 else "p"
+                    lines += [f"lop3.b32 v, {src}, 0x00F000F0, 0x64006400, 0xEA;", "fma.rn.f16x2 v, v, k1, k2;"]
+                lines += [f"sub.f16x2 v, v, z{b};", f"fma.rn.f16x2 v, v, s{b}, c{b};"]
+            else:
+                lines += [f"shr.b32 p, $8, {4 * j};" if j else "mov.b32 p, $8;",
+                          "lop3.b32 v, p, 0x000F000F, 0x43004300, 0xEA;",
+                          f"fma.rn.bf16x2 v, v, k1, z{b};", f"fma.rn.bf16x2 v, v, s{b}, c{b};"]
+            lines.append(f"mov.b32 {{${2 * h + b}, ${4 + 2 * h + b}}}, v;")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+ASM_F16_SYM = tl.constexpr(_dequant_asm(True, 0))
+ASM_F16_ZEROS = tl.constexpr(_dequant_asm(True, 1))
+ASM_F16_SHIFT = tl.constexpr(_dequant_asm(True, 2))
+ASM_BF16_SYM = tl.constexpr(_dequant_asm(False, 0))
+ASM_BF16_ZEROS = tl.constexpr(_dequant_asm(False, 1))
+ASM_BF16_SHIFT = tl.constexpr(_dequant_asm(False, 2))
+CONSTRAINTS_3 = tl.constexpr(",".join(["=h"] * 8 + ["r", "h", "h"]))
+CONSTRAINTS_5 = tl.constexpr(",".join(["=h"] * 8 + ["r", "h", "h", "h", "h"]))
+
+
+@triton.jit
+def _dequant8(words, s0, s1, e0, e1, ZMODE: tl.constexpr, IS_FP16: tl.constexpr):
+    """The eight weights of each word as eight tensors like `words` (output 4a + 2h + b); s0, s1: scales of
+    columns b = 0, 1, e0, e1: zero-point terms (see `_dequant_asm`) or -shift, all in `dtype`, shaped like
+    `words`."""
+    if IS_FP16:
+        if ZMODE == 0:
+            return tl.inline_asm_elementwise(ASM_F16_SYM, CONSTRAINTS_3, [words, s0, s1], dtype=(tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True, pack=1)
+        elif ZMODE == 1:
+            return tl.inline_asm_elementwise(ASM_F16_ZEROS, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=(tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True, pack=1)
+        else:
+            return tl.inline_asm_elementwise(ASM_F16_SHIFT, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=(tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True, pack=1)
+    else:
+        if ZMODE == 0:
+            return tl.inline_asm_elementwise(ASM_BF16_SYM, CONSTRAINTS_3, [words, s0, s1], dtype=(tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
+        elif ZMODE == 1:
+            return tl.inline_asm_elementwise(ASM_BF16_ZEROS, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=(tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
+        else:
+            return tl.inline_asm_elementwise(ASM_BF16_SHIFT, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=(tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
 
 
 @triton.jit
@@ -148,122 +230,149 @@ def splitk_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, S
     tl.store(out_ptr + mm.to(tl.int64) * stride_om + n, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit(do_not_specialize=["M", "group_size", "tiles_per_split", "has_perm", "has_bias", "split_k"])
-def marlin_gemm_wide_kernel(
+@triton.jit
+def _fast_step_params(s_ptr, z_ptr, sh_ptr, N, t0, g_shift, sp0, sp1, zw, zsh0, zsh1, cm, tr,
+                      ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr,
+                      IS_FP16: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
+    """Scales and zero-point / shift terms (see `_dequant8`) of the tile rows `t0 ..`: `[1, C]`, or `[R, C]`
+    when a step spans several groups."""
+    if SINGLE:
+        g = 0
+    elif UNIFORM_G:
+        g = (16 * t0) >> g_shift
+    else:
+        g = ((16 * (t0 + tr)) >> g_shift)[:, None]
+    gs = g * N
+    s0 = tl.load(s_ptr + gs + sp0[None, :], mask=cm, other=0)
+    s1 = tl.load(s_ptr + gs + sp1[None, :], mask=cm, other=0)
+    if ZMODE == 1:
+        zwd = tl.load(z_ptr + g * (N // 8) + zw[None, :], mask=cm, other=0)
+        z0 = (zwd >> zsh0[None, :]) & 0xF
+        z1 = (zwd >> zsh1[None, :]) & 0xF
+        if IS_FP16:
+            e0 = (z0 + 1024).to(tl.float16)
+            e1 = (z1 + 1024).to(tl.float16)
+        else:
+            e0 = (-128 - z0).to(tl.bfloat16)
+            e1 = (-128 - z1).to(tl.bfloat16)
+    elif ZMODE == 2:
+        e0 = -tl.load(sh_ptr + gs + sp0[None, :], mask=cm, other=0)
+        e1 = -tl.load(sh_ptr + gs + sp1[None, :], mask=cm, other=0)
+    else:
+        e0 = s0
+        e1 = s1
+    return s0, s1, e0, e1
+
+
+@triton.jit
+def _fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM: tl.constexpr, BT: tl.constexpr):
+    """x columns `16 t0 .. 16 t0 + 16 BT` (through `perm`)."""
+    k = 16 * t0 + kk
+    if HAS_PERM:
+        k = tl.load(perm_ptr + k)
+    else:
+        k = tl.max_contiguous(tl.multiple_of(k, 16), 16 * BT)
+    return tl.load(x_rows + k[None, :], mask=m_ok[:, None], other=0)
+
+
+@triton.jit(do_not_specialize=["M", "g_shift", "tiles_per_split", "has_bias", "split_k"])
+def marlin_gemm_fast_kernel(
     x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
-    M, N, stride_xm, stride_om, group_size, tiles_per_split,
-    has_perm, has_bias, split_k,
-    ZMODE: tl.constexpr, SINGLE: tl.constexpr, SCALE_W: tl.constexpr, IS_FP16: tl.constexpr,
-    BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
+    M, N, stride_xm, stride_om, g_shift, tiles_per_split,
+    has_bias, split_k,
+    ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
+    IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
 ):
-    """One `[BM, 16 BT] x [16 BT, 64 NB]` dot per step: the words tile is widened to the whole weight tile
-    (rows (t, q, h, a), columns (nb, c, w, b): Marlin's scale order). Without SCALE_W the dot runs on the
-    exact integers `code - zero` and each group's float32 partial sum is scaled (quanto: minus
-    `shift * sum(x)`); with SCALE_W (large M: one accumulator, fewer registers) the weights are scaled
-    first, in float32, and rounded once to the activation dtype. A step never crosses a group
-    (16 BT divides the group size), so K splits on step boundaries."""
+    """The Marlin-style kernel: each word's eight codes become four k-adjacent half2 / bfloat162 pairs
+    (`_dequant8`, scales and shift in the activation dtype) that are tensor-core operand registers as they
+    are: per b, the planes (a, h) interleave into rows (tr, h, q, a), i.e. k = 16 t0 + row in order, so
+    x is read as contiguous `16 BT`-column tiles (through `perm` under act-order), one step ahead. The
+    group of a step: `16 t0 >> g_shift` (group sizes are powers of two). Scales are loaded in the step that
+    uses them: carried across iterations, they made Triton route the decoded weights through shared memory.
+    WORDS3D: the words are loaded as `[R, (nb, c), w]` (a thread's four words w are contiguous) and the
+    columns ordered (nb, w, c); else loaded as `[R, (nb, c, w)]`. Up to 16 rows of x the decoded registers
+    feed `mma.sync` directly (checked in the SASS: no shared-memory round trip); with 64 rows and more
+    Triton stages them in shared memory for `wgmma`."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
-    R: tl.constexpr = 4 * BT
-    C: tl.constexpr = 32 * NB
-    BK: tl.constexpr = 16 * BT
-    BN: tl.constexpr = 64 * NB
-    dtype = x_ptr.dtype.element_ty
-    n_blocks = N // 64
-    # 0x6400 is float16 1024 and 0x4300 bfloat16 128: OR-ing a code 0..15 into the mantissa gives OFFSET + code
-    MAGIC: tl.constexpr = 0x6400 if IS_FP16 else 0x4300
-    OFFSET: tl.constexpr = 1024.0 if IS_FP16 else 128.0
+    R: tl.constexpr = 4 * BT  # word rows: (tile row, q)
+    C: tl.constexpr = 32 * NB  # word columns: (64-block, c, w)
 
-    # the words tile as it lies: rows (t, q), columns (nb, c, w)
+    # columns (nb, w, c) (WORDS3D) or (nb, c, w)
     col = tl.arange(0, C)
-    wcol = pid_n * NB * 128 + (col // 4) * 16 + col % 4
-    wcol_ok = pid_n * NB + col // 32 < n_blocks
-    r = tl.arange(0, R)
-    wrow = (r // 4).to(tl.int64) * (2 * N) + 4 * (r % 4)
-    # the widened tile: row (r, h, a) is k = 16 t + 2 q + a + 8 h; column (nb, c, w, b) is n = 64 nb + 16 w + 8 b + c
-    ro = tl.arange(0, BK)
-    rr = ro // 4
-    a = ro % 2
-    h = (ro // 2) % 2
-    krow = 16 * (rr // 4) + 2 * (rr % 4) + a + 8 * h
-    co = tl.arange(0, BN)
-    cidx = co // 2
-    b = co % 2
-    nb = pid_n * NB + cidx // 32
-    cc = (cidx // 4) % 8
-    cw = cidx % 4
-    col_ok = nb < n_blocks
-    n_out = nb * 64 + 16 * cw + 8 * b + cc
-    if SINGLE:
-        spos = nb * 64 + 32 * (cw // 2) + 8 * (cc // 2) + 4 * (cw % 2) + 2 * b + cc % 2
+    nb = pid_n * NB + col // 32
+    if WORDS3D:
+        w = (col // 8) % 4
+        c = col % 8
     else:
-        spos = pid_n * BN + co
-    zpos = nb * 8 + cc
-    zshift = 4 * (cw + 4 * b)
-    nib_shift = (16 * a + 4 * h)[:, None] + (8 * b)[None, :]
+        c = (col // 4) % 8
+        w = col % 4
+    col_ok = nb < N // 64
+    cm = col_ok[None, :]
+    wcol = pid_n * NB * 128 + (col // 4) * 16 + w  # (nb, c, w) order: 128 nb + 16 c + w
+    # word (t, c, q, w) of block nb lies at 2N t + 128 nb + 16 c + 4 q + w
+    cw = tl.arange(0, 8 * NB)
+    w4 = tl.arange(0, 4)
+    wcol3 = (pid_n * NB * 128 + cw * 16)[:, None] + w4[None, :]
+    cm3 = (pid_n * NB + cw // 8 < N // 64)[None, :, None]
+    n0 = nb * 64 + w * 16 + c
+    n1 = n0 + 8
+    if SINGLE:
+        sp0 = nb * 64 + (w // 2) * 32 + (c // 2) * 8 + (w % 2) * 4 + c % 2
+        sp1 = sp0 + 2
+    else:
+        sp0 = nb * 64 + c * 8 + w * 2
+        sp1 = sp0 + 1
+    zw = nb * 8 + c
+    zsh0 = 4 * w
+    zsh1 = 4 * w + 16
 
+    r = tl.arange(0, R)
+    tr = r // 4
+    wrow = tr.to(tl.int64) * (2 * N) + 4 * (r % 4)
+    kk = tl.arange(0, 16 * BT)
     m = pid_m * BM + tl.arange(0, BM)
     m_ok = m < M
     x_rows = x_ptr + m[:, None].to(tl.int64) * stride_xm
 
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
-    xsum = tl.zeros((BM,), dtype=tl.float32)
+    acc0 = tl.zeros((BM, C), dtype=tl.float32)
+    acc1 = tl.zeros((BM, C), dtype=tl.float32)
     t_begin = pid_k * tiles_per_split
-    for step in range(0, tiles_per_split // BT):
+    steps = tiles_per_split // BT
+    xt = _fast_x_tile(x_rows, perm_ptr, t_begin, kk, m_ok, HAS_PERM, BT)
+    for step in range(0, steps):
         t0 = t_begin + step * BT
-        words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None] + wcol[None, :], mask=wcol_ok[None, :], other=0)
-        wide = tl.reshape(tl.broadcast_to(words[:, None, :, None], (R, 4, C, 2)), (BK, BN))
-        # code + OFFSET as a float by bit pattern (no int-to-float conversion): exact, as is the difference below
-        q = (((wide >> nib_shift) & 0xF) | MAGIC).to(tl.int16).to(dtype, bitcast=True)
-        k = 16 * t0 + krow
-        if has_perm:
-            k = tl.load(perm_ptr + k)
-        xa = tl.load(x_rows + k[None, :], mask=m_ok[:, None], other=0)
-        if SINGLE:
-            g = 0
+        if WORDS3D:
+            words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None, None] + wcol3[None, :, :], mask=cm3, other=0)
+            words = tl.reshape(tl.permute(tl.reshape(words, (R, NB, 8, 4)), (0, 1, 3, 2)), (R, C))
         else:
-            g = (16 * t0) // group_size
-        if ZMODE == 1:
-            zw = tl.load(z_ptr + g * (N // 8) + zpos, mask=col_ok, other=0)
-            q = q - (((zw >> zshift) & 0xF).to(tl.float32) + OFFSET).to(dtype)[None, :]
-        elif ZMODE == 0:
-            q = q - (OFFSET + 8.0)
-        else:
-            q = q - OFFSET
-        if SCALE_W:  # weights (code - zero) * scale rounded once to the activation dtype; one accumulator
-            s = tl.load(s_ptr + g * N + spos, mask=col_ok, other=0).to(tl.float32)
-            wf = q.to(tl.float32) * s[None, :]
-            if ZMODE == 2:
-                wf = wf - tl.load(sh_ptr + g * N + spos, mask=col_ok, other=0).to(tl.float32)[None, :]
-            acc = tl.dot(xa, wf.to(dtype), acc)
-        else:  # exact integer weights; each group's float32 partial sum is scaled
-            part = tl.dot(xa, q.to(dtype))
-            if ZMODE == 2:
-                xpart = tl.sum(xa.to(tl.float32), axis=1)
-            if SINGLE:
-                acc += part
-                if ZMODE == 2:
-                    xsum += xpart
-            else:
-                s = tl.load(s_ptr + g * N + spos, mask=col_ok, other=0).to(tl.float32)
-                acc += part * s[None, :]
-                if ZMODE == 2:
-                    sh = tl.load(sh_ptr + g * N + spos, mask=col_ok, other=0).to(tl.float32)
-                    acc -= xpart[:, None] * sh[None, :]
-    if SINGLE and not SCALE_W:
-        s = tl.load(s_ptr + spos, mask=col_ok, other=0).to(tl.float32)
-        acc = acc * s[None, :]
-        if ZMODE == 2:
-            sh = tl.load(sh_ptr + spos, mask=col_ok, other=0).to(tl.float32)
-            acc -= xsum[:, None] * sh[None, :]
+            words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None] + wcol[None, :], mask=cm, other=0)
+        s0, s1, e0, e1 = _fast_step_params(s_ptr, z_ptr, sh_ptr, N, t0, g_shift, sp0, sp1, zw, zsh0, zsh1, cm,
+                                           tr, ZMODE, UNIFORM_G, SINGLE, IS_FP16, R, C)
+        wts = _dequant8(words, tl.broadcast_to(s0, (R, C)), tl.broadcast_to(s1, (R, C)), tl.broadcast_to(e0, (R, C)),
+                        tl.broadcast_to(e1, (R, C)), ZMODE, IS_FP16)
+        xtn = _fast_x_tile(x_rows, perm_ptr, t_begin + tl.minimum(step + 1, steps - 1) * BT, kk, m_ok, HAS_PERM, BT)
+        # x columns 16 t0 .. 16 t0 + 16 BT as (tr, h, j), j = 2q + a: split by h into rows (tr, j)
+        xh0, xh1 = tl.split(tl.reshape(tl.permute(tl.reshape(xt, (BM, BT, 2, 8)), (0, 1, 3, 2)), (BM, 8 * BT, 2)))
+        for h in tl.static_range(2):
+            xa = xh0 if h == 0 else xh1
+            w0 = tl.reshape(tl.permute(tl.join(wts[2 * h], wts[4 + 2 * h]), (0, 2, 1)), (2 * R, C))
+            acc0 += tl.dot(xa, w0)
+            w1 = tl.reshape(tl.permute(tl.join(wts[2 * h + 1], wts[5 + 2 * h]), (0, 2, 1)), (2 * R, C))
+            acc1 += tl.dot(xa, w1)
+        xt = xtn
 
     mask = m_ok[:, None] & col_ok[None, :]
+    dtype = x_ptr.dtype.element_ty
     if split_k == 1:
         if has_bias:
-            acc += tl.load(bias_ptr + n_out, mask=col_ok, other=0).to(tl.float32)[None, :]
+            acc0 += tl.load(bias_ptr + n0, mask=col_ok, other=0).to(tl.float32)[None, :]
+            acc1 += tl.load(bias_ptr + n1, mask=col_ok, other=0).to(tl.float32)[None, :]
         out_row = out_ptr + m[:, None].to(tl.int64) * stride_om
-        tl.store(out_row + n_out[None, :], acc.to(dtype), mask=mask)
+        tl.store(out_row + n0[None, :], acc0.to(dtype), mask=mask)
+        tl.store(out_row + n1[None, :], acc1.to(dtype), mask=mask)
     else:
         ws_row = ws_ptr + (pid_k * M + m[:, None]).to(tl.int64) * N
-        tl.store(ws_row + n_out[None, :], acc, mask=mask)
+        tl.store(ws_row + n0[None, :], acc0, mask=mask)
+        tl.store(ws_row + n1[None, :], acc1, mask=mask)

@@ -11,20 +11,23 @@ each 64-column block nb of it is 128 words, word `16c + 4q + w` (c < 8, q < 4, w
     k = 16t + 2q + a + 8h,        n = 64nb + 16w + 8b + c.
 
 A program loads `BT` tile rows of `NB` blocks as they lie (a `[4 BT, 32 NB]` tile of words, rows (t, q),
-columns (nb, c, w)); the input columns k above are gathered from x (through `perm` under act-order) and
-the output columns n above are scattered on store. The column order (nb, c, w, b) is Marlin's scale
-order: the grouped scale of column n sits at `64nb + 8c + 2w + b` (one group spanning K:
+columns (nb, c, w)); the output columns n above are scattered on store. The column order (nb, c, w, b) is
+Marlin's scale order: the grouped scale of column n sits at `64nb + 8c + 2w + b` (one group spanning K:
 `64nb + 32(w//2) + 8(c//2) + 4(w%2) + 2b + c%2`), its zero point at nibble `w + 4b` of word `8nb + c`.
-Two kernels use that map (`pick_config` chooses, from the benchmark):
-- eight-dot (`wide=False`, used up to 16 rows): each nibble plane i is a `[4 BT, 32 NB]` weight tile,
-  8 small `tl.dot`s into two accumulators (b = 0, 1);
-- wide (`wide=True`, above 16 rows): the words tile is broadcast to the whole `[16 BT, 64 NB]` weight tile
-  (rows (t, q, h, a), columns (nb, c, w, b)), one `tl.dot` per step.
-Precision: the eight-dot kernel and the wide kernel with `scale_w` form each weight in float32
-(`(code - zero) * scale`, or `code * scale - shift`) and round it once to the activation dtype; the wide
-kernel without `scale_w` dots the exact integers `code - zero` and scales each group's float32 partial sum
-(quanto: minus `shift * sum(x)`). All accumulate in float32 and round the output once (after the split-K
-sum when K is split).
+Two kernels use that map:
+- the fast kernel (`marlin_gemm_fast_kernel`, the default wherever the scales and shift have the
+  activation dtype): Marlin's own dequantization, one `lop3` per two weights into half2 / bfloat162
+  registers that hold two k-adjacent weights (nibbles j and j + 4: a = 0, 1), scaled with packed
+  instructions; per b the four planes (a, h) form a `[16 BT, 32 NB]` operand whose rows are k in order
+  (`16 t + 8h + 2q + a`), so x is read as contiguous column tiles, and up to 16 rows of x the decoded
+  registers feed the tensor cores without a shared-memory round trip;
+- the float32 eight-dot kernel (`marlin_gemm_kernel`, `KernelConfig(fast=False)`, and whenever the scales
+  have another dtype than x): each nibble plane i is a `[4 BT, 32 NB]` weight tile, 8 small `tl.dot`s.
+Precision: both form each weight `(code - zero) * scale` exactly and round it once to the activation dtype
+(the fast kernel: `code - zero` is exact in half / bfloat16, then one multiply by the scale, which has the
+activation dtype; the float32 kernel computes in float32 and rounds once); quanto's `code * scale - shift`
+is one fused multiply-add (fast kernel) or float32 rounded once. Both accumulate in float32 and round the
+output once (after the split-K sum when K is split).
 
 Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
 taken to be in group `j // group_size`, which holds when every group has exactly `group_size` rows (GPTQ's
@@ -58,10 +61,13 @@ class KernelConfig:
     warps: int = 4
     stages: int = 3
     split_k: int = 1
-    wide: bool = True
-    """The one-dot kernel (`marlin_gemm_wide_kernel`); False: eight nibble-plane dots (`marlin_gemm_kernel`)."""
-    scale_w: bool = False
-    """Wide kernel only: scale the weights before the dot (one accumulator) instead of each group's sum."""
+    fast: bool = True
+    """The packed-half kernel (`marlin_gemm_fast_kernel`) where the scales (and shift) have the activation
+    dtype; False: always the float32 eight-dot kernel (`marlin_gemm_kernel`)."""
+    xperm: bool = False
+    words3d: bool = False
+    """Fast kernel: load the words as `[rows, (nb, c), w]` (16 bytes a thread) and reorder in registers."""
+    """Fast kernel under act-order: gather x by `perm` once per call (`index_select`), else per tile in the kernel."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,17 +101,18 @@ def _sm_count(index: int) -> int:
 
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweep on an
-    H200 (2026-12-02, BENCHMARKS.md). Up to 16 rows the eight-dot kernel (16-row tiles, K split until
-    there are about 4 programs per multiprocessor); above, the wide kernel with scaled weights (64 x 256
-    tiles; K split up to about one program per multiprocessor for m <= 64)."""
+    H200 (2026-12-02 08:01 UTC, BENCHMARKS.md), all the fast kernel. Up to 16 rows: 16 x 128 tiles of
+    128 k a step, words loaded 16 bytes a thread (`words3d`), K split until there are about 4 programs
+    per multiprocessor; above: 64 x 256 tiles of 64 k a step, x gathered once under act-order, K split
+    up to about one program per multiprocessor for m <= 64."""
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=4, nb=2, warps=4, stages=4, wide=False)
+        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=True)
         target = 4 * sms
     elif m <= 64:
-        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, scale_w=True)
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True)
         target = sms
     else:
-        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, scale_w=True)
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True)
         target = 0
     programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
     tiles = k // 16
@@ -196,8 +203,6 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132)
     tiles = k // 16
     bt = cfg.bt
-    if cfg.wide and not single:
-        bt = min(bt, gs // 16)  # a step of the wide kernel stays inside one group
     split = max(1, min(cfg.split_k, tiles // bt))
     while (tiles // bt) % split:  # every split gets the same whole number of BT-row steps
         split -= 1
@@ -216,10 +221,16 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
                   perm.to(torch.int32).contiguous() if perm is not None else dummy,
                   bias if bias is not None else s, out, ws,
                   m, n, x2.stride(0), out.stride(0), gs, per_split)
-        if cfg.wide:
-            tk.marlin_gemm_wide_kernel[grid](
-                *common, int(perm is not None), int(bias is not None), split,
-                ZMODE=zmode, SINGLE=single, SCALE_W=cfg.scale_w, IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
+        fast = cfg.fast and s.dtype == x.dtype and (shift is None or shift.dtype == x.dtype)
+        if fast:
+            xk, has_perm = x2, perm is not None
+            if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
+                xk, has_perm = x2.index_select(1, perm.to(device=x.device, dtype=torch.int64)), False
+            tk.marlin_gemm_fast_kernel[grid](
+                xk, *common[1:11], xk.stride(0), out.stride(0), 0 if single else gs.bit_length() - 1, per_split,
+                int(bias is not None), split,
+                ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm, IS_FP16=x.dtype == torch.float16,
+                BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=cfg.words3d, num_warps=cfg.warps, num_stages=cfg.stages)
         else:
             tk.marlin_gemm_kernel[grid](
                 *common, int(single), int(perm is not None), int(bias is not None), split,
