@@ -108,6 +108,26 @@ def _dequant(words, s, z, sh, PLANE: tl.constexpr, ZMODE: tl.constexpr, dtype: t
     return w.to(dtype)
 
 
+@triton.jit
+def _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
+                 has_bias):
+    """A program's two float32 accumulator tiles (columns `n0`, `n1`): into `out` (+ bias, rounded once to
+    out's dtype), or, when K is split, into this split's rows of the float32 workspace."""
+    mask = m_ok[:, None] & col_ok[None, :]
+    if split_k == 1:
+        if has_bias:
+            acc0 += tl.load(bias_ptr + n0, mask=col_ok, other=0).to(tl.float32)[None, :]
+            acc1 += tl.load(bias_ptr + n1, mask=col_ok, other=0).to(tl.float32)[None, :]
+        dtype = out_ptr.dtype.element_ty
+        out_row = out_ptr + m[:, None].to(tl.int64) * stride_om
+        tl.store(out_row + n0[None, :], acc0.to(dtype), mask=mask)
+        tl.store(out_row + n1[None, :], acc1.to(dtype), mask=mask)
+    else:
+        ws_row = ws_ptr + (pid_k * M + m[:, None]).to(tl.int64) * N
+        tl.store(ws_row + n0[None, :], acc0, mask=mask)
+        tl.store(ws_row + n1[None, :], acc1, mask=mask)
+
+
 @triton.jit(do_not_specialize=["M", "group_size", "tiles_per_split", "single", "has_perm", "has_bias", "split_k"])
 def marlin_gemm_kernel(
     x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
@@ -199,18 +219,8 @@ def marlin_gemm_kernel(
                 acc0 += tl.dot(xa, _dequant(words, s0, z0, h0, 4 * a + h, ZMODE, dtype))
                 acc1 += tl.dot(xa, _dequant(words, s1, z1, h1, 4 * a + 2 + h, ZMODE, dtype))
 
-    mask = m_ok[:, None] & col_ok[None, :]
-    if split_k == 1:
-        if has_bias:
-            acc0 += tl.load(bias_ptr + n0, mask=col_ok, other=0).to(tl.float32)[None, :]
-            acc1 += tl.load(bias_ptr + n1, mask=col_ok, other=0).to(tl.float32)[None, :]
-        out_row = out_ptr + m[:, None].to(tl.int64) * stride_om
-        tl.store(out_row + n0[None, :], acc0.to(dtype), mask=mask)
-        tl.store(out_row + n1[None, :], acc1.to(dtype), mask=mask)
-    else:
-        ws_row = ws_ptr + (pid_k * M + m[:, None]).to(tl.int64) * N
-        tl.store(ws_row + n0[None, :], acc0, mask=mask)
-        tl.store(ws_row + n1[None, :], acc1, mask=mask)
+    _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
+                 has_bias)
 
 
 @triton.jit(do_not_specialize=["M", "has_bias"])
@@ -363,16 +373,5 @@ def marlin_gemm_fast_kernel(
             acc1 += tl.dot(xa, w1)
         xt = xtn
 
-    mask = m_ok[:, None] & col_ok[None, :]
-    dtype = x_ptr.dtype.element_ty
-    if split_k == 1:
-        if has_bias:
-            acc0 += tl.load(bias_ptr + n0, mask=col_ok, other=0).to(tl.float32)[None, :]
-            acc1 += tl.load(bias_ptr + n1, mask=col_ok, other=0).to(tl.float32)[None, :]
-        out_row = out_ptr + m[:, None].to(tl.int64) * stride_om
-        tl.store(out_row + n0[None, :], acc0.to(dtype), mask=mask)
-        tl.store(out_row + n1[None, :], acc1.to(dtype), mask=mask)
-    else:
-        ws_row = ws_ptr + (pid_k * M + m[:, None]).to(tl.int64) * N
-        tl.store(ws_row + n0[None, :], acc0, mask=mask)
-        tl.store(ws_row + n1[None, :], acc1, mask=mask)
+    _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
+                 has_bias)
