@@ -9,9 +9,9 @@ planning and `inspect` do not): the modules of the names in `_LAZY` load on firs
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from .dims import BLOCK_N, MIN_K, SUPPORTED_GROUP_SIZES, TILE
 from .rules import check_shape
 
@@ -62,12 +62,7 @@ def uses_triton(t: torch.Tensor) -> bool:
     return pack_triton.available()
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def pack(codes: torch.Tensor) -> torch.Tensor:
