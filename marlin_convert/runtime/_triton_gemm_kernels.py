@@ -70,6 +70,8 @@ ASM_F16_SHIFT = tl.constexpr(_dequant_asm(True, 2))
 ASM_BF16_SYM = tl.constexpr(_dequant_asm(False, 0))
 ASM_BF16_ZEROS = tl.constexpr(_dequant_asm(False, 1))
 ASM_BF16_SHIFT = tl.constexpr(_dequant_asm(False, 2))
+EIGHT_F16 = tl.constexpr((tl.float16,) * 8)
+EIGHT_BF16 = tl.constexpr((tl.bfloat16,) * 8)
 CONSTRAINTS_3 = tl.constexpr(",".join(["=h"] * 8 + ["r", "h", "h"]))
 CONSTRAINTS_5 = tl.constexpr(",".join(["=h"] * 8 + ["r", "h", "h", "h", "h"]))
 
@@ -80,19 +82,21 @@ def _dequant8(words, s0, s1, e0, e1, ZMODE: tl.constexpr, IS_FP16: tl.constexpr)
     columns b = 0, 1, e0, e1: zero-point terms (see `_dequant_asm`) or -shift, all in `dtype`, shaped like
     `words`."""
     if IS_FP16:
-        if ZMODE == 0:
-            return tl.inline_asm_elementwise(ASM_F16_SYM, CONSTRAINTS_3, [words, s0, s1], dtype=(tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True, pack=1)
-        elif ZMODE == 1:
-            return tl.inline_asm_elementwise(ASM_F16_ZEROS, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=(tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True, pack=1)
-        else:
-            return tl.inline_asm_elementwise(ASM_F16_SHIFT, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=(tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True, pack=1)
+        return _asm8(words, s0, s1, e0, e1, ASM_F16_SYM, ASM_F16_ZEROS, ASM_F16_SHIFT, EIGHT_F16, ZMODE)
     else:
-        if ZMODE == 0:
-            return tl.inline_asm_elementwise(ASM_BF16_SYM, CONSTRAINTS_3, [words, s0, s1], dtype=(tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
-        elif ZMODE == 1:
-            return tl.inline_asm_elementwise(ASM_BF16_ZEROS, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=(tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
-        else:
-            return tl.inline_asm_elementwise(ASM_BF16_SHIFT, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=(tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16, tl.bfloat16), is_pure=True, pack=1)
+        return _asm8(words, s0, s1, e0, e1, ASM_BF16_SYM, ASM_BF16_ZEROS, ASM_BF16_SHIFT, EIGHT_BF16, ZMODE)
+
+
+@triton.jit
+def _asm8(words, s0, s1, e0, e1, SYM: tl.constexpr, ZEROS: tl.constexpr, SHIFT: tl.constexpr, EIGHT: tl.constexpr,
+          ZMODE: tl.constexpr):
+    """`_dequant8` for one activation dtype: its three PTX variants and its eight output dtypes."""
+    if ZMODE == 0:
+        return tl.inline_asm_elementwise(SYM, CONSTRAINTS_3, [words, s0, s1], dtype=EIGHT, is_pure=True, pack=1)
+    elif ZMODE == 1:
+        return tl.inline_asm_elementwise(ZEROS, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=EIGHT, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise(SHIFT, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=EIGHT, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -106,6 +110,21 @@ def _dequant(words, s, z, sh, PLANE: tl.constexpr, ZMODE: tl.constexpr, dtype: t
     else:
         w = (q - 8.0) * s
     return w.to(dtype)
+
+
+@triton.jit
+def _x_rows(x_ptr, stride_xm, pid_m, M, BM: tl.constexpr):
+    """This program's rows of x: indices, in-range mask and row pointers."""
+    m = pid_m * BM + tl.arange(0, BM)
+    m_ok = m < M
+    return m, m_ok, x_ptr + m[:, None].to(tl.int64) * stride_xm
+
+
+@triton.jit
+def _zero_point_cols(nb, c, w):
+    """Where the zero points of columns (nb, c, w) sit: the int32 word of a group's row, and the shifts of the
+    b = 0 and b = 1 nibbles in it."""
+    return nb * 8 + c, 4 * w, 4 * w + 16
 
 
 @triton.jit
@@ -156,17 +175,12 @@ def marlin_gemm_kernel(
     sp_single = nb * 64 + (w // 2) * 32 + (c // 2) * 8 + (w % 2) * 4 + c % 2
     sp0 = tl.where(single != 0, sp_single, sp_grouped)
     sp1 = tl.where(single != 0, sp_single + 2, sp_grouped + 1)
-    zw = nb * 8 + c
-    zsh0 = 4 * w
-    zsh1 = 4 * w + 16
+    zw, zsh0, zsh1 = _zero_point_cols(nb, c, w)
 
     r = tl.arange(0, R)
     tr = r // 4
     kq = 2 * (r % 4)
-    m = pid_m * BM + tl.arange(0, BM)
-    m_ok = m < M
-    x_rows = x_ptr + m[:, None].to(tl.int64) * stride_xm
-
+    m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
     acc0 = tl.zeros((BM, C), dtype=tl.float32)
     acc1 = tl.zeros((BM, C), dtype=tl.float32)
     t_begin = pid_k * tiles_per_split
@@ -334,18 +348,13 @@ def marlin_gemm_fast_kernel(
     else:
         sp0 = nb * 64 + c * 8 + w * 2
         sp1 = sp0 + 1
-    zw = nb * 8 + c
-    zsh0 = 4 * w
-    zsh1 = 4 * w + 16
+    zw, zsh0, zsh1 = _zero_point_cols(nb, c, w)
 
     r = tl.arange(0, R)
     tr = r // 4
     wrow = tr.to(tl.int64) * (2 * N) + 4 * (r % 4)
     kk = tl.arange(0, 16 * BT)
-    m = pid_m * BM + tl.arange(0, BM)
-    m_ok = m < M
-    x_rows = x_ptr + m[:, None].to(tl.int64) * stride_xm
-
+    m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
     acc0 = tl.zeros((BM, C), dtype=tl.float32)
     acc1 = tl.zeros((BM, C), dtype=tl.float32)
     t_begin = pid_k * tiles_per_split
