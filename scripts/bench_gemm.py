@@ -22,17 +22,17 @@ import dataclasses
 import datetime
 import json
 import os
-import statistics
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _cuda_timing import graph_time_us  # noqa: E402  (scripts/, first on sys.path)
 from marlin_convert.layout import permute_scales  # noqa: E402
 from marlin_convert.layout.pack_triton import pack_codes_cuda  # noqa: E402
 from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm, pick_config  # noqa: E402
@@ -50,34 +50,6 @@ SWEEP = {
 }
 """Launch shapes tried per batch class: the fast kernel, and up to 16 rows the float32 eight-dot kernel
 (`fast=False`, the first version's default there; timed at its default split only)."""
-
-
-def graph_time_us(fns: list[Callable[[], Any]], reps: int = 5, inner: int = 20) -> float:
-    """Median microseconds per call: a CUDA graph of `inner` rounds over `fns` (rotating inputs), replayed."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(inner):
-            for f in fns:
-                f()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / (inner * len(fns)))
-    del g
-    return statistics.median(times)
 
 
 def copy_bandwidth() -> float:

@@ -15,34 +15,10 @@ import time
 from pathlib import Path
 
 import torch
+from _cuda_timing import graph_time_us  # scripts/, first on sys.path
 
 SHAPES = [("q_proj / o_proj", 8192, 8192), ("gate_proj / up_proj", 28672, 8192), ("down_proj", 8192, 28672)]
 BATCHES = (1, 16, 64)
-
-
-def graph_time_us(fn, reps: int = 50, rounds: int = 5) -> float:
-    """Median over rounds of (one CUDA graph of `reps` calls) / reps, in microseconds."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rounds):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / reps)
-    return sorted(times)[len(times) // 2]
 
 
 def layer_bench() -> None:
@@ -74,9 +50,9 @@ def layer_bench() -> None:
                 def bare():
                     st.lib.marlin_gemm_f16i4(x, layer.B, out, st.s, st.sz, st.workspace, -1, -1, -1, 16)
 
-                td = graph_time_us(lambda: dense(x))
-                tb = graph_time_us(bare)
-                tm = graph_time_us(lambda: layer(x))
+                td = graph_time_us([lambda: dense(x)], reps=5, inner=50)
+                tb = graph_time_us([bare], reps=5, inner=50)
+                tm = graph_time_us([lambda: layer(x)], reps=5, inner=50)
                 err = float((layer(x).float() - dense(x).float()).norm() / dense(x).float().norm())
             print(f"| {label} ({n} x {k}) | {m} | {td:.1f} | {tb:.1f} | {tm:.1f} | {tb / tm:.2f} | {td / tm:.2f}× | {err:.1e} |", flush=True)
         del dense, layer

@@ -1,0 +1,35 @@
+"""CUDA-graph timing shared by the GPU benchmarks (scripts/bench_gemm.py, scripts/bench_runtime.py)."""
+from __future__ import annotations
+
+import statistics
+from typing import Any, Callable
+
+import torch
+
+
+def graph_time_us(fns: list[Callable[[], Any]], reps: int = 5, inner: int = 20) -> float:
+    """Median microseconds per call: a CUDA graph of `inner` rounds over `fns` (rotating inputs), replayed."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(inner):
+            for f in fns:
+                f()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / (inner * len(fns)))
+    del g
+    return statistics.median(times)
