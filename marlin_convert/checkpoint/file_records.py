@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import CheckpointError, VerifyMismatch
+from ..stage_timers import add as add_time, enabled as timers_on
 from .safetensors_file import SafetensorsHeader, parse_header, read_header_bytes
 from .source import CONFIG_NAME, INDEX_NAME, SKIPPED_DIRS, Checkpoint
 
@@ -35,6 +37,7 @@ def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str
     once `cancel` is set (a run that failed or was interrupted does not wait for a big file's hash)."""
     digest = hashlib.sha256()
     size = 0
+    t0 = time.perf_counter()
     try:
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
@@ -44,6 +47,8 @@ def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str
                 size += len(chunk)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    if timers_on():
+        add_time("sha256 whole files (+read)", time.perf_counter() - t0, size)
     return digest.hexdigest(), size
 
 

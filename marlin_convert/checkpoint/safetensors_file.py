@@ -20,6 +20,8 @@ import torch
 
 from ..dtypes import DTYPE_SIZES, TORCH_DTYPES
 from ..errors import CheckpointError
+from ..stage_timers import stage, timed_iter
+from .hashed import Hashed, HashedBlocks, tensor_bytes
 from .json_file import parse_json
 
 __all__ = ["Hashed", "TensorInfo", "SafetensorsHeader", "read_header", "read_header_bytes", "parse_header", "read_tensor",
@@ -229,14 +231,15 @@ def _tensor_info(path: Path, name: str, entry: Any, data_start: int, data_len: i
 def read_bytes(f: BinaryIO, info: TensorInfo, *, into: bytearray | memoryview | None = None) -> bytearray | memoryview:
     """The raw bytes of one tensor, from an open file, with positioned reads (safe across threads);
     read `into` a caller's buffer of exactly that size when given (e.g. pinned host memory)."""
-    buf = bytearray(info.nbytes) if into is None else into
-    view = memoryview(buf).cast("B")
-    done = 0
-    while done < info.nbytes:
-        got = os.preadv(f.fileno(), [view[done : done + (1 << 30)]], info.start + done)
-        if got <= 0:
-            raise CheckpointError(f"{getattr(f, 'name', '?')}: tensor {info.name}: file truncated while reading")
-        done += got
+    with stage("read tensors", info.nbytes):
+        buf = bytearray(info.nbytes) if into is None else into
+        view = memoryview(buf).cast("B")
+        done = 0
+        while done < info.nbytes:
+            got = os.preadv(f.fileno(), [view[done : done + (1 << 30)]], info.start + done)
+            if got <= 0:
+                raise CheckpointError(f"{getattr(f, 'name', '?')}: tensor {info.name}: file truncated while reading")
+            done += got
     return buf
 
 
@@ -266,19 +269,6 @@ def header_bytes(entries: Iterable[tuple[str, str, tuple[int, ...]]], metadata: 
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
-
-
-@dataclass(frozen=True)
-class Hashed:
-    """A whole tensor with its sha256 already computed (e.g. on a worker thread), so the writer only writes."""
-
-    tensor: torch.Tensor
-    sha256: str
-
-    @staticmethod
-    def of(tensor: torch.Tensor) -> Hashed:
-        tensor = tensor.contiguous()
-        return Hashed(tensor, hashlib.sha256(tensor.reshape(-1).view(torch.uint8).numpy()).hexdigest())
 
 
 class ShardWriter:
@@ -328,6 +318,7 @@ class ShardWriter:
             if name != exp_name:
                 raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
         known_digest = None
+        blocks = data if isinstance(data, HashedBlocks) else None
         if isinstance(data, Hashed):
             data, known_digest = data.tensor, data.sha256
         whole = isinstance(data, (torch.Tensor, bytes, bytearray, memoryview))
@@ -336,25 +327,27 @@ class ShardWriter:
         digest = hashlib.sha256()
         written = 0
         start = self._start[name]
-        for part in ([data] if whole else data):
+        for part in ([data] if whole else data if blocks else timed_iter("layout (streamed blocks)", data)):
             if isinstance(part, torch.Tensor):
                 if part.dtype != TORCH_DTYPES[dtype]:
                     raise RuntimeError(f"internal: {name} block is {part.dtype}, planned {dtype}")
-                raw = part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                raw = tensor_bytes(part)
             else:
                 raw = memoryview(part)
-            if known_digest is None:
-                digest.update(raw)
+            if known_digest is None and blocks is None:
+                with stage("sha256 while writing", len(raw)):
+                    digest.update(raw)
             if written + len(raw) > math.prod(shape) * DTYPE_SIZES[dtype]:
                 raise RuntimeError(f"internal: {name} has more bytes than planned {dtype} {shape}")
             try:
-                self._pwrite(raw, start + written)
+                with stage("write", len(raw)):
+                    self._pwrite(raw, start + written)
             except OSError as e:
                 raise CheckpointError(f"{self.path}: cannot write tensor {name} ({e.strerror or e})") from None
             written += len(raw)
         if written != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
-        self.sha256[name] = known_digest or digest.hexdigest()
+        self.sha256[name] = blocks.sha256 if blocks else known_digest or digest.hexdigest()
         self._next += 1
 
     def finish(self) -> None:
@@ -373,7 +366,8 @@ class ShardWriter:
         try:
             if not self._file.closed:
                 self.finish()
-            os.fsync(self._file.fileno())
+            with stage("fsync"):
+                os.fsync(self._file.fileno())
         except OSError as e:
             raise CheckpointError(f"{self.path}: cannot write ({e.strerror or e})") from None
         finally:

@@ -15,6 +15,7 @@ import torch
 
 from ..dtypes import TORCH_DTYPES
 from ..errors import CheckpointError
+from ..stage_timers import stage
 from ..tensor_spec import TensorSpec
 from .index_file import read_index
 from .json_file import read_json, read_json_text
@@ -102,7 +103,8 @@ class Checkpoint:
         host-to-device copies need no staging)."""
         if not pinned:
             raw = self.read_raw(name)
-            return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
+            with stage("sha256 read tensors", len(raw)):
+                return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
         shard, info = self.location[name]
         buf = torch.empty(info.nbytes, dtype=torch.uint8, pin_memory=True)
         raw = read_bytes(self._file(shard), info, into=buf.numpy()) if info.nbytes else b""

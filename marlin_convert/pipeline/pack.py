@@ -16,6 +16,7 @@ from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, Checkpoint, Out
 from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards, write_text
 from ..checkpoint.file_records import hash_file, output_file_records, source_file_records
 from ..errors import CheckpointError, NothingToConvert
+from ..stage_timers import stage
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
 from ._layers import convert_layer, read_layer
@@ -61,9 +62,12 @@ def pack_checkpoint(
     dev = resolve_device(device)
     jobs = check_jobs(jobs)
     check_output_path(out, inputs=[src], force=force)
-    with open_checkpoint(src, marker_files=MARKER_FILES) as ckpt:
+    with stage("open source (headers)"):
+        ckpt = open_checkpoint(src, marker_files=MARKER_FILES)
+    with ckpt:
         _check_round_trip(ckpt)
-        fmt, fplan = plan_source(ckpt)
+        with stage("plan"):
+            fmt, fplan = plan_source(ckpt)
         for w in fplan.warnings:
             reporter.warn(w)
         eligible = {p.prefix: p for p in fplan.layers if p.eligible}
@@ -96,7 +100,8 @@ def pack_checkpoint(
         copied = [e for e in entries if isinstance(e.key, CopyTensor)]
         with atomic_directory(out, force=force) as tmp, _background_hashes([ckpt.root / s for s in ckpt.shards]) as shard_hashes, \
                 LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
-            out_sha = write_shards(tmp, shards, produce)
+            with stage("write shards (all, wall)"):
+                out_sha = write_shards(tmp, shards, produce)
             for entry in copied:
                 source_sha[entry.name] = out_sha[entry.name]
             verbatim, aside = split_source_files(other, with_card=bool(eligible), owned=_owned_names(shards, bool(eligible)))
@@ -112,14 +117,17 @@ def pack_checkpoint(
                     source_card=set_aside.get(CARD_NAME, {}).get("stored_as")))
             if len(shards) > 1:
                 write_json(tmp / INDEX_NAME, index_json(shards))
-            manifest = build_manifest(
-                tool_version=__version__, source_format=fmt.name, source=ckpt, source_sha=source_sha,
-                shards=shards, out_sha=out_sha,
-                layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
-                skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
-                files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
-                source_files=source_file_records(ckpt, other, {s: shard_hashes[ckpt.root / s].result() for s in ckpt.shards}),
-                output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
+            with stage("wait: source file sha256"):
+                source_file_sha = {s: shard_hashes[ckpt.root / s].result() for s in ckpt.shards}
+            with stage("manifest (+ small files)"):
+                manifest = build_manifest(
+                    tool_version=__version__, source_format=fmt.name, source=ckpt, source_sha=source_sha,
+                    shards=shards, out_sha=out_sha,
+                    layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
+                    skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
+                    files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
+                    source_files=source_file_records(ckpt, other, source_file_sha),
+                    output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
             write_text(tmp / MANIFEST_NAME, dump_manifest(manifest))
     return PackReport(
         source=str(src),
