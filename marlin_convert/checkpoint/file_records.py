@@ -120,12 +120,14 @@ def _records(manifest: dict[str, Any], key: str, where: Path) -> dict[str, Any]:
     return records
 
 
-def _differs(path: Path, record: dict[str, Any], *, follow_links: bool = False) -> str | None:
+def _differs(path: Path, record: dict[str, Any], *, follow_links: bool = False,
+             hashed: tuple[str, int] | None = None) -> str | None:
     """Why the file at `path` is not the one `record` describes (None when it is). Links are refused unless
-    `follow_links` (a source checkpoint, whose links `open_checkpoint` has checked: e.g. a Hub cache snapshot)."""
+    `follow_links` (a source checkpoint, whose links `open_checkpoint` has checked: e.g. a Hub cache snapshot).
+    `hashed`: the file's (sha256, size) when the caller has it already."""
     if (path.is_symlink() and not follow_links) or not path.is_file():
         return f"{path}: missing or not a regular file"
-    sha, size = hash_file(path)
+    sha, size = hashed or hash_file(path)
     if sha != record.get("sha256") or size != record.get("size"):
         return f"{path}: differs from the manifest (sha256)"
     return None
@@ -212,14 +214,16 @@ def source_shard_header(manifest: dict[str, Any], shard: str, where: Path) -> Sa
     return header
 
 
-def check_restored_files(root: Path, manifest: dict[str, Any]) -> None:
-    """Every restored file is byte-identical to the source's (whole-file sha256) and nothing else is there.
-    Raises VerifyMismatch naming the first that is not."""
+def check_restored_files(root: Path, manifest: dict[str, Any], hashed: dict[str, tuple[str, int]] | None = None) -> None:
+    """Every restored file is byte-identical to the source's (whole-file sha256) and nothing else is there;
+    `hashed`: the (sha256, size) of files already hashed by the caller. Raises VerifyMismatch naming the first
+    that is not."""
+    hashed = hashed or {}
     records = _records(manifest, "source_files", root)
     present = set(_walk(root))
     for rel in sorted(present - set(records)):
         raise VerifyMismatch(f"{root / rel}: restored but not a source file")
     for rel, record in records.items():
-        problem = _differs(root / rel, record)
+        problem = _differs(root / rel, record, hashed=hashed.get(rel))
         if problem:
             raise VerifyMismatch(f"restored {problem.replace('differs from the manifest', 'differs from the source file')}")

@@ -45,15 +45,15 @@ _DONE = object()
 
 class HashedBlocks:
     """Row blocks of one tensor, made and hashed on a thread of their own, at most `depth` ahead of the
-    reader. Iterate once; `sha256` is known after the last block. An error in the maker is raised in the
+    reader. Iterate once; `sha256` is known after the last block (unless `hashed` is off). An error in the maker is raised in the
     reader; a reader that goes away (an error elsewhere) stops the maker at its next block."""
 
-    def __init__(self, blocks: Iterator[torch.Tensor], *, depth: int = 2):
+    def __init__(self, blocks: Iterator[torch.Tensor], *, depth: int = 2, hashed: bool = True):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._digest: list[str] = []
         weakref.finalize(self, self._stop.set)
-        threading.Thread(target=_make, args=(blocks, self._queue, self._stop, self._digest), daemon=True,
+        threading.Thread(target=_make, args=(blocks, self._queue, self._stop, self._digest, hashed), daemon=True,
                          name="marlin-convert-blocks").start()
 
     @property
@@ -76,7 +76,8 @@ class HashedBlocks:
         self._stop.set()
 
 
-def _make(blocks: Iterator[torch.Tensor], out: queue.Queue[Any], stop: threading.Event, digest: list[str]) -> None:
+def _make(blocks: Iterator[torch.Tensor], out: queue.Queue[Any], stop: threading.Event, digest: list[str],
+          hashed: bool) -> None:
     """The maker thread (holds no reference to its HashedBlocks, so that one can be collected)."""
     sha = hashlib.sha256()
 
@@ -92,8 +93,9 @@ def _make(blocks: Iterator[torch.Tensor], out: queue.Queue[Any], stop: threading
     try:
         for block in timed_iter("layout (streamed blocks)", blocks):
             block = block.contiguous()
-            with stage("sha256 made tensors", block.nbytes):
-                sha.update(tensor_bytes(block))
+            if hashed:
+                with stage("sha256 made tensors", block.nbytes):
+                    sha.update(tensor_bytes(block))
             if not put(block):
                 return
         digest.append(sha.hexdigest())

@@ -278,12 +278,15 @@ class ShardWriter:
     that order. With `header` (the exact bytes of a source file's header: 8-byte length and JSON), that
     header is written as it is and each tensor goes to the offset it names, whatever order they come in, so
     the file is rebuilt byte for byte with no more than one tensor in hand. Each tensor's sha256 is computed
-    as it is written. `close()` fails unless every tensor arrived.
+    as it is written (unless `hash_tensors` is off: the caller hashes the whole file instead) or comes with it
+    (`Hashed`, `HashedBlocks`). `close()` fails unless every tensor arrived.
     """
 
     def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None,
-                 *, header: bytes | None = None):
+                 *, header: bytes | None = None, hash_tensors: bool = True):
         self.path = path
+        self._hash = hash_tensors
+        self._written: set[str] = set()
         self._entries = entries
         self._planned = {n: (d, tuple(sh)) for n, d, sh in entries}
         self._next = 0
@@ -310,7 +313,7 @@ class ShardWriter:
     def write(self, name: str, data: torch.Tensor | bytes | bytearray | Iterable[torch.Tensor]) -> None:
         """Write the next tensor: a tensor, its raw bytes, or its consecutive row blocks (streamed)."""
         if self._any_order:
-            if name not in self._planned or name in self.sha256:
+            if name not in self._planned or name in self._written:
                 raise RuntimeError(f"internal: {name} is not (or no longer) planned for {self.path}")
             dtype, shape = self._planned[name]
         else:
@@ -334,7 +337,7 @@ class ShardWriter:
                 raw = tensor_bytes(part)
             else:
                 raw = memoryview(part)
-            if known_digest is None and blocks is None:
+            if self._hash and known_digest is None and blocks is None:
                 with stage("sha256 while writing", len(raw)):
                     digest.update(raw)
             if written + len(raw) > math.prod(shape) * DTYPE_SIZES[dtype]:
@@ -347,7 +350,9 @@ class ShardWriter:
             written += len(raw)
         if written != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
-        self.sha256[name] = blocks.sha256 if blocks else known_digest or digest.hexdigest()
+        self._written.add(name)
+        if self._hash:
+            self.sha256[name] = blocks.sha256 if blocks else known_digest or digest.hexdigest()
         self._next += 1
 
     def finish(self) -> None:

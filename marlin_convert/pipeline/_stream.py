@@ -73,9 +73,12 @@ class LayerStream:
         self.close()
 
 
-def hash_whole(outs: dict[str, Any]) -> dict[str, Any]:
+def hash_whole(outs: dict[str, Any], *, hashed: bool = True) -> dict[str, Any]:
     """Hash whole output tensors where they are made (a worker thread), so the writer only writes;
-    streamed row blocks are made and hashed on a thread of their own, a few blocks ahead of the writer."""
+    streamed row blocks are made (and hashed) on a thread of their own, a few blocks ahead of the writer.
+    With `hashed` off, only the streamed blocks are made ahead (the caller hashes whole files instead)."""
+    if not hashed:
+        return {k: v if isinstance(v, torch.Tensor) else HashedBlocks(v, hashed=False) for k, v in outs.items()}
     return {k: Hashed.of(v) if isinstance(v, torch.Tensor) else HashedBlocks(v) for k, v in outs.items()}
 
 
