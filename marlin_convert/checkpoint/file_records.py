@@ -39,12 +39,14 @@ def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str
     size = 0
     t0 = time.perf_counter()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
+        buf = bytearray(CHUNK)  # one buffer, read into again and again: no fresh pages per chunk
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as f:
+            while got := f.readinto(buf):
                 if cancel is not None and cancel.is_set():
                     raise CheckpointError(f"{path}: hashing cancelled")
-                digest.update(chunk)
-                size += len(chunk)
+                digest.update(view[:got])
+                size += got
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     if timers_on():

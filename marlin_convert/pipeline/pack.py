@@ -20,7 +20,7 @@ from ._file_hashes import FileHashes
 from ._layers import convert_layer, read_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 from .model_card import CARD_NAME, model_card
-from .options import check_jobs, resolve_device
+from .options import check_jobs, resolve_device, single_threaded_torch
 from .output_files import copy_files, set_aside_source_files, split_source_files
 from .plan import CopyTensor, output_entries, plan_source, source_shard_limit
 from .progress import Reporter, choose_reporter
@@ -29,6 +29,7 @@ from .reports import PackReport
 __all__ = ["pack_checkpoint"]
 
 
+@single_threaded_torch
 def pack_checkpoint(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],

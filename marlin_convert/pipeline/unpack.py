@@ -19,7 +19,7 @@ from ..tensor_spec import TensorSpec
 from ._file_hashes import FileHashes
 from ._layers import marlin_tensors, restore_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
-from .options import check_jobs
+from .options import check_jobs, single_threaded_torch
 from .output_files import copy_files, restore_source_files
 from .plan import CopyTensor, LayerTensor
 from .progress import Reporter, choose_reporter
@@ -29,6 +29,7 @@ from .reports import UnpackReport
 __all__ = ["unpack_checkpoint"]
 
 
+@single_threaded_torch
 def unpack_checkpoint(
     marlin_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],

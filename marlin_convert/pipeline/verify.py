@@ -18,7 +18,7 @@ from ..formats import MARKER_FILES, Format, LayerPlan, QuantizedLinear, marlin_s
 from ._compare import made_equals, same_dequant_inputs, sha256_of
 from ._layers import convert_layer, read_layer, restore_layer
 from ._stream import LayerStream, read_ahead_budget
-from .options import check_jobs, resolve_device
+from .options import check_jobs, resolve_device, single_threaded_torch
 from .progress import Reporter, choose_reporter
 from .manifest_plans import manifest_plans
 from .reports import VerifyReport, check_row
@@ -67,6 +67,18 @@ def verify_checkpoint(
     if src_dir is not None and is_marlin_output(Path(src_dir)) and not is_marlin_output(out_dir):
         raise NotAnOutputError(f"{src_dir} looks like a marlin-convert output and {out_dir} does not; "
                                f"did you mean `verify {out_dir} {src_dir}`? (verify SRC OUT)")
+    report = _verify_tensors(out_dir, src_dir, dev, reporter, gemm_backend if gemm else None, jobs)
+    if forward:
+        from ..runtime.forward_check import forward_checks
+
+        report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
+    return report
+
+
+@single_threaded_torch
+def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, dev: torch.device, reporter: Reporter,
+                    gemm: str | None, jobs: int | None) -> VerifyReport:
+    """Everything but the forward pass: files, copied tensors, and every layer on `jobs` threads."""
     manifest, out = open_output(out_dir, marker_files=MARKER_FILES)
     src: Checkpoint | None = None
     files_pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-files")
@@ -99,8 +111,9 @@ def verify_checkpoint(
         sizes = {p: 2 * size for p, size in out_sizes.items()}  # the Marlin tensors and the source's in hand
         budget = read_ahead_budget(out.info(n).nbytes for n in manifest["output_tensors"])
         make = lambda prefix: {"row": _verify_layer(out, src, fmt, plans[prefix], manifest, dev,  # noqa: E731
-                                                    gemm=gemm_backend if gemm else None)}
-        with LayerStream(make, list(plans), check_jobs(jobs), sizes, budget) as rows:
+                                                    gemm=gemm)}
+        threads = check_jobs(jobs) if gemm is None else 1  # GPU GEMM checks run one at a time
+        with LayerStream(make, list(plans), threads, sizes, budget) as rows:
             for prefix in plans:
                 report.checks.append(rows.take(prefix, "row"))
                 reporter.advance(out_sizes[prefix])
@@ -111,10 +124,6 @@ def verify_checkpoint(
         out.close()
         if src is not None:
             src.close()
-    if forward:
-        from ..runtime.forward_check import forward_checks
-
-        report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
     return report
 
 
