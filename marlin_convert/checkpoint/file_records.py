@@ -39,7 +39,7 @@ def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str
     size = 0
     t0 = time.perf_counter()
     try:
-        buf = bytearray(CHUNK)  # one buffer, read into again and again: no fresh pages per chunk
+        buf = bytearray(1 << 20)  # one small buffer, read into again and again: no fresh pages per chunk
         view = memoryview(buf)
         with open(path, "rb", buffering=0) as f:
             while got := f.readinto(buf):

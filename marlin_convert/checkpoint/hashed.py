@@ -1,9 +1,9 @@
 """Tensors that come with their sha256 already computed, so that the shard writer only writes.
 
 `Hashed` is a whole tensor hashed where it was made (a worker thread). `HashedBlocks` is a big tensor made
-as row blocks (a streamed layout kernel): a thread of its own makes and hashes the blocks a few ahead of the
-writer, so kernel, hash and write overlap instead of running one after the other on the writer's thread,
-while no more than `depth` blocks wait in memory.
+as row blocks (a streamed layout kernel): once the writer starts on it, a thread of its own makes and hashes
+the blocks a few ahead of the writer, so kernel, hash and write overlap instead of running one after the
+other on the writer's thread, while no more than `depth` blocks wait in memory.
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ class HashedBlocks:
         self._stop = threading.Event()
         self._digest: list[str] = []
         weakref.finalize(self, self._stop.set)
-        threading.Thread(target=_make, args=(blocks, self._queue, self._stop, self._digest, hashed), daemon=True,
-                         name="marlin-convert-blocks").start()
+        self._maker = threading.Thread(target=_make, args=(blocks, self._queue, self._stop, self._digest, hashed),
+                                       daemon=True, name="marlin-convert-blocks")
 
     @property
     def sha256(self) -> str:
@@ -63,6 +63,7 @@ class HashedBlocks:
         return self._digest[0]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        self._maker.start()  # only now: layers read ahead hold no blocks, only the one being written does
         while True:
             with stage("wait: streamed blocks"):
                 item = self._queue.get()
