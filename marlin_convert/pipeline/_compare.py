@@ -9,7 +9,7 @@ import torch
 
 from ..checkpoint.hashed import tensor_bytes
 from ..formats import QuantizedLinear, trivial_g_idx
-from ..stage_timers import stage
+from ..stage_timers import stage, timed_iter
 
 __all__ = ["same_bytes", "made_equals", "sha256_of", "same_dequant_inputs"]
 
@@ -31,7 +31,7 @@ def made_equals(made: torch.Tensor | Iterable[torch.Tensor] | Any, expected: tor
     if isinstance(made, torch.Tensor):
         return same_bytes(made, expected)
     row = 0
-    for block in made:
+    for block in timed_iter("layout (streamed blocks)", made):
         rows = block.shape[0] if block.dim() else 0
         if block.dim() != expected.dim() or row + rows > expected.shape[0] or not same_bytes(block, expected[row : row + rows]):
             return False
@@ -42,7 +42,7 @@ def made_equals(made: torch.Tensor | Iterable[torch.Tensor] | Any, expected: tor
 def sha256_of(made: torch.Tensor | Iterable[torch.Tensor]) -> str:
     """sha256 of a whole tensor or of consecutive row blocks of one (hashed as they come)."""
     digest = hashlib.sha256()
-    for block in [made] if isinstance(made, torch.Tensor) else made:
+    for block in [made] if isinstance(made, torch.Tensor) else timed_iter("layout (streamed blocks)", made):
         raw = tensor_bytes(block)
         with stage("sha256 made tensors", raw.nbytes):
             digest.update(raw)

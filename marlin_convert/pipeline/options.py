@@ -43,10 +43,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 def single_threaded_torch(command: F) -> F:
     """Run `command` with torch's CPU ops on one thread each, then put the setting back. The commands run
     layers in parallel on their own worker threads; torch's intra-op threads on top of those only contend
-    (OpenMP workers spinning for cores the layer threads hold): on 2 cores, verify and unpack ran 2x slower."""
+    (OpenMP workers spinning for cores the layer threads hold): on 2 cores, verify and unpack ran 2x slower.
+    A `device` keyword (a name or a torch.device) that is not the CPU leaves torch's setting alone."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        device = kwargs.get("device", "cpu")
+        if (device if isinstance(device, torch.device) else resolve_device(device)).type != "cpu":
+            return command(*args, **kwargs)
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

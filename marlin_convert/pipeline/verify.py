@@ -67,7 +67,7 @@ def verify_checkpoint(
     if src_dir is not None and is_marlin_output(Path(src_dir)) and not is_marlin_output(out_dir):
         raise NotAnOutputError(f"{src_dir} looks like a marlin-convert output and {out_dir} does not; "
                                f"did you mean `verify {out_dir} {src_dir}`? (verify SRC OUT)")
-    report = _verify_tensors(out_dir, src_dir, dev, reporter, gemm_backend if gemm else None, jobs)
+    report = _verify_tensors(out_dir, src_dir, reporter, gemm_backend if gemm else None, jobs, device=dev)
     if forward:
         from ..runtime.forward_check import forward_checks
 
@@ -76,9 +76,10 @@ def verify_checkpoint(
 
 
 @single_threaded_torch
-def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, dev: torch.device, reporter: Reporter,
-                    gemm: str | None, jobs: int | None) -> VerifyReport:
+def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, reporter: Reporter,
+                    gemm: str | None, jobs: int | None, *, device: torch.device) -> VerifyReport:
     """Everything but the forward pass: files, copied tensors, and every layer on `jobs` threads."""
+    dev = device
     manifest, out = open_output(out_dir, marker_files=MARKER_FILES)
     src: Checkpoint | None = None
     files_pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-files")
