@@ -81,5 +81,5 @@ def summary() -> list[str]:
     for name, (sec, calls, nbytes) in rows:
         rate = f"{nbytes / 1e6 / sec:8.0f}" if nbytes and sec > 0 else f"{'':>8}"
         lines.append(f"{name:<28} {sec:8.3f} {int(calls):7d} {nbytes / 1e6:9.1f} {rate}")
-    lines.append(f"{'wall since start':<28} {wall:8.3f}   (process CPU {cpu:.3f} s; stages overlap across threads)")
+    lines.append(f"{'wall since import':<28} {wall:8.3f}   (process CPU {cpu:.3f} s since then; stages overlap across threads)")
     return lines
