@@ -6,6 +6,7 @@ Nothing here imports click: typer >= 0.29 bundles its own.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -97,10 +98,19 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[Optional[bool], typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also MARLIN_CONVERT_DEBUG=1).")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and, at the end, where the time went (also MARLIN_CONVERT_DEBUG=1).")] = False,
 ) -> None:
     if debug:
         os.environ["MARLIN_CONVERT_DEBUG"] = "1"
+    if os.environ.get("MARLIN_CONVERT_DEBUG") == "1":
+        atexit.register(_print_stage_times)
+
+
+def _print_stage_times() -> None:
+    """--debug: the per-stage timers (`stage_timers`), on stderr when the command ends."""
+    from .stage_timers import summary
+
+    sys.stderr.write("marlin-convert --debug: time per stage\n" + "\n".join(summary()) + "\n")
 
 
 @app.command()

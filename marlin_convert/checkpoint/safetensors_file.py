@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 
 from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError
+from ..stage_timers import stage, timed_iter
+from .hashed import Hashed, HashedBlocks, tensor_bytes
 from .json_file import parse_json
 
 if TYPE_CHECKING:
@@ -231,14 +233,15 @@ def _tensor_info(path: Path, name: str, entry: Any, data_start: int, data_len: i
 def read_bytes(f: BinaryIO, info: TensorInfo, *, into: bytearray | memoryview | None = None) -> bytearray | memoryview:
     """The raw bytes of one tensor, from an open file, with positioned reads (safe across threads);
     read `into` a caller's buffer of exactly that size when given (e.g. pinned host memory)."""
-    buf = bytearray(info.nbytes) if into is None else into
-    view = memoryview(buf).cast("B")
-    done = 0
-    while done < info.nbytes:
-        got = os.preadv(f.fileno(), [view[done : done + (1 << 30)]], info.start + done)
-        if got <= 0:
-            raise CheckpointError(f"{getattr(f, 'name', '?')}: tensor {info.name}: file truncated while reading")
-        done += got
+    with stage("read tensors", info.nbytes):
+        buf = bytearray(info.nbytes) if into is None else into
+        view = memoryview(buf).cast("B")
+        done = 0
+        while done < info.nbytes:
+            got = os.preadv(f.fileno(), [view[done : done + (1 << 30)]], info.start + done)
+            if got <= 0:
+                raise CheckpointError(f"{getattr(f, 'name', '?')}: tensor {info.name}: file truncated while reading")
+            done += got
     return buf
 
 
@@ -289,21 +292,6 @@ def header_bytes(entries: Iterable[tuple[str, str, tuple[int, ...]]], metadata: 
     return struct.pack("<Q", len(raw)) + raw
 
 
-@dataclass(frozen=True)
-class Hashed:
-    """A whole tensor with its sha256 already computed (e.g. on a worker thread), so the writer only writes."""
-
-    tensor: torch.Tensor
-    sha256: str
-
-    @staticmethod
-    def of(tensor: torch.Tensor) -> Hashed:
-        import torch
-
-        tensor = tensor.contiguous()
-        return Hashed(tensor, hashlib.sha256(tensor.reshape(-1).view(torch.uint8).numpy()).hexdigest())
-
-
 class ShardWriter:
     """Writes one safetensors file whose header is fixed up front; each tensor goes to its place in the file.
 
@@ -311,12 +299,15 @@ class ShardWriter:
     that order. With `header` (the exact bytes of a source file's header: 8-byte length and JSON), that
     header is written as it is and each tensor goes to the offset it names, whatever order they come in, so
     the file is rebuilt byte for byte with no more than one tensor in hand. Each tensor's sha256 is computed
-    as it is written. `close()` fails unless every tensor arrived.
+    as it is written (unless `hash_tensors` is off: the caller hashes the whole file instead) or comes with it
+    (`Hashed`, `HashedBlocks`). `close()` fails unless every tensor arrived.
     """
 
     def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None,
-                 *, header: bytes | None = None):
+                 *, header: bytes | None = None, hash_tensors: bool = True):
         self.path = path
+        self._hash = hash_tensors
+        self._written: set[str] = set()
         self._entries = entries
         self._planned = {n: (d, tuple(sh)) for n, d, sh in entries}
         self._next = 0
@@ -347,7 +338,7 @@ class ShardWriter:
         from ..dtypes import TORCH_DTYPES
 
         if self._any_order:
-            if name not in self._planned or name in self.sha256:
+            if name not in self._planned or name in self._written:
                 raise RuntimeError(f"internal: {name} is not (or no longer) planned for {self.path}")
             dtype, shape = self._planned[name]
         else:
@@ -355,6 +346,7 @@ class ShardWriter:
             if name != exp_name:
                 raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
         known_digest = None
+        blocks = data if isinstance(data, HashedBlocks) else None
         if isinstance(data, Hashed):
             data, known_digest = data.tensor, data.sha256
         whole = isinstance(data, (torch.Tensor, bytes, bytearray, memoryview))
@@ -363,25 +355,29 @@ class ShardWriter:
         digest = hashlib.sha256()
         written = 0
         start = self._start[name]
-        for part in ([data] if whole else data):
+        for part in ([data] if whole else data if blocks else timed_iter("layout (streamed blocks)", data)):
             if isinstance(part, torch.Tensor):
                 if part.dtype != TORCH_DTYPES[dtype]:
                     raise RuntimeError(f"internal: {name} block is {part.dtype}, planned {dtype}")
-                raw = part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                raw = tensor_bytes(part)
             else:
                 raw = memoryview(part)
-            if known_digest is None:
-                digest.update(raw)
+            if self._hash and known_digest is None and blocks is None:
+                with stage("sha256 while writing", len(raw)):
+                    digest.update(raw)
             if written + len(raw) > math.prod(shape) * DTYPE_SIZES[dtype]:
                 raise RuntimeError(f"internal: {name} has more bytes than planned {dtype} {shape}")
             try:
-                self._pwrite(raw, start + written)
+                with stage("write", len(raw)):
+                    self._pwrite(raw, start + written)
             except OSError as e:
                 raise CheckpointError(f"{self.path}: cannot write tensor {name} ({e.strerror or e})") from None
             written += len(raw)
         if written != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
-        self.sha256[name] = known_digest or digest.hexdigest()
+        self._written.add(name)
+        if self._hash:
+            self.sha256[name] = blocks.sha256 if blocks else known_digest or digest.hexdigest()
         self._next += 1
 
     def finish(self) -> None:
@@ -400,7 +396,8 @@ class ShardWriter:
         try:
             if not self._file.closed:
                 self.finish()
-            os.fsync(self._file.fileno())
+            with stage("fsync"):
+                os.fsync(self._file.fileno())
         except OSError as e:
             raise CheckpointError(f"{self.path}: cannot write ({e.strerror or e})") from None
         finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 
 from ..errors import CheckpointError
+from ..stage_timers import stage
 from ..tensor_spec import TensorSpec
 from .index_file import read_index
 from .json_file import read_json, read_json_text
@@ -109,7 +110,8 @@ class Checkpoint:
         host-to-device copies need no staging)."""
         if not pinned:
             raw = self.read_raw(name)
-            return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
+            with stage("sha256 read tensors", len(raw)):
+                return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
         import torch
 
         from ..dtypes import TORCH_DTYPES

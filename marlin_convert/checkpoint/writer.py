@@ -83,8 +83,12 @@ def write_shards(
     directory: Path,
     shards: list[ShardPlan],
     produce: Callable[[OutEntry], torch.Tensor | bytes | bytearray],
+    *,
+    hash_tensors: bool = True,
+    written: Callable[[Path], None] | None = None,
 ) -> dict[str, str]:
-    """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256.
+    """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256 (none
+    with `hash_tensors` off). `written(path)` is called as each shard is complete (e.g. to hash it whole).
 
     A finished shard is flushed to disk (fsync) on a background thread while the next one is
     written; all are on disk when this returns.
@@ -94,7 +98,7 @@ def write_shards(
         pending = []
         for shard in shards:
             writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata,
-                                 header=shard.header)
+                                 header=shard.header, hash_tensors=hash_tensors)
             try:
                 for entry in shard.entries:
                     writer.write(entry.name, produce(entry))
@@ -103,6 +107,8 @@ def write_shards(
                 writer.abort()
                 raise
             pending.append(syncer.submit(writer.close))
+            if written is not None:
+                written(directory / shard.name)
             digests.update(writer.sha256)
         for done in pending:
             done.result()

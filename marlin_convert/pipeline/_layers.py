@@ -7,6 +7,7 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..errors import CheckpointError, MarlinConvertError, VerifyMismatch
+from ..stage_timers import stage
 from ..formats import DenseCodes, Format, LayerPlan, QuantizedLinear, from_marlin, marlin_specs, to_marlin
 
 __all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "restore_layer"]
@@ -30,13 +31,15 @@ def convert_layer(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.T
     if device.type != "cpu":  # decode on the device too: only packed bytes cross the bus
         tensors = {role: (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True) for role, t in tensors.items()}
     try:
-        rec = fmt.decode(plan, tensors)
+        with stage("decode"):
+            rec = fmt.decode(plan, tensors)
     except MarlinConvertError as e:
         raise CheckpointError(f"{plan.prefix}: {e}") from None
     if device.type != "cpu":
         outs = to_marlin(rec)
         return rec, {k: _to_pinned_host(v) for k, v in outs.items()}
-    return rec, to_marlin(rec, stream=stream)
+    with stage("layout: to Marlin (whole)" if not stream else "layout: to Marlin (small parts)"):
+        return rec, to_marlin(rec, stream=stream)
 
 
 def _to_pinned_host(t: torch.Tensor) -> torch.Tensor:
@@ -63,7 +66,9 @@ def restore_layer(fmt: type[Format], plan: LayerPlan, marlin: dict[str, torch.Te
     With `stream`, the big source tensor comes as row blocks. The decoders check what they read and raise
     MarlinConvertError subclasses (e.g. ShapeError for a `perm` that is no permutation); anything else is a bug."""
     try:
-        rec = from_marlin(marlin, plan)
-        return rec, fmt.encode(rec, plan, stream=stream)
+        with stage("layout: from Marlin"):
+            rec = from_marlin(marlin, plan)
+        with stage("layout: encode source" + (" (small parts)" if stream else " (whole)")):
+            return rec, fmt.encode(rec, plan, stream=stream)
     except MarlinConvertError as e:
         raise VerifyMismatch(f"{plan.prefix}: Marlin tensors cannot be decoded ({e})") from None

@@ -7,6 +7,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..checkpoint import Hashed, ShardPlan
+from ..checkpoint.hashed import HashedBlocks
+from ..stage_timers import stage
 from .plan import LayerTensor
 
 __all__ = ["LayerStream", "layer_order", "read_ahead_budget", "hash_whole"]
@@ -57,7 +59,8 @@ class LayerStream:
                     break
             self._futures[name] = self._pool.submit(self._make, name)
             self._submitted += 1
-        return self._futures.pop(prefix).result()
+        with stage("wait: layer from workers"):
+            return self._futures.pop(prefix).result()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -70,10 +73,13 @@ class LayerStream:
         self.close()
 
 
-def hash_whole(outs: dict[str, Any]) -> dict[str, Any]:
+def hash_whole(outs: dict[str, Any], *, hashed: bool = True) -> dict[str, Any]:
     """Hash whole output tensors where they are made (a worker thread), so the writer only writes;
-    streamed row blocks are hashed as they are written."""
-    return {k: Hashed.of(v) if isinstance(v, torch.Tensor) else v for k, v in outs.items()}
+    streamed row blocks are made (and hashed) on a thread of their own, a few blocks ahead of the writer.
+    With `hashed` off, only the streamed blocks are made ahead (the caller hashes whole files instead)."""
+    if not hashed:
+        return {k: v if isinstance(v, torch.Tensor) else HashedBlocks(v, hashed=False) for k, v in outs.items()}
+    return {k: Hashed.of(v) if isinstance(v, torch.Tensor) else HashedBlocks(v) for k, v in outs.items()}
 
 
 def layer_order(shards: list[ShardPlan]) -> list[str]:

@@ -3,25 +3,24 @@ from __future__ import annotations
 
 import os
 import time
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from .._version import __version__
 from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, Checkpoint, OutEntry, ShardPlan, atomic_directory, build_manifest
 from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards, write_text
-from ..checkpoint.file_records import hash_file, output_file_records, source_file_records
+from ..checkpoint.file_records import output_file_records, source_file_records
 from ..errors import CheckpointError, NothingToConvert
+from ..stage_timers import stage
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
+from ._file_hashes import FileHashes
 from ._layers import convert_layer, read_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 from .model_card import CARD_NAME, model_card
-from .options import check_jobs, resolve_device
+from .options import check_jobs, resolve_device, single_threaded_torch
 from .output_files import copy_files, set_aside_source_files, split_source_files
 from .plan import CopyTensor, output_entries, plan_source, source_shard_limit
 from .progress import Reporter, choose_reporter
@@ -30,6 +29,7 @@ from .reports import PackReport
 __all__ = ["pack_checkpoint"]
 
 
+@single_threaded_torch
 def pack_checkpoint(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -61,9 +61,12 @@ def pack_checkpoint(
     dev = resolve_device(device)
     jobs = check_jobs(jobs)
     check_output_path(out, inputs=[src], force=force)
-    with open_checkpoint(src, marker_files=MARKER_FILES) as ckpt:
+    with stage("open source (headers)"):
+        ckpt = open_checkpoint(src, marker_files=MARKER_FILES)
+    with ckpt:
         _check_round_trip(ckpt)
-        fmt, fplan = plan_source(ckpt)
+        with stage("plan"):
+            fmt, fplan = plan_source(ckpt)
         for w in fplan.warnings:
             reporter.warn(w)
         eligible = {p.prefix: p for p in fplan.layers if p.eligible}
@@ -94,9 +97,12 @@ def pack_checkpoint(
         sizes = {p: sum(ckpt.info(n).nbytes for n in plan.sources.values()) for p, plan in eligible.items()}
         budget = None if dev.type != "cpu" else read_ahead_budget(ckpt.info(n).nbytes for n in specs)
         copied = [e for e in entries if isinstance(e.key, CopyTensor)]
-        with atomic_directory(out, force=force) as tmp, _background_hashes([ckpt.root / s for s in ckpt.shards]) as shard_hashes, \
+        with atomic_directory(out, force=force) as tmp, FileHashes() as shard_hashes, \
                 LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
-            out_sha = write_shards(tmp, shards, produce)
+            for shard in ckpt.shards:  # whole source files, on a thread beside the conversion
+                shard_hashes.add(ckpt.root / shard)
+            with stage("write shards (all, wall)"):
+                out_sha = write_shards(tmp, shards, produce)
             for entry in copied:
                 source_sha[entry.name] = out_sha[entry.name]
             verbatim, aside = split_source_files(other, with_card=bool(eligible), owned=_owned_names(shards, bool(eligible)))
@@ -112,14 +118,17 @@ def pack_checkpoint(
                     source_card=set_aside.get(CARD_NAME, {}).get("stored_as")))
             if len(shards) > 1:
                 write_json(tmp / INDEX_NAME, index_json(shards))
-            manifest = build_manifest(
-                tool_version=__version__, source_format=fmt.name, source=ckpt, source_sha=source_sha,
-                shards=shards, out_sha=out_sha,
-                layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
-                skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
-                files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
-                source_files=source_file_records(ckpt, other, {s: shard_hashes[ckpt.root / s].result() for s in ckpt.shards}),
-                output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
+            with stage("wait: source file sha256"):
+                source_file_sha = {s: shard_hashes.result(ckpt.root / s) for s in ckpt.shards}
+            with stage("manifest (+ small files)"):
+                manifest = build_manifest(
+                    tool_version=__version__, source_format=fmt.name, source=ckpt, source_sha=source_sha,
+                    shards=shards, out_sha=out_sha,
+                    layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
+                    skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
+                    files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
+                    source_files=source_file_records(ckpt, other, source_file_sha),
+                    output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
             write_text(tmp / MANIFEST_NAME, dump_manifest(manifest))
     return PackReport(
         source=str(src),
@@ -150,19 +159,6 @@ def _owned_names(shards: list[ShardPlan], with_card: bool) -> set[str]:
     names = {s.name for s in shards} | {CONFIG_NAME, MANIFEST_NAME}
     names |= {INDEX_NAME} if len(shards) > 1 else set()
     return names | ({CARD_NAME} if with_card else set())
-
-
-@contextmanager
-def _background_hashes(paths: list[Path]) -> Iterator[dict[Path, Future[tuple[str, int]]]]:
-    """Each file's (sha256, size), hashed on one thread while the block runs; on an error or interruption
-    the hashing stops (at the next chunk) rather than being waited for."""
-    cancel = threading.Event()
-    pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-hash")
-    try:
-        yield {path: pool.submit(hash_file, path, cancel=cancel) for path in paths}
-    finally:
-        cancel.set()
-        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _marlin_config(config: dict[str, Any], fmt: type[Format], fplan: FormatPlan, eligible: list[LayerPlan],

@@ -1,6 +1,7 @@
 """unpack: a Marlin checkpoint written by pack in, the source checkpoint out, byte for byte."""
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -11,12 +12,14 @@ import torch
 from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, OutEntry, ShardPlan, atomic_directory, check_output_path
 from ..checkpoint import open_output, write_shards
 from ..checkpoint.file_records import check_restored_files, source_shard_header
+from ..checkpoint.safetensors_file import SafetensorsHeader, read_bytes
 from ..errors import VerifyMismatch
 from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
 from ..tensor_spec import TensorSpec
+from ._file_hashes import FileHashes
 from ._layers import marlin_tensors, restore_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
-from .options import check_jobs
+from .options import check_jobs, single_threaded_torch
 from .output_files import copy_files, restore_source_files
 from .plan import CopyTensor, LayerTensor
 from .progress import Reporter, choose_reporter
@@ -26,6 +29,7 @@ from .reports import UnpackReport
 __all__ = ["unpack_checkpoint"]
 
 
+@single_threaded_torch
 def unpack_checkpoint(
     marlin_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -55,9 +59,10 @@ def unpack_checkpoint(
         plans = manifest_plans(manifest, marlin_dir)
         member_of = {name: (prefix, role) for prefix, p in plans.items() for role, name in p.sources.items()}
         source_tensors = manifest["source_tensors"]
+        headers = {shard: source_shard_header(manifest, shard, marlin_dir / MANIFEST_NAME) for shard in manifest["source_shards"]}
         shards = [
             ShardPlan(shard, _restore_entries(meta["tensors"], source_tensors, member_of, plans), meta["metadata"],
-                      header=source_shard_header(manifest, shard, marlin_dir / MANIFEST_NAME).raw)
+                      header=headers[shard].raw)
             for shard, meta in manifest["source_shards"].items()
         ]
         total = sum(e.nbytes for s in shards for e in s.entries)
@@ -65,7 +70,7 @@ def unpack_checkpoint(
 
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = plans[prefix]
-            return hash_whole(restore_layer(fmt, plan, marlin_tensors(ckpt, plan), stream=True)[1])
+            return hash_whole(restore_layer(fmt, plan, marlin_tensors(ckpt, plan), stream=True)[1], hashed=False)
 
         def produce(entry: OutEntry) -> torch.Tensor | bytearray:
             reporter.advance(entry.nbytes)
@@ -75,18 +80,24 @@ def unpack_checkpoint(
 
         sizes = {p: sum(ckpt.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
         budget = read_ahead_budget(e.nbytes for s in shards for e in s.entries)
-        with atomic_directory(out, force=force) as tmp, LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
-            digests = write_shards(tmp, shards, produce)
-            for name, meta in source_tensors.items():
-                if digests.get(name) != meta["sha256"]:
-                    raise VerifyMismatch(f"{name}: restored bytes differ from the source (sha256 mismatch)")
+        with atomic_directory(out, force=force) as tmp, FileHashes() as restored, \
+                LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
+            # each restored shard is hashed whole as soon as it is written (a thread beside the next one);
+            # a shard equal to the source file has every tensor equal too, so tensors are hashed only to name one
+            write_shards(tmp, shards, produce, hash_tensors=False, written=restored.add)
+            hashed = {}
+            for shard in shards:
+                hashed[shard.name] = restored.result(tmp / shard.name)
+                record = manifest["source_files"][shard.name]
+                if hashed[shard.name] != (record["sha256"], record["size"]):
+                    raise VerifyMismatch(_name_bad_tensor(tmp / shard.name, headers[shard.name], source_tensors))
             copy_files(marlin_dir, tmp, manifest["files"])
             restore_source_files(marlin_dir, tmp, manifest.get("set_aside_files", {}))
             for name in (CONFIG_NAME, INDEX_NAME):  # exactly as they were: their text is in the manifest
                 record = manifest["source_files"].get(name)
                 if record is not None:
                     (tmp / name).write_bytes(str(record.get("text")).encode("utf-8", errors="surrogatepass"))
-            check_restored_files(tmp, manifest)
+            check_restored_files(tmp, manifest, hashed)
     return UnpackReport(
         source=str(marlin_dir),
         output=str(out),
@@ -118,6 +129,15 @@ def _restore_entries(names: list[str], source_tensors: dict[str, Any], member_of
             if member in in_shard:
                 entries.append(OutEntry(member, _spec(source_tensors[member]), LayerTensor(prefix, role)))
     return entries
+
+
+def _name_bad_tensor(path: Path, header: SafetensorsHeader, source_tensors: dict[str, Any]) -> str:
+    """Why a restored shard differs from its source file: the first tensor whose bytes differ, else the file."""
+    with open(path, "rb") as f:
+        for name, info in header.tensors.items():
+            if hashlib.sha256(read_bytes(f, info)).hexdigest() != source_tensors[name]["sha256"]:
+                return f"{name}: restored bytes differ from the source (sha256 mismatch)"
+    return f"restored {path}: differs from the source file (sha256)"
 
 
 def _spec(meta: dict[str, Any]) -> TensorSpec:

@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..checkpoint import MANIFEST_NAME, Checkpoint, Hashed, open_checkpoint, open_output
+from ..checkpoint import MANIFEST_NAME, Checkpoint, open_checkpoint, open_output
 from ..checkpoint.file_records import check_output_files, check_source_files, source_shard_header
 from ..checkpoint.ownership import is_marlin_output
 from ..errors import MarlinConvertError, NotAnOutputError, VerifyMismatch
-from ..formats import MARKER_FILES, Format, LayerPlan, QuantizedLinear, dequantize, marlin_specs
-from ._layers import convert_layer, read_layer, record_to_cpu, restore_layer
-from .options import resolve_device
+from ..stage_timers import stage
+from ..formats import MARKER_FILES, Format, LayerPlan, QuantizedLinear, marlin_specs
+from ._compare import made_equals, same_dequant_inputs, sha256_of
+from ._layers import convert_layer, read_layer, restore_layer
+from ._stream import LayerStream, read_ahead_budget
+from .options import check_jobs, resolve_device, single_threaded_torch
 from .progress import Reporter, choose_reporter
 from .manifest_plans import manifest_plans
 from .reports import VerifyReport, check_row
@@ -32,6 +36,7 @@ def verify_checkpoint(
     gemm_backend: str = "triton",
     forward: bool = False,
     progress: bool = False,
+    jobs: int | None = None,
 ) -> VerifyReport:
     """Prove that `out_dir` is a lossless Marlin repack (of `src_dir` when given).
 
@@ -44,6 +49,7 @@ def verify_checkpoint(
     "quanto" (optimum-quanto's CUDA kernel).
     With `forward` (needs the source and transformers), (f) the same token batch runs through the dense
     source model and the converted one; see `runtime.forward_check`.
+    Layers are checked on `jobs` threads (default one per core) while whole files are hashed on another.
     Returns: a VerifyReport; `report.ok` is False when anything differs (the failures name the tensor).
     Raises: CheckpointError / UnknownFormatError for a bad source; VerifyMismatch when `out_dir`
     is not a readable marlin-convert output at all; MarlinConvertError when `gemm` is asked for
@@ -61,8 +67,22 @@ def verify_checkpoint(
     if src_dir is not None and is_marlin_output(Path(src_dir)) and not is_marlin_output(out_dir):
         raise NotAnOutputError(f"{src_dir} looks like a marlin-convert output and {out_dir} does not; "
                                f"did you mean `verify {out_dir} {src_dir}`? (verify SRC OUT)")
+    report = _verify_tensors(out_dir, src_dir, reporter, gemm_backend if gemm else None, jobs, device=dev)
+    if forward:
+        from ..runtime.forward_check import forward_checks
+
+        report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
+    return report
+
+
+@single_threaded_torch
+def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, reporter: Reporter,
+                    gemm: str | None, jobs: int | None, *, device: torch.device) -> VerifyReport:
+    """Everything but the forward pass: files, copied tensors, and every layer on `jobs` threads."""
+    dev = device
     manifest, out = open_output(out_dir, marker_files=MARKER_FILES)
     src: Checkpoint | None = None
+    files_pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-files")
     report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
     try:
         fmt = Format.get(manifest["source_format"])
@@ -70,7 +90,8 @@ def verify_checkpoint(
             src = open_checkpoint(src_dir, marker_files=MARKER_FILES)
             _check_source_matches(src, manifest, report)
         plans = manifest_plans(manifest, out_dir)
-        _check_files(out_dir, src, manifest, report)
+        files_at = len(report.checks)  # whole files are hashed on a thread beside the layer checks
+        files = files_pool.submit(_check_files, out_dir, src, manifest)
         members = {name for p in plans.values() for name in p.sources.values()}
         reporter.start(sum(out.info(n).nbytes for n in manifest["output_tensors"]), "verify")
         copied_bad = []
@@ -87,29 +108,36 @@ def verify_checkpoint(
             f"{len(copied_bad)} changed: {', '.join(copied_bad[:5])}" if copied_bad else
             f"{len(manifest['source_tensors']) - len(members)} byte-identical",
         ))
-        for prefix, plan in plans.items():
-            report.checks.append(_verify_layer(out, src, fmt, plan, manifest, dev, gemm=gemm_backend if gemm else None))
-            reporter.advance(sum(out.info(f"{prefix}.{s}").nbytes for s in marlin_specs(plan)))
+        out_sizes = {p: sum(out.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
+        sizes = {p: 2 * size for p, size in out_sizes.items()}  # the Marlin tensors and the source's in hand
+        budget = read_ahead_budget(out.info(n).nbytes for n in manifest["output_tensors"])
+        make = lambda prefix: {"row": _verify_layer(out, src, fmt, plans[prefix], manifest, dev,  # noqa: E731
+                                                    gemm=gemm)}
+        threads = check_jobs(jobs) if gemm is None else 1  # GPU GEMM checks run one at a time
+        with LayerStream(make, list(plans), threads, sizes, budget) as rows:
+            for prefix in plans:
+                report.checks.append(rows.take(prefix, "row"))
+                reporter.advance(out_sizes[prefix])
+        with stage("wait: whole files"):
+            report.checks[files_at:files_at] = files.result()
     finally:
+        files_pool.shutdown(wait=False, cancel_futures=True)
         out.close()
         if src is not None:
             src.close()
-    if forward:
-        from ..runtime.forward_check import forward_checks
-
-        report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
     return report
 
 
-def _check_files(out_dir: Path, src: Checkpoint | None, manifest: dict[str, Any], report: VerifyReport) -> None:
+def _check_files(out_dir: Path, src: Checkpoint | None, manifest: dict[str, Any]) -> list[dict[str, str]]:
     """Whole files: every output file but the shards (whose header bytes and size `open_output` checked, and
     whose tensors are checked one by one) against its sha256; with the source, every source file's sha256;
     without it, that each recorded source shard header lists the manifest's tensors (so unpack can rebuild it)."""
+    rows = []
     problems, unchecked, checked = check_output_files(out_dir, manifest, MANIFEST_NAME)
-    report.checks.append(check_row("output files", not problems, "; ".join(problems[:3]) or
+    rows.append(check_row("output files", not problems, "; ".join(problems[:3]) or
                                    f"{checked} files and {len(manifest['output_shards'])} shard headers byte-identical"))
     if unchecked:
-        report.checks.append(check_row("not checked", True, f"{', '.join(unchecked)}: added by the Hub or its download, not written by pack"))
+        rows.append(check_row("not checked", True, f"{', '.join(unchecked)}: added by the Hub or its download, not written by pack"))
     if src is not None:
         problems = check_source_files(src, manifest)
         detail = f"{len(manifest['source_files'])} files byte-identical to the recorded sha256"
@@ -121,11 +149,8 @@ def _check_files(out_dir: Path, src: Checkpoint | None, manifest: dict[str, Any]
             except VerifyMismatch as e:
                 problems.append(str(e))
         detail = f"{len(manifest['source_shards'])} recorded shard headers list the recorded tensors (no source given)"
-    report.checks.append(check_row("source files", not problems, "; ".join(problems[:3]) or detail))
-
-
-def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32))
+    rows.append(check_row("source files", not problems, "; ".join(problems[:3]) or detail))
+    return rows
 
 
 def _check_source_matches(src: Checkpoint, manifest: dict[str, Any], report: VerifyReport) -> None:
@@ -164,23 +189,26 @@ def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pl
         if gemm and src is not None:  # ... but the real kernel can show the damage against the source
             problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, read_layer(src, plan)), marlin, gemm)[1]}")
         return check_row(plan.prefix, False, "; ".join(problems[:3]))
-    try:
-        rec_marlin, restored = restore_layer(fmt, plan, marlin)
-    except VerifyMismatch as e:
-        return check_row(plan.prefix, False, str(e))
-    for role, name in plan.sources.items():
-        if Hashed.of(restored[role]).sha256 != manifest["source_tensors"][name]["sha256"]:
-            problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
-    if src is not None:
+    tensors: dict[str, torch.Tensor] | None = None
+    if src is not None:  # the source's bytes, each against the manifest's sha256 (what unpack will check)
         tensors = read_layer(src, plan, digests := {})
         for name, digest in digests.items():
             if digest != manifest["source_tensors"][name]["sha256"]:
                 problems.append(f"{name}: source bytes differ from the manifest")
-        rec_src, repacked = convert_layer(fmt, plan, tensors, dev)
-        for suffix, tensor in repacked.items():
-            if not torch.equal(tensor.view(torch.uint8), marlin[suffix].contiguous().view(torch.uint8)):
+    try:
+        rec_marlin, restored = restore_layer(fmt, plan, marlin, stream=True)
+    except VerifyMismatch as e:
+        return check_row(plan.prefix, False, str(e))
+    for role, name in plan.sources.items():  # unpack in memory: the source's bytes, or their recorded sha256
+        if not (made_equals(restored[role], tensors[role]) if tensors is not None
+                else sha256_of(restored[role]) == manifest["source_tensors"][name]["sha256"]):
+            problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
+    if tensors is not None:
+        rec_src, repacked = convert_layer(fmt, plan, tensors, dev, stream=True)
+        for suffix, made in repacked.items():
+            if not made_equals(made, marlin[suffix]):
                 problems.append(f"{plan.prefix}.{suffix}: differs from a fresh pack of the source")
-        if not _bits_equal(dequantize(record_to_cpu(rec_src)), dequantize(rec_marlin)):
+        if not same_dequant_inputs(rec_src, rec_marlin):
             problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
     checks = "sha256, unpack" + (", repack, dequant" if src is not None else "") + " equal"
     if gemm:

@@ -1,0 +1,34 @@
+"""Whole files hashed on a thread of their own while the command goes on (source shards in pack, restored
+shards in unpack), so that the whole-file sha256 costs no wall time of its own."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from ..checkpoint.file_records import hash_file
+
+__all__ = ["FileHashes"]
+
+
+class FileHashes:
+    """`add(path)` queues a file; `result(path)` is its (sha256, size). On leaving the block with an error
+    or an interruption, hashing stops at the next chunk rather than being waited for."""
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-hash")
+        self._futures: dict[Path, Future[tuple[str, int]]] = {}
+
+    def add(self, path: Path) -> None:
+        self._futures[path] = self._pool.submit(hash_file, path, cancel=self._cancel)
+
+    def result(self, path: Path) -> tuple[str, int]:
+        return self._futures[path].result()
+
+    def __enter__(self) -> FileHashes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cancel.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,117 @@
+"""Issue 15 (throughput): what changed in how pack, verify and unpack do their work keeps what they prove.
+
+unpack hashes whole restored files and names the tensor when one differs; verify proves bit-equal dequantized
+weights from the record's fields (`same_dequant_inputs`) and gives the same report for any number of jobs;
+streamed blocks are hashed on a thread of their own; `--debug` prints where the time went.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from marlin_convert import pack_checkpoint, verify_checkpoint
+from marlin_convert.checkpoint.hashed import HashedBlocks
+from marlin_convert.formats import DenseCodes, QuantizedLinear
+from marlin_convert.pipeline._compare import same_dequant_inputs
+from tests._support.checkpoints import make_gptq_checkpoint
+
+TINY = Path(__file__).resolve().parents[1] / "fixtures" / "producers" / "gptqmodel_sym"
+
+
+def _flip_tensor_bit(path: Path, name: str, byte: int = 5) -> None:
+    """Flip one bit inside tensor `name`'s data in a safetensors file (header parsed here, by hand)."""
+    data = bytearray(path.read_bytes())
+    (length,) = struct.unpack("<Q", data[:8])
+    begin, _ = json.loads(data[8 : 8 + length])[name]["data_offsets"]
+    data[8 + length + begin + byte] ^= 0x04
+    path.write_bytes(bytes(data))
+
+
+def test_unpack_names_the_tensor_whose_restored_bytes_differ(cli, tmp_path):
+    """A flipped bit in a Marlin `B` restores a different qweight: the restored shard's whole-file sha256 differs,
+    and unpack names the tensor (exit 1) and writes nothing."""
+    truth = make_gptq_checkpoint(tmp_path / "src", seed=3)
+    pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cpu")
+    prefix = sorted(truth)[0]
+    _flip_tensor_bit(tmp_path / "out" / "model.safetensors", f"{prefix}.B")
+    res = cli("unpack", tmp_path / "out", "-o", tmp_path / "back")
+    assert res.code == 1, res.err
+    assert f"{prefix}.qweight" in res.err and "restored bytes differ" in res.err, res.err
+    assert not (tmp_path / "back").exists()
+
+
+def test_verify_report_is_the_same_for_any_jobs(tmp_path):
+    make_gptq_checkpoint(tmp_path / "src", seed=4, sym=False, act_order=True, shards=2)
+    pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cpu")
+    reports = [verify_checkpoint(tmp_path / "out", src, device="cpu", jobs=jobs)
+               for src in (tmp_path / "src", None) for jobs in (1, 3)]
+    assert all(r.ok for r in reports)
+    assert reports[0].checks == reports[1].checks and reports[2].checks == reports[3].checks
+
+
+def _record(**changes: object) -> QuantizedLinear:
+    gen = torch.Generator().manual_seed(7)
+    n, k, gs = 64, 256, 128
+    fields = dict(codes=DenseCodes(torch.randint(0, 16, (n, k), dtype=torch.uint8, generator=gen)),
+                  scales=torch.rand((k // gs, n), generator=gen).to(torch.float16), zeros=None, shift=None,
+                  g_idx=None, group_size=gs)
+    fields.update(changes)
+    return QuantizedLinear(**fields)  # type: ignore[arg-type]
+
+
+def test_same_dequant_inputs_reads_the_fields_as_dequantize_does():
+    base = _record()
+    assert same_dequant_inputs(base, _record())
+    # None means 8 for zero points and k // group_size for g_idx, as `dequantize` reads them
+    assert same_dequant_inputs(base, _record(zeros=torch.full((2, 64), 8, dtype=torch.uint8)))
+    assert same_dequant_inputs(base, _record(g_idx=(torch.arange(256) // 128).to(torch.int32)))
+    scales = base.scales.clone()
+    scales[1, 3] = -scales[1, 3]
+    assert not same_dequant_inputs(base, _record(scales=scales))
+    zeros = torch.full((2, 64), 8, dtype=torch.uint8)
+    zeros[0, 0] = 7
+    assert not same_dequant_inputs(base, _record(zeros=zeros))
+    g_idx = (torch.arange(256) // 128).to(torch.int32)
+    g_idx[0] = 1
+    assert not same_dequant_inputs(base, _record(g_idx=g_idx))
+    assert not same_dequant_inputs(base, _record(shift=torch.zeros((2, 64), dtype=torch.float16)))
+    assert not same_dequant_inputs(base, _record(scales=base.scales.to(torch.bfloat16)))
+
+
+def test_hashed_blocks_hash_what_they_hand_out_and_raise_the_makers_error():
+    gen = torch.Generator().manual_seed(1)
+    blocks = [torch.randint(-2**31, 2**31 - 1, (r, 32), dtype=torch.int32, generator=gen) for r in (5, 7, 1, 9)]
+    made = HashedBlocks(iter(blocks))
+    got = list(made)
+    assert all(torch.equal(a, b) for a, b in zip(got, blocks)) and len(got) == len(blocks)
+    assert made.sha256 == hashlib.sha256(b"".join(b.numpy().tobytes() for b in blocks)).hexdigest()
+
+    def broken():
+        yield blocks[0]
+        raise ValueError("kernel failed")
+
+    with pytest.raises(ValueError, match="kernel failed"):
+        list(HashedBlocks(broken()))
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_prints_time_per_stage_on_stderr(tmp_path, how):
+    exe = str(Path(sys.executable).with_name("marlin-convert"))
+    env = {**os.environ, "MARLIN_CONVERT_DEBUG": "1"} if how == "env" else {k: v for k, v in os.environ.items()
+                                                                            if k != "MARLIN_CONVERT_DEBUG"}
+    debug = ["--debug"] if how == "flag" else []
+    res = subprocess.run([exe, *debug, "pack", str(TINY), "-o", str(tmp_path / "out"), "--device", "cpu"],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "time per stage" in res.stderr and "sha256 read tensors" in res.stderr, res.stderr
+    quiet = subprocess.run([exe, "verify", str(TINY), str(tmp_path / "out")], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "MARLIN_CONVERT_DEBUG"})
+    assert quiet.returncode == 0 and "time per stage" not in quiet.stderr, quiet.stderr
