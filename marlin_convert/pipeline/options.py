@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from typing import Any, Callable, TypeVar
 
@@ -46,9 +47,12 @@ def single_threaded_torch(command: F) -> F:
     (OpenMP workers spinning for cores the layer threads hold): on 2 cores, verify and unpack ran 2x slower.
     A `device` keyword (a name or a torch.device) that is not the CPU leaves torch's setting alone."""
 
+    param = inspect.signature(command).parameters.get("device")
+    default_device = param.default if param is not None else "cpu"  # unpack has no device: it runs on the CPU
+
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
-        device = kwargs.get("device", "cpu")
+        device = kwargs.get("device", default_device)
         if (device if isinstance(device, torch.device) else resolve_device(device)).type != "cpu":
             return command(*args, **kwargs)
         before = torch.get_num_threads()
