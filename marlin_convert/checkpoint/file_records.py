@@ -27,7 +27,8 @@ from .source import CONFIG_NAME, INDEX_NAME, SKIPPED_DIRS, Checkpoint
 __all__ = ["HUB_FILES", "hash_file", "source_file_records", "output_file_records", "check_output_structure",
            "check_output_files", "check_source_files", "source_shard_header", "check_restored_files"]
 
-CHUNK = 8 << 20
+CHUNK = 1 << 20
+"""Bytes read per step when hashing a whole file, into one buffer reused for the whole file."""
 HUB_FILES = (".gitattributes",)
 """Files a Hub repository adds to what was uploaded; verify names them as not checked instead of failing."""
 
@@ -39,7 +40,7 @@ def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str
     size = 0
     t0 = time.perf_counter()
     try:
-        buf = bytearray(1 << 20)  # one small buffer, read into again and again: no fresh pages per chunk
+        buf = bytearray(CHUNK)  # one small buffer, read into again and again: no fresh pages per chunk
         view = memoryview(buf)
         with open(path, "rb", buffering=0) as f:
             while got := f.readinto(buf):
