@@ -77,9 +77,10 @@ def summary() -> list[str]:
     cpu = time.process_time() - _cpu_started
     with _lock:
         rows = sorted(_totals.items(), key=lambda kv: -kv[1][0])
-    lines = [f"{'stage':<28} {'seconds':>8} {'calls':>7} {'MB':>9} {'MB/s':>8}"]
+    w = max([28] + [len(name) for name, _ in rows])  # the name column fits the longest stage name
+    lines = [f"{'stage':<{w}} {'seconds':>8} {'calls':>7} {'MB':>9} {'MB/s':>8}"]
     for name, (sec, calls, nbytes) in rows:
         rate = f"{nbytes / 1e6 / sec:8.0f}" if nbytes and sec > 0 else f"{'':>8}"
-        lines.append(f"{name:<28} {sec:8.3f} {int(calls):7d} {nbytes / 1e6:9.1f} {rate}")
-    lines.append(f"{'wall since import':<28} {wall:8.3f}   (process CPU {cpu:.3f} s since then; stages overlap across threads)")
+        lines.append(f"{name:<{w}} {sec:8.3f} {int(calls):7d} {nbytes / 1e6:9.1f} {rate}")
+    lines.append(f"{'wall since import':<{w}} {wall:8.3f}   (process CPU {cpu:.3f} s since then; stages overlap across threads)")
     return lines
