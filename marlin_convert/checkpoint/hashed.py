@@ -1,9 +1,10 @@
 """Tensors that come with their sha256 already computed, so that the shard writer only writes.
 
 `Hashed` is a whole tensor hashed where it was made (a worker thread). `HashedBlocks` is a big tensor made
-as row blocks (a streamed layout kernel): once the writer starts on it, a thread of its own makes and hashes
-the blocks a few ahead of the writer, so kernel, hash and write overlap instead of running one after the
-other on the writer's thread, while no more than `depth` blocks wait in memory.
+as row blocks (a streamed layout kernel): from the moment it is made (on a worker, for a layer read ahead), a
+thread of its own makes and hashes the blocks ahead of the writer, so kernel, hash and write overlap instead
+of running one after the other on the writer's thread, and the next layer's kernel runs while this one is
+written; no more than `depth` blocks wait in memory per tensor.
 """
 from __future__ import annotations
 
@@ -55,9 +56,11 @@ class HashedBlocks:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._digest: list[str] = []
+        self.hashed = hashed
         weakref.finalize(self, self._stop.set)
         self._maker = threading.Thread(target=_make, args=(blocks, self._queue, self._stop, self._digest, hashed),
                                        daemon=True, name="marlin-convert-blocks")
+        self._maker.start()
 
     @property
     def sha256(self) -> str:
@@ -66,7 +69,6 @@ class HashedBlocks:
         return self._digest[0]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        self._maker.start()  # only now: layers read ahead hold no blocks, only the one being written does
         while True:
             with stage("wait: streamed blocks"):
                 item = self._queue.get()

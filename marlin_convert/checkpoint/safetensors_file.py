@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError
 from ..stage_timers import stage, timed_iter
+from .direct_file import SequentialFile
 from .hashed import Hashed, HashedBlocks, tensor_bytes
 from .json_file import parse_json
 
@@ -298,7 +299,8 @@ class ShardWriter:
     By default the header is built from `entries` (back to back, in that order) and tensors must come in
     that order. With `header` (the exact bytes of a source file's header: 8-byte length and JSON), that
     header is written as it is and each tensor goes to the offset it names, whatever order they come in, so
-    the file is rebuilt byte for byte with no more than one tensor in hand. Each tensor's sha256 is computed
+    the file is rebuilt byte for byte with no more than one tensor in hand. Written in order, the file
+    bypasses the page cache where it can (`direct_file.SequentialFile`). Each tensor's sha256 is computed
     as it is written (unless `hash_tensors` is off: the caller hashes the whole file instead) or comes with it
     (`Hashed`, `HashedBlocks`). `close()` fails unless every tensor arrived.
     """
@@ -319,13 +321,20 @@ class ShardWriter:
         if {n: (t.dtype, t.shape) for n, t in layout.tensors.items()} != self._planned:
             raise CheckpointError(f"{path}: the recorded header does not list the tensors to write")
         self._start = {n: t.start for n, t in layout.tensors.items()}
+        self._sequential: SequentialFile | None = None
         try:
-            self._file = open(path, "wb")
+            if self._any_order:
+                self._file: Any = open(path, "wb")
+            else:
+                self._file = self._sequential = SequentialFile(path)
             self._pwrite(raw, 0)
         except OSError as e:
             raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None
 
     def _pwrite(self, data: Any, offset: int) -> None:
+        if self._sequential is not None:  # in order: offset is where the last write ended
+            self._sequential.write(data)
+            return
         view = memoryview(data).cast("B")
         done = 0
         while done < len(view):
@@ -362,7 +371,7 @@ class ShardWriter:
                 raw = tensor_bytes(part)
             else:
                 raw = memoryview(part)
-            if self._hash and known_digest is None and blocks is None:
+            if self._hash and known_digest is None and (blocks is None or not blocks.hashed):
                 with stage("sha256 while writing", len(raw)):
                     digest.update(raw)
             if written + len(raw) > math.prod(shape) * DTYPE_SIZES[dtype]:
@@ -377,7 +386,7 @@ class ShardWriter:
             raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
         self._written.add(name)
         if self._hash:
-            self.sha256[name] = blocks.sha256 if blocks else known_digest or digest.hexdigest()
+            self.sha256[name] = blocks.sha256 if blocks and blocks.hashed else known_digest or digest.hexdigest()
         self._next += 1
 
     def finish(self) -> None:
@@ -386,7 +395,11 @@ class ShardWriter:
             self._file.close()
             raise RuntimeError(f"internal: {self.path} closed after {self._next} of {len(self._entries)} tensors")
         try:
-            self._file.flush()
+            if self._sequential is not None:
+                with stage("write", 0):
+                    self._sequential.finish()
+            else:
+                self._file.flush()
         except OSError as e:
             self._file.close()
             raise CheckpointError(f"{self.path}: cannot write ({e.strerror or e})") from None
