@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import mmap
 import os
 from pathlib import Path
 from typing import Any
+
+from ..stage_timers import stage
 
 __all__ = ["SequentialFile", "ALIGN", "CHUNK", "direct_io_enabled"]
 
@@ -39,10 +42,14 @@ def _copy(dst: memoryview, src: memoryview) -> None:
 
 class SequentialFile:
     """A new file (truncated if it exists) written front to back with `write`; `finish` writes what is
-    still gathered, `fsync` and `close` as for a plain file. `direct` says whether O_DIRECT is in use."""
+    still gathered, `fsync` and `close` as for a plain file. `direct` says whether O_DIRECT is in use.
+    With `hashed`, the whole file's sha256 is computed from the bytes as they are written (`digest()`
+    after `finish`), so a file written past the page cache need not be read back from the disk to be hashed."""
 
-    def __init__(self, path: Path, *, direct: bool | None = None):
+    def __init__(self, path: Path, *, direct: bool | None = None, hashed: bool = False):
         self.path = path
+        self._sha = hashlib.sha256() if hashed else None
+        self._size = 0
         self.direct = direct_io_enabled() if direct is None else direct
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         self._fd = -1
@@ -69,6 +76,10 @@ class SequentialFile:
 
     def write(self, data: Any) -> None:
         view = memoryview(data).cast("B")
+        if self._sha is not None:
+            with stage("sha256 whole files (as written)", len(view)):
+                self._sha.update(view)
+        self._size += len(view)
         done = 0
         while done < len(view):
             if self._view is None:
@@ -93,6 +104,12 @@ class SequentialFile:
         if self._flush(padded, real=self._fill):
             os.ftruncate(self._fd, length)
         self._release()
+
+    def digest(self) -> tuple[str, int]:
+        """(sha256, size) of everything written (only with `hashed`)."""
+        if self._sha is None:
+            raise RuntimeError("internal: SequentialFile made without hashed=True")
+        return self._sha.hexdigest(), self._size
 
     def fsync(self) -> None:
         os.fsync(self._fd)

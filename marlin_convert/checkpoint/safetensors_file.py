@@ -298,22 +298,24 @@ class ShardWriter:
 
     By default the header is built from `entries` (back to back, in that order) and tensors must come in
     that order. With `header` (the exact bytes of a source file's header: 8-byte length and JSON), that
-    header is written as it is and each tensor goes to the offset it names, whatever order they come in, so
-    the file is rebuilt byte for byte with no more than one tensor in hand. Written in order, the file
-    bypasses the page cache where it can (`direct_file.SequentialFile`). Each tensor's sha256 is computed
+    header is written as it is and each tensor goes to the offset it names: in file order when `entries`
+    are in file order, else whatever order they come in, so the file is rebuilt byte for byte with no more
+    than one tensor in hand. Written in file order, the file bypasses the page cache where it can
+    (`direct_file.SequentialFile`). Each tensor's sha256 is computed
     as it is written (unless `hash_tensors` is off: the caller hashes the whole file instead) or comes with it
-    (`Hashed`, `HashedBlocks`). `close()` fails unless every tensor arrived.
+    (`Hashed`, `HashedBlocks`). With `hash_file`, a file written in file order is also hashed whole as it is
+    written (`file_digest`). `close()` fails unless every tensor arrived.
     """
 
     def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None,
-                 *, header: bytes | None = None, hash_tensors: bool = True):
+                 *, header: bytes | None = None, hash_tensors: bool = True, hash_file: bool = False):
         self.path = path
         self._hash = hash_tensors
+        self._hash_file = hash_file
         self._written: set[str] = set()
         self._entries = entries
         self._planned = {n: (d, tuple(sh)) for n, d, sh in entries}
         self._next = 0
-        self._any_order = header is not None
         self.sha256: dict[str, str] = {}
         raw = header_bytes(entries, metadata) if header is None else header
         size = len(raw) + sum(math.prod(shape) * DTYPE_SIZES[dtype] for _, dtype, shape in entries)
@@ -321,15 +323,23 @@ class ShardWriter:
         if {n: (t.dtype, t.shape) for n, t in layout.tensors.items()} != self._planned:
             raise CheckpointError(f"{path}: the recorded header does not list the tensors to write")
         self._start = {n: t.start for n, t in layout.tensors.items()}
+        starts = [self._start[n] for n, _, _ in entries]
+        self._any_order = starts != sorted(starts)  # a recorded header whose tensors come in another order
+        self._position = len(raw)  # where the next in-order tensor starts
         self._sequential: SequentialFile | None = None
         try:
             if self._any_order:
                 self._file: Any = open(path, "wb")
             else:
-                self._file = self._sequential = SequentialFile(path)
+                self._file = self._sequential = SequentialFile(path, hashed=hash_file)
             self._pwrite(raw, 0)
         except OSError as e:
             raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None
+
+    @property
+    def file_digest(self) -> tuple[str, int] | None:
+        """(sha256, size) of the whole file as written, when it was written in file order with `hash_file`."""
+        return self._sequential.digest() if self._sequential is not None and self._hash_file else None
 
     def _pwrite(self, data: Any, offset: int) -> None:
         if self._sequential is not None:  # in order: offset is where the last write ended
@@ -352,8 +362,9 @@ class ShardWriter:
             dtype, shape = self._planned[name]
         else:
             exp_name, dtype, shape = self._entries[self._next]
-            if name != exp_name:
+            if name != exp_name or self._start[name] != self._position:
                 raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
+            self._position += math.prod(shape) * DTYPE_SIZES[dtype]
         known_digest = None
         blocks = data if isinstance(data, HashedBlocks) else None
         if isinstance(data, Hashed):

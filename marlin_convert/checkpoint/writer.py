@@ -85,10 +85,11 @@ def write_shards(
     produce: Callable[[OutEntry], torch.Tensor | bytes | bytearray],
     *,
     hash_tensors: bool = True,
-    written: Callable[[Path], None] | None = None,
+    written: Callable[[Path, tuple[str, int] | None], None] | None = None,
 ) -> dict[str, str]:
     """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256 (none
-    with `hash_tensors` off). `written(path)` is called as each shard is complete (e.g. to hash it whole).
+    with `hash_tensors` off). `written(path, digest)` is called as each shard is complete: `digest` is the
+    whole file's (sha256, size), hashed as it was written in file order, or None (e.g. to hash it whole then).
 
     A finished shard is flushed to disk (fsync) on a background thread while the next one is
     written; all are on disk when this returns.
@@ -98,7 +99,7 @@ def write_shards(
         pending = []
         for shard in shards:
             writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata,
-                                 header=shard.header, hash_tensors=hash_tensors)
+                                 header=shard.header, hash_tensors=hash_tensors, hash_file=written is not None)
             try:
                 for entry in shard.entries:
                     writer.write(entry.name, produce(entry))
@@ -108,7 +109,7 @@ def write_shards(
                 raise
             pending.append(syncer.submit(writer.close))
             if written is not None:
-                written(directory / shard.name)
+                written(directory / shard.name, writer.file_digest)
             digests.update(writer.sha256)
         for done in pending:
             done.result()

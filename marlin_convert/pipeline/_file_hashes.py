@@ -12,15 +12,21 @@ __all__ = ["FileHashes"]
 
 
 class FileHashes:
-    """`add(path)` queues a file; `result(path)` is its (sha256, size). On leaving the block with an error
-    or an interruption, hashing stops at the next chunk rather than being waited for."""
+    """`add(path)` queues a file (or takes its (sha256, size) when already `known`, e.g. hashed as it was
+    written); `result(path)` is its (sha256, size). On leaving the block with an error or an interruption,
+    hashing stops at the next chunk rather than being waited for."""
 
     def __init__(self) -> None:
         self._cancel = threading.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-hash")
         self._futures: dict[Path, Future[tuple[str, int]]] = {}
 
-    def add(self, path: Path) -> None:
+    def add(self, path: Path, known: tuple[str, int] | None = None) -> None:
+        if known is not None:
+            done: Future[tuple[str, int]] = Future()
+            self._futures[path] = done
+            done.set_result(known)
+            return
         self._futures[path] = self._pool.submit(hash_file, path, cancel=self._cancel)
 
     def result(self, path: Path) -> tuple[str, int]:

@@ -60,9 +60,10 @@ def unpack_checkpoint(
         member_of = {name: (prefix, role) for prefix, p in plans.items() for role, name in p.sources.items()}
         source_tensors = manifest["source_tensors"]
         headers = {shard: source_shard_header(manifest, shard, marlin_dir / MANIFEST_NAME) for shard in manifest["source_shards"]}
+        budget = read_ahead_budget(_spec(meta).nbytes for meta in source_tensors.values())
         shards = [
-            ShardPlan(shard, _restore_entries(meta["tensors"], source_tensors, member_of, plans), meta["metadata"],
-                      header=headers[shard].raw)
+            ShardPlan(shard, _restore_entries(list(headers[shard].tensors), source_tensors, member_of, plans, budget),
+                      meta["metadata"], header=headers[shard].raw)
             for shard, meta in manifest["source_shards"].items()
         ]
         total = sum(e.nbytes for s in shards for e in s.entries)
@@ -79,7 +80,6 @@ def unpack_checkpoint(
             return layers.take(entry.key.prefix, entry.key.part)
 
         sizes = {p: sum(ckpt.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
-        budget = read_ahead_budget(e.nbytes for s in shards for e in s.entries)
         with atomic_directory(out, force=force) as tmp, FileHashes() as restored, \
                 LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
             # each restored shard is hashed whole as soon as it is written (a thread beside the next one);
@@ -111,9 +111,42 @@ def unpack_checkpoint(
 
 
 def _restore_entries(names: list[str], source_tensors: dict[str, Any], member_of: dict[str, tuple[str, str]],
-                     plans: dict[str, LayerPlan]) -> list[OutEntry]:
-    """A source shard's tensors in write order: each layer's tensors together at its first tensor's place (one
-    layer in hand at a time); each goes to its offset in the recorded header, so the file order is the source's."""
+                     plans: dict[str, LayerPlan], budget: int) -> list[OutEntry]:
+    """A source shard's tensors (`names` in file order) in write order. In file order, so the shard is written
+    front to back (past the page cache where it can be), when the layer tensors this keeps in hand (those of
+    layers already restored, not yet written) never exceed `budget` bytes: with safetensors' own order (by dtype,
+    then name) these are the small scales of the shard's layers. Else each layer's tensors together, at its first
+    tensor's place (one layer in hand at a time), each written at its offset in the recorded header."""
+    in_order = [_entry(name, source_tensors, member_of) for name in names]
+    return in_order if _held_in_order(in_order) <= budget else _layer_grouped(names, source_tensors, member_of, plans)
+
+
+def _entry(name: str, source_tensors: dict[str, Any], member_of: dict[str, tuple[str, str]]) -> OutEntry:
+    spec = _spec(source_tensors[name])
+    return OutEntry(name, spec, LayerTensor(*member_of[name]) if name in member_of else CopyTensor(name))
+
+
+def _held_in_order(entries: list[OutEntry]) -> int:
+    """Most bytes of layer tensors restored but not yet written, writing `entries` in their order (a layer is
+    restored whole, as far as this shard holds it, when its first tensor is written)."""
+    left: dict[str, int] = {}
+    for e in entries:
+        if isinstance(e.key, LayerTensor):
+            left[e.key.prefix] = left.get(e.key.prefix, 0) + e.nbytes
+    started: set[str] = set()
+    held = most = 0
+    for e in entries:
+        if isinstance(e.key, LayerTensor):
+            if e.key.prefix not in started:
+                started.add(e.key.prefix)
+                held += left[e.key.prefix]
+            most = max(most, held)
+            held -= e.nbytes
+    return most
+
+
+def _layer_grouped(names: list[str], source_tensors: dict[str, Any], member_of: dict[str, tuple[str, str]],
+                   plans: dict[str, LayerPlan]) -> list[OutEntry]:
     entries: list[OutEntry] = []
     in_shard = set(names)
     done: set[str] = set()

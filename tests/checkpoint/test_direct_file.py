@@ -142,3 +142,15 @@ def test_other_errors_are_raised(tmp_path, monkeypatch):
         f.finish()
     assert e.value.errno == errno.ENOSPC
     f.close()
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_the_whole_file_digest_is_that_of_the_bytes_on_disk(tmp_path, direct):
+    import hashlib
+
+    pieces = _pieces(6)
+    f = _write(tmp_path / "f", pieces, direct=direct, hashed=True)
+    data = (tmp_path / "f").read_bytes()
+    assert f.digest() == (hashlib.sha256(data).hexdigest(), len(data))
+    with pytest.raises(RuntimeError):
+        _write(tmp_path / "g", [b"x"]).digest()
