@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _cuda_timing import graph_time_us  # noqa: E402  (scripts/, first on sys.path)
 from marlin_convert.layout import permute_scales  # noqa: E402
 from marlin_convert.layout.pack_triton import pack_codes_cuda  # noqa: E402
-from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm, pick_config  # noqa: E402
+from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm, pick_config, split_for  # noqa: E402
 
 SHAPES = [(4096, 4096), (28672, 8192), (8192, 28672)]
 """(N, K) = (out_features, in_features)."""
@@ -43,13 +43,13 @@ MS = [1, 16, 64, 256]
 GS = 128
 L2_BYTES = 60 << 20
 SWEEP = {
-    "small": [KernelConfig(16, 8, 2, 4, 3, words3d=True), KernelConfig(16, 8, 2, 4, 3), KernelConfig(16, 8, 1, 2, 4),
-              KernelConfig(16, 4, 2, 4, 4, fast=False)],
-    "mid": [KernelConfig(64, 4, 4, 4, 3), KernelConfig(64, 8, 4, 4, 3), KernelConfig(64, 4, 8, 4, 3)],
-    "large": [KernelConfig(64, 4, 4, 4, 3), KernelConfig(128, 4, 4, 8, 3), KernelConfig(128, 8, 4, 8, 3)],
+    "small": [KernelConfig(16, 8, 2, 4, 3, words3d=True), KernelConfig(16, 8, 2, 4, 4, words3d=True),
+              KernelConfig(16, 8, 2, 4, 3, words3d=True, scale_acc=False)],
+    "mid": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 8, 2, 4, 3)],
+    "large": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 4, 4, 4, 3)],
 }
-"""Launch shapes tried per batch class: the fast kernel, and up to 16 rows the float32 eight-dot kernel
-(`fast=False`, the first version's default there; timed at its default split only)."""
+"""Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled, the previous
+default), each at `split_for`'s split for the class's target and, up to 64 rows, half and twice it."""
 
 
 def copy_bandwidth() -> float:
@@ -159,9 +159,8 @@ def main() -> None:
                 cls = "small" if m <= 16 else ("mid" if m <= 64 else "large")
                 best = None
                 for cfg in SWEEP[cls]:
-                    auto = pick_config(m, n, k, GS)
-                    legacy = not cfg.fast
-                    for split in sorted({auto.split_k, 2 * auto.split_k} if m <= 64 and not legacy else {auto.split_k}):
+                    auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0))
+                    for split in sorted({max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}):
                         c = dataclasses.replace(cfg, split_k=split)
                         try:
                             t = graph_time_us([lambda b=b, sc=sc: marlin_gemm(x, b, sc, group_size=GS, config=c)
@@ -174,7 +173,7 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k}{' old' if not c.fast else ''}{' 3d' if c.words3d else ''}: {t:.1f} us", flush=True)
+                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k}{' 3d' if c.words3d else ''}{'' if c.scale_acc else ' sw'}: {t:.1f} us", flush=True)
                         if best is None or t < best[1]:
                             best = (repr(c), t)
                 if best is not None:

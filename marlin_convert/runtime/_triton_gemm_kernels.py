@@ -22,20 +22,26 @@ ZMODE_SHIFT = 2
 # One 32-bit word (nibble i = 4a + 2b + h) gives eight weights: output 4a + 2h + b. A `prmt` moves bytes
 # 2a, 2a + 1 (b = 0, 1) to the two 16-bit lanes; the low nibbles are h = 0, the high ones h = 1 (fp16:
 # masked in place, as 1024 + 16 code, and brought to 1024 + code by one exact fma; bf16: shifted down).
-def _dequant_asm(fp16: bool, zmode: int) -> str:
-    """The PTX for one word: inputs $8 (word), $9 $10 (scales of b = 0, 1) and, for zero points, $11 $12
-    (fp16: 1024 + z; bf16: -(128 + z)), for a shift $11 $12 (-shift); outputs $0..$7 (4a + 2h + b).
-    Each 32-bit result pairs a = 0, 1 (nibbles j, j + 4: bits 4j and 16 + 4j), the k-adjacent pair that
-    a tensor-core operand register holds."""
-    lines = ["{", ".reg .b32 p, v, s0, s1, z0, z1, c0, c1, k1, k2;",
-             "mov.b32 s0, {$9, $9};", "mov.b32 s1, {$10, $10};"]
+def _dequant_asm(fp16: bool, zmode: int, scaled: bool = True) -> str:
+    """The PTX for one word: input $8 (word); outputs $0..$7 (4a + 2h + b). Each 32-bit result pairs a = 0, 1
+    (nibbles j, j + 4: bits 4j and 16 + 4j), the k-adjacent pair that a tensor-core operand register holds.
+    Scaled: $9 holds the scales of b = 0, 1 as the low and high halves of one 32-bit register and, for zero
+    points or a shift, $10 likewise (fp16 1024 + z, bf16 -(128 + z), or -shift). Unscaled (the integer
+    `code - zero`, exact; the caller scales the float32 sums): for zero points $9 (fp16 1024 + z, bf16
+    -(128 + z)) and $10 (fp16 -(64 + z), for the high nibbles that the mask leaves 16x: one fma)."""
+    lines = ["{", ".reg .b32 p, v, s0, s1, z0, z1, y0, y1, c0, c1, k1, k2;"]
+    if scaled:
+        lines += ["prmt.b32 s0, $9, 0, 0x1010;", "prmt.b32 s1, $9, 0, 0x3232;"]
+    ez = "$10" if scaled else "$9"
     if zmode == 1:
-        lines += ["mov.b32 z0, {$11, $11};", "mov.b32 z1, {$12, $12};"]
+        lines += [f"prmt.b32 z0, {ez}, 0, 0x1010;", f"prmt.b32 z1, {ez}, 0, 0x3232;"]
+        if not scaled and fp16:
+            lines += ["prmt.b32 y0, $10, 0, 0x1010;", "prmt.b32 y1, $10, 0, 0x3232;"]
     else:
         zc = {(True, 0): "0x64086408", (True, 2): "0x64006400", (False, 0): "0xC308C308", (False, 2): "0xC300C300"}[fp16, zmode]
-        lines += [f"mov.b32 z0, {zc};", "mov.b32 z1, z0;"]
+        lines += [f"mov.b32 z0, {zc};", "mov.b32 z1, z0;", "mov.b32 y0, 0xD480D480;", "mov.b32 y1, y0;"]
     if zmode == 2:
-        lines += ["mov.b32 c0, {$11, $11};", "mov.b32 c1, {$12, $12};"]
+        lines += ["prmt.b32 c0, $10, 0, 0x1010;", "prmt.b32 c1, $10, 0, 0x3232;"]
     else:
         lines += ["mov.b32 c0, 0x80008000;", "mov.b32 c1, c0;"]
     if fp16:
@@ -46,19 +52,23 @@ def _dequant_asm(fp16: bool, zmode: int) -> str:
         for h in range(2):
             j = 2 * b + h  # nibbles j (a = 0) and j + 4 (a = 1)
             if fp16:
+                src = "$8" if b == 0 else "p"
                 if h == 0:
-                    src = "$8" if b == 0 else "p"
                     if b == 1:
                         lines.append("shr.b32 p, $8, 8;")
-                    lines.append(f"lop3.b32 v, {src}, 0x000F000F, 0x64006400, 0xEA;")
-                else:
-                    src = "$8" if b == 0 else "p"
-                    lines += [f"lop3.b32 v, {src}, 0x00F000F0, 0x64006400, 0xEA;", "fma.rn.f16x2 v, v, k1, k2;"]
-                lines += [f"sub.f16x2 v, v, z{b};", f"fma.rn.f16x2 v, v, s{b}, c{b};"]
+                    lines += [f"lop3.b32 v, {src}, 0x000F000F, 0x64006400, 0xEA;", f"sub.f16x2 v, v, z{b};"]
+                elif scaled:
+                    lines += [f"lop3.b32 v, {src}, 0x00F000F0, 0x64006400, 0xEA;", "fma.rn.f16x2 v, v, k1, k2;",
+                              f"sub.f16x2 v, v, z{b};"]
+                else:  # (1024 + 16 code) / 16 - (64 + z), exact
+                    lines += [f"lop3.b32 v, {src}, 0x00F000F0, 0x64006400, 0xEA;", f"fma.rn.f16x2 v, v, k1, y{b};"]
+                if scaled:
+                    lines.append(f"fma.rn.f16x2 v, v, s{b}, c{b};")
             else:
                 lines += [f"shr.b32 p, $8, {4 * j};" if j else "mov.b32 p, $8;",
-                          "lop3.b32 v, p, 0x000F000F, 0x43004300, 0xEA;",
-                          f"fma.rn.bf16x2 v, v, k1, z{b};", f"fma.rn.bf16x2 v, v, s{b}, c{b};"]
+                          "lop3.b32 v, p, 0x000F000F, 0x43004300, 0xEA;", f"fma.rn.bf16x2 v, v, k1, z{b};"]
+                if scaled:
+                    lines.append(f"fma.rn.bf16x2 v, v, s{b}, c{b};")
             lines.append(f"mov.b32 {{${2 * h + b}, ${4 + 2 * h + b}}}, v;")
     lines.append("}")
     return "\n".join(lines)
@@ -70,33 +80,57 @@ ASM_F16_SHIFT = tl.constexpr(_dequant_asm(True, 2))
 ASM_BF16_SYM = tl.constexpr(_dequant_asm(False, 0))
 ASM_BF16_ZEROS = tl.constexpr(_dequant_asm(False, 1))
 ASM_BF16_SHIFT = tl.constexpr(_dequant_asm(False, 2))
+INT_F16_SYM = tl.constexpr(_dequant_asm(True, 0, False))
+INT_F16_ZEROS = tl.constexpr(_dequant_asm(True, 1, False))
+INT_BF16_SYM = tl.constexpr(_dequant_asm(False, 0, False))
+INT_BF16_ZEROS = tl.constexpr(_dequant_asm(False, 1, False))
 EIGHT_F16 = tl.constexpr((tl.float16,) * 8)
 EIGHT_BF16 = tl.constexpr((tl.bfloat16,) * 8)
-CONSTRAINTS_3 = tl.constexpr(",".join(["=h"] * 8 + ["r", "h", "h"]))
-CONSTRAINTS_5 = tl.constexpr(",".join(["=h"] * 8 + ["r", "h", "h", "h", "h"]))
+CONSTRAINTS_1 = tl.constexpr(",".join(["=h"] * 8 + ["r"]))
+CONSTRAINTS_2 = tl.constexpr(",".join(["=h"] * 8 + ["r", "r"]))
+CONSTRAINTS_3 = tl.constexpr(",".join(["=h"] * 8 + ["r", "r", "r"]))
 
 
 @triton.jit
-def _dequant8(words, s0, s1, e0, e1, ZMODE: tl.constexpr, IS_FP16: tl.constexpr):
-    """The eight weights of each word as eight tensors like `words` (output 4a + 2h + b); s0, s1: scales of
-    columns b = 0, 1, e0, e1: zero-point terms (see `_dequant_asm`) or -shift, all in `dtype`, shaped like
-    `words`."""
+def _dequant8(words, sp, ep, ZMODE: tl.constexpr, IS_FP16: tl.constexpr):
+    """The eight weights of each word as eight tensors like `words` (output 4a + 2h + b); sp: the scales of
+    columns b = 0, 1 packed in one int32 (low, high half), ep: the zero-point terms (see `_dequant_asm`) or
+    -shift packed likewise, both shaped like `words`."""
     if IS_FP16:
-        return _asm8(words, s0, s1, e0, e1, ASM_F16_SYM, ASM_F16_ZEROS, ASM_F16_SHIFT, EIGHT_F16, ZMODE)
+        return _asm8(words, sp, ep, ASM_F16_SYM, ASM_F16_ZEROS, ASM_F16_SHIFT, EIGHT_F16, ZMODE)
     else:
-        return _asm8(words, s0, s1, e0, e1, ASM_BF16_SYM, ASM_BF16_ZEROS, ASM_BF16_SHIFT, EIGHT_BF16, ZMODE)
+        return _asm8(words, sp, ep, ASM_BF16_SYM, ASM_BF16_ZEROS, ASM_BF16_SHIFT, EIGHT_BF16, ZMODE)
 
 
 @triton.jit
-def _asm8(words, s0, s1, e0, e1, SYM: tl.constexpr, ZEROS: tl.constexpr, SHIFT: tl.constexpr, EIGHT: tl.constexpr,
+def _asm8(words, sp, ep, SYM: tl.constexpr, ZEROS: tl.constexpr, SHIFT: tl.constexpr, EIGHT: tl.constexpr,
           ZMODE: tl.constexpr):
     """`_dequant8` for one activation dtype: its three PTX variants and its eight output dtypes."""
     if ZMODE == 0:
-        return tl.inline_asm_elementwise(SYM, CONSTRAINTS_3, [words, s0, s1], dtype=EIGHT, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(SYM, CONSTRAINTS_2, [words, sp], dtype=EIGHT, is_pure=True, pack=1)
     elif ZMODE == 1:
-        return tl.inline_asm_elementwise(ZEROS, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=EIGHT, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(ZEROS, CONSTRAINTS_3, [words, sp, ep], dtype=EIGHT, is_pure=True, pack=1)
     else:
-        return tl.inline_asm_elementwise(SHIFT, CONSTRAINTS_5, [words, s0, s1, e0, e1], dtype=EIGHT, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(SHIFT, CONSTRAINTS_3, [words, sp, ep], dtype=EIGHT, is_pure=True, pack=1)
+
+
+@triton.jit
+def _int8(words, e0, e1, ZMODE: tl.constexpr, IS_FP16: tl.constexpr):
+    """`_dequant8` without the scales: the eight `code - zero` of each word, exact (ZMODE 0 or 1); e0, e1:
+    the packed zero-point terms of `_dequant_asm(scaled=False)` (ZMODE 1), shaped like `words`."""
+    if ZMODE == 0:
+        if IS_FP16:
+            return tl.inline_asm_elementwise(INT_F16_SYM, CONSTRAINTS_1, [words], dtype=EIGHT_F16, is_pure=True,
+                                             pack=1)
+        else:
+            return tl.inline_asm_elementwise(INT_BF16_SYM, CONSTRAINTS_1, [words], dtype=EIGHT_BF16, is_pure=True,
+                                             pack=1)
+    elif IS_FP16:
+        return tl.inline_asm_elementwise(INT_F16_ZEROS, CONSTRAINTS_3, [words, e0, e1], dtype=EIGHT_F16,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise(INT_BF16_ZEROS, CONSTRAINTS_2, [words, e0], dtype=EIGHT_BF16,
+                                         is_pure=True, pack=1)
 
 
 @triton.jit
@@ -255,37 +289,33 @@ def splitk_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, S
 
 
 @triton.jit
-def _fast_step_params(s_ptr, z_ptr, sh_ptr, N, t0, g_shift, sp0, sp1, zw, zsh0, zsh1, cm, tr,
-                      ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr,
-                      IS_FP16: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
-    """Scales and zero-point / shift terms (see `_dequant8`) of the tile rows `t0 ..`: `[1, C]`, or `[R, C]`
-    when a step spans several groups."""
-    if SINGLE:
-        g = 0
-    elif UNIFORM_G:
-        g = (16 * t0) >> g_shift
-    else:
-        g = ((16 * (t0 + tr)) >> g_shift)[:, None]
+def _pair(lo, hi):
+    """Two 16-bit floats as the low and high halves of one int32 (the operand form of `_dequant8`)."""
+    return (lo.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) | (hi.to(tl.int16, bitcast=True).to(tl.int32) << 16)
+
+
+@triton.jit
+def _fast_params(s_ptr, z_ptr, sh_ptr, N, g, sp0, zw, zsh0, zsh1, cm,
+                 ZMODE: tl.constexpr, SINGLE: tl.constexpr, IS_FP16: tl.constexpr):
+    """Scales and zero-point / shift terms of group row(s) `g` (a scalar or `[R, 1]`) as `_dequant8`'s
+    packed pairs; the scales of columns b = 0, 1 sit at `sp0`, `sp0 + d` (d = 2 for one group, else 1).
+    (2-byte loads: as 4-byte pairs Triton's pipeliner stages them in shared memory and reloads them for
+    every word of the broadcast, about 100 more shared loads a step in the SASS.)"""
+    d = 2 if SINGLE else 1
     gs = g * N
-    s0 = tl.load(s_ptr + gs + sp0[None, :], mask=cm, other=0)
-    s1 = tl.load(s_ptr + gs + sp1[None, :], mask=cm, other=0)
+    sp = _pair(tl.load(s_ptr + gs + sp0[None, :], mask=cm, other=0),
+               tl.load(s_ptr + gs + sp0[None, :] + d, mask=cm, other=0))
     if ZMODE == 1:
         zwd = tl.load(z_ptr + g * (N // 8) + zw[None, :], mask=cm, other=0)
-        z0 = (zwd >> zsh0[None, :]) & 0xF
-        z1 = (zwd >> zsh1[None, :]) & 0xF
-        if IS_FP16:
-            e0 = (z0 + 1024).to(tl.float16)
-            e1 = (z1 + 1024).to(tl.float16)
-        else:
-            e0 = (-128 - z0).to(tl.bfloat16)
-            e1 = (-128 - z1).to(tl.bfloat16)
+        zz = ((zwd >> zsh0[None, :]) & 0xF) | (((zwd >> zsh1[None, :]) & 0xF) << 16)
+        ep = zz | (0x64006400 if IS_FP16 else -0x3CFF3D00)  # fp16 1024 + z; bf16 -(128 + z) (0xC300C300)
     elif ZMODE == 2:
-        e0 = -tl.load(sh_ptr + gs + sp0[None, :], mask=cm, other=0)
-        e1 = -tl.load(sh_ptr + gs + sp1[None, :], mask=cm, other=0)
+        ep = _pair(tl.load(sh_ptr + gs + sp0[None, :], mask=cm, other=0),
+                   tl.load(sh_ptr + gs + sp0[None, :] + d, mask=cm, other=0))
+        ep = ep ^ -0x7FFF8000  # -shift: flip both sign bits (0x80008000)
     else:
-        e0 = s0
-        e1 = s1
-    return s0, s1, e0, e1
+        ep = sp
+    return sp, ep
 
 
 @triton.jit
@@ -299,6 +329,31 @@ def _fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM: tl.constexpr, BT: tl.
     return tl.load(x_rows + k[None, :], mask=m_ok[:, None], other=0)
 
 
+@triton.jit
+def _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16: tl.constexpr):
+    """`_int8`'s packed zero-point terms of group row `g` (fp16: 1024 + z and -(64 + z); bf16: -(128 + z))."""
+    zwd = tl.load(z_ptr + g * (N // 8) + zw[None, :], mask=cm, other=0)
+    z0 = (zwd >> zsh0[None, :]) & 0xF
+    z1 = (zwd >> zsh1[None, :]) & 0xF
+    if IS_FP16:
+        return z0 | (z1 << 16) | 0x64006400, (z0 << 4) | (z1 << 20) | -0x2BFF2C00  # 0xD400D400
+    else:
+        return z0 | (z1 << 16) | -0x3CFF3D00, z0  # 0xC300C300
+
+
+@triton.jit
+def _acc_scales(s_ptr, N, g, sp0, col_ok, SINGLE: tl.constexpr, dtype: tl.constexpr):
+    """The float32 scales of columns b = 0, 1 (`[1, C]` each) of group row `g`, for scaling sums."""
+    if SINGLE:
+        s0 = tl.load(s_ptr + sp0, mask=col_ok, other=0)
+        s1 = tl.load(s_ptr + sp0 + 2, mask=col_ok, other=0)
+    else:
+        pair = tl.load(s_ptr.to(tl.pointer_type(tl.int32)) + g * (N // 2) + sp0 // 2, mask=col_ok, other=0)
+        s0 = pair.to(tl.int16).to(dtype, bitcast=True)
+        s1 = (pair >> 16).to(tl.int16).to(dtype, bitcast=True)
+    return s0.to(tl.float32)[None, :], s1.to(tl.float32)[None, :]
+
+
 @triton.jit(do_not_specialize=["M", "g_shift", "tiles_per_split", "has_bias", "split_k"])
 def marlin_gemm_fast_kernel(
     x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
@@ -306,6 +361,7 @@ def marlin_gemm_fast_kernel(
     has_bias, split_k,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
+    SCALE_ACC: tl.constexpr,
 ):
     """The Marlin-style kernel: each word's eight codes become four k-adjacent half2 / bfloat162 pairs
     (`_dequant8`, scales and shift in the activation dtype) that are tensor-core operand registers as they
@@ -316,7 +372,11 @@ def marlin_gemm_fast_kernel(
     WORDS3D: the words are loaded as `[R, (nb, c), w]` (a thread's four words w are contiguous) and the
     columns ordered (nb, w, c); else loaded as `[R, (nb, c, w)]`. Up to 16 rows of x the decoded registers
     feed `mma.sync` directly (checked in the SASS: no shared-memory round trip); with 64 rows and more
-    Triton stages them in shared memory for `wgmma`."""
+    Triton stages them in shared memory for `wgmma`.
+    SCALE_ACC (ZMODE 0 or 1, one group per step): the weights are the exact integers `code - zero`
+    (`_int8`, no multiply), each step's float32 sums are scaled per column and added (one group: the
+    accumulator is scaled once, after the loop); the scales are then loaded only in the accumulator's
+    column layout, a few per thread."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -344,11 +404,16 @@ def marlin_gemm_fast_kernel(
     n1 = n0 + 8
     if SINGLE:
         sp0 = nb * 64 + (w // 2) * 32 + (c // 2) * 8 + (w % 2) * 4 + c % 2
-        sp1 = sp0 + 2
     else:
         sp0 = nb * 64 + c * 8 + w * 2
-        sp1 = sp0 + 1
     zw, zsh0, zsh1 = _zero_point_cols(nb, c, w)
+    dtype = x_ptr.dtype.element_ty
+    if SINGLE:
+        if SCALE_ACC:
+            if ZMODE == 1:
+                e0, e1 = _zero_terms(z_ptr, N, 0, zw, zsh0, zsh1, cm, IS_FP16)
+        else:
+            sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, 0, sp0, zw, zsh0, zsh1, cm, ZMODE, SINGLE, IS_FP16)
 
     r = tl.arange(0, R)
     tr = r // 4
@@ -367,20 +432,47 @@ def marlin_gemm_fast_kernel(
             words = tl.reshape(tl.permute(tl.reshape(words, (R, NB, 8, 4)), (0, 1, 3, 2)), (R, C))
         else:
             words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None] + wcol[None, :], mask=cm, other=0)
-        s0, s1, e0, e1 = _fast_step_params(s_ptr, z_ptr, sh_ptr, N, t0, g_shift, sp0, sp1, zw, zsh0, zsh1, cm,
-                                           tr, ZMODE, UNIFORM_G, SINGLE, IS_FP16, R, C)
-        wts = _dequant8(words, tl.broadcast_to(s0, (R, C)), tl.broadcast_to(s1, (R, C)), tl.broadcast_to(e0, (R, C)),
-                        tl.broadcast_to(e1, (R, C)), ZMODE, IS_FP16)
+        if UNIFORM_G:
+            g = (16 * t0) >> g_shift
+        else:
+            g = ((16 * (t0 + tr)) >> g_shift)[:, None]
+        if SCALE_ACC:
+            if not SINGLE:
+                if ZMODE == 1:
+                    e0, e1 = _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16)
+                sf0, sf1 = _acc_scales(s_ptr, N, g, sp0, col_ok, SINGLE, dtype)
+            if ZMODE == 1:
+                wts = _int8(words, tl.broadcast_to(e0, (R, C)), tl.broadcast_to(e1, (R, C)), ZMODE, IS_FP16)
+            else:
+                wts = _int8(words, words, words, ZMODE, IS_FP16)
+        else:
+            if not SINGLE:
+                sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, g, sp0, zw, zsh0, zsh1, cm, ZMODE, SINGLE, IS_FP16)
+            wts = _dequant8(words, tl.broadcast_to(sp, (R, C)), tl.broadcast_to(ep, (R, C)), ZMODE, IS_FP16)
         xtn = _fast_x_tile(x_rows, perm_ptr, t_begin + tl.minimum(step + 1, steps - 1) * BT, kk, m_ok, HAS_PERM, BT)
         # x columns 16 t0 .. 16 t0 + 16 BT as (tr, h, j), j = 2q + a: split by h into rows (tr, j)
         xh0, xh1 = tl.split(tl.reshape(tl.permute(tl.reshape(xt, (BM, BT, 2, 8)), (0, 1, 3, 2)), (BM, 8 * BT, 2)))
+        if SCALE_ACC and not SINGLE:
+            p0 = tl.zeros((BM, C), dtype=tl.float32)
+            p1 = tl.zeros((BM, C), dtype=tl.float32)
+        else:
+            p0 = acc0
+            p1 = acc1
         for h in tl.static_range(2):
             xa = xh0 if h == 0 else xh1
-            w0 = tl.reshape(tl.permute(tl.join(wts[2 * h], wts[4 + 2 * h]), (0, 2, 1)), (2 * R, C))
-            acc0 += tl.dot(xa, w0)
-            w1 = tl.reshape(tl.permute(tl.join(wts[2 * h + 1], wts[5 + 2 * h]), (0, 2, 1)), (2 * R, C))
-            acc1 += tl.dot(xa, w1)
+            p0 = tl.dot(xa, tl.reshape(tl.permute(tl.join(wts[2 * h], wts[4 + 2 * h]), (0, 2, 1)), (2 * R, C)), p0)
+            p1 = tl.dot(xa, tl.reshape(tl.permute(tl.join(wts[2 * h + 1], wts[5 + 2 * h]), (0, 2, 1)), (2 * R, C)), p1)
+        if SCALE_ACC and not SINGLE:
+            acc0 += p0 * sf0
+            acc1 += p1 * sf1
+        else:
+            acc0 = p0
+            acc1 = p1
         xt = xtn
+    if SCALE_ACC and SINGLE:
+        sf0, sf1 = _acc_scales(s_ptr, N, 0, sp0, col_ok, SINGLE, dtype)
+        acc0 = acc0 * sf0
+        acc1 = acc1 * sf1
 
     _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
                  has_bias)

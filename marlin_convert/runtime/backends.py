@@ -12,10 +12,11 @@ The default order is the one rule for which CUDA kernel serves a layer: optimum-
 where it can (float16 activations, group size 128 or per-column, N a multiple of 256, optimum-quanto
 installed), our Triton Marlin GEMM (`runtime/triton_gemm.py`: float16 and bfloat16, groups -1/32/64/128,
 no compiler) for every other CUDA layer, and the exact reference path elsewhere. Where both kernels can
-serve, the H200 benchmark of 2026-12-02 08:01 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel":
-28672x8192 and 8192x28672 at m = 1, 16, 64, 256, with the Triton fast kernel) found the CUDA kernel faster
-at every shape and batch (1.45-1.56x at m <= 16, 2.3-2.5x at m = 64, 2.0-2.5x at m = 256), so Triton
-comes second until it wins a measurement.
+serve, the H200 benchmark of 2026-12-02 12:48 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel":
+28672x8192, 8192x28672 and 4096x4096 at m = 1, 16, 64, 256, with the Triton fast kernel) found the CUDA
+kernel faster at every shape and batch (1.35-1.45x at m <= 16 on the large shapes, 1.1x on 4096x4096,
+2.3-2.5x at m = 64 and 2.0-2.3x at m = 256 on the large shapes), so Triton comes second until it wins a
+measurement.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).

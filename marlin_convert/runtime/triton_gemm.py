@@ -26,8 +26,11 @@ Two kernels use that map:
 Precision: both form each weight `(code - zero) * scale` exactly and round it once to the activation dtype
 (the fast kernel: `code - zero` is exact in half / bfloat16, then one multiply by the scale, which has the
 activation dtype; the float32 kernel computes in float32 and rounds once); quanto's `code * scale - shift`
-is one fused multiply-add (fast kernel) or float32 rounded once. Both accumulate in float32 and round the
-output once (after the split-K sum when K is split).
+is one fused multiply-add (fast kernel) or float32 rounded once. Where a step of the fast kernel lies in
+one group and there is no shift (`KernelConfig.scale_acc`, the default), its weights are the exact
+integers `code - zero` (no rounding) and each step's float32 sums are multiplied by the float32 scale and
+added: two more float32 roundings per group, well inside the float32-sum bound of the tests. Both kernels
+accumulate in float32 and round the output once (after the split-K sum when K is split).
 
 Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
 taken to be in group `j // group_size`, which holds when every group has exactly `group_size` rows (GPTQ's
@@ -44,7 +47,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["marlin_gemm", "unsupported_reason", "available", "KernelConfig", "pick_config"]
+__all__ = ["marlin_gemm", "unsupported_reason", "available", "KernelConfig", "pick_config", "split_for"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -65,9 +68,12 @@ class KernelConfig:
     """The packed-half kernel (`marlin_gemm_fast_kernel`) where the scales (and shift) have the activation
     dtype; False: always the float32 eight-dot kernel (`marlin_gemm_kernel`)."""
     xperm: bool = False
+    """Fast kernel under act-order: gather x by `perm` once per call (`index_select`), else per tile in the kernel."""
     words3d: bool = False
     """Fast kernel: load the words as `[rows, (nb, c), w]` (16 bytes a thread) and reorder in registers."""
-    """Fast kernel under act-order: gather x by `perm` once per call (`index_select`), else per tile in the kernel."""
+    scale_acc: bool = True
+    """Fast kernel, where a step lies in one group and there is no quanto shift: dequantize to the exact
+    integers `code - zero` and scale each step's float32 sums (`SCALE_ACC`); False: scale every weight."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,26 +106,34 @@ def _sm_count(index: int) -> int:
 
 
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
-    """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweep on an
-    H200 (2026-12-02 08:01 UTC, BENCHMARKS.md), all the fast kernel. Up to 16 rows: 16 x 128 tiles of
-    128 k a step, words loaded 16 bytes a thread (`words3d`), K split until there are about 4 programs
-    per multiprocessor; above: 64 x 256 tiles of 64 k a step, x gathered once under act-order, K split
-    up to about one program per multiprocessor for m <= 64."""
+    """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
+    H200 (2026-12-02, BENCHMARKS.md), all the fast kernel. Up to 16 rows: 16 x 128 tiles of 128 k a step,
+    words loaded 16 bytes a thread (`words3d`), sums scaled per group (`scale_acc`), K split until there
+    are about 3.5 programs per multiprocessor (4 fit one at 128 registers a thread); above: 64 x 256 tiles
+    of 64 k a step with every weight scaled (scaling the sums doubles the accumulators there: register
+    spills), x gathered once under act-order, K split up to about one program per multiprocessor for
+    m <= 64."""
     if m <= 16:
         cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=True)
-        target = 4 * sms
+        target = 7 * sms // 2
     elif m <= 64:
-        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True)
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False)
         target = sms
     else:
-        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True)
+        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False)
         target = 0
+    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, target))
+
+
+def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int) -> int:
+    """The power-of-two split of K that brings `cfg`'s grid to at least `target` programs, keeping at
+    least 4 steps a split."""
     programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
     tiles = k // 16
     split = 1
     while programs * split < target and tiles // (2 * split) >= 4 * cfg.bt:
         split *= 2
-    return dataclasses.replace(cfg, split_k=split)
+    return split
 
 
 def unsupported_reason(B: torch.Tensor, s: torch.Tensor, *, group_size: int, dtype: torch.dtype | None = None,
@@ -211,6 +225,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     zmode = 2 if shift is not None else (1 if z is not None else 0)
     B = B.contiguous()
     s = s.contiguous()
+    if s.data_ptr() % 4:  # the fast kernel reads the scales of a column pair as one int32
+        s = s.clone()
     ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
     tk = _kernels()
     grid = (-(-n // (64 * cfg.nb)), -(-m // cfg.bm), split)
@@ -230,7 +246,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
                 xk, *common[1:11], xk.stride(0), out.stride(0), 0 if single else gs.bit_length() - 1, per_split,
                 int(bias is not None), split,
                 ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm, IS_FP16=x.dtype == torch.float16,
-                BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=cfg.words3d, num_warps=cfg.warps, num_stages=cfg.stages)
+                BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=cfg.words3d, SCALE_ACC=cfg.scale_acc and uniform and zmode != 2,
+                num_warps=cfg.warps, num_stages=cfg.stages)
         else:
             tk.marlin_gemm_kernel[grid](
                 *common, int(single), int(perm is not None), int(bias is not None), split,

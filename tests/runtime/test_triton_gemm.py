@@ -13,7 +13,9 @@ Error bounds (derived for this kernel, per output element n of row m):
 So `|y - ref| <= (u (1 + 2^-22) + K 2^-22) (|x| @ |W|.T) + u |ref| + tiny` elementwise (ELEMENT bound).
 (The fast kernel forms `code - zero` exactly in the activation dtype and multiplies by the scale, held in
 that dtype: one rounding, the same weight; quanto's `code * scale - shift` is one fused multiply-add: one
-rounding, relative to the result.)
+rounding, relative to the result. With `scale_acc` it keeps `code - zero` unrounded and scales each group's
+float32 sum instead: exact weights, two more float32 roundings per group of at least 32 k, inside the
+K * 2^-22 allowance.)
 The elementwise bound holds for any input; for random inputs the rounding errors are independent with rms
 about u / sqrt(3) per weight and per output, so `||y - ref|| / ||ref||` is about 0.8 u: NORM_BOUND = 2 u.
 A wrong tile, block, scale or zero-point order moves each affected output by O(|y|) (checked below: the
@@ -132,8 +134,8 @@ def test_marlin_gemm_matches_source_dequant(n, k, dtype, group_size, mode, act_o
 @pytest.mark.parametrize("group_size", GROUPS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 def test_each_kernel_and_launch_shape(dtype, group_size, mode):
-    """Both kernels (the fast one with its x gather and word-load variants, the float32 eight-dot one) and
-    several launch shapes, whatever `pick_config` picks for a batch, with split-K."""
+    """Both kernels (the fast one with its x gather, word-load and scaling variants, the float32 eight-dot
+    one) and several launch shapes, whatever `pick_config` picks for a batch, with split-K."""
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
     layer = _make_layer(192, 1024, group_size, mode, True, dtype, 17 + group_size, with_bias=True)
@@ -141,7 +143,8 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
     t = layer.marlin
     bad = {}
     for cfg in (KernelConfig(16, 4, 2, split_k=4), KernelConfig(64, 8, 2), KernelConfig(16, 8, 2, words3d=True, split_k=2),
-                KernelConfig(64, 4, 4, xperm=True, split_k=2), KernelConfig(128, 4, 4, warps=8), KernelConfig(32, 4, 2),
+                KernelConfig(64, 4, 4, xperm=True, split_k=2, scale_acc=False), KernelConfig(128, 4, 4, warps=8),
+                KernelConfig(32, 4, 2), KernelConfig(16, 8, 2, words3d=True, scale_acc=False),
                 KernelConfig(16, 4, 2, fast=False, split_k=4), KernelConfig(64, 8, 2, fast=False)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
