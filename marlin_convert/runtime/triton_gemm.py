@@ -112,15 +112,20 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> Kern
     are about 3.5 programs per multiprocessor (4 fit one at 128 registers a thread); above: 64 x 256 tiles
     of 64 k a step with every weight scaled (scaling the sums doubles the accumulators there: register
     spills), x gathered once under act-order, K split up to about one program per multiprocessor for
-    m <= 64."""
+    m <= 64; except where N <= K (few column blocks, a long K), where 32-row tiles with the sums scaled per
+    group were faster in the 12:48 UTC sweep: 4096x4096 at 64 rows 33.6 us against 85.4, 8192x28672 195.4
+    against 203.3 (64 rows) and 693.5 against 765.2 (256), while 28672x8192 ran 5-18 % slower with them."""
+    long_k = n <= k
     if m <= 16:
         cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=True)
         target = 7 * sms // 2
     elif m <= 64:
-        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False)
+        cfg = (KernelConfig(bm=32, bt=8, nb=2, warps=4, stages=3, xperm=True) if long_k else
+               KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False))
         target = sms
     else:
-        cfg = KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False)
+        cfg = (KernelConfig(bm=32, bt=4, nb=4, warps=4, stages=3, xperm=True) if long_k else
+               KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False))
         target = 0
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, target))
 

@@ -145,6 +145,7 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
     for cfg in (KernelConfig(16, 4, 2, split_k=4), KernelConfig(64, 8, 2), KernelConfig(16, 8, 2, words3d=True, split_k=2),
                 KernelConfig(64, 4, 4, xperm=True, split_k=2, scale_acc=False), KernelConfig(128, 4, 4, warps=8),
                 KernelConfig(32, 4, 2), KernelConfig(16, 8, 2, words3d=True, scale_acc=False),
+                KernelConfig(32, 8, 2, xperm=True, split_k=2), KernelConfig(32, 4, 4, xperm=True),
                 KernelConfig(16, 4, 2, fast=False, split_k=4), KernelConfig(64, 8, 2, fast=False)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
