@@ -1,4 +1,4 @@
 """`python -m marlin_convert`: the same as the `marlin-convert` command."""
-from .cli import main
+from .cli import entry
 
-main()
+entry()
