@@ -3,10 +3,12 @@
 Why: copying into fresh page-cache pages was the largest single cost of `pack` on the 2-core VM we measure
 on (buffered `pwrite` at 0.26-0.7 GB/s and 3-6 s of system time per 2 GB, depending on how recently the VM
 had touched the memory), while O_DIRECT writes of aligned 8 MiB chunks ran at ~1.5 GB/s with almost no CPU
-(BENCHMARKS.md, issue #15). Bytes are gathered in one page-aligned staging buffer and written a chunk at a
-time; the last chunk is padded to the alignment and the file cut back to its length. Where O_DIRECT is
-refused (tmpfs and some network or FUSE filesystems: EINVAL when opening or at a write), the file goes
-through the page cache from that offset on, with the same bytes. `MARLIN_CONVERT_DIRECT_IO=0` turns it off.
+(BENCHMARKS.md, issue #15). Bytes are gathered in page-aligned 4 MiB buffers; each full one is written on a
+background thread while the next fills (`IN_FLIGHT` writes at once, so the disk sees more than one request
+and the writer does not wait on each); the last chunk is padded to the alignment and the file cut back to
+its length. Where O_DIRECT is refused (tmpfs and some network or FUSE filesystems: EINVAL when opening or at
+a write), the file goes through the page cache from that chunk on, with the same bytes.
+`MARLIN_CONVERT_DIRECT_IO=0` turns it off.
 """
 from __future__ import annotations
 
@@ -15,17 +17,20 @@ import fcntl
 import hashlib
 import mmap
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..stage_timers import stage
 
-__all__ = ["SequentialFile", "ALIGN", "CHUNK", "direct_io_enabled"]
+__all__ = ["SequentialFile", "ALIGN", "CHUNK", "IN_FLIGHT", "direct_io_enabled"]
 
 ALIGN = 4096
 """Offset, length and memory alignment of every O_DIRECT write (a multiple of any common logical block size)."""
-CHUNK = 8 << 20
-"""Bytes gathered before each O_DIRECT write."""
+CHUNK = 4 << 20
+"""Bytes gathered before each O_DIRECT write (IN_FLIGHT + 1 buffers of it: 12 MiB)."""
+IN_FLIGHT = 2
+"""O_DIRECT writes under way at once (each from its own buffer; one more buffer fills meanwhile)."""
 _GB = 1 << 30
 
 
@@ -40,17 +45,24 @@ def _copy(dst: memoryview, src: memoryview) -> None:
     np.copyto(np.frombuffer(dst, dtype=np.uint8), np.frombuffer(src, dtype=np.uint8))
 
 
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done : done + _GB], offset + done)
+
+
 class SequentialFile:
     """A new file (truncated if it exists) written front to back with `write`; `finish` writes what is
-    still gathered, `fsync` and `close` as for a plain file. `direct` says whether O_DIRECT is in use.
-    With `hashed`, the whole file's sha256 is computed from the bytes as they are written (`digest()`
-    after `finish`), so a file written past the page cache need not be read back from the disk to be hashed."""
+    still gathered and waits for every write, `fsync` and `close` as for a plain file. `direct` says whether
+    O_DIRECT is (still) in use; `direct=False` asks for the page cache (None and True: O_DIRECT unless the
+    environment turns it off). With `hashed`, the whole file's sha256 is computed from the bytes as they are
+    written (`digest()` after `finish`), so a file written past the page cache need not be read back."""
 
     def __init__(self, path: Path, *, direct: bool | None = None, hashed: bool = False):
         self.path = path
         self._sha = hashlib.sha256() if hashed else None
         self._size = 0
-        self.direct = direct_io_enabled() if direct is None else direct
+        self.direct = direct_io_enabled() and direct is not False
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         self._fd = -1
         if self.direct:
@@ -62,10 +74,16 @@ class SequentialFile:
                 self.direct = False
         if self._fd < 0:
             self._fd = os.open(path, flags, 0o666)
-        self._offset = 0  # file offset of the staging buffer's first byte (or of the next buffered write)
+        self._offset = 0  # file offset of the current buffer's first byte (or of the next buffered write)
         self._fill = 0
-        self._buffer = mmap.mmap(-1, CHUNK) if self.direct else None
-        self._view = memoryview(self._buffer) if self._buffer is not None else None
+        self._buffers: list[mmap.mmap] = []
+        self._pending: list[Future[None] | None] = []
+        self._current = 0
+        self._pool: ThreadPoolExecutor | None = None
+        if self.direct:
+            self._buffers = [mmap.mmap(-1, CHUNK) for _ in range(IN_FLIGHT + 1)]
+            self._pending = [None] * len(self._buffers)
+            self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="marlin-convert-write")
 
     @property
     def closed(self) -> bool:
@@ -80,29 +98,32 @@ class SequentialFile:
             with stage("sha256 whole files (as written)", len(view)):
                 self._sha.update(view)
         self._size += len(view)
+        if self._pool is None:
+            _pwrite_all(self._fd, view, self._offset)
+            self._offset += len(view)
+            return
         done = 0
         while done < len(view):
-            if self._view is None:
-                self._pwrite_all(view[done:], self._offset)
-                self._offset += len(view) - done
-                return
             n = min(CHUNK - self._fill, len(view) - done)
-            _copy(self._view[self._fill : self._fill + n], view[done : done + n])
+            with memoryview(self._buffers[self._current]) as buffer:
+                _copy(buffer[self._fill : self._fill + n], view[done : done + n])
             self._fill += n
             done += n
             if self._fill == CHUNK:
-                self._flush(CHUNK)
+                self._submit(CHUNK, CHUNK)
 
     def finish(self) -> None:
-        """Write whatever is gathered (padded to the alignment, then the file cut back to its length)."""
-        if self._view is None or self._fill == 0:
-            self._release()
+        """Write whatever is gathered (padded to the alignment; the file is then cut back to its length) and
+        wait until every write is done; a write's error is raised here (or at a later `write`)."""
+        if self._pool is None:
             return
         length = self._offset + self._fill
-        padded = -(-self._fill // ALIGN) * ALIGN
-        self._view[self._fill : padded] = bytes(padded - self._fill)
-        if self._flush(padded, real=self._fill):
-            os.ftruncate(self._fd, length)
+        if self._fill:
+            padded = -(-self._fill // ALIGN) * ALIGN
+            self._buffers[self._current][self._fill : padded] = bytes(padded - self._fill)
+            self._submit(padded, self._fill)
+        self._drain()
+        os.ftruncate(self._fd, length)  # drop the padding (a no-op when the last chunk went through the cache)
         self._release()
 
     def digest(self) -> tuple[str, int]:
@@ -115,52 +136,71 @@ class SequentialFile:
         os.fsync(self._fd)
 
     def close(self) -> None:
-        self._release()
+        """Close the file; writes still under way (a file being abandoned after an error) are waited for
+        first, their errors dropped."""
+        if self._pool is not None:
+            try:
+                self._drain()
+            except OSError:
+                pass
+            self._release()
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
 
-    def _flush(self, length: int, *, real: int | None = None) -> bool:
-        """Write the first `length` gathered bytes at `_offset` with O_DIRECT; if that is refused, the first
-        `real` (default `length`) through the page cache. True when the O_DIRECT write went through."""
-        assert self._view is not None
-        real = length if real is None else real
-        try:
-            done = os.pwrite(self._fd, self._view[:length], self._offset)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            done = 0
-        if done < length:  # refused or cut short: the rest, and every later write, go through the page cache
-            self._to_buffered()
-            if done < real:
-                self._pwrite_all(self._view[done:real], self._offset + done)
-            self._offset += real
-            self._fill = 0
-            self._release()
-            return False
+    def _submit(self, length: int, real: int) -> None:
+        """Write the current buffer's first `length` bytes at `_offset` on the pool, then move on to the next
+        buffer (waiting for its previous write, if still under way)."""
+        assert self._pool is not None
+        index = self._current
+        self._pending[index] = self._pool.submit(self._write_chunk, index, length, real, self._offset)
         self._offset += real
         self._fill = 0
-        return True
+        self._current = (index + 1) % len(self._buffers)
+        waiting = self._pending[self._current]
+        if waiting is not None:
+            self._pending[self._current] = None
+            waiting.result()
 
-    def _to_buffered(self) -> None:
-        fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-        self.direct = False
+    def _write_chunk(self, index: int, length: int, real: int, offset: int) -> None:
+        """On the pool: buffer `index` with O_DIRECT; if that is refused or cut short, its first `real` bytes
+        (the rest of them) through the page cache, and every later chunk too (the flag is cleared on the file)."""
+        with memoryview(self._buffers[index]) as view:
+            done = 0
+            if self.direct:
+                try:
+                    done = os.pwrite(self._fd, view[:length], offset)
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        raise
+                if done >= length:
+                    return
+                self.direct = False
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            if done < real:
+                _pwrite_all(self._fd, view[done:real], offset + done)
 
-    def _pwrite_all(self, view: memoryview, offset: int) -> None:
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self._fd, view[done : done + _GB], offset + done)
+    def _drain(self) -> None:
+        """Wait for every write under way; the first error is raised after all have finished."""
+        error: BaseException | None = None
+        for i, future in enumerate(self._pending):
+            if future is not None:
+                self._pending[i] = None
+                try:
+                    future.result()
+                except BaseException as e:  # noqa: BLE001 - re-raised below, once all are done
+                    error = error or e
+        if error is not None:
+            raise error
 
     def _release(self) -> None:
-        """Give the staging buffer back (what is still gathered is dropped: `finish` has written it, or the
-        file is being abandoned); later writes, if any, go through the page cache."""
-        if self._view is not None:
-            self._view.release()
-            self._view = None
-        if self._buffer is not None:
-            buffer, self._buffer = self._buffer, None
+        """Give the buffers and the pool back (every write has finished: `_drain` came first)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for buffer in self._buffers:
             try:
                 buffer.close()
             except BufferError:  # a view of it is still alive (an error's traceback): freed with that
                 pass
+        self._buffers = []

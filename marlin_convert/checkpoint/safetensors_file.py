@@ -301,14 +301,15 @@ class ShardWriter:
     header is written as it is and each tensor goes to the offset it names: in file order when `entries`
     are in file order, else whatever order they come in, so the file is rebuilt byte for byte with no more
     than one tensor in hand. Written in file order, the file bypasses the page cache where it can
-    (`direct_file.SequentialFile`). Each tensor's sha256 is computed
+    (`direct_file.SequentialFile`), unless `direct` is False. Each tensor's sha256 is computed
     as it is written (unless `hash_tensors` is off: the caller hashes the whole file instead) or comes with it
     (`Hashed`, `HashedBlocks`). With `hash_file`, a file written in file order is also hashed whole as it is
     written (`file_digest`). `close()` fails unless every tensor arrived.
     """
 
     def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None,
-                 *, header: bytes | None = None, hash_tensors: bool = True, hash_file: bool = False):
+                 *, header: bytes | None = None, hash_tensors: bool = True, hash_file: bool = False,
+                 direct: bool | None = None):
         self.path = path
         self._hash = hash_tensors
         self._hash_file = hash_file
@@ -331,7 +332,7 @@ class ShardWriter:
             if self._any_order:
                 self._file: Any = open(path, "wb")
             else:
-                self._file = self._sequential = SequentialFile(path, hashed=hash_file)
+                self._file = self._sequential = SequentialFile(path, hashed=hash_file, direct=direct)
             self._pwrite(raw, 0)
         except OSError as e:
             raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None

@@ -86,10 +86,12 @@ def write_shards(
     *,
     hash_tensors: bool = True,
     written: Callable[[Path, tuple[str, int] | None], None] | None = None,
+    direct: bool | None = None,
 ) -> dict[str, str]:
     """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256 (none
     with `hash_tensors` off). `written(path, digest)` is called as each shard is complete: `digest` is the
     whole file's (sha256, size), hashed as it was written in file order, or None (e.g. to hash it whole then).
+    `direct=False` writes through the page cache (see `direct_file`; default: O_DIRECT where it works).
 
     A finished shard is flushed to disk (fsync) on a background thread while the next one is
     written; all are on disk when this returns.
@@ -99,7 +101,8 @@ def write_shards(
         pending = []
         for shard in shards:
             writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata,
-                                 header=shard.header, hash_tensors=hash_tensors, hash_file=written is not None)
+                                 header=shard.header, hash_tensors=hash_tensors, hash_file=written is not None,
+                                 direct=direct)
             try:
                 for entry in shard.entries:
                     writer.write(entry.name, produce(entry))

@@ -104,7 +104,7 @@ def test_refused_at_a_write_goes_on_through_the_page_cache(tmp_path, monkeypatch
     monkeypatch.setattr(direct_file.os, "pwrite", flaky)
     pieces = _pieces(4)
     f = _write(tmp_path / "f", pieces, direct=True)
-    assert not f.direct and len(calls) == refuse_after + 1
+    assert not f.direct and len(calls) >= refuse_after + 1  # later chunks may be under way already
     assert (tmp_path / "f").read_bytes() == b"".join(pieces)
 
 
@@ -154,3 +154,8 @@ def test_the_whole_file_digest_is_that_of_the_bytes_on_disk(tmp_path, direct):
     assert f.digest() == (hashlib.sha256(data).hexdigest(), len(data))
     with pytest.raises(RuntimeError):
         _write(tmp_path / "g", [b"x"]).digest()
+
+
+def test_direct_false_asks_for_the_page_cache(tmp_path):
+    f = _write(tmp_path / "f", [b"z" * (CHUNK + 5)], direct=False)
+    assert not f.direct and (tmp_path / "f").read_bytes() == b"z" * (CHUNK + 5)

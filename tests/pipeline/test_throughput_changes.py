@@ -115,3 +115,19 @@ def test_debug_prints_time_per_stage_on_stderr(tmp_path, how):
     quiet = subprocess.run([exe, "verify", str(TINY), str(tmp_path / "out")], capture_output=True, text=True,
                            env={k: v for k, v in os.environ.items() if k != "MARLIN_CONVERT_DEBUG"})
     assert quiet.returncode == 0 and "time per stage" not in quiet.stderr, quiet.stderr
+
+
+def test_a_cpu_pack_writes_its_shards_past_the_page_cache(tmp_path, monkeypatch):
+    """pack asks for O_DIRECT when the layout kernel runs on the CPU (the page-cache copies cost CPU there)."""
+    from marlin_convert.pipeline import pack as pack_module
+
+    asked = []
+    real = pack_module.write_shards
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("direct"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pack_module, "write_shards", spy)
+    pack_checkpoint(TINY, tmp_path / "out", device="cpu")
+    assert asked == [True]
