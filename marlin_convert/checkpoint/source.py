@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 from ..errors import CheckpointError
 from ..stage_timers import stage
 from ..tensor_spec import TensorSpec
+from .direct_file import DIRECT_READ_MIN, direct_io_enabled, in_page_cache, read_direct
 from .index_file import read_index
 from .json_file import read_json, read_json_text
 from .links import outside_link_message, stays_inside
 from .unsupported import unsupported_checkpoint
-from .safetensors_file import (SafetensorsHeader, TensorInfo, array_from_bytes, read_bytes, read_header, read_tensor,
+from .safetensors_file import (SafetensorsHeader, TensorInfo, array_from_bytes, read_bytes, read_header,
                                tensor_from_bytes)
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class Checkpoint:
             if unlisted:
                 raise CheckpointError(f"{root / self.location[unlisted[0]][0]}: tensor {unlisted[0]} is not listed in the index")
         self._files: dict[str, BinaryIO] = {}
+        self._direct: dict[str, int | None] = {}  # O_DIRECT descriptors (None: refused)
         self._lock = threading.Lock()
 
     @property
@@ -91,18 +93,36 @@ class Checkpoint:
                     raise CheckpointError(f"{self.root / shard}: cannot open ({e.strerror or e})") from None
             return f
 
+    def _direct_fd(self, shard: str) -> int | None:
+        with self._lock:
+            if shard not in self._direct:
+                fd = None
+                if direct_io_enabled():
+                    try:
+                        fd = os.open(self.root / shard, os.O_RDONLY | os.O_DIRECT | getattr(os, "O_CLOEXEC", 0))
+                    except OSError:
+                        fd = None
+                self._direct[shard] = fd
+            return self._direct[shard]
+
     def read(self, name: str) -> torch.Tensor:
-        shard, info = self.location[name]
-        return read_tensor(self._file(shard), info)
+        return tensor_from_bytes(self.read_raw(name), self.info(name))
 
     def read_array(self, name: str) -> np.ndarray:
         """One tensor as a numpy array, without torch (planning reads zero points and g_idx this way)."""
         shard, info = self.location[name]
         return array_from_bytes(read_bytes(self._file(shard), info), info)
 
-    def read_raw(self, name: str) -> bytearray:
+    def read_raw(self, name: str) -> bytearray | memoryview:
+        """A tensor's stored bytes; a big one that is not in the page cache is read past it (`read_direct`)."""
         shard, info = self.location[name]
-        return read_bytes(self._file(shard), info)
+        f = self._file(shard)
+        if info.nbytes >= DIRECT_READ_MIN and not in_page_cache(f.fileno(), info.start):
+            fd = self._direct_fd(shard)
+            raw = read_direct(fd, info.start, info.nbytes) if fd is not None else None
+            if raw is not None:
+                return raw
+        return read_bytes(f, info)
 
     def read_hashed(self, name: str, *, pinned: bool = False) -> tuple[torch.Tensor, str]:
         """One tensor and the sha256 of its stored bytes, from a single read; with `pinned`, read straight
@@ -156,6 +176,10 @@ class Checkpoint:
         for f in self._files.values():
             f.close()
         self._files.clear()
+        for fd in self._direct.values():
+            if fd is not None:
+                os.close(fd)
+        self._direct.clear()
 
     def __enter__(self) -> Checkpoint:
         return self

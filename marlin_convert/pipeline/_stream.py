@@ -87,14 +87,16 @@ def layer_order(shards: list[ShardPlan]) -> list[str]:
     return list(dict.fromkeys(e.key.prefix for s in shards for e in s.entries if isinstance(e.key, LayerTensor)))
 
 
-READ_AHEAD_FLOOR = 32 << 20
-"""Read-ahead never stops below this many bytes of layer sources: with small layers (a 4096 x 4096 layer's
-sources are 8.4 MB) a budget of 1.5 layers held one layer at a time, so reading, kernel and writing ran one
-after the other (issue #15: 2 GB packed in 8.0-9.3 s with it, 6.2-6.9 s without, both with O_DIRECT writes)."""
+READ_AHEAD_FLOOR = 64 << 20
+"""Read-ahead never stops below this many bytes of layer tensors in hand: with small layers (a 4096 x 4096
+layer's sources are 8.4 MB) a budget of 1.5x the largest tensor held one layer at a time, so reading, kernel
+and writing ran one after the other (issue #15: 2 GB packed in 8.0-9.3 s with it, 6.2-6.9 s with 32 MiB), and
+verify, which holds a layer's Marlin and source tensors (16.8 MB), still ran one layer at a time at 32 MiB
+(one core busy: `verify SRC OUT` of 2 GB 13.1-13.6 s, 11.3-11.8 s at 64 MiB)."""
 
 
 def read_ahead_budget(tensor_sizes: Iterable[int]) -> int:
     """Bytes of layer sources in hand at once: 1.5x the largest tensor, so that with the streamed
     output blocks peak memory stays under 2x the largest tensor above the interpreter's, but at least
-    `READ_AHEAD_FLOOR`, a fixed cost that only layers smaller than ~21 MB reach."""
+    `READ_AHEAD_FLOOR`, a fixed cost that only layers smaller than ~43 MB reach."""
     return max(int(1.5 * max(tensor_sizes, default=0)), READ_AHEAD_FLOOR)

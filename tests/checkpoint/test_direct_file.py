@@ -159,3 +159,65 @@ def test_the_whole_file_digest_is_that_of_the_bytes_on_disk(tmp_path, direct):
 def test_direct_false_asks_for_the_page_cache(tmp_path):
     f = _write(tmp_path / "f", [b"z" * (CHUNK + 5)], direct=False)
     assert not f.direct and (tmp_path / "f").read_bytes() == b"z" * (CHUNK + 5)
+
+
+@pytest.mark.parametrize("start,nbytes", [(0, 1), (1, ALIGN), (ALIGN - 3, 5), (8, 3 * ALIGN + 17), (12345, 1 << 20)])
+def test_read_direct_gives_the_bytes_at_any_offset(tmp_path, start, nbytes):
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    data = random.Random(7).randbytes(2 * (1 << 20) + 999)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY | O_DIRECT)
+    try:
+        got = direct_file.read_direct(fd, start, nbytes)
+    finally:
+        os.close(fd)
+    assert got is not None and bytes(got) == data[start : start + nbytes]
+
+
+def test_read_direct_refused_says_none(tmp_path, monkeypatch):
+    (tmp_path / "f").write_bytes(b"x" * 10000)
+
+    def refuse(*a, **k):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(direct_file.os, "preadv", refuse)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert direct_file.read_direct(fd, 5, 100) is None
+    finally:
+        os.close(fd)
+
+
+def test_pack_verify_unpack_with_every_tensor_read_past_the_page_cache(tmp_path, monkeypatch):
+    """Every tensor read as if it were not cached (O_DIRECT where the filesystem allows it): the same output,
+    verify passes, and unpack gives the source back byte for byte."""
+    import hashlib
+
+    from marlin_convert import pack_checkpoint, unpack_checkpoint, verify_checkpoint
+    from marlin_convert.checkpoint import source
+    from tests._support.checkpoints import make_gptq_checkpoint
+
+    make_gptq_checkpoint(tmp_path / "src", seed=21, sym=False, act_order=True, shards=2)
+    pack_checkpoint(tmp_path / "src", tmp_path / "ref", device="cpu")
+    monkeypatch.setattr(source, "DIRECT_READ_MIN", 0)
+    monkeypatch.setattr(source, "in_page_cache", lambda fd, offset: False)
+    pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cpu")
+    assert verify_checkpoint(tmp_path / "out", tmp_path / "src", device="cpu").ok
+    unpack_checkpoint(tmp_path / "out", tmp_path / "back")
+
+    def tree(root):
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert tree(tmp_path / "out") == tree(tmp_path / "ref")
+    assert tree(tmp_path / "back") == tree(tmp_path / "src")
+
+
+def test_in_page_cache_is_true_for_a_file_just_written(tmp_path):
+    (tmp_path / "f").write_bytes(b"y" * 100)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert direct_file.in_page_cache(fd, 0)
+    finally:
+        os.close(fd)
