@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = ["Hashed", "TensorInfo", "SafetensorsHeader", "read_header", "read_header_bytes", "parse_header", "read_tensor",
+__all__ = ["Hashed", "TensorInfo", "SafetensorsHeader", "read_header", "read_header_bytes", "parse_header",
            "read_bytes", "tensor_from_bytes", "array_from_bytes", "NUMPY_DTYPES", "ShardWriter", "header_bytes"]
 
 MAX_HEADER_BYTES = 100_000_000
@@ -271,11 +271,6 @@ def array_from_bytes(raw: bytearray, info: TensorInfo) -> np.ndarray:
     if info.dtype not in NUMPY_DTYPES:
         raise CheckpointError(f"tensor {info.name}: dtype {info.dtype} cannot be read as a numpy array")
     return np.frombuffer(raw, dtype=NUMPY_DTYPES[info.dtype]).reshape(info.shape)
-
-
-def read_tensor(f: BinaryIO, info: TensorInfo) -> torch.Tensor:
-    """One tensor as a CPU torch tensor owning its memory."""
-    return tensor_from_bytes(read_bytes(f, info), info)
 
 
 def header_bytes(entries: Iterable[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None) -> bytes:

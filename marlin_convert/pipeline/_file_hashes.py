@@ -27,9 +27,9 @@ class FileHashes:
     written); `result(path)` is its (sha256, size). On leaving the block with an error or an interruption,
     hashing stops at the next chunk rather than being waited for."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self) -> None:
         self._cancel = threading.Event()
-        self._pool = ThreadPoolExecutor(workers or default_workers(), thread_name_prefix="marlin-convert-hash")
+        self._pool = ThreadPoolExecutor(default_workers(), thread_name_prefix="marlin-convert-hash")
         self._futures: dict[Path, Future[tuple[str, int]]] = {}
 
     def add(self, path: Path, known: tuple[str, int] | None = None) -> None:
