@@ -26,7 +26,7 @@ from typing import Any
 from ..stage_timers import stage
 
 __all__ = ["SequentialFile", "ALIGN", "CHUNK", "IN_FLIGHT", "DIRECT_READ_MIN", "direct_io_enabled", "in_page_cache",
-           "read_direct"]
+           "pwrite_all", "read_direct"]
 
 ALIGN = 4096
 """Offset, length and memory alignment of every O_DIRECT write (a multiple of any common logical block size)."""
@@ -48,7 +48,8 @@ def _copy(dst: memoryview, src: memoryview) -> None:
     np.copyto(np.frombuffer(dst, dtype=np.uint8), np.frombuffer(src, dtype=np.uint8))
 
 
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    """All of `view` at `offset` (positioned writes of at most 1 GiB, as many as it takes)."""
     done = 0
     while done < len(view):
         done += os.pwrite(fd, view[done : done + _GB], offset + done)
@@ -102,7 +103,7 @@ class SequentialFile:
                 self._sha.update(view)
         self._size += len(view)
         if self._pool is None:
-            _pwrite_all(self._fd, view, self._offset)
+            pwrite_all(self._fd, view, self._offset)
             self._offset += len(view)
             return
         done = 0
@@ -181,7 +182,7 @@ class SequentialFile:
                 self.direct = False
                 fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
             if done < real:
-                _pwrite_all(self._fd, view[done:real], offset + done)
+                pwrite_all(self._fd, view[done:real], offset + done)
 
     def _drain(self) -> None:
         """Wait for every write under way; the first error is raised after all have finished."""

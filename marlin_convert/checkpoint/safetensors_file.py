@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError
 from ..stage_timers import stage, timed_iter
-from .direct_file import SequentialFile
+from .direct_file import SequentialFile, pwrite_all
 from .hashed import Hashed, HashedBlocks, tensor_bytes
 from .json_file import parse_json
 
@@ -341,10 +341,7 @@ class ShardWriter:
         if self._sequential is not None:  # in order: offset is where the last write ended
             self._sequential.write(data)
             return
-        view = memoryview(data).cast("B")
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self._file.fileno(), view[done : done + (1 << 30)], offset + done)
+        pwrite_all(self._file.fileno(), memoryview(data).cast("B"), offset)
 
     def write(self, name: str, data: torch.Tensor | bytes | bytearray | Iterable[torch.Tensor]) -> None:
         """Write the next tensor: a tensor, its raw bytes, or its consecutive row blocks (streamed)."""
