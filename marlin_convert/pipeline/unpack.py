@@ -152,15 +152,14 @@ def _layer_grouped(names: list[str], source_tensors: dict[str, Any], member_of: 
     done: set[str] = set()
     for name in names:
         if name not in member_of:
-            entries.append(OutEntry(name, _spec(source_tensors[name]), CopyTensor(name)))
+            entries.append(_entry(name, source_tensors, member_of))
             continue
         prefix = member_of[name][0]
         if prefix in done:
             continue
         done.add(prefix)
-        for role, member in plans[prefix].sources.items():
-            if member in in_shard:
-                entries.append(OutEntry(member, _spec(source_tensors[member]), LayerTensor(prefix, role)))
+        entries.extend(_entry(member, source_tensors, member_of) for member in plans[prefix].sources.values()
+                       if member in in_shard)
     return entries
 
 
