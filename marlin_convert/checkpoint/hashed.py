@@ -79,7 +79,12 @@ class HashedBlocks:
             yield item
 
     def close(self) -> None:
+        """Stop the maker after its current block and wait for it: a maker still running torch or numpy code
+        when the interpreter exits (a daemon thread) can abort the process ("terminate called without an
+        active exception"), which a disk-full pack once did with layers read ahead."""
         self._stop.set()
+        if self._maker.is_alive() and self._maker is not threading.current_thread():
+            self._maker.join()
 
 
 def _make(blocks: Iterator[torch.Tensor], out: queue.Queue[Any], stop: threading.Event, digest: list[str],

@@ -1,6 +1,8 @@
 """The layer thread pool: layers are read and converted ahead on worker threads while one is written."""
 from __future__ import annotations
 
+import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
@@ -36,6 +38,14 @@ class LayerStream:
         self._submitted = 0
         self._futures: dict[str, Future[dict[str, torch.Tensor]]] = {}
         self._ready: dict[str, dict[str, torch.Tensor]] = {}
+        self._makers: weakref.WeakSet[HashedBlocks] = weakref.WeakSet()  # stopped and waited for on close
+        self._makers_lock = threading.Lock()
+
+    def _made(self, prefix: str) -> dict[str, Any]:
+        tensors = self._make(prefix)
+        with self._makers_lock:
+            self._makers.update(t for t in tensors.values() if isinstance(t, HashedBlocks))
+        return tensors
 
     def take(self, prefix: str, part: str) -> torch.Tensor:
         tensors = self._ready.get(prefix)
@@ -48,7 +58,7 @@ class LayerStream:
 
     def _produce(self, prefix: str) -> dict[str, torch.Tensor]:
         if self._pool is None:
-            return self._make(prefix)
+            return self._made(prefix)
         here = self._position[prefix]
         limit = min(here + self._ahead, len(self._order))
         while self._submitted < limit:
@@ -57,14 +67,20 @@ class LayerStream:
                 in_hand = sum(self._sizes.get(p, 0) for p in self._order[here : self._submitted + 1])
                 if in_hand > self._budget:
                     break
-            self._futures[name] = self._pool.submit(self._make, name)
+            self._futures[name] = self._pool.submit(self._made, name)
             self._submitted += 1
         with stage("wait: layer from workers"):
             return self._futures.pop(prefix).result()
 
     def close(self) -> None:
+        """Stop the workers, then every block maker a layer started (handed out or still in hand: they start
+        as soon as their layer is made), so that no thread is left running a kernel."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._makers_lock:
+            makers = list(self._makers)
+        for maker in makers:
+            maker.close()
 
     def __enter__(self) -> LayerStream:
         return self

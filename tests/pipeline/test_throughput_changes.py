@@ -131,3 +131,30 @@ def test_a_cpu_pack_writes_its_shards_past_the_page_cache(tmp_path, monkeypatch)
     monkeypatch.setattr(pack_module, "write_shards", spy)
     pack_checkpoint(TINY, tmp_path / "out", device="cpu")
     assert asked == [True]
+
+
+def test_closing_the_layer_stream_stops_every_block_maker():
+    """Makers start as soon as a layer is made (read ahead too); an error that ends the command closes the
+    stream, which must leave no maker running a kernel (a daemon thread in C code at exit can abort Python)."""
+    import threading
+    import time
+
+    from marlin_convert.pipeline._stream import LayerStream
+
+    def slow_blocks():
+        for i in range(1000):
+            time.sleep(0.005)
+            yield torch.full((4, 4), i, dtype=torch.int32)
+
+    made = []
+
+    def make(prefix):
+        blocks = HashedBlocks(slow_blocks())
+        made.append(blocks)
+        return {"B": blocks}
+
+    with LayerStream(make, ["a", "b", "c"], jobs=3) as stream:
+        first = iter(stream.take("a", "B"))
+        next(first)  # the writer has started on layer a; b and c are read ahead, their makers running
+    assert len(made) == 3
+    assert not [t for t in threading.enumerate() if t.name == "marlin-convert-blocks"]
