@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ class SequentialFile:
         self._pending: list[Future[None] | None] = []
         self._current = 0
         self._pool: ThreadPoolExecutor | None = None
+        self._fallback = threading.Lock()
         if self.direct:
             self._buffers = [mmap.mmap(-1, CHUNK) for _ in range(IN_FLIGHT + 1)]
             self._pending = [None] * len(self._buffers)
@@ -179,10 +181,18 @@ class SequentialFile:
                         raise
                 if done >= length:
                     return
-                self.direct = False
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                self._stop_direct()
             if done < real:
                 pwrite_all(self._fd, view[done:real], offset + done)
+
+    def _stop_direct(self) -> None:
+        """Clear O_DIRECT on the file, then `direct`, in that order and once: a chunk written beside this one
+        that sees `direct` off goes through the page cache and must find the flag already cleared (with it
+        still set, its unaligned tail was refused with EINVAL)."""
+        with self._fallback:
+            if self.direct:
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                self.direct = False
 
     def _drain(self) -> None:
         """Wait for every write under way; the first error is raised after all have finished."""
