@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..stage_timers import stage
+from .host_buffers import take_buffer
 
 __all__ = ["SequentialFile", "ALIGN", "CHUNK", "IN_FLIGHT", "DIRECT_READ_MIN", "direct_io_enabled", "in_page_cache",
            "pwrite_all", "read_direct"]
@@ -240,18 +241,14 @@ def in_page_cache(fd: int, offset: int) -> bool:
 
 
 def read_direct(fd: int, start: int, nbytes: int) -> memoryview | None:
-    """`nbytes` at `start` of a file opened with O_DIRECT, read past the page cache into aligned memory from
-    numpy's (reused) heap: for data not cached, this spares the VM a fresh page-cache page and a copy per page
+    """`nbytes` at `start` of a file opened with O_DIRECT, read past the page cache into an aligned buffer of the
+    process's pool (`host_buffers`): for data not cached, this spares the VM a fresh page-cache page and a copy per page
     (a cold 2 GB read: 0.1 s of system time against 1.3-2.3 s, BENCHMARKS.md). None when the read is refused
     (EINVAL) or comes back short of an alignment boundary: the caller reads through the page cache instead."""
-    import numpy as np
-
     first = start - start % ALIGN
     end = start + nbytes
     last = -(-end // ALIGN) * ALIGN
-    memory = np.empty(last - first + ALIGN, dtype=np.uint8)
-    shift = -memory.ctypes.data % ALIGN
-    view = memoryview(memory[shift : shift + last - first])
+    view = take_buffer(last - first)
     done = 0
     with stage("read tensors (O_DIRECT)", nbytes):
         while first + done < end:

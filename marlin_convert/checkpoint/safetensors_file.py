@@ -20,6 +20,7 @@ from ..dtypes import DTYPE_SIZES
 from ..errors import CheckpointError
 from ..stage_timers import stage, timed_iter
 from .direct_file import SequentialFile, pwrite_all
+from .host_buffers import take_buffer
 from .hashed import Hashed, HashedBlocks, tensor_bytes
 from .json_file import parse_json
 
@@ -233,9 +234,10 @@ def _tensor_info(path: Path, name: str, entry: Any, data_start: int, data_len: i
 
 def read_bytes(f: BinaryIO, info: TensorInfo, *, into: bytearray | memoryview | None = None) -> bytearray | memoryview:
     """The raw bytes of one tensor, from an open file, with positioned reads (safe across threads);
-    read `into` a caller's buffer of exactly that size when given (e.g. pinned host memory)."""
+    read `into` a caller's buffer of exactly that size when given (e.g. pinned host memory), else into one from
+    the process's pool of reused buffers (`host_buffers`: fresh pages are what reading cost most on a VM)."""
     with stage("read tensors", info.nbytes):
-        buf = bytearray(info.nbytes) if into is None else into
+        buf = take_buffer(info.nbytes) if into is None else into
         view = memoryview(buf).cast("B")
         done = 0
         while done < info.nbytes:
