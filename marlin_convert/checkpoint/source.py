@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 
@@ -124,22 +125,27 @@ class Checkpoint:
                 return raw
         return read_bytes(f, info)
 
-    def read_hashed(self, name: str, *, pinned: bool = False) -> tuple[torch.Tensor, str]:
+    def read_hashed(self, name: str, *, pinned: bool = False,
+                    hasher: Executor | None = None) -> tuple[torch.Tensor, str | Future[str]]:
         """One tensor and the sha256 of its stored bytes, from a single read; with `pinned`, read straight
         into page-locked host memory (from torch's caching host allocator, so buffers are reused and
-        host-to-device copies need no staging)."""
+        host-to-device copies need no staging). With `hasher`, the sha256 is computed there and comes as a
+        Future, so the caller can convert the tensor while it is hashed (the bytes are not changed by either)."""
         if not pinned:
             raw = self.read_raw(name)
-            with stage("sha256 read tensors", len(raw)):
-                return tensor_from_bytes(raw, self.info(name)), hashlib.sha256(raw).hexdigest()
-        import torch
+            tensor = tensor_from_bytes(raw, self.info(name))
+        else:
+            import torch
 
-        from ..dtypes import TORCH_DTYPES
+            from ..dtypes import TORCH_DTYPES
 
-        shard, info = self.location[name]
-        buf = torch.empty(info.nbytes, dtype=torch.uint8, pin_memory=True)
-        raw = read_bytes(self._file(shard), info, into=buf.numpy()) if info.nbytes else b""
-        return buf.view(TORCH_DTYPES[info.dtype]).reshape(info.shape), hashlib.sha256(raw).hexdigest()
+            shard, info = self.location[name]
+            buf = torch.empty(info.nbytes, dtype=torch.uint8, pin_memory=True)
+            raw = read_bytes(self._file(shard), info, into=buf.numpy()) if info.nbytes else b""
+            tensor = buf.view(TORCH_DTYPES[info.dtype]).reshape(info.shape)
+        if hasher is not None:
+            return tensor, hasher.submit(_sha256_read, raw)
+        return tensor, _sha256_read(raw)
 
     def weight_files(self) -> set[str]:
         """Files that hold weights or describe them (shards, index): not copied verbatim."""
@@ -186,6 +192,11 @@ class Checkpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sha256_read(raw: Any) -> str:
+    with stage("sha256 read tensors", len(raw)):
+        return hashlib.sha256(raw).hexdigest()
 
 
 def _walk_error(e: OSError) -> None:

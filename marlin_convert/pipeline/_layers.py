@@ -1,6 +1,7 @@
 """One layer at a time: read its source tensors, decode them, lay them out for Marlin (and back)."""
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Any
 
 import torch
@@ -13,12 +14,13 @@ from ..formats import DenseCodes, Format, LayerPlan, QuantizedLinear, from_marli
 __all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "restore_layer"]
 
 
-def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, str] | None = None,
-               *, pinned: bool = False) -> dict[str, torch.Tensor]:
-    """The layer's source tensors by role; each one's sha256 goes into `digests` when given."""
+def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None = None,
+               *, pinned: bool = False, hasher: Executor | None = None) -> dict[str, torch.Tensor]:
+    """The layer's source tensors by role; each one's sha256 goes into `digests` when given (a Future when
+    hashed on `hasher`, beside the conversion)."""
     tensors = {}
     for role, name in plan.sources.items():
-        tensors[role], sha = ckpt.read_hashed(name, pinned=pinned)
+        tensors[role], sha = ckpt.read_hashed(name, pinned=pinned, hasher=hasher)
         if digests is not None:
             digests[name] = sha
     return tensors

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -74,14 +76,14 @@ def pack_checkpoint(
             raise NothingToConvert(f"{src}: no layer is eligible for Marlin")
         entries = output_entries(ckpt, eligible)
         shards = plan_shards(entries, max_bytes=source_shard_limit(ckpt), metadata={"format": "pt"})
-        source_sha: dict[str, str] = {}
+        source_sha: dict[str, str | Future[str]] = {}
         specs = ckpt.specs()
         bytes_in = sum(ckpt.info(name).nbytes for name in specs)
         reporter.start(bytes_in, "pack")
 
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = eligible[prefix]
-            tensors = read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda")
+            tensors = read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda", hasher=tensor_hashes)
             _, outs = convert_layer(fmt, plan, tensors, dev, stream=True)
             reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
             return hash_whole(outs)
@@ -98,7 +100,7 @@ def pack_checkpoint(
         budget = None if dev.type != "cpu" else read_ahead_budget(ckpt.info(n).nbytes for n in specs)
         copied = [e for e in entries if isinstance(e.key, CopyTensor)]
         with atomic_directory(out, force=force) as tmp, FileHashes() as shard_hashes, \
-                LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
+                _hasher() as tensor_hashes, LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
             for shard in ckpt.shards:  # whole source files, on a thread beside the conversion
                 shard_hashes.add(ckpt.root / shard)
             with stage("write shards (all, wall)"):
@@ -123,6 +125,7 @@ def pack_checkpoint(
                 write_json(tmp / INDEX_NAME, index_json(shards))
             with stage("wait: source file sha256"):
                 source_file_sha = {s: shard_hashes.result(ckpt.root / s) for s in ckpt.shards}
+                source_sha = {k: v.result() if isinstance(v, Future) else v for k, v in source_sha.items()}
             with stage("manifest (+ small files)"):
                 manifest = build_manifest(
                     tool_version=__version__, source_format=fmt.name, source=ckpt, source_sha=source_sha,
@@ -147,6 +150,17 @@ def pack_checkpoint(
         bytes_out=sum(s.nbytes for s in shards),
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+@contextmanager
+def _hasher() -> Iterator[ThreadPoolExecutor]:
+    """One thread for the source tensors' sha256, so that a layer's kernel does not wait for its hash (they
+    read the same bytes). Leaving with an error drops what is still queued."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-sha")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_round_trip(ckpt: Checkpoint) -> None:
