@@ -1,10 +1,11 @@
-"""Tensors that come with their sha256 already computed, so that the shard writer only writes.
+"""Tensors made on other threads for the shard writer: whole ones with their sha256 already computed, big ones as
+row blocks made ahead.
 
-`Hashed` is a whole tensor hashed where it was made (a worker thread). `HashedBlocks` is a big tensor made
+`Hashed` is a whole tensor hashed where it was made (a worker thread). `BlocksAhead` is a big tensor made
 as row blocks (a streamed layout kernel): from the moment it is made (on a worker, for a layer read ahead), a
-thread of its own makes and hashes the blocks ahead of the writer, so kernel, hash and write overlap instead
-of running one after the other on the writer's thread, and the next layer's kernel runs while this one is
-written; no more than `depth` blocks wait in memory per tensor.
+thread of its own makes the blocks ahead of the writer, which hashes them as it writes, so kernel and
+hash + write run on two cores instead of one after the other, and the next layer's kernel runs while this
+one is written; no more than `depth` blocks wait in memory per tensor.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ..stage_timers import stage, timed_iter
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Hashed", "HashedBlocks", "tensor_bytes"]
+__all__ = ["Hashed", "BlocksAhead", "tensor_bytes"]
 
 
 def tensor_bytes(tensor: torch.Tensor) -> Any:
@@ -47,26 +48,18 @@ class Hashed:
 _DONE = object()
 
 
-class HashedBlocks:
-    """Row blocks of one tensor, made and hashed on a thread of their own, at most `depth` ahead of the
-    reader. Iterate once; `sha256` is known after the last block (unless `hashed` is off). An error in the maker is raised in the
-    reader; a reader that goes away (an error elsewhere) stops the maker at its next block."""
+class BlocksAhead:
+    """Row blocks of one tensor, made on a thread of their own, at most `depth` ahead of the reader. Iterate
+    once. An error in the maker is raised in the reader; a reader that goes away (an error elsewhere) stops
+    the maker at its next block."""
 
-    def __init__(self, blocks: Iterator[torch.Tensor], *, depth: int = 2, hashed: bool = True):
+    def __init__(self, blocks: Iterator[torch.Tensor], *, depth: int = 2):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._digest: list[str] = []
-        self.hashed = hashed
         weakref.finalize(self, self._stop.set)
-        self._maker = threading.Thread(target=_make, args=(blocks, self._queue, self._stop, self._digest, hashed),
+        self._maker = threading.Thread(target=_make, args=(blocks, self._queue, self._stop),
                                        daemon=True, name="marlin-convert-blocks")
         self._maker.start()
-
-    @property
-    def sha256(self) -> str:
-        if not self._digest:
-            raise RuntimeError("internal: HashedBlocks read before its last block")
-        return self._digest[0]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         while True:
@@ -87,10 +80,8 @@ class HashedBlocks:
             self._maker.join()
 
 
-def _make(blocks: Iterator[torch.Tensor], out: queue.Queue[Any], stop: threading.Event, digest: list[str],
-          hashed: bool) -> None:
-    """The maker thread (holds no reference to its HashedBlocks, so that one can be collected)."""
-    sha = hashlib.sha256()
+def _make(blocks: Iterator[torch.Tensor], out: queue.Queue[Any], stop: threading.Event) -> None:
+    """The maker thread (holds no reference to its BlocksAhead, so that one can be collected)."""
 
     def put(item: Any) -> bool:
         while not stop.is_set():
@@ -103,13 +94,8 @@ def _make(blocks: Iterator[torch.Tensor], out: queue.Queue[Any], stop: threading
 
     try:
         for block in timed_iter("layout (streamed blocks)", blocks):
-            block = block.contiguous()
-            if hashed:
-                with stage("sha256 made tensors", block.nbytes):
-                    sha.update(tensor_bytes(block))
-            if not put(block):
+            if not put(block.contiguous()):
                 return
-        digest.append(sha.hexdigest())
         put(_DONE)
     except BaseException as e:  # handed to the reader, which raises it
         put(e)

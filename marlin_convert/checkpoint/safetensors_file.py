@@ -21,7 +21,7 @@ from ..errors import CheckpointError
 from ..stage_timers import stage, timed_iter
 from .direct_file import SequentialFile, pwrite_all
 from .host_buffers import take_buffer
-from .hashed import Hashed, HashedBlocks, tensor_bytes
+from .hashed import BlocksAhead, Hashed, tensor_bytes
 from .json_file import parse_json
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ class ShardWriter:
     than one tensor in hand. Written in file order, the file bypasses the page cache where it can
     (`direct_file.SequentialFile`), unless `direct` is False. Each tensor's sha256 is computed
     as it is written (unless `hash_tensors` is off: the caller hashes the whole file instead) or comes with it
-    (`Hashed`, `HashedBlocks`). With `hash_file`, a file written in file order is also hashed whole as it is
+    (`Hashed`, `BlocksAhead`). With `hash_file`, a file written in file order is also hashed whole as it is
     written (`file_digest`). `close()` fails unless every tensor arrived.
     """
 
@@ -361,7 +361,7 @@ class ShardWriter:
                 raise RuntimeError(f"internal: wrote {name} where {exp_name} was planned")
             self._position += math.prod(shape) * DTYPE_SIZES[dtype]
         known_digest = None
-        blocks = data if isinstance(data, HashedBlocks) else None
+        blocks = data if isinstance(data, BlocksAhead) else None
         if isinstance(data, Hashed):
             data, known_digest = data.tensor, data.sha256
         whole = isinstance(data, (torch.Tensor, bytes, bytearray, memoryview))
@@ -377,7 +377,7 @@ class ShardWriter:
                 raw = tensor_bytes(part)
             else:
                 raw = memoryview(part)
-            if self._hash and known_digest is None and (blocks is None or not blocks.hashed):
+            if self._hash and known_digest is None:
                 with stage("sha256 while writing", len(raw)):
                     digest.update(raw)
             if written + len(raw) > math.prod(shape) * DTYPE_SIZES[dtype]:
@@ -392,7 +392,7 @@ class ShardWriter:
             raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
         self._written.add(name)
         if self._hash:
-            self.sha256[name] = blocks.sha256 if blocks and blocks.hashed else known_digest or digest.hexdigest()
+            self.sha256[name] = known_digest or digest.hexdigest()
         self._next += 1
 
     def finish(self) -> None:

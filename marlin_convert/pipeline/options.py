@@ -1,27 +1,36 @@
-"""The options every command shares: where the layout math runs and how many layers go in parallel."""
+"""The options every command shares: where the layout math runs and how many layers go in parallel.
+torch is imported when a device is resolved, not with this module (pack starts work before that import)."""
 from __future__ import annotations
 
 import functools
 import inspect
 import os
-from typing import Any, Callable, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..errors import MarlinConvertError
 
-__all__ = ["resolve_device", "check_jobs", "default_jobs", "single_threaded_torch"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["resolve_device", "check_device_name", "check_jobs", "default_jobs", "single_threaded_torch"]
 
 
 def resolve_device(device: str) -> torch.device:
     """`auto` -> cuda when available, else cpu; `cuda` without a GPU is an error."""
+    import torch
+
+    check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise MarlinConvertError("--device cuda: no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise MarlinConvertError(f"--device must be auto, cpu or cuda, not {device!r}")
     return torch.device(device)
+
+
+def check_device_name(device: str) -> None:
+    """`device` is one of the names `resolve_device` takes (checked without importing torch)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise MarlinConvertError(f"--device must be auto, cpu or cuda, not {device!r}")
 
 
 def default_jobs() -> int:
@@ -52,6 +61,8 @@ def single_threaded_torch(command: F) -> F:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
         device = kwargs.get("device", default_device)
         if (device if isinstance(device, torch.device) else resolve_device(device)).type != "cpu":
             return command(*args, **kwargs)

@@ -6,9 +6,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
 
 from .._version import __version__
 from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, Checkpoint, OutEntry, ShardPlan, atomic_directory, build_manifest
@@ -19,19 +18,19 @@ from ..stage_timers import stage
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
 from ._file_hashes import FileHashes
-from ._layers import convert_layer, read_layer
-from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 from .model_card import CARD_NAME, model_card
-from .options import check_jobs, resolve_device, single_threaded_torch
+from .options import check_device_name, check_jobs, resolve_device, single_threaded_torch
 from .output_files import copy_files, set_aside_source_files, split_source_files
 from .plan import CopyTensor, output_entries, plan_source, source_shard_limit
 from .progress import Reporter, choose_reporter
 from .reports import PackReport
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["pack_checkpoint"]
 
 
-@single_threaded_torch
 def pack_checkpoint(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -58,84 +57,97 @@ def pack_checkpoint(
         >>> report = pack_checkpoint("ckpt", "ckpt-marlin")  # doctest: +SKIP
     """
     started = time.perf_counter()
-    reporter = choose_reporter(reporter, progress)
     src, out = Path(src), Path(out)
-    dev = resolve_device(device)
+    check_device_name(device)
     jobs = check_jobs(jobs)
     check_output_path(out, inputs=[src], force=force)
     with stage("open source (headers)"):
         ckpt = open_checkpoint(src, marker_files=MARKER_FILES)
-    with ckpt:
-        _check_round_trip(ckpt)
-        with stage("plan"):
-            fmt, fplan = plan_source(ckpt)
-        for w in fplan.warnings:
-            reporter.warn(w)
-        eligible = {p.prefix: p for p in fplan.layers if p.eligible}
-        if strict and not eligible:
-            raise NothingToConvert(f"{src}: no layer is eligible for Marlin")
-        entries = output_entries(ckpt, eligible)
-        shards = plan_shards(entries, max_bytes=source_shard_limit(ckpt), metadata={"format": "pt"})
-        source_sha: dict[str, str | Future[str]] = {}
-        specs = ckpt.specs()
-        bytes_in = sum(ckpt.info(name).nbytes for name in specs)
-        reporter.start(bytes_in, "pack")
+    with ckpt, FileHashes() as shard_hashes:
+        # Whole source files are hashed on threads from here on, before torch is imported (`_pack`): that
+        # import takes 1.3-2.5 s on one core of the 2-core CI machine, which the other core spends hashing.
+        for shard in ckpt.shards:
+            shard_hashes.add(ckpt.root / shard)
+        return _pack(ckpt, src, out, shard_hashes, force=force, strict=strict, device=device, jobs=jobs,
+                     reporter=choose_reporter(reporter, progress), started=started)
 
-        def make_layer(prefix: str) -> dict[str, torch.Tensor]:
-            plan = eligible[prefix]
-            tensors = read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda", hasher=tensor_hashes)
-            _, outs = convert_layer(fmt, plan, tensors, dev, stream=True)
-            reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
-            return hash_whole(outs)
 
-        def produce(entry: OutEntry) -> torch.Tensor | bytearray:
-            if isinstance(entry.key, CopyTensor):
-                raw = ckpt.read_raw(entry.name)
-                reporter.advance(len(raw))
-                return raw
-            return layers.take(entry.key.prefix, entry.key.part)
+@single_threaded_torch
+def _pack(ckpt: Checkpoint, src: Path, out: Path, shard_hashes: FileHashes, *, force: bool, strict: bool, device: str,
+          jobs: int, reporter: Reporter, started: float) -> PackReport:
+    """The conversion, once the source is open and its files are being hashed (see `pack_checkpoint`)."""
+    from ._layers import convert_layer, read_layer  # these import torch
+    from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 
-        other = ckpt.other_files()
-        sizes = {p: sum(ckpt.info(n).nbytes for n in plan.sources.values()) for p, plan in eligible.items()}
-        budget = None if dev.type != "cpu" else read_ahead_budget(ckpt.info(n).nbytes for n in specs)
-        copied = [e for e in entries if isinstance(e.key, CopyTensor)]
-        with atomic_directory(out, force=force) as tmp, FileHashes() as shard_hashes, \
-                _hasher() as tensor_hashes, LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
-            for shard in ckpt.shards:  # whole source files, on a thread beside the conversion
-                shard_hashes.add(ckpt.root / shard)
-            with stage("write shards (all, wall)"):
-                # O_DIRECT saves the CPU the page-cache copies, which matters when the CPU also runs the layout
-                # kernel; with the kernel on a GPU the host has cores to spare and buffered writes measured
-                # as fast or faster (H200 host, 4.9 GB: 0.75-0.91x the copy against 0.83-1.28x; BENCHMARKS.md)
-                out_sha = write_shards(tmp, shards, produce, direct=dev.type == "cpu")
-            for entry in copied:
-                source_sha[entry.name] = out_sha[entry.name]
-            verbatim, aside = split_source_files(other, with_card=bool(eligible), owned=_owned_names(shards, bool(eligible)))
-            copy_files(src, tmp, verbatim)
-            set_aside = set_aside_source_files(src, tmp, aside)
-            config = _marlin_config(ckpt.config, fmt, fplan, list(eligible.values()), {e.name: specs[e.name] for e in copied})
-            write_json(tmp / CONFIG_NAME, config)
-            if eligible:
-                write_text(tmp / CARD_NAME, model_card(
-                    source=src.name, source_format=fmt.name, version=__version__, converted=len(eligible),
-                    unconverted=config["quantization_config"]["modules_to_not_convert"],
-                    quantization_config=config["quantization_config"],
-                    source_card=set_aside.get(CARD_NAME, {}).get("stored_as")))
-            if len(shards) > 1:
-                write_json(tmp / INDEX_NAME, index_json(shards))
-            with stage("wait: source file sha256"):
-                source_file_sha = {s: shard_hashes.result(ckpt.root / s) for s in ckpt.shards}
-                source_sha = {k: v.result() if isinstance(v, Future) else v for k, v in source_sha.items()}
-            with stage("manifest (+ small files)"):
-                manifest = build_manifest(
-                    tool_version=__version__, source_format=fmt.name, source=ckpt, source_sha=source_sha,
-                    shards=shards, out_sha=out_sha,
-                    layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
-                    skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
-                    files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
-                    source_files=source_file_records(ckpt, other, source_file_sha),
-                    output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
-            write_text(tmp / MANIFEST_NAME, dump_manifest(manifest))
+    dev = resolve_device(device)
+    _check_round_trip(ckpt)
+    with stage("plan"):
+        fmt, fplan = plan_source(ckpt)
+    for w in fplan.warnings:
+        reporter.warn(w)
+    eligible = {p.prefix: p for p in fplan.layers if p.eligible}
+    if strict and not eligible:
+        raise NothingToConvert(f"{src}: no layer is eligible for Marlin")
+    entries = output_entries(ckpt, eligible)
+    shards = plan_shards(entries, max_bytes=source_shard_limit(ckpt), metadata={"format": "pt"})
+    source_sha: dict[str, str | Future[str]] = {}
+    specs = ckpt.specs()
+    bytes_in = sum(ckpt.info(name).nbytes for name in specs)
+    reporter.start(bytes_in, "pack")
+
+    def make_layer(prefix: str) -> dict[str, torch.Tensor]:
+        plan = eligible[prefix]
+        tensors = read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda", hasher=tensor_hashes)
+        _, outs = convert_layer(fmt, plan, tensors, dev, stream=True)
+        reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
+        return hash_whole(outs)
+
+    def produce(entry: OutEntry) -> torch.Tensor | bytearray:
+        if isinstance(entry.key, CopyTensor):
+            raw = ckpt.read_raw(entry.name)
+            reporter.advance(len(raw))
+            return raw
+        return layers.take(entry.key.prefix, entry.key.part)
+
+    other = ckpt.other_files()
+    sizes = {p: sum(ckpt.info(n).nbytes for n in plan.sources.values()) for p, plan in eligible.items()}
+    budget = None if dev.type != "cpu" else read_ahead_budget(ckpt.info(n).nbytes for n in specs)
+    copied = [e for e in entries if isinstance(e.key, CopyTensor)]
+    with atomic_directory(out, force=force) as tmp, _hasher() as tensor_hashes, \
+            LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
+        with stage("write shards (all, wall)"):
+            # O_DIRECT saves the CPU the page-cache copies, which matters when the CPU also runs the layout
+            # kernel; with the kernel on a GPU the host has cores to spare and buffered writes measured
+            # as fast or faster (H200 host, 4.9 GB: 0.75-0.91x the copy against 0.83-1.28x; BENCHMARKS.md)
+            out_sha = write_shards(tmp, shards, produce, direct=dev.type == "cpu")
+        for entry in copied:
+            source_sha[entry.name] = out_sha[entry.name]
+        verbatim, aside = split_source_files(other, with_card=bool(eligible), owned=_owned_names(shards, bool(eligible)))
+        copy_files(src, tmp, verbatim)
+        set_aside = set_aside_source_files(src, tmp, aside)
+        config = _marlin_config(ckpt.config, fmt, fplan, list(eligible.values()), {e.name: specs[e.name] for e in copied})
+        write_json(tmp / CONFIG_NAME, config)
+        if eligible:
+            write_text(tmp / CARD_NAME, model_card(
+                source=src.name, source_format=fmt.name, version=__version__, converted=len(eligible),
+                unconverted=config["quantization_config"]["modules_to_not_convert"],
+                quantization_config=config["quantization_config"],
+                source_card=set_aside.get(CARD_NAME, {}).get("stored_as")))
+        if len(shards) > 1:
+            write_json(tmp / INDEX_NAME, index_json(shards))
+        with stage("wait: source file sha256"):
+            source_file_sha = {s: shard_hashes.result(ckpt.root / s) for s in ckpt.shards}
+            source_sha = {k: v.result() if isinstance(v, Future) else v for k, v in source_sha.items()}
+        with stage("manifest (+ small files)"):
+            manifest = build_manifest(
+                tool_version=__version__, source_format=fmt.name, source=ckpt, source_sha=source_sha,
+                shards=shards, out_sha=out_sha,
+                layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
+                skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
+                files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
+                source_files=source_file_records(ckpt, other, source_file_sha),
+                output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
+        write_text(tmp / MANIFEST_NAME, dump_manifest(manifest))
     return PackReport(
         source=str(src),
         output=str(out),
