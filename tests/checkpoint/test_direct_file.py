@@ -221,3 +221,51 @@ def test_in_page_cache_is_true_for_a_file_just_written(tmp_path):
         assert direct_file.in_page_cache(fd, 0)
     finally:
         os.close(fd)
+
+
+def test_a_cold_tensor_is_read_past_the_page_cache_even_when_its_first_page_is_cached(tmp_path):
+    """The first tensor of a shard starts in the page that holds the header, which opening the checkpoint
+    has just read: a probe at the tensor's first byte said "cached", and the whole file went through the page
+    cache (a cold 2 GB output: 4.5 s of system time on the VM). The tensor's middle is what must decide."""
+    import json
+
+    import numpy as np
+
+    from marlin_convert.checkpoint import open_checkpoint
+
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    data = np.random.default_rng(5).integers(0, 256, 8 << 20, dtype=np.uint8).tobytes()
+    header = json.dumps({"w": {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}}).encode()
+    header += b" " * (-len(header) % 8)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text("{}")
+    _write(tmp_path / "c" / "model.safetensors", [len(header).to_bytes(8, "little"), header, data], direct=True)
+    ckpt = open_checkpoint(tmp_path / "c")
+    start = ckpt.info("w").start
+    fd = os.open(tmp_path / "c" / "model.safetensors", os.O_RDONLY)
+    try:
+        if direct_file.in_page_cache(fd, start + len(data) // 2):
+            pytest.skip("the file stayed in the page cache after an O_DIRECT write")
+        with ckpt:
+            assert bytes(ckpt.read_raw("w")) == data
+        assert not direct_file.in_page_cache(fd, start + 3 * len(data) // 4)  # not read through the cache
+    finally:
+        os.close(fd)
+
+
+def test_asking_whether_a_page_is_cached_does_not_bring_it_in(tmp_path):
+    """The probe reads nothing: a one-byte RWF_NOWAIT read, used before, started the kernel's read-ahead."""
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    _write(tmp_path / "f", [os.urandom(4 << 20)], direct=True)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        if direct_file.in_page_cache(fd, 2 << 20):
+            pytest.skip("the file stayed in the page cache after an O_DIRECT write")
+        assert not any(direct_file.in_page_cache(fd, 2 << 20) for _ in range(3))
+        assert not direct_file.in_page_cache(fd, (2 << 20) + ALIGN)
+        os.pread(fd, 1, 2 << 20)  # a buffered read does bring it in
+        assert direct_file.in_page_cache(fd, 2 << 20)
+    finally:
+        os.close(fd)
