@@ -32,6 +32,11 @@ __all__ = ["host_array", "pack_codes_np", "unpack_codes_np", "pack_kpacked_np", 
 
 _BLOCK_BYTES = 1 << 18
 """Codes handled per block (bytes of uint8 codes); the block's temporaries are about 2x this."""
+_KPACKED_CHUNK_BYTES = 1 << 20
+"""Bytes of GPTQ words per chunk of the k-packed paths (scratch about 4x this). Each chunk is ~20 numpy calls,
+and each call gives the GIL up and takes it back: with 128 KiB chunks two threads converted no faster than one
+(28672x8192: 2.04 GB/s on one thread, 1.94 on two), with 1 MiB chunks 1.9-3.0 GB/s on two against 1.0-2.2 on
+one at the three benchmark shapes (BENCHMARKS.md; 2-core VM), so a layer's kernel overlaps other threads' work."""
 _BLOCK_TILES = 128
 """Tile rows (16 k each) per block of the codes paths, at most."""
 
@@ -146,8 +151,8 @@ def unpack_codes_np(packed: np.ndarray, n: int, k: int) -> np.ndarray:
 
 
 def _tile_rows_per_chunk(n: int) -> int:
-    """Tile rows (16 k each) per chunk of the k-packed paths: about `_BLOCK_BYTES / 2` bytes of words."""
-    return max(1, _BLOCK_BYTES // 2 // (8 * n))
+    """Tile rows (16 k each) per chunk of the k-packed paths: about `_KPACKED_CHUNK_BYTES` of words."""
+    return max(1, _KPACKED_CHUNK_BYTES // (8 * n))
 
 
 def _kpacked_chunk(words: np.ndarray, lh: np.ndarray, tmp: np.ndarray, pairs: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:

@@ -26,6 +26,7 @@ def blocks(request, monkeypatch):
     """Run each test with the shipped block size and with blocks so small that every loop has many steps."""
     if request.param == "tiny-blocks":
         monkeypatch.setattr(numpy_kernels, "_BLOCK_BYTES", 4096)
+        monkeypatch.setattr(numpy_kernels, "_KPACKED_CHUNK_BYTES", 2048)
         monkeypatch.setattr(numpy_kernels, "_BLOCK_TILES", 3)
         monkeypatch.setattr(numpy_kernels, "_PLANE_BYTES", 24576)  # act-order column blocks of 64..128 columns
     return request.param
