@@ -42,14 +42,25 @@ SHAPES = [(4096, 4096), (28672, 8192), (8192, 28672)]
 MS = [1, 16, 64, 256]
 GS = 128
 L2_BYTES = 60 << 20
+V2_64 = KernelConfig(64, 4, 4, 8, 3, xperm=True, scale_acc=False, mma_v2=True)
+SMALL = KernelConfig(16, 8, 2, 4, 3, words3d=True)
 SWEEP = {
-    "small": [KernelConfig(16, 8, 2, 4, 3, words3d=True), KernelConfig(16, 8, 2, 4, 4, words3d=True),
-              KernelConfig(16, 8, 2, 4, 3, words3d=True, scale_acc=False)],
-    "mid": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 8, 2, 4, 3)],
-    "large": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 4, 4, 4, 3)],
+    "small": [SMALL, KernelConfig(16, 8, 2, 4, 3, words3d=True, fixup=True),
+              KernelConfig(16, 8, 2, 4, 3, words3d=True, streamk=3),
+              KernelConfig(16, 8, 2, 4, 3, words3d=True, streamk=2),
+              KernelConfig(16, 8, 2, 4, 3, words3d=True, streamk=4, maxnreg=128)],
+    "mid": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 8, 2, 4, 3),
+            KernelConfig(32, 8, 2, 4, 3, fixup=True),
+            dataclasses.replace(V2_64, streamk=1), dataclasses.replace(V2_64, fixup=True),
+            dataclasses.replace(SMALL, streamk=3), KernelConfig(32, 8, 2, 4, 3, streamk=2)],
+    "large": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 4, 4, 4, 3),
+              dataclasses.replace(V2_64, streamk=1), V2_64, dataclasses.replace(V2_64, fixup=True),
+              dataclasses.replace(SMALL, streamk=3)],
 }
-"""Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled, the previous
-default), each at `split_for`'s split for the class's target and, up to 64 rows, half and twice it."""
+"""Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled), each at
+`split_for`'s split for the class's target and, up to 64 rows, half and twice it (with `fixup`, whose split
+need not divide the steps, also the splits of FIXUP_SPLITS); a stream-K shape once (no split)."""
+FIXUP_SPLITS = [3, 6, 7]
 
 
 def copy_bandwidth() -> float:
@@ -160,7 +171,10 @@ def main() -> None:
                 best = None
                 for cfg in SWEEP[cls]:
                     auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0))
-                    for split in sorted({max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}):
+                    splits = {max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}
+                    if cfg.fixup:
+                        splits |= set(FIXUP_SPLITS)
+                    for split in sorted({1} if cfg.streamk else splits):
                         c = dataclasses.replace(cfg, split_k=split)
                         try:
                             t = graph_time_us([lambda b=b, sc=sc: marlin_gemm(x, b, sc, group_size=GS, config=c)
@@ -173,7 +187,9 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k}{' 3d' if c.words3d else ''}{'' if c.scale_acc else ' sw'}: {t:.1f} us", flush=True)
+                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k}{' 3d' if c.words3d else ''}"
+                              f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}{f' sk{c.streamk}' if c.streamk else ''}"
+                              f"{' v2' if c.mma_v2 else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}: {t:.1f} us  err {e:.1e}", flush=True)
                         if best is None or t < best[1]:
                             best = (repr(c), t)
                 if best is not None:

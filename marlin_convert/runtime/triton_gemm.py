@@ -74,6 +74,21 @@ class KernelConfig:
     scale_acc: bool = True
     """Fast kernel, where a step lies in one group and there is no quanto shift: dequantize to the exact
     integers `code - zero` and scale each step's float32 sums (`SCALE_ACC`); False: scale every weight."""
+    fixup: bool = False
+    """Fast kernel with K split: the splits add up inside the kernel (the last one to finish a tile adds the
+    float32 partials in split order, the reduce kernel's sum) instead of in a second launch; the split need
+    not divide the steps (split j takes steps `j S // split` to `(j + 1) S // split`)."""
+    streamk: int = 0
+    """Fast kernel on a stream-K grid (`marlin_gemm_streamk_kernel`, `split_k` ignored): about this many
+    programs per multiprocessor (all of them resident at once), shared evenly by the row tiles of x; each
+    sums an equal contiguous range of all column tiles' steps; 0: the (column tile, row tile, split) grid;
+    negative: exactly `-streamk` programs per row tile (tests: ranges that cross column tiles)."""
+    maxnreg: int = 0
+    """Fast kernel: a cap on registers a thread (Triton's `maxnreg`; 0: none), to fit more programs a
+    multiprocessor."""
+    mma_v2: bool = False
+    """Fast kernel: compiled with Triton's `DISABLE_MMA_V3` (`mma.sync` with the decoded weights in registers
+    instead of `wgmma`, which Triton picks for 64-row tiles and feeds from shared memory)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,6 +118,40 @@ def _kernels() -> Any:
 @functools.lru_cache(maxsize=None)
 def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+_COUNTERS: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def _counters(device: torch.device, count: int) -> torch.Tensor:
+    """int32 zeros, at least `count`, for the in-kernel split-K sums (`KernelConfig.fixup`, `streamk`): one per
+    output tile, each counted up by the tile's programs and set back to 0 by the last. One buffer per device
+    and stream, so launches that may overlap (other streams) never share a count."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < count:
+        buf = torch.zeros(max(count, 1024), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf
+
+
+@contextlib.contextmanager
+def _mma_v2(on: bool):
+    """Triton's `DISABLE_MMA_V3` set while a kernel that asks for `mma.sync` is launched (and so compiled: the
+    kernel's MMA_V2 argument keeps it apart in Triton's caches; the variable is part of the disk cache key)."""
+    if not on:
+        yield
+        return
+    old = os.environ.get("DISABLE_MMA_V3")
+    os.environ["DISABLE_MMA_V3"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["DISABLE_MMA_V3"]
+        else:
+            os.environ["DISABLE_MMA_V3"] = old
 
 
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
@@ -222,9 +271,12 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132)
     tiles = k // 16
     bt = cfg.bt
-    split = max(1, min(cfg.split_k, tiles // bt))
-    while (tiles // bt) % split:  # every split gets the same whole number of BT-row steps
-        split -= 1
+    steps = tiles // bt
+    fast = cfg.fast and s.dtype == x.dtype and (shift is None or shift.dtype == x.dtype)
+    split = max(1, min(cfg.split_k, steps))
+    if not (fast and cfg.fixup):
+        while steps % split:  # every split gets the same whole number of BT-row steps
+            split -= 1
     per_split = tiles // split
     uniform = single or gs % (16 * bt) == 0
     zmode = 2 if shift is not None else (1 if z is not None else 0)
@@ -232,9 +284,24 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     s = s.contiguous()
     if s.data_ptr() % 4:  # the fast kernel reads the scales of a column pair as one int32
         s = s.clone()
-    ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
     tk = _kernels()
-    grid = (-(-n // (64 * cfg.nb)), -(-m // cfg.bm), split)
+    tiles_n, tiles_m = -(-n // (64 * cfg.nb)), -(-m // cfg.bm)
+    sms = _sm_count(x.device.index or 0) if x.is_cuda else 132
+    streamk = 0
+    if fast and cfg.streamk:
+        total = tiles_n * steps
+        # programs per row tile, at least ~4 steps each
+        streamk = -cfg.streamk if cfg.streamk < 0 else max(1, min(cfg.streamk * sms // tiles_m, total // 4))
+        streamk = min(streamk, total)
+        if total * streamk >= 2**31:
+            streamk = 0
+    if streamk:
+        segs = -(-streamk // tiles_n) + 1  # the most programs that share one column tile
+        ws = torch.empty((segs, m, n), dtype=torch.float32, device=x.device)
+    else:
+        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
+    cnt = _counters(x.device, tiles_n * tiles_m) if fast and (streamk or (cfg.fixup and split > 1)) else B
+    grid = (tiles_n, tiles_m, split)
     dummy = B
     on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
     with on_device:
@@ -242,22 +309,30 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
                   perm.to(torch.int32).contiguous() if perm is not None else dummy,
                   bias if bias is not None else s, out, ws,
                   m, n, x2.stride(0), out.stride(0), gs, per_split)
-        fast = cfg.fast and s.dtype == x.dtype and (shift is None or shift.dtype == x.dtype)
         if fast:
             xk, has_perm = x2, perm is not None
             if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
                 xk, has_perm = x2.index_select(1, perm.to(device=x.device, dtype=torch.int64)), False
-            tk.marlin_gemm_fast_kernel[grid](
-                xk, *common[1:11], xk.stride(0), out.stride(0), 0 if single else gs.bit_length() - 1, per_split,
-                int(bias is not None), split,
-                ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm, IS_FP16=x.dtype == torch.float16,
-                BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=cfg.words3d, SCALE_ACC=cfg.scale_acc and uniform and zmode != 2,
-                num_warps=cfg.warps, num_stages=cfg.stages)
+            consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
+                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=cfg.words3d,
+                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2, THREADS=32 * cfg.warps,
+                          MMA_V2=cfg.mma_v2, num_warps=cfg.warps, num_stages=cfg.stages,
+                          **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
+            g_shift = 0 if single else gs.bit_length() - 1
+            with _mma_v2(cfg.mma_v2):
+                if streamk:
+                    tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
+                        xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,
+                        tiles_n * steps, streamk, int(bias is not None), **consts)
+                else:
+                    tk.marlin_gemm_fast_kernel[grid](
+                        xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps,
+                        int(bias is not None), split, FIXUP=cfg.fixup, **consts)
         else:
             tk.marlin_gemm_kernel[grid](
                 *common, int(single), int(perm is not None), int(bias is not None), split,
                 ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
-        if split > 1:
+        if split > 1 and not streamk and not (fast and cfg.fixup):
             block = 1024
             tk.splitk_reduce_kernel[(-(-m * n // block),)](
                 ws, bias if bias is not None else s, out, m, n, out.stride(0), int(bias is not None),
