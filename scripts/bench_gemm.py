@@ -43,24 +43,23 @@ MS = [1, 16, 64, 256]
 GS = 128
 L2_BYTES = 60 << 20
 V2_64 = KernelConfig(64, 4, 4, 8, 3, xperm=True, scale_acc=False, mma_v2=True)
-SMALL = KernelConfig(16, 8, 2, 4, 3, words3d=True)
+SMALL = KernelConfig(16, 8, 2, 4, 3, words3d=1)
+D64 = KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False)
+K32 = KernelConfig(32, 8, 2, 4, 3, xperm=True)
+K32W = KernelConfig(32, 4, 4, 4, 3, xperm=True)
 SWEEP = {
-    "small": [SMALL, KernelConfig(16, 8, 2, 4, 3, words3d=True, fixup=True),
-              KernelConfig(16, 8, 2, 4, 3, words3d=True, streamk=3),
-              KernelConfig(16, 8, 2, 4, 3, words3d=True, streamk=2),
-              KernelConfig(16, 8, 2, 4, 3, words3d=True, streamk=4, maxnreg=128)],
-    "mid": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 8, 2, 4, 3),
-            KernelConfig(32, 8, 2, 4, 3, fixup=True),
-            dataclasses.replace(V2_64, streamk=1), dataclasses.replace(V2_64, fixup=True),
-            dataclasses.replace(SMALL, streamk=3), KernelConfig(32, 8, 2, 4, 3, streamk=2)],
-    "large": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 4, 4, 4, 3),
-              dataclasses.replace(V2_64, streamk=1), V2_64, dataclasses.replace(V2_64, fixup=True),
-              dataclasses.replace(SMALL, streamk=3)],
+    "small": [SMALL, dataclasses.replace(SMALL, words3d=2), dataclasses.replace(SMALL, words3d=2, maxnreg=128),
+              dataclasses.replace(SMALL, words3d=2, stages=4), dataclasses.replace(SMALL, words3d=3),
+              dataclasses.replace(SMALL, words3d=2, streamk=3), dataclasses.replace(SMALL, words3d=2, fixup=True)],
+    "mid": [D64, dataclasses.replace(D64, words3d=3), K32, dataclasses.replace(K32, words3d=3),
+            dataclasses.replace(V2_64, words3d=3), V2_64],
+    "large": [D64, dataclasses.replace(D64, words3d=3), K32W, dataclasses.replace(K32W, words3d=3),
+              dataclasses.replace(V2_64, words3d=3), dataclasses.replace(V2_64, words3d=3, streamk=1)],
 }
 """Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled), each at
-`split_for`'s split for the class's target and, up to 64 rows, half and twice it (with `fixup`, whose split
-need not divide the steps, also the splits of FIXUP_SPLITS); a stream-K shape once (no split)."""
-FIXUP_SPLITS = [3, 6, 7]
+`split_for`'s split for the class's target and, up to 64 rows, half and twice it; a stream-K shape once
+(no split). words3d 2 / 3: the words loaded in the order they lie (whole 128-byte lines a warp)."""
+FIXUP_SPLITS: list[int] = []
 
 
 def copy_bandwidth() -> float:
@@ -187,7 +186,7 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k}{' 3d' if c.words3d else ''}"
+                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} ld{int(c.words3d)}"
                               f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}{f' sk{c.streamk}' if c.streamk else ''}"
                               f"{' v2' if c.mma_v2 else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}: {t:.1f} us  err {e:.1e}", flush=True)
                         if best is None or t < best[1]:

@@ -365,10 +365,10 @@ def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     R: tl.constexpr = 4 * BT  # word rows: (tile row, q)
     C: tl.constexpr = 32 * NB  # word columns: (64-block, c, w)
 
-    # columns (nb, w, c) (WORDS3D) or (nb, c, w)
+    # columns (nb, w, c) (WORDS3D 1, 2) or (nb, c, w) (0, 3)
     col = tl.arange(0, C)
     nb = pid_n * NB + col // 32
-    if WORDS3D:
+    if WORDS3D == 1 or WORDS3D == 2:
         w = (col // 8) % 4
         c = col % 8
     else:
@@ -400,6 +400,10 @@ def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     r = tl.arange(0, R)
     tr = r // 4
     wrow = tr.to(tl.int64) * (2 * N) + 4 * (r % 4)
+    if WORDS3D >= 2:  # [t, (nb, c, q, w)]: NB blocks of a tile row are 128 NB contiguous words
+        jj = tl.arange(0, 128 * NB)
+        off5 = tl.arange(0, BT)[:, None] * (2 * N) + (pid_n * NB * 128 + jj)[None, :]  # B has < 2**31 words
+        cm5 = (pid_n * NB + jj // 128 < N // 64)[None, :]
     kk = tl.arange(0, 16 * BT)
     m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
     acc0 = tl.zeros((BM, C), dtype=tl.float32)
@@ -407,9 +411,15 @@ def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     xt = _fast_x_tile(x_rows, perm_ptr, t_begin, kk, m_ok, HAS_PERM, BT)
     for step in range(0, steps):
         t0 = t_begin + step * BT
-        if WORDS3D:
+        if WORDS3D == 1:
             words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None, None] + wcol3[None, :, :], mask=cm3, other=0)
             words = tl.reshape(tl.permute(tl.reshape(words, (R, NB, 8, 4)), (0, 1, 3, 2)), (R, C))
+        elif WORDS3D >= 2:  # as [t, nb, c, q, w]: each tile row's NB blocks as they lie, 512 bytes a warp
+            words = tl.reshape(tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + off5, mask=cm5, other=0), (BT, NB, 8, 4, 4))
+            if WORDS3D == 2:
+                words = tl.reshape(tl.permute(words, (0, 3, 1, 4, 2)), (R, C))
+            else:
+                words = tl.reshape(tl.permute(words, (0, 3, 1, 2, 4)), (R, C))
         else:
             words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None] + wcol[None, :], mask=cm, other=0)
         if UNIFORM_G:
@@ -472,8 +482,11 @@ def marlin_gemm_fast_kernel(
     x is read as contiguous `16 BT`-column tiles (through `perm` under act-order), one step ahead. The
     group of a step: `16 t0 >> g_shift` (group sizes are powers of two). Scales are loaded in the step that
     uses them: carried across iterations, they made Triton route the decoded weights through shared memory.
-    WORDS3D: the words are loaded as `[R, (nb, c), w]` (a thread's four words w are contiguous) and the
-    columns ordered (nb, w, c); else loaded as `[R, (nb, c, w)]`. Up to 16 rows of x the decoded registers
+    WORDS3D 1: the words are loaded as `[R, (nb, c), w]` (a thread's four words w are contiguous) and the
+    columns ordered (nb, w, c); 0: loaded as `[R, (nb, c, w)]`; 2 (columns (nb, w, c)) and 3 ((nb, c, w)):
+    loaded as `[t, nb, c, q, w]`, the order they lie in, so each warp reads whole 128-byte lines (the other
+    two read 16 bytes of every 64: each 32-byte sector crosses from L2 twice; ncu: L2 throughput 73 % at
+    DRAM 37 %) and reordered to `[R, C]` after. Up to 16 rows of x the decoded registers
     feed `mma.sync` directly (checked in the SASS: no shared-memory round trip); with 64 rows and more
     Triton stages them in shared memory for `wgmma`.
     SCALE_ACC (ZMODE 0 or 1, one group per step): the weights are the exact integers `code - zero`

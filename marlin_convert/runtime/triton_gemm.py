@@ -69,8 +69,10 @@ class KernelConfig:
     dtype; False: always the float32 eight-dot kernel (`marlin_gemm_kernel`)."""
     xperm: bool = False
     """Fast kernel under act-order: gather x by `perm` once per call (`index_select`), else per tile in the kernel."""
-    words3d: bool = False
-    """Fast kernel: load the words as `[rows, (nb, c), w]` (16 bytes a thread) and reorder in registers."""
+    words3d: int = 0
+    """Fast kernel: how the words are loaded (the kernel's WORDS3D): 0 as `[rows, (nb, c, w)]`; 1 as
+    `[rows, (nb, c), w]` (16 bytes a thread), reordered in registers; 2 and 3 as they lie, `[t, nb, c, q, w]`
+    (a warp reads 512 contiguous bytes), reordered to the column order of 1 and 0."""
     scale_acc: bool = True
     """Fast kernel, where a step lies in one group and there is no quanto shift: dequantize to the exact
     integers `code - zero` and scale each step's float32 sums (`SCALE_ACC`); False: scale every weight."""
@@ -314,7 +316,7 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
             if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
                 xk, has_perm = x2.index_select(1, perm.to(device=x.device, dtype=torch.int64)), False
             consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
-                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=cfg.words3d,
+                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=int(cfg.words3d),
                           SCALE_ACC=cfg.scale_acc and uniform and zmode != 2, THREADS=32 * cfg.warps,
                           MMA_V2=cfg.mma_v2, num_warps=cfg.warps, num_stages=cfg.stages,
                           **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
