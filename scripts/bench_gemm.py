@@ -48,9 +48,11 @@ D64 = KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False)
 K32 = KernelConfig(32, 8, 2, 4, 3, xperm=True)
 K32W = KernelConfig(32, 4, 4, 4, 3, xperm=True)
 SWEEP = {
-    "small": [SMALL, dataclasses.replace(SMALL, words3d=2), dataclasses.replace(SMALL, words3d=2, maxnreg=128),
-              dataclasses.replace(SMALL, words3d=2, stages=4), dataclasses.replace(SMALL, words3d=3),
-              dataclasses.replace(SMALL, words3d=2, streamk=3), dataclasses.replace(SMALL, words3d=2, fixup=True)],
+    "small": [SMALL, dataclasses.replace(SMALL, words3d=3), dataclasses.replace(SMALL, words3d=3, maxnreg=128),
+              dataclasses.replace(SMALL, words3d=3, stages=4), dataclasses.replace(SMALL, words3d=3, streamk=3),
+              dataclasses.replace(SMALL, words3d=3, streamk=4, maxnreg=128),
+              KernelConfig(16, 4, 2, 4, 3, words3d=3), KernelConfig(16, 4, 2, 4, 4, words3d=3),
+              KernelConfig(16, 8, 1, 4, 3, words3d=3), KernelConfig(16, 8, 1, 4, 4, words3d=3)],
     "mid": [D64, dataclasses.replace(D64, words3d=3), K32, dataclasses.replace(K32, words3d=3),
             dataclasses.replace(V2_64, words3d=3), V2_64],
     "large": [D64, dataclasses.replace(D64, words3d=3), K32W, dataclasses.replace(K32W, words3d=3),
