@@ -42,25 +42,21 @@ SHAPES = [(4096, 4096), (28672, 8192), (8192, 28672)]
 MS = [1, 16, 64, 256]
 GS = 128
 L2_BYTES = 60 << 20
-V2_64 = KernelConfig(64, 4, 4, 8, 3, xperm=True, scale_acc=False, mma_v2=True)
-SMALL = KernelConfig(16, 8, 2, 4, 3, words3d=1)
-D64 = KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False)
-K32 = KernelConfig(32, 8, 2, 4, 3, xperm=True)
-K32W = KernelConfig(32, 4, 4, 4, 3, xperm=True)
+SMALL = KernelConfig(16, 8, 2, 4, 3, words3d=3)
+K32 = KernelConfig(32, 8, 2, 4, 3, xperm=True, words3d=3)
+K32W = KernelConfig(32, 4, 4, 4, 3, xperm=True, words3d=3)
+D64 = KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3)
 SWEEP = {
-    "small": [SMALL, dataclasses.replace(SMALL, words3d=3), dataclasses.replace(SMALL, words3d=3, maxnreg=128),
-              dataclasses.replace(SMALL, words3d=3, stages=4), dataclasses.replace(SMALL, words3d=3, streamk=3),
-              dataclasses.replace(SMALL, words3d=3, streamk=4, maxnreg=128),
-              KernelConfig(16, 4, 2, 4, 3, words3d=3), KernelConfig(16, 4, 2, 4, 4, words3d=3),
-              KernelConfig(16, 8, 1, 4, 3, words3d=3), KernelConfig(16, 8, 1, 4, 4, words3d=3)],
-    "mid": [D64, dataclasses.replace(D64, words3d=3), K32, dataclasses.replace(K32, words3d=3),
-            dataclasses.replace(V2_64, words3d=3), V2_64],
-    "large": [D64, dataclasses.replace(D64, words3d=3), K32W, dataclasses.replace(K32W, words3d=3),
-              dataclasses.replace(V2_64, words3d=3), dataclasses.replace(V2_64, words3d=3, streamk=1)],
+    "small": [SMALL, dataclasses.replace(SMALL, words3d=1), dataclasses.replace(SMALL, maxnreg=128),
+              dataclasses.replace(SMALL, streamk=3), KernelConfig(16, 4, 2, 4, 4, words3d=3),
+              KernelConfig(16, 8, 1, 4, 3, words3d=3)],
+    "mid": [K32, dataclasses.replace(K32, words3d=0), dataclasses.replace(D64, words3d=0)],
+    "large": [K32W, D64, dataclasses.replace(D64, words3d=0)],
 }
 """Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled), each at
 `split_for`'s split for the class's target and, up to 64 rows, half and twice it; a stream-K shape once
-(no split). words3d 2 / 3: the words loaded in the order they lie (whole 128-byte lines a warp)."""
+(no split). words3d 3: the words loaded in the order they lie (whole 128-byte lines a warp); 1 and 0: the
+previous defaults' loads (16 bytes of every 64 a warp)."""
 FIXUP_SPLITS: list[int] = []
 
 
@@ -171,7 +167,8 @@ def main() -> None:
                 cls = "small" if m <= 16 else ("mid" if m <= 64 else "large")
                 best = None
                 for cfg in SWEEP[cls]:
-                    auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0))
+                    auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0),
+                                     min_steps=4 if m <= 16 else 16)
                     splits = {max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}
                     if cfg.fixup:
                         splits |= set(FIXUP_SPLITS)
@@ -190,7 +187,7 @@ def main() -> None:
                         row.setdefault("sweep", []).append((repr(c), t))
                         print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} ld{int(c.words3d)}"
                               f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}{f' sk{c.streamk}' if c.streamk else ''}"
-                              f"{' v2' if c.mma_v2 else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}: {t:.1f} us  err {e:.1e}", flush=True)
+                              f"{f' r{c.maxnreg}' if c.maxnreg else ''}: {t:.1f} us  err {e:.1e}", flush=True)
                         if best is None or t < best[1]:
                             best = (repr(c), t)
                 if best is not None:

@@ -23,15 +23,12 @@ from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm  # noqa
 
 CONFIGS = {
     "default": None,
-    "m16_fixup": KernelConfig(16, 8, 2, 4, 3, words3d=True, split_k=4, fixup=True),
-    "m16_sk3": KernelConfig(16, 8, 2, 4, 3, words3d=True, streamk=3),
-    "m16_sk4r128": KernelConfig(16, 8, 2, 4, 3, words3d=True, streamk=4, maxnreg=128),
-    "m64_v2_sk1": KernelConfig(64, 4, 4, 8, 3, xperm=True, scale_acc=False, mma_v2=True, streamk=1),
-    "m64_v2_split2": KernelConfig(64, 4, 4, 8, 3, xperm=True, scale_acc=False, mma_v2=True, split_k=2, fixup=True),
+    "m16_w1": KernelConfig(16, 8, 2, 4, 3, words3d=1, split_k=4),
+    "m16_fixup": KernelConfig(16, 8, 2, 4, 3, words3d=1, split_k=4, fixup=True),
+    "m16_sk3": KernelConfig(16, 8, 2, 4, 3, words3d=1, streamk=3),
     "m16_w2": KernelConfig(16, 8, 2, 4, 3, words3d=2, split_k=4),
     "m16_w2r": KernelConfig(16, 8, 2, 4, 3, words3d=2, split_k=4, maxnreg=128),
     "m64_w3": KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3, split_k=2),
-    "m64_v2_w3": KernelConfig(64, 4, 4, 8, 3, xperm=True, scale_acc=False, mma_v2=True, words3d=3, split_k=2),
 }
 
 

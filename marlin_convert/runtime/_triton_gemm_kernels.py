@@ -474,7 +474,7 @@ def marlin_gemm_fast_kernel(
     has_bias, split_k,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-    SCALE_ACC: tl.constexpr, FIXUP: tl.constexpr, THREADS: tl.constexpr, MMA_V2: tl.constexpr,
+    SCALE_ACC: tl.constexpr, FIXUP: tl.constexpr, THREADS: tl.constexpr,
 ):
     """The Marlin-style kernel: each word's eight codes become four k-adjacent half2 / bfloat162 pairs
     (`_dequant8`, scales and shift in the activation dtype) that are tensor-core operand registers as they
@@ -495,8 +495,7 @@ def marlin_gemm_fast_kernel(
     column layout, a few per thread.
     K split `split_k` ways: split j sums steps `j S // split_k` to `(j + 1) S // split_k` (S: steps a tile,
     `steps_per_tile`; any split up to S); FIXUP: the splits add up in the kernel (`_fixup_tile`, counts in
-    `cnt`), else each writes its rows of the float32 workspace for `splitk_reduce_kernel`. MMA_V2: see
-    `marlin_gemm_streamk_kernel`."""
+    `cnt`), else each writes its rows of the float32 workspace for `splitk_reduce_kernel`."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -557,15 +556,14 @@ def marlin_gemm_streamk_kernel(
     has_bias,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-    SCALE_ACC: tl.constexpr, THREADS: tl.constexpr, MMA_V2: tl.constexpr,
+    SCALE_ACC: tl.constexpr, THREADS: tl.constexpr,
 ):
     """`marlin_gemm_fast_kernel` on a stream-K grid (no reduce launch). Axis 0: the row tile of x (so the
     programs of all row tiles at one place in K run side by side and share the weights through L2); axis 1:
     `programs` equal contiguous ranges of the `total_steps` steps of all column tiles (tile by tile, each
     tile's `steps_per_tile` steps of `BT` tile rows in K order). A program sums each column tile's steps in
     its range (at most a few tiles): a tile it covers whole it writes to `out`; else it adds its partial
-    sums through `_fixup_tile` (counts in `cnt[row tile, column tile]`). MMA_V2: only a cache key (the
-    caller compiles that variant with `DISABLE_MMA_V3` set, for `mma.sync` instead of `wgmma`)."""
+    sums through `_fixup_tile` (counts in `cnt[row tile, column tile]`)."""
     pid_m = tl.program_id(0)
     pid = tl.program_id(1)
     start = (pid * total_steps) // programs  # the host keeps total_steps * programs < 2**31

@@ -88,9 +88,6 @@ class KernelConfig:
     maxnreg: int = 0
     """Fast kernel: a cap on registers a thread (Triton's `maxnreg`; 0: none), to fit more programs a
     multiprocessor."""
-    mma_v2: bool = False
-    """Fast kernel: compiled with Triton's `DISABLE_MMA_V3` (`mma.sync` with the decoded weights in registers
-    instead of `wgmma`, which Triton picks for 64-row tiles and feeds from shared memory)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,56 +135,35 @@ def _counters(device: torch.device, count: int) -> torch.Tensor:
     return buf
 
 
-@contextlib.contextmanager
-def _mma_v2(on: bool):
-    """Triton's `DISABLE_MMA_V3` set while a kernel that asks for `mma.sync` is launched (and so compiled: the
-    kernel's MMA_V2 argument keeps it apart in Triton's caches; the variable is part of the disk cache key)."""
-    if not on:
-        yield
-        return
-    old = os.environ.get("DISABLE_MMA_V3")
-    os.environ["DISABLE_MMA_V3"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["DISABLE_MMA_V3"]
-        else:
-            os.environ["DISABLE_MMA_V3"] = old
-
-
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
-    H200 (2026-12-02, BENCHMARKS.md), all the fast kernel. Up to 16 rows: 16 x 128 tiles of 128 k a step,
-    words loaded 16 bytes a thread (`words3d`), sums scaled per group (`scale_acc`), K split until there
-    are about 3.5 programs per multiprocessor (4 fit one at 128 registers a thread); above: 64 x 256 tiles
-    of 64 k a step with every weight scaled (scaling the sums doubles the accumulators there: register
-    spills), x gathered once under act-order, K split up to about one program per multiprocessor for
-    m <= 64; except where N <= K (few column blocks, a long K), where 32-row tiles with the sums scaled per
-    group were faster in the 12:48 UTC sweep: 4096x4096 at 64 rows 33.6 us against 85.4, 8192x28672 195.4
-    against 203.3 (64 rows) and 693.5 against 765.2 (256), while 28672x8192 ran 5-18 % slower with them."""
+    H200 (2026-12-02, BENCHMARKS.md), all the fast kernel with the words loaded in the order they lie
+    (`words3d=3`: whole 128-byte lines a warp; 17-30 % faster than the 16-byte-of-64 loads before it).
+    Up to 16 rows: 16 x 128 tiles of 128 k a step, sums scaled per group (`scale_acc`), K split until there
+    are about 3.5 programs per multiprocessor; up to 64 rows: 32 x 128 tiles of 128 k, sums scaled, K split
+    up to about one program per multiprocessor keeping at least 16 steps a split (4096x4096 at 64 rows: split
+    2, not 4); above: 32 x 256 tiles of 64 k where N <= K (few column blocks, a long K), else 64 x 256 tiles
+    with every weight scaled (scaling the sums doubles the accumulators there: register spills); x gathered
+    once under act-order above 16 rows."""
     long_k = n <= k
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=True)
-        target = 7 * sms // 2
-    elif m <= 64:
-        cfg = (KernelConfig(bm=32, bt=8, nb=2, warps=4, stages=3, xperm=True) if long_k else
-               KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False))
-        target = sms
-    else:
-        cfg = (KernelConfig(bm=32, bt=4, nb=4, warps=4, stages=3, xperm=True) if long_k else
-               KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False))
-        target = 0
-    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, target))
+        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=3)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 7 * sms // 2))
+    if m <= 64:
+        cfg = KernelConfig(bm=32, bt=8, nb=2, warps=4, stages=3, xperm=True, words3d=3)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=16))
+    if long_k:
+        return KernelConfig(bm=32, bt=4, nb=4, warps=4, stages=3, xperm=True, words3d=3)
+    return KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False, words3d=3)
 
 
-def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int) -> int:
+def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:
     """The power-of-two split of K that brings `cfg`'s grid to at least `target` programs, keeping at
-    least 4 steps a split."""
+    least `min_steps` steps (of `cfg.bt` tile rows) a split."""
     programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
-    tiles = k // 16
+    steps = k // (16 * cfg.bt)
     split = 1
-    while programs * split < target and tiles // (2 * split) >= 4 * cfg.bt:
+    while programs * split < target and steps // (2 * split) >= min_steps:
         split *= 2
     return split
 
@@ -318,18 +294,17 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
             consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
                           IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=int(cfg.words3d),
                           SCALE_ACC=cfg.scale_acc and uniform and zmode != 2, THREADS=32 * cfg.warps,
-                          MMA_V2=cfg.mma_v2, num_warps=cfg.warps, num_stages=cfg.stages,
+                          num_warps=cfg.warps, num_stages=cfg.stages,
                           **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
             g_shift = 0 if single else gs.bit_length() - 1
-            with _mma_v2(cfg.mma_v2):
-                if streamk:
-                    tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
-                        xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,
-                        tiles_n * steps, streamk, int(bias is not None), **consts)
-                else:
-                    tk.marlin_gemm_fast_kernel[grid](
-                        xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps,
-                        int(bias is not None), split, FIXUP=cfg.fixup, **consts)
+            if streamk:
+                tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
+                    xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,
+                    tiles_n * steps, streamk, int(bias is not None), **consts)
+            else:
+                tk.marlin_gemm_fast_kernel[grid](
+                    xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps,
+                    int(bias is not None), split, FIXUP=cfg.fixup, **consts)
         else:
             tk.marlin_gemm_kernel[grid](
                 *common, int(single), int(perm is not None), int(bias is not None), split,
