@@ -57,7 +57,7 @@ SWEEP = {
 `split_for`'s split for the class's target and, up to 64 rows, half and twice it; a stream-K shape once
 (no split). words3d 3: the words loaded in the order they lie (whole 128-byte lines a warp); 1 and 0: the
 previous defaults' loads (16 bytes of every 64 a warp)."""
-FIXUP_SPLITS: list[int] = []
+FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
 
 def copy_bandwidth() -> float:
@@ -185,9 +185,10 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} ld{int(c.words3d)}"
-                              f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}{f' sk{c.streamk}' if c.streamk else ''}"
-                              f"{f' r{c.maxnreg}' if c.maxnreg else ''}: {t:.1f} us  err {e:.1e}", flush=True)
+                        tags = (f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}"
+                                f"{f' sk{c.streamk}' if c.streamk else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}")
+                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} "
+                              f"ld{int(c.words3d)}{tags}: {t:.1f} us  err {e:.1e}", flush=True)
                         if best is None or t < best[1]:
                             best = (repr(c), t)
                 if best is not None:

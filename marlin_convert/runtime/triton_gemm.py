@@ -138,7 +138,7 @@ def _counters(device: torch.device, count: int) -> torch.Tensor:
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
     H200 (2026-12-02, BENCHMARKS.md), all the fast kernel with the words loaded in the order they lie
-    (`words3d=3`: whole 128-byte lines a warp; 17-30 % faster than the 16-byte-of-64 loads before it).
+    (`words3d=3`: whole 128-byte lines a warp; 9-25 % less time than the 16-bytes-of-64 loads before it).
     Up to 16 rows: 16 x 128 tiles of 128 k a step, sums scaled per group (`scale_acc`), K split until there
     are about 3.5 programs per multiprocessor; up to 64 rows: 32 x 128 tiles of 128 k, sums scaled, K split
     up to about one program per multiprocessor keeping at least 16 steps a split (4096x4096 at 64 rows: split

@@ -154,7 +154,8 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 4, 2, streamk=-1), KernelConfig(16, 8, 2, words3d=2, split_k=2),
                 KernelConfig(16, 4, 2, words3d=3, maxnreg=128),
                 KernelConfig(64, 4, 4, xperm=True, scale_acc=False, words3d=3, split_k=2),
-                KernelConfig(32, 8, 2, xperm=True, words3d=3, split_k=2), KernelConfig(32, 4, 4, xperm=True, words3d=3)):
+                KernelConfig(32, 8, 2, xperm=True, words3d=3, split_k=2),
+                KernelConfig(32, 4, 4, xperm=True, words3d=3)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
