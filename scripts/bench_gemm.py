@@ -42,14 +42,22 @@ SHAPES = [(4096, 4096), (28672, 8192), (8192, 28672)]
 MS = [1, 16, 64, 256]
 GS = 128
 L2_BYTES = 60 << 20
+SMALL = KernelConfig(16, 8, 2, 4, 3, words3d=3)
+K32 = KernelConfig(32, 8, 2, 4, 3, xperm=True, words3d=3)
+K32W = KernelConfig(32, 4, 4, 4, 3, xperm=True, words3d=3)
+D64 = KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3)
 SWEEP = {
-    "small": [KernelConfig(16, 8, 2, 4, 3, words3d=True), KernelConfig(16, 8, 2, 4, 4, words3d=True),
-              KernelConfig(16, 8, 2, 4, 3, words3d=True, scale_acc=False)],
-    "mid": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 8, 2, 4, 3)],
-    "large": [KernelConfig(64, 4, 4, 4, 3, scale_acc=False), KernelConfig(32, 4, 4, 4, 3)],
+    "small": [SMALL, dataclasses.replace(SMALL, words3d=1), dataclasses.replace(SMALL, maxnreg=128),
+              dataclasses.replace(SMALL, streamk=3), KernelConfig(16, 4, 2, 4, 4, words3d=3),
+              KernelConfig(16, 8, 1, 4, 3, words3d=3)],
+    "mid": [K32, dataclasses.replace(K32, words3d=0), dataclasses.replace(D64, words3d=0)],
+    "large": [K32W, D64, dataclasses.replace(D64, words3d=0)],
 }
-"""Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled, the previous
-default), each at `split_for`'s split for the class's target and, up to 64 rows, half and twice it."""
+"""Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled), each at
+`split_for`'s split for the class's target and, up to 64 rows, half and twice it; a stream-K shape once
+(no split). words3d 3: the words loaded in the order they lie (whole 128-byte lines a warp); 1 and 0: the
+previous defaults' loads (16 bytes of every 64 a warp)."""
+FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
 
 def copy_bandwidth() -> float:
@@ -159,8 +167,12 @@ def main() -> None:
                 cls = "small" if m <= 16 else ("mid" if m <= 64 else "large")
                 best = None
                 for cfg in SWEEP[cls]:
-                    auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0))
-                    for split in sorted({max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}):
+                    auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0),
+                                     min_steps=4 if m <= 16 else 16)
+                    splits = {max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}
+                    if cfg.fixup:
+                        splits |= set(FIXUP_SPLITS)
+                    for split in sorted({1} if cfg.streamk else splits):
                         c = dataclasses.replace(cfg, split_k=split)
                         try:
                             t = graph_time_us([lambda b=b, sc=sc: marlin_gemm(x, b, sc, group_size=GS, config=c)
@@ -173,7 +185,10 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k}{' 3d' if c.words3d else ''}{'' if c.scale_acc else ' sw'}: {t:.1f} us", flush=True)
+                        tags = (f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}"
+                                f"{f' sk{c.streamk}' if c.streamk else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}")
+                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} "
+                              f"ld{int(c.words3d)}{tags}: {t:.1f} us  err {e:.1e}", flush=True)
                         if best is None or t < best[1]:
                             best = (repr(c), t)
                 if best is not None:

@@ -6,7 +6,7 @@ Triton reads the `tl.constexpr` annotations of kernel parameters.)
 import triton
 import triton.language as tl
 
-__all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "splitk_reduce_kernel"]
+__all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "marlin_gemm_streamk_kernel", "splitk_reduce_kernel"]
 
 ZMODE_SYM = 0
 ZMODE_ZEROS = 1
@@ -354,39 +354,21 @@ def _acc_scales(s_ptr, N, g, sp0, col_ok, SINGLE: tl.constexpr, dtype: tl.conste
     return s0.to(tl.float32)[None, :], s1.to(tl.float32)[None, :]
 
 
-@triton.jit(do_not_specialize=["M", "g_shift", "tiles_per_split", "has_bias", "split_k"])
-def marlin_gemm_fast_kernel(
-    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
-    M, N, stride_xm, stride_om, g_shift, tiles_per_split,
-    has_bias, split_k,
-    ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
-    IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-    SCALE_ACC: tl.constexpr,
-):
-    """The Marlin-style kernel: each word's eight codes become four k-adjacent half2 / bfloat162 pairs
-    (`_dequant8`, scales and shift in the activation dtype) that are tensor-core operand registers as they
-    are: per b, the planes (a, h) interleave into rows (tr, h, q, a), i.e. k = 16 t0 + row in order, so
-    x is read as contiguous `16 BT`-column tiles (through `perm` under act-order), one step ahead. The
-    group of a step: `16 t0 >> g_shift` (group sizes are powers of two). Scales are loaded in the step that
-    uses them: carried across iterations, they made Triton route the decoded weights through shared memory.
-    WORDS3D: the words are loaded as `[R, (nb, c), w]` (a thread's four words w are contiguous) and the
-    columns ordered (nb, w, c); else loaded as `[R, (nb, c, w)]`. Up to 16 rows of x the decoded registers
-    feed `mma.sync` directly (checked in the SASS: no shared-memory round trip); with 64 rows and more
-    Triton stages them in shared memory for `wgmma`.
-    SCALE_ACC (ZMODE 0 or 1, one group per step): the weights are the exact integers `code - zero`
-    (`_int8`, no multiply), each step's float32 sums are scaled per column and added (one group: the
-    accumulator is scaled once, after the loop); the scales are then loaded only in the accumulator's
-    column layout, a few per thread."""
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    pid_k = tl.program_id(2)
+@triton.jit
+def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, t_begin, steps,
+               ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
+               IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
+               SCALE_ACC: tl.constexpr):
+    """The float32 sums of one output tile (rows `pid_m`, column blocks `pid_n`) over `steps` steps of `BT`
+    tile rows from tile row `t_begin`: `acc0`, `acc1` (column planes b = 0, 1), with the tile's rows and
+    output columns. (See `marlin_gemm_fast_kernel` for the map and the variants.)"""
     R: tl.constexpr = 4 * BT  # word rows: (tile row, q)
     C: tl.constexpr = 32 * NB  # word columns: (64-block, c, w)
 
-    # columns (nb, w, c) (WORDS3D) or (nb, c, w)
+    # columns (nb, w, c) (WORDS3D 1, 2) or (nb, c, w) (0, 3)
     col = tl.arange(0, C)
     nb = pid_n * NB + col // 32
-    if WORDS3D:
+    if WORDS3D == 1 or WORDS3D == 2:
         w = (col // 8) % 4
         c = col % 8
     else:
@@ -418,18 +400,26 @@ def marlin_gemm_fast_kernel(
     r = tl.arange(0, R)
     tr = r // 4
     wrow = tr.to(tl.int64) * (2 * N) + 4 * (r % 4)
+    if WORDS3D >= 2:  # [t, (nb, c, q, w)]: NB blocks of a tile row are 128 NB contiguous words
+        jj = tl.arange(0, 128 * NB)
+        off5 = tl.arange(0, BT)[:, None] * (2 * N) + (pid_n * NB * 128 + jj)[None, :]  # B has < 2**31 words
+        cm5 = (pid_n * NB + jj // 128 < N // 64)[None, :]
     kk = tl.arange(0, 16 * BT)
     m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
     acc0 = tl.zeros((BM, C), dtype=tl.float32)
     acc1 = tl.zeros((BM, C), dtype=tl.float32)
-    t_begin = pid_k * tiles_per_split
-    steps = tiles_per_split // BT
     xt = _fast_x_tile(x_rows, perm_ptr, t_begin, kk, m_ok, HAS_PERM, BT)
     for step in range(0, steps):
         t0 = t_begin + step * BT
-        if WORDS3D:
+        if WORDS3D == 1:
             words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None, None] + wcol3[None, :, :], mask=cm3, other=0)
             words = tl.reshape(tl.permute(tl.reshape(words, (R, NB, 8, 4)), (0, 1, 3, 2)), (R, C))
+        elif WORDS3D >= 2:  # as [t, nb, c, q, w]: each tile row's NB blocks as they lie, 512 bytes a warp
+            words = tl.reshape(tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + off5, mask=cm5, other=0), (BT, NB, 8, 4, 4))
+            if WORDS3D == 2:
+                words = tl.reshape(tl.permute(words, (0, 3, 1, 4, 2)), (R, C))
+            else:
+                words = tl.reshape(tl.permute(words, (0, 3, 1, 2, 4)), (R, C))
         else:
             words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None] + wcol[None, :], mask=cm, other=0)
         if UNIFORM_G:
@@ -474,5 +464,123 @@ def marlin_gemm_fast_kernel(
         acc0 = acc0 * sf0
         acc1 = acc1 * sf1
 
-    _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
-                 has_bias)
+    return acc0, acc1, m, m_ok, n0, n1, col_ok
+
+
+@triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "has_bias", "split_k"])
+def marlin_gemm_fast_kernel(
+    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
+    M, N, stride_xm, stride_om, g_shift, steps_per_tile,
+    has_bias, split_k,
+    ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
+    IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
+    SCALE_ACC: tl.constexpr, FIXUP: tl.constexpr, THREADS: tl.constexpr,
+):
+    """The Marlin-style kernel: each word's eight codes become four k-adjacent half2 / bfloat162 pairs
+    (`_dequant8`, scales and shift in the activation dtype) that are tensor-core operand registers as they
+    are: per b, the planes (a, h) interleave into rows (tr, h, q, a), i.e. k = 16 t0 + row in order, so
+    x is read as contiguous `16 BT`-column tiles (through `perm` under act-order), one step ahead. The
+    group of a step: `16 t0 >> g_shift` (group sizes are powers of two). Scales are loaded in the step that
+    uses them: carried across iterations, they made Triton route the decoded weights through shared memory.
+    WORDS3D 1: the words are loaded as `[R, (nb, c), w]` (a thread's four words w are contiguous) and the
+    columns ordered (nb, w, c); 0: loaded as `[R, (nb, c, w)]`; 2 (columns (nb, w, c)) and 3 ((nb, c, w)):
+    loaded as `[t, nb, c, q, w]`, the order they lie in, so each warp reads whole 128-byte lines (the other
+    two read 16 bytes of every 64: each 32-byte sector crosses from L2 twice; ncu: L2 throughput 73 % at
+    DRAM 37 %) and reordered to `[R, C]` after. Up to 16 rows of x the decoded registers
+    feed `mma.sync` directly (checked in the SASS: no shared-memory round trip); with 64 rows and more
+    Triton stages them in shared memory for `wgmma`.
+    SCALE_ACC (ZMODE 0 or 1, one group per step): the weights are the exact integers `code - zero`
+    (`_int8`, no multiply), each step's float32 sums are scaled per column and added (one group: the
+    accumulator is scaled once, after the loop); the scales are then loaded only in the accumulator's
+    column layout, a few per thread.
+    K split `split_k` ways: split j sums steps `j S // split_k` to `(j + 1) S // split_k` (S: steps a tile,
+    `steps_per_tile`; any split up to S); FIXUP: the splits add up in the kernel (`_fixup_tile`, counts in
+    `cnt`), else each writes its rows of the float32 workspace for `splitk_reduce_kernel`."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    s0 = (pid_k * steps_per_tile) // split_k
+    s1 = ((pid_k + 1) * steps_per_tile) // split_k
+    acc0, acc1, m, m_ok, n0, n1, col_ok = _fast_tile(
+        x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
+        ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC)
+    if FIXUP and split_k > 1:
+        _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr,
+                    cnt_ptr + pid_m * tl.num_programs(0) + pid_n, bias_ptr, stride_om, M, N, pid_k, split_k,
+                    has_bias, BM, NB, THREADS)
+    else:
+        _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k,
+                     split_k, has_bias)
+
+
+FENCE_ASM = tl.constexpr("fence.acq_rel.gpu;\nmov.b32 $0, $1;")
+
+
+@triton.jit
+def _fence_all(THREADS: tl.constexpr):
+    """A `fence.acq_rel.gpu` in every thread of the program (one element per thread); returns 0."""
+    t = tl.inline_asm_elementwise(FENCE_ASM, "=r,r", [tl.arange(0, THREADS)], dtype=tl.int32, is_pure=False, pack=1)
+    return tl.min(t, axis=0) * 0
+
+
+@triton.jit
+def _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, cnt, bias_ptr, stride_om, M, N, seg, nseg,
+                has_bias, BM: tl.constexpr, NB: tl.constexpr, THREADS: tl.constexpr):
+    """One of `nseg` partial sums of a tile (its place in K order: `seg`) without a reduce launch: stored in
+    the float32 workspace `ws[seg, m, n]`, fenced, then counted in `*cnt`; the program that counts last adds
+    the `nseg` partials in seg order (the sum, and so the output, does not depend on which program ends
+    last; it is the reduce kernel's sum), writes `out` (+ bias) and sets the count back to 0."""
+    mask = m_ok[:, None] & col_ok[None, :]
+    ws_row = ws_ptr + (seg * M + m[:, None]).to(tl.int64) * N
+    tl.store(ws_row + n0[None, :], acc0, mask=mask)
+    tl.store(ws_row + n1[None, :], acc1, mask=mask)
+    f = _fence_all(THREADS)  # every thread's partials reach the GPU scope before the count
+    tl.debug_barrier()
+    arrived = tl.atomic_add(cnt, 1 + f, sem="acq_rel", scope="gpu")
+    if arrived == nseg - 1:
+        f = _fence_all(THREADS)
+        r0 = tl.zeros((BM, 32 * NB), dtype=tl.float32)
+        r1 = tl.zeros((BM, 32 * NB), dtype=tl.float32)
+        for j in range(0, nseg + f):
+            ws_j = ws_ptr + (j * M + m[:, None]).to(tl.int64) * N
+            r0 += tl.load(ws_j + n0[None, :], mask=mask, other=0, cache_modifier=".cg")
+            r1 += tl.load(ws_j + n1[None, :], mask=mask, other=0, cache_modifier=".cg")
+        _store_tiles(r0, r1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
+        tl.atomic_xchg(cnt, 0, sem="relaxed", scope="gpu")
+
+
+@triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "tiles_n", "total_steps", "programs", "has_bias"])
+def marlin_gemm_streamk_kernel(
+    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
+    M, N, stride_xm, stride_om, g_shift, steps_per_tile, tiles_n, total_steps, programs,
+    has_bias,
+    ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
+    IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
+    SCALE_ACC: tl.constexpr, THREADS: tl.constexpr,
+):
+    """`marlin_gemm_fast_kernel` on a stream-K grid (no reduce launch). Axis 0: the row tile of x (so the
+    programs of all row tiles at one place in K run side by side and share the weights through L2); axis 1:
+    `programs` equal contiguous ranges of the `total_steps` steps of all column tiles (tile by tile, each
+    tile's `steps_per_tile` steps of `BT` tile rows in K order). A program sums each column tile's steps in
+    its range (at most a few tiles): a tile it covers whole it writes to `out`; else it adds its partial
+    sums through `_fixup_tile` (counts in `cnt[row tile, column tile]`)."""
+    pid_m = tl.program_id(0)
+    pid = tl.program_id(1)
+    start = (pid * total_steps) // programs  # the host keeps total_steps * programs < 2**31
+    end = ((pid + 1) * total_steps) // programs
+    for pid_n in range(start // steps_per_tile, (end - 1) // steps_per_tile + 1):
+        base = pid_n * steps_per_tile
+        s0 = tl.maximum(start, base) - base
+        s1 = tl.minimum(end, base + steps_per_tile) - base
+        acc0, acc1, m, m_ok, n0, n1, col_ok = _fast_tile(
+            x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
+            ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC)
+        if (s0 == 0) & (s1 == steps_per_tile):
+            _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1,
+                         has_bias)
+        else:
+            # the programs covering this tile: owner(step) = ((step + 1) * programs - 1) // total_steps
+            first = ((base + 1) * programs - 1) // total_steps
+            last = ((base + steps_per_tile) * programs - 1) // total_steps
+            _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, cnt_ptr + pid_m * tiles_n + pid_n,
+                        bias_ptr, stride_om, M, N, pid - first, last - first + 1, has_bias, BM, NB, THREADS)

@@ -12,11 +12,12 @@ The default order is the one rule for which CUDA kernel serves a layer: optimum-
 where it can (float16 activations, group size 128 or per-column, N a multiple of 256, optimum-quanto
 installed), our Triton Marlin GEMM (`runtime/triton_gemm.py`: float16 and bfloat16, groups -1/32/64/128,
 no compiler) for every other CUDA layer, and the exact reference path elsewhere. Where both kernels can
-serve, the H200 benchmark of 2026-12-02 12:48 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel":
-28672x8192, 8192x28672 and 4096x4096 at m = 1, 16, 64, 256, with the Triton fast kernel) found the CUDA
-kernel faster at every shape and batch (1.35-1.45x at m <= 16 on the large shapes, 1.1x on 4096x4096,
-2.3-2.5x at m = 64 and 2.0-2.3x at m = 256 on the large shapes), so Triton comes second until it wins a
-measurement.
+serve, the H200 benchmark of 2026-12-02 15:32 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round
+6: 28672x8192 and 8192x28672 at m = 1, 16, 64, 256, 4096x4096 at m = 1) found the CUDA kernel faster on
+the large shapes at every batch (1.05-1.3x at m <= 16, 1.8-2.2x at m = 64, 1.7-1.8x at m = 256); Triton
+won only 4096x4096 at m = 1 (8.9 against 10.6 us) and lost there at m = 16 (12.2-13.2 against 10.9 us in
+the 12:48 run). The choice is made once per layer and (device, dtype), not per batch size, so Triton
+comes second until it wins a layer shape at every batch.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).

@@ -69,11 +69,25 @@ class KernelConfig:
     dtype; False: always the float32 eight-dot kernel (`marlin_gemm_kernel`)."""
     xperm: bool = False
     """Fast kernel under act-order: gather x by `perm` once per call (`index_select`), else per tile in the kernel."""
-    words3d: bool = False
-    """Fast kernel: load the words as `[rows, (nb, c), w]` (16 bytes a thread) and reorder in registers."""
+    words3d: int = 0
+    """Fast kernel: how the words are loaded (the kernel's WORDS3D): 0 as `[rows, (nb, c, w)]`; 1 as
+    `[rows, (nb, c), w]` (16 bytes a thread), reordered in registers; 2 and 3 as they lie, `[t, nb, c, q, w]`
+    (a warp reads 512 contiguous bytes), reordered to the column order of 1 and 0."""
     scale_acc: bool = True
     """Fast kernel, where a step lies in one group and there is no quanto shift: dequantize to the exact
     integers `code - zero` and scale each step's float32 sums (`SCALE_ACC`); False: scale every weight."""
+    fixup: bool = False
+    """Fast kernel with K split: the splits add up inside the kernel (the last one to finish a tile adds the
+    float32 partials in split order, the reduce kernel's sum) instead of in a second launch; the split need
+    not divide the steps (split j takes steps `j S // split` to `(j + 1) S // split`)."""
+    streamk: int = 0
+    """Fast kernel on a stream-K grid (`marlin_gemm_streamk_kernel`, `split_k` ignored): about this many
+    programs per multiprocessor (all of them resident at once), shared evenly by the row tiles of x; each
+    sums an equal contiguous range of all column tiles' steps; 0: the (column tile, row tile, split) grid;
+    negative: exactly `-streamk` programs per row tile (tests: ranges that cross column tiles)."""
+    maxnreg: int = 0
+    """Fast kernel: a cap on registers a thread (Triton's `maxnreg`; 0: none), to fit more programs a
+    multiprocessor."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,38 +119,51 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+_COUNTERS: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def _counters(device: torch.device, count: int) -> torch.Tensor:
+    """int32 zeros, at least `count`, for the in-kernel split-K sums (`KernelConfig.fixup`, `streamk`): one per
+    output tile, each counted up by the tile's programs and set back to 0 by the last. One buffer per device
+    and stream, so launches that may overlap (other streams) never share a count."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < count:
+        buf = torch.zeros(max(count, 1024), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf
+
+
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
-    H200 (2026-12-02, BENCHMARKS.md), all the fast kernel. Up to 16 rows: 16 x 128 tiles of 128 k a step,
-    words loaded 16 bytes a thread (`words3d`), sums scaled per group (`scale_acc`), K split until there
-    are about 3.5 programs per multiprocessor (4 fit one at 128 registers a thread); above: 64 x 256 tiles
-    of 64 k a step with every weight scaled (scaling the sums doubles the accumulators there: register
-    spills), x gathered once under act-order, K split up to about one program per multiprocessor for
-    m <= 64; except where N <= K (few column blocks, a long K), where 32-row tiles with the sums scaled per
-    group were faster in the 12:48 UTC sweep: 4096x4096 at 64 rows 33.6 us against 85.4, 8192x28672 195.4
-    against 203.3 (64 rows) and 693.5 against 765.2 (256), while 28672x8192 ran 5-18 % slower with them."""
+    H200 (2026-12-02, BENCHMARKS.md), all the fast kernel with the words loaded in the order they lie
+    (`words3d=3`: whole 128-byte lines a warp; 9-25 % less time than the 16-bytes-of-64 loads before it).
+    Up to 16 rows: 16 x 128 tiles of 128 k a step, sums scaled per group (`scale_acc`), K split until there
+    are about 3.5 programs per multiprocessor; up to 64 rows: 32 x 128 tiles of 128 k, sums scaled, K split
+    up to about one program per multiprocessor keeping at least 16 steps a split (4096x4096 at 64 rows: split
+    2, not 4); above: 32 x 256 tiles of 64 k where N <= K (few column blocks, a long K), else 64 x 256 tiles
+    with every weight scaled (scaling the sums doubles the accumulators there: register spills); x gathered
+    once under act-order above 16 rows."""
     long_k = n <= k
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=True)
-        target = 7 * sms // 2
-    elif m <= 64:
-        cfg = (KernelConfig(bm=32, bt=8, nb=2, warps=4, stages=3, xperm=True) if long_k else
-               KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False))
-        target = sms
-    else:
-        cfg = (KernelConfig(bm=32, bt=4, nb=4, warps=4, stages=3, xperm=True) if long_k else
-               KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False))
-        target = 0
-    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, target))
+        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=3)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 7 * sms // 2))
+    if m <= 64:
+        cfg = KernelConfig(bm=32, bt=8, nb=2, warps=4, stages=3, xperm=True, words3d=3)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=16))
+    if long_k:
+        return KernelConfig(bm=32, bt=4, nb=4, warps=4, stages=3, xperm=True, words3d=3)
+    return KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False, words3d=3)
 
 
-def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int) -> int:
+def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:
     """The power-of-two split of K that brings `cfg`'s grid to at least `target` programs, keeping at
-    least 4 steps a split."""
+    least `min_steps` steps (of `cfg.bt` tile rows) a split."""
     programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
-    tiles = k // 16
+    steps = k // (16 * cfg.bt)
     split = 1
-    while programs * split < target and tiles // (2 * split) >= 4 * cfg.bt:
+    while programs * split < target and steps // (2 * split) >= min_steps:
         split *= 2
     return split
 
@@ -222,9 +249,12 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132)
     tiles = k // 16
     bt = cfg.bt
-    split = max(1, min(cfg.split_k, tiles // bt))
-    while (tiles // bt) % split:  # every split gets the same whole number of BT-row steps
-        split -= 1
+    steps = tiles // bt
+    fast = cfg.fast and s.dtype == x.dtype and (shift is None or shift.dtype == x.dtype)
+    split = max(1, min(cfg.split_k, steps))
+    if not (fast and cfg.fixup):
+        while steps % split:  # every split gets the same whole number of BT-row steps
+            split -= 1
     per_split = tiles // split
     uniform = single or gs % (16 * bt) == 0
     zmode = 2 if shift is not None else (1 if z is not None else 0)
@@ -232,9 +262,24 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     s = s.contiguous()
     if s.data_ptr() % 4:  # the fast kernel reads the scales of a column pair as one int32
         s = s.clone()
-    ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
     tk = _kernels()
-    grid = (-(-n // (64 * cfg.nb)), -(-m // cfg.bm), split)
+    tiles_n, tiles_m = -(-n // (64 * cfg.nb)), -(-m // cfg.bm)
+    sms = _sm_count(x.device.index or 0) if x.is_cuda else 132
+    streamk = 0
+    if fast and cfg.streamk:
+        total = tiles_n * steps
+        # programs per row tile, at least ~4 steps each
+        streamk = -cfg.streamk if cfg.streamk < 0 else max(1, min(cfg.streamk * sms // tiles_m, total // 4))
+        streamk = min(streamk, total)
+        if total * streamk >= 2**31:
+            streamk = 0
+    if streamk:
+        segs = -(-streamk // tiles_n) + 1  # the most programs that share one column tile
+        ws = torch.empty((segs, m, n), dtype=torch.float32, device=x.device)
+    else:
+        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
+    cnt = _counters(x.device, tiles_n * tiles_m) if fast and (streamk or (cfg.fixup and split > 1)) else B
+    grid = (tiles_n, tiles_m, split)
     dummy = B
     on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
     with on_device:
@@ -242,22 +287,29 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
                   perm.to(torch.int32).contiguous() if perm is not None else dummy,
                   bias if bias is not None else s, out, ws,
                   m, n, x2.stride(0), out.stride(0), gs, per_split)
-        fast = cfg.fast and s.dtype == x.dtype and (shift is None or shift.dtype == x.dtype)
         if fast:
             xk, has_perm = x2, perm is not None
             if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
                 xk, has_perm = x2.index_select(1, perm.to(device=x.device, dtype=torch.int64)), False
-            tk.marlin_gemm_fast_kernel[grid](
-                xk, *common[1:11], xk.stride(0), out.stride(0), 0 if single else gs.bit_length() - 1, per_split,
-                int(bias is not None), split,
-                ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm, IS_FP16=x.dtype == torch.float16,
-                BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=cfg.words3d, SCALE_ACC=cfg.scale_acc and uniform and zmode != 2,
-                num_warps=cfg.warps, num_stages=cfg.stages)
+            consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
+                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=int(cfg.words3d),
+                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2, THREADS=32 * cfg.warps,
+                          num_warps=cfg.warps, num_stages=cfg.stages,
+                          **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
+            g_shift = 0 if single else gs.bit_length() - 1
+            if streamk:
+                tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
+                    xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,
+                    tiles_n * steps, streamk, int(bias is not None), **consts)
+            else:
+                tk.marlin_gemm_fast_kernel[grid](
+                    xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps,
+                    int(bias is not None), split, FIXUP=cfg.fixup, **consts)
         else:
             tk.marlin_gemm_kernel[grid](
                 *common, int(single), int(perm is not None), int(bias is not None), split,
                 ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
-        if split > 1:
+        if split > 1 and not streamk and not (fast and cfg.fixup):
             block = 1024
             tk.splitk_reduce_kernel[(-(-m * n // block),)](
                 ws, bias if bias is not None else s, out, m, n, out.stride(0), int(bias is not None),

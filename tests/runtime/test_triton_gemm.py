@@ -146,7 +146,16 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(64, 4, 4, xperm=True, split_k=2, scale_acc=False), KernelConfig(128, 4, 4, warps=8),
                 KernelConfig(32, 4, 2), KernelConfig(16, 8, 2, words3d=True, scale_acc=False),
                 KernelConfig(32, 8, 2, xperm=True, split_k=2), KernelConfig(32, 4, 4, xperm=True),
-                KernelConfig(16, 4, 2, fast=False, split_k=4), KernelConfig(64, 8, 2, fast=False)):
+                KernelConfig(16, 4, 2, fast=False, split_k=4), KernelConfig(64, 8, 2, fast=False),
+                # K split summed in the kernel (ragged: 8 steps in 3), stream-K grids whose ranges cross
+                # column tiles (-3, -5 programs) or cover whole tiles (-1); words loaded in the order they lie
+                KernelConfig(16, 8, 2, words3d=1, split_k=3, fixup=True),
+                KernelConfig(16, 8, 2, words3d=3, streamk=-3), KernelConfig(16, 8, 2, words3d=2, streamk=-5),
+                KernelConfig(16, 4, 2, streamk=-1), KernelConfig(16, 8, 2, words3d=2, split_k=2),
+                KernelConfig(16, 4, 2, words3d=3, maxnreg=128),
+                KernelConfig(64, 4, 4, xperm=True, scale_acc=False, words3d=3, split_k=2),
+                KernelConfig(32, 8, 2, xperm=True, words3d=3, split_k=2),
+                KernelConfig(32, 4, 4, xperm=True, words3d=3)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -155,6 +164,33 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
             if fails:
                 bad[(repr(cfg), m)] = fails
     assert not bad, bad
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
+    """K split 4 ways: the partials added inside the kernel (`fixup`, the last program of a tile adds them in
+    split order) give the reduce kernel's output bit for bit, on every run (no dependence on which program
+    ends last); stream-K runs repeat bit for bit too."""
+    from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
+
+    layer = _make_layer(1088, 2048, 128, "asym", False, dtype, 29, with_bias=True)
+    t = layer.marlin
+    x = torch.randn(9, 2048, device="cuda", generator=torch.Generator(device="cuda").manual_seed(9)).to(dtype)
+
+    def run(cfg):
+        return marlin_gemm(x, t["B"], t["s"], group_size=128, z=t["z"], bias=layer.bias, config=cfg)
+
+    base = KernelConfig(16, 8, 2, words3d=True, split_k=4)
+    ref = run(base)
+    assert not _failures(layer, x, ref)
+    for _ in range(3):
+        assert torch.equal(run(dataclasses.replace(base, fixup=True)), ref)
+    sk = KernelConfig(16, 8, 2, words3d=True, streamk=-7)
+    first = run(sk)
+    assert not _failures(layer, x, first)
+    for _ in range(3):
+        assert torch.equal(run(sk), first)
 
 
 @pytest.mark.cuda

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Launch each named launch shape of the Triton Marlin GEMM once inside a CUDA profiler range, for Nsight
+Compute (issue #13):
+
+    ncu --clock-control none --profile-from-start off --section SpeedOfLight --section Occupancy \\
+        --section WarpStateStats python3 scripts/ncu_gemm.py 28672x8192:1:default 28672x8192:64:default
+
+Each argument is `NxK:M:NAME`, NAME a key of CONFIGS (`default`: `pick_config`'s shape). Every shape is
+compiled and run once before the profiled range opens, so only the timed launches are profiled.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from marlin_convert.layout import permute_scales  # noqa: E402
+from marlin_convert.layout.pack_triton import pack_codes_cuda  # noqa: E402
+from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm  # noqa: E402
+
+CONFIGS = {
+    "default": None,
+    "m16_w1": KernelConfig(16, 8, 2, 4, 3, words3d=1, split_k=4),
+    "m16_fixup": KernelConfig(16, 8, 2, 4, 3, words3d=1, split_k=4, fixup=True),
+    "m16_sk3": KernelConfig(16, 8, 2, 4, 3, words3d=1, streamk=3),
+    "m16_w2": KernelConfig(16, 8, 2, 4, 3, words3d=2, split_k=4),
+    "m16_w2r": KernelConfig(16, 8, 2, 4, 3, words3d=2, split_k=4, maxnreg=128),
+    "m64_w3": KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3, split_k=2),
+}
+
+
+def main() -> None:
+    runs = []
+    for arg in sys.argv[1:]:
+        shape, m, name = arg.split(":")
+        n, k = (int(v) for v in shape.split("x"))
+        gen = torch.Generator(device="cuda").manual_seed(n + k)
+        codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=gen)
+        scales = (torch.rand(k // 128, n, device="cuda", generator=gen) * 0.02 + 1e-3).half()
+        B, s = pack_codes_cuda(codes), permute_scales(scales, group_size=128, k=k)
+        x = torch.randn(int(m), k, device="cuda", generator=gen).half()
+        cfg = CONFIGS[name]
+        marlin_gemm(x, B, s, group_size=128, config=cfg)  # compile outside the profiled range
+        runs.append((B, s, x, cfg))
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStart()
+    for B, s, x, cfg in runs:
+        marlin_gemm(x, B, s, group_size=128, config=cfg)
+        torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
+
+
+if __name__ == "__main__":
+    main()
