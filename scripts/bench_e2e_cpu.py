@@ -63,6 +63,7 @@ def run(cmd: list[str], *, sync: bool = False, env: dict[str, str] | None = None
     timer = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
     if sync:
         subprocess.run(["sync"], check=False)
+    stolen = steal_seconds()
     t0 = time.perf_counter()
     proc = subprocess.run([*timer, *cmd], capture_output=True, text=True, env=env)
     if sync:
@@ -71,7 +72,19 @@ def run(cmd: list[str], *, sync: bool = False, env: dict[str, str] | None = None
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return {"s": wall, "rss_kib": int(rss.group(1)) if rss else 0, "stderr": proc.stderr}
+    return {"s": wall, "rss_kib": int(rss.group(1)) if rss else 0, "stderr": proc.stderr,
+            "steal_s": steal_seconds() - stolen}
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor has taken from this VM's cores since boot (/proc/stat's `steal`, all cores
+    summed; 0 where there is no such file): on the 2-core VM a run can lose a quarter of its CPU to the host,
+    which is most of the spread between repeated runs."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def stage_table(stderr: str) -> str:
@@ -181,7 +194,8 @@ def print_tables(results: list[dict[str, Any]], sides: list[str], base: dict[str
               f"{base[side]['torch_rss_kib'] / 1024:.0f} MiB; `marlin-convert --help` {base[side]['help_s']:.2f} s")
     print("(peak RSS columns: the command's peak minus its own venv's `import torch` peak, in MiB and in largest tensors)\n")
     head = "| shape | GB | layers | step | " + (f"{before} (s) | " if before else "") + f"{after} (s) | " + \
-           ("speedup (before / after) | " if before else "") + "ratio (target) | peak RSS over torch, MiB (x largest)" + (" before / after" if before else "") + " |"
+           ("speedup (before / after) | " if before else "") + "ratio (target) | peak RSS over torch, MiB (x largest)" + (" before / after" if before else "") + \
+           " | CPU s stolen by the host" + (" before / after" if before else "") + " |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     verdicts = []
@@ -190,7 +204,8 @@ def print_tables(results: list[dict[str, Any]], sides: list[str], base: dict[str
         cp = b["cp"]["s"]
         limit = torch_mib + 2 * ck["largest_tensor_bytes"] / 2**20
         label = f"| {r['n']}x{r['k']} | {ck['tensor_bytes'] / 1e9:.2f} | {ck['layers']} |"
-        print(f"{label} `cp -r` + `sync` | " + ("| " if before else "") + f"{cp:.2f} | " + ("| " if before else "") + "1.00 | |")
+        print(f"{label} `cp -r` + `sync` | " + ("| " if before else "") + f"{cp:.2f} | " + ("| " if before else "") +
+              f"1.00 | | {b['cp']['steal_s']:.1f} |")
         for step in STEPS:
             a = b[f"{after} {step}"]
             name = {"pack": "`pack` + `sync`", "unpack": "`unpack` + `sync`"}.get(step, f"`{step}`")
@@ -213,6 +228,7 @@ def print_tables(results: list[dict[str, Any]], sides: list[str], base: dict[str
                 extra = b[f"{side} {step}"]["rss_kib"] / 1024 - base[side]["torch_rss_kib"] / 1024
                 return f"+{extra:.0f} ({extra / largest:.1f}x)"
             cells.append((f"{over(before)} / " if before else "") + over(after))
+            cells.append((f"{b[f'{before} {step}']['steal_s']:.1f} / " if before else "") + f"{a['steal_s']:.1f}")
             print(f"{label} " + " | ".join(cells) + " |")
             if ratio is not None:
                 verdicts.append(f"{r['n']}x{r['k']} {ck['tensor_bytes'] / 1e9:.2f} GB {step}: {target} -> "
