@@ -57,11 +57,14 @@ SWEEP = {
 `split_for`'s split for the class's target and, up to 64 rows, half and twice it; a stream-K shape once
 (no split). words3d 3: the words loaded in the order they lie (whole 128-byte lines a warp); 1 and 0: the
 previous defaults' loads (16 bytes of every 64 a warp)."""
+SMALLX = dataclasses.replace(SMALL, xload=1)
 SWEEP_R7 = {
-    "small": [SMALL, dataclasses.replace(SMALL, streamk=2), dataclasses.replace(SMALL, streamk=3),
-              dataclasses.replace(SMALL, streamk=4), KernelConfig(16, 8, 1, 4, 3, words3d=3)],
-    "mid": [K32, dataclasses.replace(K32, streamk=1), dataclasses.replace(K32, streamk=2)],
-    "large": [K32W, D64],
+    "small": [SMALL, SMALLX, dataclasses.replace(SMALL, streamk=3), dataclasses.replace(SMALLX, streamk=3),
+              dataclasses.replace(SMALLX, streamk=4), dataclasses.replace(SMALLX, stages=4),
+              KernelConfig(16, 4, 2, 4, 4, words3d=3, xload=1)],
+    "mid": [K32, dataclasses.replace(K32, xload=1), dataclasses.replace(K32, xload=1, streamk=1),
+            dataclasses.replace(K32, xload=1, streamk=2)],
+    "large": [K32W, dataclasses.replace(K32W, xload=1), D64, dataclasses.replace(D64, xload=1)],
 }
 """`--sweep-set r7`: the split of K and the stream-K grid per shape (round 7), at `--splits`."""
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
@@ -198,7 +201,7 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        tags = (f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}"
+                        tags = (f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}{f' x{c.xload}' if c.xload else ''}"
                                 f"{f' sk{c.streamk}' if c.streamk else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}")
                         print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} "
                               f"ld{int(c.words3d)}{tags}: {t:.1f} us  err {e:.1e}", flush=True)
