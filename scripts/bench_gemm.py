@@ -67,6 +67,8 @@ SWEEP_R7 = {
     "large": [K32W, dataclasses.replace(K32W, xload=1), D64, dataclasses.replace(D64, xload=1)],
 }
 """`--sweep-set r7`: the split of K and the stream-K grid per shape (round 7), at `--splits`."""
+SWEEP_X = {"small": [SMALL, SMALLX], "mid": [], "large": []}
+"""`--sweep-set x`: x read in registers (xload 0) or through shared memory (1) at M <= 16, like for like."""
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
 
@@ -92,7 +94,7 @@ def main() -> None:
     ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,28672x8192")
     ap.add_argument("--ms", default=None, help="batch sizes, e.g. 1,16 (default 1,16,64,256)")
     ap.add_argument("--no-dense", action="store_true")
-    ap.add_argument("--sweep-set", default="default", choices=("default", "r7"))
+    ap.add_argument("--sweep-set", default="default", choices=("default", "r7", "x"))
     ap.add_argument("--splits", default=None,
                     help="sweep each launch shape at these splits of K (e.g. 1,2,4,8,16) instead of split_for's")
     args = ap.parse_args()
@@ -179,7 +181,7 @@ def main() -> None:
             if not args.no_sweep:
                 cls = "small" if m <= 16 else ("mid" if m <= 64 else "large")
                 best = None
-                for cfg in (SWEEP_R7 if args.sweep_set == "r7" else SWEEP)[cls]:
+                for cfg in {"r7": SWEEP_R7, "x": SWEEP_X}.get(args.sweep_set, SWEEP)[cls]:
                     auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0),
                                      min_steps=4 if m <= 16 else 16)
                     splits = {max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}
