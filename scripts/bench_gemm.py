@@ -57,6 +57,18 @@ SWEEP = {
 `split_for`'s split for the class's target and, up to 64 rows, half and twice it; a stream-K shape once
 (no split). words3d 3: the words loaded in the order they lie (whole 128-byte lines a warp); 1 and 0: the
 previous defaults' loads (16 bytes of every 64 a warp)."""
+SMALLX = dataclasses.replace(SMALL, xload=1)
+SWEEP_R7 = {
+    "small": [SMALL, SMALLX, dataclasses.replace(SMALL, streamk=3), dataclasses.replace(SMALLX, streamk=3),
+              dataclasses.replace(SMALLX, streamk=4), dataclasses.replace(SMALLX, stages=4),
+              KernelConfig(16, 4, 2, 4, 4, words3d=3, xload=1)],
+    "mid": [K32, dataclasses.replace(K32, xload=1), dataclasses.replace(K32, xload=1, streamk=1),
+            dataclasses.replace(K32, xload=1, streamk=2)],
+    "large": [K32W, dataclasses.replace(K32W, xload=1), D64, dataclasses.replace(D64, xload=1)],
+}
+"""`--sweep-set r7`: the split of K and the stream-K grid per shape (round 7), at `--splits`."""
+SWEEP_X = {"small": [SMALL, SMALLX], "mid": [], "large": []}
+"""`--sweep-set x`: x read in registers (xload 0) or through shared memory (1) at M <= 16, like for like."""
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
 
@@ -82,6 +94,9 @@ def main() -> None:
     ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,28672x8192")
     ap.add_argument("--ms", default=None, help="batch sizes, e.g. 1,16 (default 1,16,64,256)")
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--sweep-set", default="default", choices=("default", "r7", "x"))
+    ap.add_argument("--splits", default=None,
+                    help="sweep each launch shape at these splits of K (e.g. 1,2,4,8,16) instead of split_for's")
     args = ap.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,10 +181,13 @@ def main() -> None:
             if not args.no_sweep:
                 cls = "small" if m <= 16 else ("mid" if m <= 64 else "large")
                 best = None
-                for cfg in SWEEP[cls]:
+                for cfg in {"r7": SWEEP_R7, "x": SWEEP_X}.get(args.sweep_set, SWEEP)[cls]:
                     auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0),
                                      min_steps=4 if m <= 16 else 16)
                     splits = {max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}
+                    if args.splits:
+                        steps = k // (16 * cfg.bt)
+                        splits = {sp for sp in (int(v) for v in args.splits.split(",")) if steps // sp >= 4 and not steps % sp}
                     if cfg.fixup:
                         splits |= set(FIXUP_SPLITS)
                     for split in sorted({1} if cfg.streamk else splits):
@@ -185,7 +203,7 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        tags = (f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}"
+                        tags = (f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}{f' x{c.xload}' if c.xload else ''}"
                                 f"{f' sk{c.streamk}' if c.streamk else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}")
                         print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} "
                               f"ld{int(c.words3d)}{tags}: {t:.1f} us  err {e:.1e}", flush=True)

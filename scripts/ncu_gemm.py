@@ -28,6 +28,9 @@ CONFIGS = {
     "m16_sk3": KernelConfig(16, 8, 2, 4, 3, words3d=1, streamk=3),
     "m16_w2": KernelConfig(16, 8, 2, 4, 3, words3d=2, split_k=4),
     "m16_w2r": KernelConfig(16, 8, 2, 4, 3, words3d=2, split_k=4, maxnreg=128),
+    "sk3": KernelConfig(16, 8, 2, 4, 3, words3d=3, streamk=3),
+    "x1k4": KernelConfig(16, 8, 2, 4, 3, words3d=3, xload=1, split_k=4),
+    "x1sk3": KernelConfig(16, 8, 2, 4, 3, words3d=3, xload=1, streamk=3),
     "m64_w3": KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3, split_k=2),
 }
 

@@ -330,6 +330,17 @@ def _fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM: tl.constexpr, BT: tl.
 
 
 @triton.jit
+def _x_half(x_rows, perm_ptr, t0, kh, m_ok, HAS_PERM: tl.constexpr, BT: tl.constexpr):
+    """x columns `16 t0 + kh` (runs of 8 contiguous columns; through `perm`)."""
+    k = 16 * t0 + kh
+    if HAS_PERM:
+        k = tl.load(perm_ptr + k)
+    else:
+        k = tl.max_contiguous(tl.multiple_of(k, 8), 8)
+    return tl.load(x_rows + k[None, :], mask=m_ok[:, None], other=0)
+
+
+@triton.jit
 def _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16: tl.constexpr):
     """`_int8`'s packed zero-point terms of group row `g` (fp16: 1024 + z and -(64 + z); bf16: -(128 + z))."""
     zwd = tl.load(z_ptr + g * (N // 8) + zw[None, :], mask=cm, other=0)
@@ -358,7 +369,7 @@ def _acc_scales(s_ptr, N, g, sp0, col_ok, SINGLE: tl.constexpr, dtype: tl.conste
 def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, t_begin, steps,
                ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
                IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-               SCALE_ACC: tl.constexpr):
+               SCALE_ACC: tl.constexpr, XLOAD: tl.constexpr):
     """The float32 sums of one output tile (rows `pid_m`, column blocks `pid_n`) over `steps` steps of `BT`
     tile rows from tile row `t_begin`: `acc0`, `acc1` (column planes b = 0, 1), with the tile's rows and
     output columns. (See `marlin_gemm_fast_kernel` for the map and the variants.)"""
@@ -408,7 +419,10 @@ def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
     acc0 = tl.zeros((BM, C), dtype=tl.float32)
     acc1 = tl.zeros((BM, C), dtype=tl.float32)
-    xt = _fast_x_tile(x_rows, perm_ptr, t_begin, kk, m_ok, HAS_PERM, BT)
+    if XLOAD == 0:
+        xt = _fast_x_tile(x_rows, perm_ptr, t_begin, kk, m_ok, HAS_PERM, BT)
+    else:  # x columns of half h of each tile row: 16 tr + 8 h + j, loaded in the step as they are used
+        kh = 16 * (tl.arange(0, 8 * BT) // 8) + tl.arange(0, 8 * BT) % 8
     for step in range(0, steps):
         t0 = t_begin + step * BT
         if WORDS3D == 1:
@@ -439,9 +453,14 @@ def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
             if not SINGLE:
                 sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, g, sp0, zw, zsh0, zsh1, cm, ZMODE, SINGLE, IS_FP16)
             wts = _dequant8(words, tl.broadcast_to(sp, (R, C)), tl.broadcast_to(ep, (R, C)), ZMODE, IS_FP16)
-        xtn = _fast_x_tile(x_rows, perm_ptr, t_begin + tl.minimum(step + 1, steps - 1) * BT, kk, m_ok, HAS_PERM, BT)
-        # x columns 16 t0 .. 16 t0 + 16 BT as (tr, h, j), j = 2q + a: split by h into rows (tr, j)
-        xh0, xh1 = tl.split(tl.reshape(tl.permute(tl.reshape(xt, (BM, BT, 2, 8)), (0, 1, 3, 2)), (BM, 8 * BT, 2)))
+        if XLOAD == 0:
+            xtn = _fast_x_tile(x_rows, perm_ptr, t_begin + tl.minimum(step + 1, steps - 1) * BT, kk, m_ok, HAS_PERM,
+                               BT)
+            # x columns 16 t0 .. 16 t0 + 16 BT as (tr, h, j), j = 2q + a: split by h into rows (tr, j)
+            xh0, xh1 = tl.split(tl.reshape(tl.permute(tl.reshape(xt, (BM, BT, 2, 8)), (0, 1, 3, 2)), (BM, 8 * BT, 2)))
+        else:
+            xh0 = _x_half(x_rows, perm_ptr, t0, kh, m_ok, HAS_PERM, BT)
+            xh1 = _x_half(x_rows, perm_ptr, t0, kh + 8, m_ok, HAS_PERM, BT)
         if SCALE_ACC and not SINGLE:
             p0 = tl.zeros((BM, C), dtype=tl.float32)
             p1 = tl.zeros((BM, C), dtype=tl.float32)
@@ -458,7 +477,8 @@ def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
         else:
             acc0 = p0
             acc1 = p1
-        xt = xtn
+        if XLOAD == 0:
+            xt = xtn
     if SCALE_ACC and SINGLE:
         sf0, sf1 = _acc_scales(s_ptr, N, 0, sp0, col_ok, SINGLE, dtype)
         acc0 = acc0 * sf0
@@ -474,7 +494,7 @@ def marlin_gemm_fast_kernel(
     has_bias, split_k,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-    SCALE_ACC: tl.constexpr, FIXUP: tl.constexpr, THREADS: tl.constexpr,
+    SCALE_ACC: tl.constexpr, FIXUP: tl.constexpr, THREADS: tl.constexpr, XLOAD: tl.constexpr = 0,
 ):
     """The Marlin-style kernel: each word's eight codes become four k-adjacent half2 / bfloat162 pairs
     (`_dequant8`, scales and shift in the activation dtype) that are tensor-core operand registers as they
@@ -503,7 +523,7 @@ def marlin_gemm_fast_kernel(
     s1 = ((pid_k + 1) * steps_per_tile) // split_k
     acc0, acc1, m, m_ok, n0, n1, col_ok = _fast_tile(
         x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
-        ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC)
+        ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC, XLOAD)
     if FIXUP and split_k > 1:
         _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr,
                     cnt_ptr + pid_m * tl.num_programs(0) + pid_n, bias_ptr, stride_om, M, N, pid_k, split_k,
@@ -556,7 +576,7 @@ def marlin_gemm_streamk_kernel(
     has_bias,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-    SCALE_ACC: tl.constexpr, THREADS: tl.constexpr,
+    SCALE_ACC: tl.constexpr, THREADS: tl.constexpr, XLOAD: tl.constexpr = 0,
 ):
     """`marlin_gemm_fast_kernel` on a stream-K grid (no reduce launch). Axis 0: the row tile of x (so the
     programs of all row tiles at one place in K run side by side and share the weights through L2); axis 1:
@@ -574,7 +594,7 @@ def marlin_gemm_streamk_kernel(
         s1 = tl.minimum(end, base + steps_per_tile) - base
         acc0, acc1, m, m_ok, n0, n1, col_ok = _fast_tile(
             x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
-            ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC)
+            ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC, XLOAD)
         if (s0 == 0) & (s1 == steps_per_tile):
             _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1,
                          has_bias)

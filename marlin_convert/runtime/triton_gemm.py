@@ -85,6 +85,11 @@ class KernelConfig:
     programs per multiprocessor (all of them resident at once), shared evenly by the row tiles of x; each
     sums an equal contiguous range of all column tiles' steps; 0: the (column tile, row tile, split) grid;
     negative: exactly `-streamk` programs per row tile (tests: ranges that cross column tiles)."""
+    xload: int = 0
+    """Fast kernel: how x is read (the kernel's XLOAD): 0: one `[BM, 16 BT]` tile a step, loaded a step ahead into
+    registers and split by h there; 1: the two halves h (`[BM, 8 BT]`, runs of 8 contiguous columns) loaded in
+    the step that uses them, which Triton's pipeliner turns into `cp.async` into shared memory (sm_90 `ptxas`:
+    128 registers instead of 149 for the M <= 16 shape, so 4 programs a multiprocessor instead of 3)."""
     maxnreg: int = 0
     """Fast kernel: a cap on registers a thread (Triton's `maxnreg`; 0: none), to fit more programs a
     multiprocessor."""
@@ -293,7 +298,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
                 xk, has_perm = x2.index_select(1, perm.to(device=x.device, dtype=torch.int64)), False
             consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
                           IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=int(cfg.words3d),
-                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2, THREADS=32 * cfg.warps,
+                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2, XLOAD=int(cfg.xload),
+                          THREADS=32 * cfg.warps,
                           num_warps=cfg.warps, num_stages=cfg.stages,
                           **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
             g_shift = 0 if single else gs.bit_length() - 1

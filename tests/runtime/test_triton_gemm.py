@@ -155,7 +155,11 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 4, 2, words3d=3, maxnreg=128),
                 KernelConfig(64, 4, 4, xperm=True, scale_acc=False, words3d=3, split_k=2),
                 KernelConfig(32, 8, 2, xperm=True, words3d=3, split_k=2),
-                KernelConfig(32, 4, 4, xperm=True, words3d=3)):
+                KernelConfig(32, 4, 4, xperm=True, words3d=3),
+                # x read per half h through shared memory (xload), with perm looked up in the kernel too
+                KernelConfig(16, 8, 2, words3d=3, xload=1, split_k=2),
+                KernelConfig(16, 8, 2, words3d=3, xload=1, streamk=-3),
+                KernelConfig(32, 8, 2, xperm=True, words3d=3, xload=1, split_k=2)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -191,6 +195,28 @@ def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
     assert not _failures(layer, x, first)
     for _ in range(3):
         assert torch.equal(run(sk), first)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_x_loads_give_the_same_bits(dtype):
+    """x read per half h through shared memory (`xload=1`) feeds the same dots in the same order as the
+    one-tile read a step ahead (`xload=0`): the outputs are equal bit for bit (every mode, a group that
+    scales the sums, one that scales each weight, act-order looked up in the kernel), and within the bounds."""
+    from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
+
+    gen = torch.Generator(device="cuda").manual_seed(31)
+    for i, (mode, group_size, act_order) in enumerate((("sym", 128, False), ("asym", 32, True), ("shift", 64, False),
+                                                       ("sym", -1, True))):
+        layer = _make_layer(1088, 2048, group_size, mode, act_order, dtype, 40 + i, with_bias=True)
+        t = layer.marlin
+        for m, cfg in ((3, KernelConfig(16, 8, 2, words3d=3, split_k=4)), (40, KernelConfig(32, 8, 2, words3d=3))):
+            x = torch.randn(m, 2048, device="cuda", generator=gen).to(dtype)
+            ys = [marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
+                              perm=t.get("perm"), bias=layer.bias, config=dataclasses.replace(cfg, xload=xl))
+                  for xl in (0, 1)]
+            assert not _failures(layer, x, ys[1]), (mode, group_size, m)
+            assert torch.equal(ys[0], ys[1]), (mode, group_size, m)
 
 
 @pytest.mark.cuda
