@@ -97,7 +97,8 @@ def _pack(ckpt: Checkpoint, src: Path, out: Path, shard_hashes: FileHashes, *, f
 
     def make_layer(prefix: str) -> dict[str, torch.Tensor]:
         plan = eligible[prefix]
-        tensors = read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda", hasher=tensor_hashes)
+        tensors = read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda",
+                             hasher=tensor_hashes if dev.type == "cpu" else None)
         _, outs = convert_layer(fmt, plan, tensors, dev, stream=True)
         reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
         return hash_whole(outs)
@@ -166,10 +167,10 @@ def _pack(ckpt: Checkpoint, src: Path, out: Path, shard_hashes: FileHashes, *, f
 
 @contextmanager
 def _hasher(jobs: int) -> Iterator[ThreadPoolExecutor]:
-    """Threads for the source tensors' sha256 (as many as layer workers), so that a layer's kernel does not
-    wait for its hash (they read the same bytes). One thread was too few on a GPU host: with the kernel on the
-    GPU, the 16 layer workers had hashed side by side, and a 4.9 GB pack went from 0.75-0.91x to 1.08-1.17x
-    the copy (H200 host, 2026-12-02). Leaving with an error drops what is still queued."""
+    """Threads for the source tensors' sha256 in a CPU pack (as many as layer workers), so that a layer's kernel
+    does not wait for its hash (they read the same bytes). A GPU pack hashes on its layer workers, as before:
+    with one hashing thread for all of them, a 4.9 GB pack on the H200 host went from 0.75-0.91x to
+    1.08-1.17x `cp -r` + `sync` (2026-12-02). Leaving with an error drops what is still queued."""
     pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="marlin-convert-sha")
     try:
         yield pool
