@@ -29,9 +29,10 @@ __all__ = ["HUB_FILES", "hash_file", "source_file_records", "output_file_records
 
 CHUNK = 8 << 20
 """Bytes read per step when hashing a whole file, into one buffer per thread, reused for every file it hashes
-(fresh pages are dear on a VM: `host_buffers`). 8 MiB rather than 1: pack hashes the source files while torch
-is being imported, and each step needs the GIL back twice (after the read, after the update); with 16 MiB
-steps, 2 GB was hashed by the end of the import where 1 MiB steps took 0.4-1.1 s longer (2-core VM)."""
+(fresh pages are dear on a VM: `host_buffers`). Bigger than 1 MiB because pack hashes the source files while
+torch is being imported, and each step needs the GIL back twice (after the read, after the update): in a trial
+on the 2-core VM, 2 GB in 16 MiB steps was hashed by the end of the import, 1 MiB steps took 0.4-1.1 s longer;
+8 MiB keeps the per-thread buffer at half of that."""
 _buffers = threading.local()
 HUB_FILES = (".gitattributes",)
 """Files a Hub repository adds to what was uploaded; verify names them as not checked instead of failing."""
