@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ..stage_timers import stage
-from .host_buffers import take_buffer
+from .host_buffers import ALIGN, take_buffer
 
 __all__ = ["SequentialFile", "ALIGN", "CHUNK", "IN_FLIGHT", "DIRECT_READ_MIN", "direct_io_enabled", "in_page_cache",
            "pwrite_all", "read_direct"]
 
-ALIGN = 4096
-"""Offset, length and memory alignment of every O_DIRECT write (a multiple of any common logical block size)."""
+# ALIGN (from host_buffers, whose buffers start at it): offset, length and memory alignment of every O_DIRECT
+# read and write, a multiple of any common logical block size.
 CHUNK = 4 << 20
 """Bytes gathered before each O_DIRECT write (IN_FLIGHT + 1 buffers of it: 12 MiB)."""
 IN_FLIGHT = 2

@@ -21,7 +21,8 @@ from typing import Any
 __all__ = ["ALIGN", "BufferPool", "take_buffer"]
 
 ALIGN = 4096
-"""Every buffer starts at this alignment (what O_DIRECT reads need)."""
+"""Every buffer starts at this alignment; it is also direct_file's alignment of O_DIRECT offsets and lengths
+(a multiple of any common logical block size)."""
 _GRAIN = 1 << 16
 """Buffer sizes are rounded up to this, so sizes within 64 KiB share buffers."""
 

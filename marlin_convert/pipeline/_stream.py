@@ -96,9 +96,7 @@ def hash_whole(outs: dict[str, Any], *, hashed: bool = True) -> dict[str, Any]:
     kernel and the hash run on the two cores: 2 GB at 28672x8192, 5.44-5.96 s against 5.81-5.94 s
     alternating on the 2-core VM). With `hashed` off, whole tensors are not hashed either (the caller hashes
     whole files instead)."""
-    if not hashed:
-        return {k: v if isinstance(v, torch.Tensor) else BlocksAhead(v) for k, v in outs.items()}
-    return {k: Hashed.of(v) if isinstance(v, torch.Tensor) else BlocksAhead(v) for k, v in outs.items()}
+    return {k: (Hashed.of(v) if hashed else v) if isinstance(v, torch.Tensor) else BlocksAhead(v) for k, v in outs.items()}
 
 
 def layer_order(shards: list[ShardPlan]) -> list[str]:

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-
 from .._version import __version__
 from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, Checkpoint, OutEntry, ShardPlan, atomic_directory, build_manifest
 from ..checkpoint import check_output_path, dump_manifest, index_json, open_checkpoint, plan_shards, write_json, write_shards, write_text
