@@ -177,7 +177,7 @@ def unpack(
     out_console.print(
         f"restored {report.layers_restored} {report.format} layers and {plural(report.tensors_copied, 'other tensor')} "
         f"into {out} ({plural(len(report.shards), 'shard')}, {size(report.bytes_out)}, {report.seconds:.2f} s); "
-        "every file matches its sha256", highlight=False, soft_wrap=True,
+        "every file matches the manifest", highlight=False, soft_wrap=True,
     )
 
 

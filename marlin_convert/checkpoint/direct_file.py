@@ -18,7 +18,6 @@ import ctypes
 import errno
 import fcntl
 import functools
-import hashlib
 import mmap
 import os
 import sys
@@ -64,13 +63,10 @@ class SequentialFile:
     """A new file (truncated if it exists) written front to back with `write`; `finish` writes what is
     still gathered and waits for every write, `fsync` and `close` as for a plain file. `direct` says whether
     O_DIRECT is (still) in use; `direct=False` asks for the page cache (None and True: O_DIRECT unless the
-    environment turns it off). With `hashed`, the whole file's sha256 is computed from the bytes as they are
-    written (`digest()` after `finish`), so a file written past the page cache need not be read back."""
+    environment turns it off)."""
 
-    def __init__(self, path: Path, *, direct: bool | None = None, hashed: bool = False):
+    def __init__(self, path: Path, *, direct: bool | None = None):
         self.path = path
-        self._sha = hashlib.sha256() if hashed else None
-        self._size = 0
         self.direct = direct_io_enabled() and direct is not False
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         self._fd = -1
@@ -104,10 +100,6 @@ class SequentialFile:
 
     def write(self, data: Any) -> None:
         view = memoryview(data).cast("B")
-        if self._sha is not None:
-            with stage("sha256 whole files (as written)", len(view)):
-                self._sha.update(view)
-        self._size += len(view)
         if self._pool is None:
             pwrite_all(self._fd, view, self._offset)
             self._offset += len(view)
@@ -135,12 +127,6 @@ class SequentialFile:
         self._drain()
         os.ftruncate(self._fd, length)  # drop the padding (a no-op when the last chunk went through the cache)
         self._release()
-
-    def digest(self) -> tuple[str, int]:
-        """(sha256, size) of everything written (only with `hashed`)."""
-        if self._sha is None:
-            raise RuntimeError("internal: SequentialFile made without hashed=True")
-        return self._sha.hexdigest(), self._size
 
     def fsync(self) -> None:
         os.fsync(self._fd)

@@ -1,11 +1,13 @@
 """Whole files in the manifest (its `source_files` and `output_files`), so that `unpack` restores files and
 not only tensors, and `verify` covers every byte of an output.
 
-`source_files`: every file of the source checkpoint by relative path: its `sha256` (of the whole file, the
-same value as the Hugging Face Hub's LFS oid) and `size`; for config.json and the index also their exact
-`text`; for a shard also its `header` (the JSON text after the 8-byte length, exactly as stored: key order,
-spacing, `__metadata__`, padding). A shard is its header followed by its tensors back to back in offset order
-(the reader accepts nothing else), so header text + tensors rebuild it byte for byte.
+`source_files`: every file of the source checkpoint by relative path: its `size`; for config.json and the
+index also their exact `text`; for a shard its `header` (the JSON text after the 8-byte length, exactly as
+stored: key order, spacing, `__metadata__`, padding); for every other file its `sha256` (of the whole file).
+A shard is its header followed by its tensors back to back in offset order (the reader accepts nothing else),
+so header text + size + each tensor's sha256 (in `source_tensors`) prove it byte for byte: since manifest
+version 3 a shard has no whole-file sha256, which hashed every source byte a second time (version 2's is
+still read, and not needed).
 
 `output_files`: every file pack wrote except the manifest: `sha256` and `size`; for a shard `header_sha256`
 (its first 8 + N bytes) and `size`, its tensors being hashed one by one in `output_tensors`.
@@ -67,23 +69,30 @@ def _text_record(text: str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "text": text}
 
 
-def source_file_records(ckpt: Checkpoint, other_files: list[str], shard_files: dict[str, tuple[str, int]]) -> dict[str, Any]:
-    """`source_files` of a pack: `shard_files` gives each shard's (sha256, size), hashed by the caller
-    (e.g. on a thread while converting); `other_files` are hashed here."""
+def source_file_records(ckpt: Checkpoint, other_files: list[str]) -> dict[str, Any]:
+    """`source_files` of a pack: shards by header text and size (their tensors' sha256 are recorded one by one),
+    config.json and the index by their text, `other_files` hashed whole here."""
     records: dict[str, Any] = {}
     if ckpt.config_text is not None:
         records[CONFIG_NAME] = _text_record(ckpt.config_text)
     if ckpt.index_text is not None:
         records[INDEX_NAME] = _text_record(ckpt.index_text)
     for shard, header in ckpt.headers.items():
-        sha, size = shard_files[shard]
-        if size != len(header.raw) + sum(t.nbytes for t in header.tensors.values()):
+        size = len(header.raw) + sum(t.nbytes for t in header.tensors.values())
+        if _file_size(ckpt.root / shard) != size:
             raise CheckpointError(f"{ckpt.root / shard}: changed while reading it")
-        records[shard] = {"sha256": sha, "size": size, "header": header.raw[8:].decode("utf-8")}
+        records[shard] = {"size": size, "header": header.raw[8:].decode("utf-8")}
     for rel in other_files:
         sha, size = hash_file(ckpt.root / rel)
         records[rel] = {"sha256": sha, "size": size}
     return records
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def _walk(root: Path) -> list[str]:
@@ -130,16 +139,33 @@ def _records(manifest: dict[str, Any], key: str, where: Path) -> dict[str, Any]:
     return records
 
 
-def _differs(path: Path, record: dict[str, Any], *, follow_links: bool = False,
-             hashed: tuple[str, int] | None = None) -> str | None:
+def _differs(path: Path, record: dict[str, Any], *, follow_links: bool = False, shard: bool = False) -> str | None:
     """Why the file at `path` is not the one `record` describes (None when it is). Links are refused unless
     `follow_links` (a source checkpoint, whose links `open_checkpoint` has checked: e.g. a Hub cache snapshot).
-    `hashed`: the file's (sha256, size) when the caller has it already."""
+    A source `shard` is checked by header bytes and size only: its tensors are checked one by one against
+    `source_tensors` by the caller."""
     if (path.is_symlink() and not follow_links) or not path.is_file():
         return f"{path}: missing or not a regular file"
-    sha, size = hashed or hash_file(path)
+    if shard:
+        return _shard_differs(path, record)
+    sha, size = hash_file(path)
     if sha != record.get("sha256") or size != record.get("size"):
         return f"{path}: differs from the manifest (sha256)"
+    return None
+
+
+def _shard_differs(path: Path, record: dict[str, Any]) -> str | None:
+    """A shard's header bytes and size against its record (a recorded header that is no string never matches)."""
+    text = record.get("header")
+    expected = text.encode("utf-8", errors="surrogatepass") if isinstance(text, str) else None
+    try:
+        raw = read_header_bytes(path)
+    except CheckpointError as e:
+        return str(e)
+    if expected is None or raw[8:] != expected:
+        return f"{path}: header (tensor list, __metadata__) differs from the manifest"
+    if _file_size(path) != record.get("size"):
+        return f"{path}: size differs from the manifest"
     return None
 
 
@@ -192,13 +218,15 @@ def check_output_files(root: Path, manifest: dict[str, Any], manifest_name: str)
 
 
 def check_source_files(src: Checkpoint, manifest: dict[str, Any]) -> list[str]:
-    """Every file of the source checkpoint `src` against the manifest's whole-file sha256; extra or
-    missing files too."""
+    """Every file of the source checkpoint `src` against the manifest: shards by header bytes and size (the
+    caller checks their tensors' sha256), every other file by its whole-file sha256; extra or missing files too."""
     records = _records(manifest, "source_files", src.root)
     present = {CONFIG_NAME, *src.weight_files(), *src.other_files()}
     problems = [f"{src.root / rel}: missing" for rel in sorted(set(records) - present)]
     problems += [f"{src.root / rel}: not in the checkpoint this output was made from" for rel in sorted(present - set(records))]
-    problems += [p for rel in sorted(present & set(records)) if (p := _differs(src.root / rel, records[rel], follow_links=True))]
+    shards = manifest["source_shards"]
+    problems += [p for rel in sorted(present & set(records))
+                 if (p := _differs(src.root / rel, records[rel], follow_links=True, shard=rel in shards))]
     return problems
 
 
@@ -224,16 +252,15 @@ def source_shard_header(manifest: dict[str, Any], shard: str, where: Path) -> Sa
     return header
 
 
-def check_restored_files(root: Path, manifest: dict[str, Any], hashed: dict[str, tuple[str, int]] | None = None) -> None:
-    """Every restored file is byte-identical to the source's (whole-file sha256) and nothing else is there;
-    `hashed`: the (sha256, size) of files already hashed by the caller. Raises VerifyMismatch naming the first
-    that is not."""
-    hashed = hashed or {}
+def check_restored_files(root: Path, manifest: dict[str, Any]) -> None:
+    """Every restored file is the source's and nothing else is there: shards by header bytes and size (the
+    caller has checked each restored tensor's sha256), every other file by its whole-file sha256. Raises
+    VerifyMismatch naming the first that is not."""
     records = _records(manifest, "source_files", root)
     present = set(_walk(root))
     for rel in sorted(present - set(records)):
         raise VerifyMismatch(f"{root / rel}: restored but not a source file")
     for rel, record in records.items():
-        problem = _differs(root / rel, record, hashed=hashed.get(rel))
+        problem = _differs(root / rel, record, shard=rel in manifest["source_shards"])
         if problem:
             raise VerifyMismatch(f"restored {problem.replace('differs from the manifest', 'differs from the source file')}")

@@ -23,8 +23,12 @@ __all__ = ["MANIFEST_NAME", "MANIFEST_KIND", "MANIFEST_VERSION", "MANIFEST_KEYS"
 
 MANIFEST_NAME = "marlin_convert_manifest.json"
 MANIFEST_KIND = "marlin-convert-manifest"
-MANIFEST_VERSION = 2
-"""2: `source_files` and `output_files` (whole files, see `file_records`). Version 1 recorded tensors only."""
+MANIFEST_VERSION = 3
+"""3: a source shard in `source_files` has no whole-file sha256 (its header text, size and tensors' sha256 prove
+it: each source byte is hashed once). 2: `source_files` and `output_files` (whole files, see `file_records`).
+Version 1 recorded tensors only."""
+READ_VERSIONS = (2, 3)
+"""Versions read: version 2's extra shard sha256 is not needed (not checked)."""
 
 
 def _canonical(data: dict[str, Any]) -> str:
@@ -61,12 +65,13 @@ def load_manifest(path: Path) -> dict[str, Any]:
 
 
 def check_manifest_version(data: dict[str, Any], path: Path) -> None:
-    """Only this version's manifests are read: a version 1 manifest (marlin-convert 0.1.0 before files were
-    recorded) cannot give back the source files byte for byte, so it is refused (exit 2) with the way out."""
+    """Versions 2 and 3 are read: a version 1 manifest (marlin-convert 0.1.0 before files were recorded) cannot
+    give back the source files byte for byte, so it is refused (exit 2) with the way out, as is a newer one."""
     version = data.get("version")
-    if version != MANIFEST_VERSION:
-        raise CheckpointError(f"{path}: manifest version {version!r} is not supported (this marlin-convert reads version "
-                              f"{MANIFEST_VERSION}, which records whole files); pack the source again with this version")
+    if type(version) is not int or version not in READ_VERSIONS:
+        raise CheckpointError(f"{path}: manifest version {version!r} is not supported (this marlin-convert reads versions "
+                              f"{READ_VERSIONS[0]}-{READ_VERSIONS[-1]}, which record whole files); pack the source again "
+                              "with this version")
 
 
 MANIFEST_KEYS = frozenset({
@@ -74,7 +79,7 @@ MANIFEST_KEYS = frozenset({
     "source_tensors", "output_shards", "output_tensors", "layers", "skipped_layers", "files", "set_aside_files",
     "warnings", "source_files", "output_files", "sha256",
 })
-"""Every key of a manifest (version 2): a manifest with a key missing or an unknown one is bad input."""
+"""Every key of a manifest (versions 2 and 3): a manifest with a key missing or an unknown one is bad input."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -299,17 +299,12 @@ class ShardWriter:
     are in file order, else whatever order they come in, so the file is rebuilt byte for byte with no more
     than one tensor in hand. Written in file order, the file bypasses the page cache where it can
     (`direct_file.SequentialFile`), unless `direct` is False. Each tensor's sha256 is computed
-    as it is written (unless `hash_tensors` is off: the caller hashes the whole file instead) or comes with it
-    (`Hashed`, `BlocksAhead`). With `hash_file`, a file written in file order is also hashed whole as it is
-    written (`file_digest`). `close()` fails unless every tensor arrived.
+    as it is written or comes with it (`Hashed`, `BlocksAhead`). `close()` fails unless every tensor arrived.
     """
 
     def __init__(self, path: Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None,
-                 *, header: bytes | None = None, hash_tensors: bool = True, hash_file: bool = False,
-                 direct: bool | None = None):
+                 *, header: bytes | None = None, direct: bool | None = None):
         self.path = path
-        self._hash = hash_tensors
-        self._hash_file = hash_file
         self._written: set[str] = set()
         self._entries = entries
         self._planned = {n: (d, tuple(sh)) for n, d, sh in entries}
@@ -329,15 +324,10 @@ class ShardWriter:
             if self._any_order:
                 self._file: Any = open(path, "wb")
             else:
-                self._file = self._sequential = SequentialFile(path, hashed=hash_file, direct=direct)
+                self._file = self._sequential = SequentialFile(path, direct=direct)
             self._pwrite(raw, 0)
         except OSError as e:
             raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None
-
-    @property
-    def file_digest(self) -> tuple[str, int] | None:
-        """(sha256, size) of the whole file as written, when it was written in file order with `hash_file`."""
-        return self._sequential.digest() if self._sequential is not None and self._hash_file else None
 
     def _pwrite(self, data: Any, offset: int) -> None:
         if self._sequential is not None:  # in order: offset is where the last write ended
@@ -377,7 +367,7 @@ class ShardWriter:
                 raw = tensor_bytes(part)
             else:
                 raw = memoryview(part)
-            if self._hash and known_digest is None:
+            if known_digest is None:
                 with stage("sha256 while writing", len(raw)):
                     digest.update(raw)
             if written + len(raw) > math.prod(shape) * DTYPE_SIZES[dtype]:
@@ -391,8 +381,7 @@ class ShardWriter:
         if written != math.prod(shape) * DTYPE_SIZES[dtype]:
             raise RuntimeError(f"internal: {name} has {written} bytes, planned {dtype} {shape}")
         self._written.add(name)
-        if self._hash:
-            self.sha256[name] = known_digest or digest.hexdigest()
+        self.sha256[name] = known_digest or digest.hexdigest()
         self._next += 1
 
     def finish(self) -> None:

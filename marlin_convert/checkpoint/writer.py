@@ -84,14 +84,13 @@ def write_shards(
     shards: list[ShardPlan],
     produce: Callable[[OutEntry], torch.Tensor | bytes | bytearray],
     *,
-    hash_tensors: bool = True,
-    written: Callable[[Path, tuple[str, int] | None], None] | None = None,
+    written: Callable[[ShardPlan, dict[str, str]], None] | None = None,
     direct: bool | None = None,
 ) -> dict[str, str]:
-    """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256 (none
-    with `hash_tensors` off). `written(path, digest)` is called as each shard is complete: `digest` is the
-    whole file's (sha256, size), hashed as it was written in file order, or None (e.g. to hash it whole then).
-    `direct=False` writes through the page cache (see `direct_file`; default: O_DIRECT where it works).
+    """Write every shard, asking `produce` for each tensor in order; return each tensor's sha256.
+    `written(shard, digests)` is called as each shard is complete, with its tensors' sha256 (e.g. to check
+    them before the next shard is written). `direct=False` writes through the page cache (see `direct_file`;
+    default: O_DIRECT where it works).
 
     A finished shard is flushed to disk (fsync) on a background thread while the next one is
     written; all are on disk when this returns.
@@ -101,8 +100,7 @@ def write_shards(
         pending = []
         for shard in shards:
             writer = ShardWriter(directory / shard.name, [(e.name, e.dtype, e.shape) for e in shard.entries], shard.metadata,
-                                 header=shard.header, hash_tensors=hash_tensors, hash_file=written is not None,
-                                 direct=direct)
+                                 header=shard.header, direct=direct)
             try:
                 for entry in shard.entries:
                     writer.write(entry.name, produce(entry))
@@ -112,7 +110,7 @@ def write_shards(
                 raise
             pending.append(syncer.submit(writer.close))
             if written is not None:
-                written(directory / shard.name, writer.file_digest)
+                written(shard, writer.sha256)
             digests.update(writer.sha256)
         for done in pending:
             done.result()

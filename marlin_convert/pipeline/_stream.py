@@ -89,14 +89,13 @@ class LayerStream:
         self.close()
 
 
-def hash_whole(outs: dict[str, Any], *, hashed: bool = True) -> dict[str, Any]:
+def hash_whole(outs: dict[str, Any]) -> dict[str, Any]:
     """Hash whole output tensors where they are made (a worker thread), so the writer only writes them;
     streamed row blocks are made on a thread of their own, a few blocks ahead of the writer, which hashes
     them as it writes (the maker's chain, kernel then hash, was the longest of a CPU pack; split this way the
     kernel and the hash run on the two cores: 2 GB at 28672x8192, 5.44-5.96 s against 5.81-5.94 s
-    alternating on the 2-core VM). With `hashed` off, whole tensors are not hashed either (the caller hashes
-    whole files instead)."""
-    return {k: (Hashed.of(v) if hashed else v) if isinstance(v, torch.Tensor) else BlocksAhead(v) for k, v in outs.items()}
+    alternating on the 2-core VM)."""
+    return {k: Hashed.of(v) if isinstance(v, torch.Tensor) else BlocksAhead(v) for k, v in outs.items()}
 
 
 def layer_order(shards: list[ShardPlan]) -> list[str]:

@@ -16,7 +16,6 @@ from ..errors import CheckpointError, NothingToConvert
 from ..stage_timers import stage
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
-from ._file_hashes import FileHashes
 from .model_card import CARD_NAME, model_card
 from .options import check_device_name, check_jobs, resolve_device, single_threaded_torch
 from .output_files import copy_files, set_aside_source_files, split_source_files
@@ -62,19 +61,15 @@ def pack_checkpoint(
     check_output_path(out, inputs=[src], force=force)
     with stage("open source (headers)"):
         ckpt = open_checkpoint(src, marker_files=MARKER_FILES)
-    with ckpt, FileHashes() as shard_hashes:
-        # Whole source files are hashed on threads from here on, before torch is imported (`_pack`): that
-        # import takes 1.3-2.5 s on one core of the 2-core CI machine, which the other core spends hashing.
-        for shard in ckpt.shards:
-            shard_hashes.add(ckpt.root / shard)
-        return _pack(ckpt, src, out, shard_hashes, force=force, strict=strict, device=device, jobs=jobs,
+    with ckpt:  # bad input (paths, headers) is refused before torch is imported, in `_pack`
+        return _pack(ckpt, src, out, force=force, strict=strict, device=device, jobs=jobs,
                      reporter=choose_reporter(reporter, progress), started=started)
 
 
 @single_threaded_torch
-def _pack(ckpt: Checkpoint, src: Path, out: Path, shard_hashes: FileHashes, *, force: bool, strict: bool, device: str,
+def _pack(ckpt: Checkpoint, src: Path, out: Path, *, force: bool, strict: bool, device: str,
           jobs: int, reporter: Reporter, started: float) -> PackReport:
-    """The conversion, once the source is open and its files are being hashed (see `pack_checkpoint`)."""
+    """The conversion, once the source is open (see `pack_checkpoint`)."""
     from ._layers import convert_layer, read_layer  # these import torch
     from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 
@@ -135,8 +130,7 @@ def _pack(ckpt: Checkpoint, src: Path, out: Path, shard_hashes: FileHashes, *, f
                 source_card=set_aside.get(CARD_NAME, {}).get("stored_as")))
         if len(shards) > 1:
             write_json(tmp / INDEX_NAME, index_json(shards))
-        with stage("wait: source file sha256"):
-            source_file_sha = {s: shard_hashes.result(ckpt.root / s) for s in ckpt.shards}
+        with stage("wait: source tensor sha256"):
             source_sha = {k: v.result() if isinstance(v, Future) else v for k, v in source_sha.items()}
         with stage("manifest (+ small files)"):
             manifest = build_manifest(
@@ -145,7 +139,7 @@ def _pack(ckpt: Checkpoint, src: Path, out: Path, shard_hashes: FileHashes, *, f
                 layers={prefix: plan_to_json(plan) for prefix, plan in eligible.items()},
                 skipped_layers={p.prefix: p.reason for p in fplan.layers if not p.eligible},
                 files=verbatim, set_aside_files=set_aside, warnings=fplan.warnings,
-                source_files=source_file_records(ckpt, other, source_file_sha),
+                source_files=source_file_records(ckpt, other),
                 output_files=output_file_records(tmp, [s.name for s in shards], skip=MANIFEST_NAME))
         write_text(tmp / MANIFEST_NAME, dump_manifest(manifest))
     return PackReport(

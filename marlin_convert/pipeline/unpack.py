@@ -1,7 +1,6 @@
 """unpack: a Marlin checkpoint written by pack in, the source checkpoint out, byte for byte."""
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -12,11 +11,9 @@ import torch
 from ..checkpoint import CONFIG_NAME, INDEX_NAME, MANIFEST_NAME, OutEntry, ShardPlan, atomic_directory, check_output_path
 from ..checkpoint import open_output, write_shards
 from ..checkpoint.file_records import check_restored_files, source_shard_header
-from ..checkpoint.safetensors_file import SafetensorsHeader, read_bytes
 from ..errors import VerifyMismatch
 from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
 from ..tensor_spec import TensorSpec
-from ._file_hashes import FileHashes
 from ._layers import marlin_tensors, restore_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 from .options import check_jobs, single_threaded_torch
@@ -43,8 +40,9 @@ def unpack_checkpoint(
 
     Every source file comes back byte for byte: each shard from its recorded header bytes with every
     tensor at its recorded offset, `config.json` and the index from their recorded text, other files as
-    they were. Each restored tensor and then each whole restored file is checked against the manifest's
-    sha256 before the output is put in place. Unpacking runs on the CPU (its fast paths go straight
+    they were. Each restored tensor (hashed as it is made) is checked against the manifest's sha256, and each
+    restored file against its record (a shard's header bytes and size, any other file's sha256), before the
+    output is put in place. Unpacking runs on the CPU (its fast paths go straight
     from Marlin tiles to the source's packed words, in row blocks).
     Raises: VerifyMismatch when the Marlin checkpoint does not match its manifest.
     """
@@ -71,7 +69,7 @@ def unpack_checkpoint(
 
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = plans[prefix]
-            return hash_whole(restore_layer(fmt, plan, marlin_tensors(ckpt, plan), stream=True)[1], hashed=False)
+            return hash_whole(restore_layer(fmt, plan, marlin_tensors(ckpt, plan), stream=True)[1])
 
         def produce(entry: OutEntry) -> torch.Tensor | bytearray:
             reporter.advance(entry.nbytes)
@@ -80,24 +78,18 @@ def unpack_checkpoint(
             return layers.take(entry.key.prefix, entry.key.part)
 
         sizes = {p: sum(ckpt.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
-        with atomic_directory(out, force=force) as tmp, FileHashes() as restored, \
+        with atomic_directory(out, force=force) as tmp, \
                 LayerStream(make_layer, layer_order(shards), jobs, sizes, budget) as layers:
-            # each restored shard is hashed whole as soon as it is written (a thread beside the next one);
-            # a shard equal to the source file has every tensor equal too, so tensors are hashed only to name one
-            write_shards(tmp, shards, produce, hash_tensors=False, written=restored.add)
-            hashed = {}
-            for shard in shards:
-                hashed[shard.name] = restored.result(tmp / shard.name)
-                record = manifest["source_files"][shard.name]
-                if hashed[shard.name] != (record["sha256"], record["size"]):
-                    raise VerifyMismatch(_name_bad_tensor(tmp / shard.name, headers[shard.name], source_tensors))
+            # every tensor is hashed once, where it is made (a whole one on its layer's worker, row blocks by
+            # the writer); the shard's header is the recorded one, checked with its size below
+            write_shards(tmp, shards, produce, written=lambda _, digests: _check_restored_tensors(digests, source_tensors))
             copy_files(marlin_dir, tmp, manifest["files"])
             restore_source_files(marlin_dir, tmp, manifest.get("set_aside_files", {}))
             for name in (CONFIG_NAME, INDEX_NAME):  # exactly as they were: their text is in the manifest
                 record = manifest["source_files"].get(name)
                 if record is not None:
                     (tmp / name).write_bytes(str(record.get("text")).encode("utf-8", errors="surrogatepass"))
-            check_restored_files(tmp, manifest, hashed)
+            check_restored_files(tmp, manifest)
     return UnpackReport(
         source=str(marlin_dir),
         output=str(out),
@@ -163,13 +155,11 @@ def _layer_grouped(names: list[str], source_tensors: dict[str, Any], member_of: 
     return entries
 
 
-def _name_bad_tensor(path: Path, header: SafetensorsHeader, source_tensors: dict[str, Any]) -> str:
-    """Why a restored shard differs from its source file: the first tensor whose bytes differ, else the file."""
-    with open(path, "rb") as f:
-        for name, info in header.tensors.items():
-            if hashlib.sha256(read_bytes(f, info)).hexdigest() != source_tensors[name]["sha256"]:
-                return f"{name}: restored bytes differ from the source (sha256 mismatch)"
-    return f"restored {path}: differs from the source file (sha256)"
+def _check_restored_tensors(digests: dict[str, str], source_tensors: dict[str, Any]) -> None:
+    """A restored shard's tensors (name -> sha256 as written) against the source's recorded sha256."""
+    for name, digest in digests.items():
+        if digest != source_tensors[name]["sha256"]:
+            raise VerifyMismatch(f"{name}: restored bytes differ from the source (sha256 mismatch)")
 
 
 def _spec(meta: dict[str, Any]) -> TensorSpec:

@@ -103,6 +103,8 @@ def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, repor
             digest = hashlib.sha256(raw).hexdigest()
             if digest != manifest["output_tensors"][name]["sha256"] or digest != manifest["source_tensors"][name]["sha256"]:
                 copied_bad.append(name)
+            elif src is not None and hashlib.sha256(src.read_raw(name)).hexdigest() != digest:
+                copied_bad.append(f"{name} (in the source)")
         report.checks.append(check_row(
             "copied tensors", not copied_bad,
             f"{len(copied_bad)} changed: {', '.join(copied_bad[:5])}" if copied_bad else
@@ -130,7 +132,8 @@ def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, repor
 
 def _check_files(out_dir: Path, src: Checkpoint | None, manifest: dict[str, Any]) -> list[dict[str, str]]:
     """Whole files: every output file but the shards (whose header bytes and size `open_output` checked, and
-    whose tensors are checked one by one) against its sha256; with the source, every source file's sha256;
+    whose tensors are checked one by one) against its sha256; with the source, every source file against its
+    record (a shard's header bytes and size, its tensors being checked one by one; any other file's sha256);
     without it, that each recorded source shard header lists the manifest's tensors (so unpack can rebuild it)."""
     rows = []
     problems, unchecked, checked = check_output_files(out_dir, manifest, MANIFEST_NAME)
@@ -138,9 +141,11 @@ def _check_files(out_dir: Path, src: Checkpoint | None, manifest: dict[str, Any]
                                    f"{checked} files and {len(manifest['output_shards'])} shard headers byte-identical"))
     if unchecked:
         rows.append(check_row("not checked", True, f"{', '.join(unchecked)}: added by the Hub or its download, not written by pack"))
-    if src is not None:
+    if src is not None:  # a shard by header bytes and size: its tensors' sha256 are checked with their layers
         problems = check_source_files(src, manifest)
-        detail = f"{len(manifest['source_files'])} files byte-identical to the recorded sha256"
+        shards = len(manifest["source_shards"])
+        detail = (f"{shards} shard headers and sizes as recorded, {len(manifest['source_files']) - shards} other files "
+                  "byte-identical to the recorded sha256")
     else:
         problems = []
         for shard in manifest["source_shards"]:

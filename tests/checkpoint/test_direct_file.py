@@ -104,10 +104,9 @@ def test_refused_at_a_write_goes_on_through_the_page_cache(tmp_path, monkeypatch
 
     monkeypatch.setattr(direct_file.os, "pwrite", flaky)
     pieces = _pieces(4)
-    f = _write(tmp_path / "f", pieces, direct=True, hashed=True)
+    f = _write(tmp_path / "f", pieces, direct=True)
     assert not f.direct and len(calls) >= refuse_after + 1  # later chunks may be under way already
     assert (tmp_path / "f").read_bytes() == b"".join(pieces)
-    assert f.digest() == (hashlib.sha256(b"".join(pieces)).hexdigest(), len(b"".join(pieces)))
 
 
 def test_a_short_direct_write_is_completed_through_the_page_cache(tmp_path, monkeypatch):
@@ -144,18 +143,6 @@ def test_other_errors_are_raised(tmp_path, monkeypatch):
         f.finish()
     assert e.value.errno == errno.ENOSPC
     f.close()
-
-
-@pytest.mark.parametrize("direct", [True, False])
-@pytest.mark.parametrize("seed", [6, 7, 8])
-def test_the_whole_file_digest_is_that_of_the_bytes_on_disk(tmp_path, direct, seed):
-    """With O_DIRECT the chunks are hashed on a thread of their own: in file order, every byte once."""
-    pieces = _pieces(seed) * 3
-    f = _write(tmp_path / "f", pieces, direct=direct, hashed=True)
-    data = (tmp_path / "f").read_bytes()
-    assert f.digest() == (hashlib.sha256(data).hexdigest(), len(data))
-    with pytest.raises(RuntimeError):
-        _write(tmp_path / "g", [b"x"]).digest()
 
 
 def test_direct_false_asks_for_the_page_cache(tmp_path):

@@ -105,3 +105,41 @@ def test_verify_with_source_checks_every_source_file(cli, packed, tmp_path):
         f.write(b" ")
     res = cli("verify", src, packed, "--json")
     assert res.code == 1 and "config.json" in res.out
+
+
+def _tensor_ranges(path: Path) -> dict[str, range]:
+    """Each tensor's bytes in a safetensors file (restated from the format: 8-byte length, JSON, data)."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    return {name: range(8 + n + m["data_offsets"][0], 8 + n + m["data_offsets"][1])
+            for name, m in header.items() if name != "__metadata__" and m["data_offsets"][1] > m["data_offsets"][0]}
+
+
+def test_verify_with_source_names_any_source_tensor_whose_bytes_changed(cli, packed, tmp_path):
+    """Since manifest version 3 a source shard has no whole-file sha256: each tensor's own (layer members and
+    copied tensors alike) and the header bytes must catch a change anywhere in it."""
+    src = tmp_path / "src"
+    shutil.copytree(packed.parent / "src", src)
+    shard = src / "model-00002-of-00003.safetensors"
+    original = shard.read_bytes()
+    ranges = _tensor_ranges(shard)
+    assert any(".qweight" in n for n in ranges) and any("qweight" not in n and "scales" not in n for n in ranges)
+    rng = random.Random(stable_seed("verify-source-tensors"))
+    try:
+        for name, where in ranges.items():
+            data = bytearray(original)
+            data[rng.choice(where)] ^= 1 << rng.randrange(8)
+            shard.write_bytes(bytes(data))
+            res = cli("verify", src, packed, "--json")
+            said = res.out + res.err
+            assert res.code == 1 and name in said and "Traceback" not in said, (name, said[-800:])
+    finally:
+        shard.write_bytes(original)
+    for where in (_header_range(shard, within_metadata=True),):  # same tensors, another header
+        data = bytearray(original)
+        data[where[len(where) // 2]] ^= 0x01
+        shard.write_bytes(bytes(data))
+        res = cli("verify", src, packed, "--json")
+        said = res.out + res.err
+        assert res.code in (1, 2) and shard.name in said and "Traceback" not in said, said[-800:]

@@ -85,20 +85,40 @@ def test_hand_written_multishard_comes_back_byte_identical(tmp_path):
     assert tree_hashes(src) == before
 
 
-def test_manifest_records_the_hub_oid_of_each_source_file(tmp_path):
-    """source_files[f].sha256 is sha256 of the whole file, which is what the Hub shows as a file's LFS oid."""
+def test_manifest_records_every_byte_of_each_source_file_once(tmp_path):
+    """A shard: its exact header text, its size, and each tensor's sha256 in source_tensors, which together cover
+    every byte of it (restated here from the safetensors layout: 8-byte length, JSON, data); any other file:
+    sha256 of the whole file (the Hub's LFS oid)."""
     import hashlib
+    import struct
 
     src = tmp_path / "src"
     make_odd_multishard(src)
     pack_checkpoint(src, tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "marlin_convert_manifest.json").read_text())
+    assert manifest["version"] == 3
     files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
     assert sorted(manifest["source_files"]) == files
+    shards = [rel for rel in files if rel.endswith(".safetensors")]
+    assert len(shards) >= 2 and set(shards) == set(manifest["source_shards"])
     for rel in files:
         data = (src / rel).read_bytes()
-        assert manifest["source_files"][rel]["sha256"] == hashlib.sha256(data).hexdigest(), rel
-        assert manifest["source_files"][rel]["size"] == len(data), rel
+        record = manifest["source_files"][rel]
+        assert record["size"] == len(data), rel
+        if rel not in shards:
+            assert record["sha256"] == hashlib.sha256(data).hexdigest(), rel
+            continue
+        assert "sha256" not in record, rel
+        (n,) = struct.unpack("<Q", data[:8])
+        assert record["header"].encode() == data[8 : 8 + n], rel
+        covered = 8 + n
+        for name, meta in json.loads(data[8 : 8 + n]).items():
+            if name == "__metadata__":
+                continue
+            start, end = meta["data_offsets"]
+            assert manifest["source_tensors"][name]["sha256"] == hashlib.sha256(data[8 + n + start : 8 + n + end]).hexdigest()
+            covered += end - start
+        assert covered == len(data), rel
 
 
 def _console_script() -> str:
@@ -147,6 +167,26 @@ def test_version_1_manifest_is_refused_clearly(cli, tmp_path):
         res = cli(*args)
         assert res.code == 2 and "manifest version 1" in res.err and "pack the source again" in res.err, res.err
     assert not (tmp_path / "back").exists()
+
+
+def test_version_2_manifest_is_still_read(cli, tmp_path):
+    """An output of the previous manifest version (source shards with a whole-file sha256) unpacks byte for
+    byte and verifies, with and without the source."""
+    import hashlib
+
+    src = tmp_path / "src"
+    make_odd_multishard(src)
+    pack_checkpoint(src, tmp_path / "out")
+    path = tmp_path / "out" / "marlin_convert_manifest.json"
+    manifest = json.loads(path.read_text())
+    for shard in manifest["source_shards"]:
+        manifest["source_files"][shard]["sha256"] = hashlib.sha256((src / shard).read_bytes()).hexdigest()
+    manifest["version"] = 2
+    path.write_text(dump_manifest(manifest))
+    for args in (("verify", tmp_path / "out"), ("verify", src, tmp_path / "out"), ("unpack", tmp_path / "out", "-o", tmp_path / "back")):
+        res = cli(*args)
+        assert res.code == 0, (args[0], res.out, res.err)
+    assert content_hashes(tmp_path / "back") == content_hashes(src)
 
 
 @pytest.mark.parametrize("field", ["source_files", "output_files"])

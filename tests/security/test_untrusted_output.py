@@ -111,7 +111,7 @@ def test_manifest_escape_through_the_console_script(out, tmp_path):
 
 @pytest.mark.parametrize("edit,word", [(lambda m: m.pop("files"), "missing key"),
                                        (lambda m: m.update(extra_key=1), "unknown key"),
-                                       (lambda m: m.update(version=3), "version"),
+                                       (lambda m: m.update(version=4), "version"),
                                        (lambda m: m["layers"][_first(m["layers"])].update(n="many"), "wrong type"),
                                        (lambda m: m["layers"][_first(m["layers"])]["sources"].update(qweight="ghost"), "sources"),
                                        (lambda m: m["source_tensors"].popitem(), "source_shards")])
