@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
@@ -24,6 +25,8 @@ from .manifest_plans import manifest_plans
 from .reports import VerifyReport, check_row
 
 __all__ = ["verify_checkpoint"]
+
+T = TypeVar("T")
 
 
 def verify_checkpoint(
@@ -113,10 +116,11 @@ def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, repor
         out_sizes = {p: sum(out.info(f"{p}.{s}").nbytes for s in marlin_specs(plan)) for p, plan in plans.items()}
         sizes = {p: 2 * size for p, size in out_sizes.items()}  # the Marlin tensors and the source's in hand
         budget = read_ahead_budget(out.info(n).nbytes for n in manifest["output_tensors"])
-        make = lambda prefix: {"row": _verify_layer(out, src, fmt, plans[prefix], manifest, dev,  # noqa: E731
-                                                    gemm=gemm)}
         threads = check_jobs(jobs) if gemm is None else 1  # GPU GEMM checks run one at a time
-        with LayerStream(make, list(plans), threads, sizes, budget) as rows:
+        helper = ThreadPoolExecutor(threads, thread_name_prefix="marlin-convert-src") if src is not None and threads > 1 else None
+        make = lambda prefix: {"row": _verify_layer(out, src, fmt, plans[prefix], manifest, dev,  # noqa: E731
+                                                    gemm=gemm, helper=helper)}
+        with _shut_down(helper), LayerStream(make, list(plans), threads, sizes, budget) as rows:
             for prefix in plans:
                 report.checks.append(rows.take(prefix, "row"))
                 reporter.advance(out_sizes[prefix])
@@ -181,44 +185,77 @@ def _gemm_check(rec: QuantizedLinear, marlin: dict[str, torch.Tensor], backend: 
 
 
 def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], plan: LayerPlan,
-                  manifest: dict[str, Any], dev: torch.device, *, gemm: str | None = None) -> dict[str, str]:
-    """One layer's verify check; `gemm`: also run that GEMM backend on it."""
+                  manifest: dict[str, Any], dev: torch.device, *, gemm: str | None = None,
+                  helper: Executor | None = None) -> dict[str, str]:
+    """One layer's verify check; `gemm`: also run that GEMM backend on it. With the source, its half of the
+    work (read and hash the source tensors, then repack them and compare) runs on `helper` beside the Marlin
+    half (read and hash the Marlin tensors, then unpack them and compare): one layer at a time is all the memory
+    budget holds when layers are large, and this way it keeps two cores busy."""
     problems: list[str] = []
+    digests: dict[str, Any] = {}
+    source_read = None if src is None else _run(helper, read_layer, src, plan, digests)
     marlin = {}
     for suffix in marlin_specs(plan):
         name = f"{plan.prefix}.{suffix}"
         marlin[suffix], digest = out.read_hashed(name)
         if digest != manifest["output_tensors"][name]["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest")
+    tensors: dict[str, torch.Tensor] | None = None if source_read is None else source_read.result()
     if problems:  # corrupt bytes: decoding them proves nothing more and may not even be possible
-        if gemm and src is not None:  # ... but the real kernel can show the damage against the source
-            problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, read_layer(src, plan)), marlin, gemm)[1]}")
+        if gemm and tensors is not None:  # ... but the real kernel can show the damage against the source
+            problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, tensors), marlin, gemm)[1]}")
         return check_row(plan.prefix, False, "; ".join(problems[:3]))
-    tensors: dict[str, torch.Tensor] | None = None
-    if src is not None:  # the source's bytes, each against the manifest's sha256 (what unpack will check)
-        tensors = read_layer(src, plan, digests := {})
-        for name, digest in digests.items():
-            if digest != manifest["source_tensors"][name]["sha256"]:
-                problems.append(f"{name}: source bytes differ from the manifest")
+    for name, digest in digests.items():  # the source's bytes against the manifest's sha256 (what unpack checks)
+        if digest != manifest["source_tensors"][name]["sha256"]:
+            problems.append(f"{name}: source bytes differ from the manifest")
+    repacked = None if tensors is None else _run(helper, _repack, fmt, plan, tensors, marlin, dev)
     try:
         rec_marlin, restored = restore_layer(fmt, plan, marlin, stream=True)
     except VerifyMismatch as e:
+        if repacked is not None:
+            repacked.result()
         return check_row(plan.prefix, False, str(e))
     for role, name in plan.sources.items():  # unpack in memory: the source's bytes, or their recorded sha256
         if not (made_equals(restored[role], tensors[role]) if tensors is not None
                 else sha256_of(restored[role]) == manifest["source_tensors"][name]["sha256"]):
             problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
-    if tensors is not None:
-        rec_src, repacked = convert_layer(fmt, plan, tensors, dev, stream=True)
-        for suffix, made in repacked.items():
-            if not made_equals(made, marlin[suffix]):
-                problems.append(f"{plan.prefix}.{suffix}: differs from a fresh pack of the source")
+    rec_src = None
+    if repacked is not None:
+        rec_src, differ = repacked.result()
+        problems += differ
         if not same_dequant_inputs(rec_src, rec_marlin):
             problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
     checks = "sha256, unpack" + (", repack, dequant" if src is not None else "") + " equal"
     if gemm:
-        gemm_ok, note = _gemm_check(rec_src if src is not None else rec_marlin, marlin, gemm)
+        gemm_ok, note = _gemm_check(rec_src if rec_src is not None else rec_marlin, marlin, gemm)
         if not gemm_ok:
             problems.insert(0, f"{plan.prefix}: {note}")
         checks += f"; {note}"
     return check_row(plan.prefix, not problems, "; ".join(problems[:3]) if problems else checks)
+
+
+def _repack(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], marlin: dict[str, torch.Tensor],
+            dev: torch.device) -> tuple[QuantizedLinear, list[str]]:
+    """(the source's record, problems) of a fresh pack of the source layer compared with its Marlin tensors."""
+    rec_src, repacked = convert_layer(fmt, plan, tensors, dev, stream=True)
+    return rec_src, [f"{plan.prefix}.{suffix}: differs from a fresh pack of the source"
+                     for suffix, made in repacked.items() if not made_equals(made, marlin[suffix])]
+
+
+@contextmanager
+def _shut_down(pool: Executor | None) -> Iterator[None]:
+    """Leave with `pool` shut down (what is still queued dropped, what runs waited for)."""
+    try:
+        yield
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(helper: Executor | None, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """`fn(*args)` on `helper`, or here and now without one."""
+    if helper is not None:
+        return helper.submit(fn, *args)
+    done: Future[T] = Future()
+    done.set_result(fn(*args))
+    return done
