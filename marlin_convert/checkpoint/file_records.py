@@ -16,52 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import CheckpointError, VerifyMismatch
-from ..stage_timers import add as add_time, enabled as timers_on
+from .chunked_hash import hash_file
 from .safetensors_file import SafetensorsHeader, parse_header, read_header_bytes
 from .source import CONFIG_NAME, INDEX_NAME, SKIPPED_DIRS, Checkpoint
 
 __all__ = ["HUB_FILES", "hash_file", "source_file_records", "output_file_records", "check_output_structure",
            "check_output_files", "check_source_files", "source_shard_header", "check_restored_files"]
 
-CHUNK = 8 << 20
-"""Bytes read per step when hashing a whole file, into one buffer per thread, reused for every file it hashes
-(fresh pages are dear on a VM: `host_buffers`). Bigger than 1 MiB because pack hashes the source files while
-torch is being imported, and each step needs the GIL back twice (after the read, after the update): in a trial
-on the 2-core VM, 2 GB in 16 MiB steps was hashed by the end of the import, 1 MiB steps took 0.4-1.1 s longer;
-8 MiB keeps the per-thread buffer at half of that."""
-_buffers = threading.local()
 HUB_FILES = (".gitattributes",)
 """Files a Hub repository adds to what was uploaded; verify names them as not checked instead of failing."""
-
-
-def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str, int]:
-    """(sha256, size) of a whole file, read in chunks (bounded memory); stops early, with a CheckpointError,
-    once `cancel` is set (a run that failed or was interrupted does not wait for a big file's hash)."""
-    digest = hashlib.sha256()
-    size = 0
-    t0 = time.perf_counter()
-    try:
-        buf = getattr(_buffers, "buf", None)
-        if buf is None:
-            buf = _buffers.buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        with open(path, "rb", buffering=0) as f:
-            while got := f.readinto(buf):
-                if cancel is not None and cancel.is_set():
-                    raise CheckpointError(f"{path}: hashing cancelled")
-                digest.update(view[:got])
-                size += got
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    if timers_on():
-        add_time("sha256 whole files (+read)", time.perf_counter() - t0, size)
-    return digest.hexdigest(), size
 
 
 def _text_record(text: str) -> dict[str, Any]:

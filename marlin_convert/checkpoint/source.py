@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 from ..errors import CheckpointError
 from ..stage_timers import stage
 from ..tensor_spec import TensorSpec
+from .chunked_hash import hash_range
 from .direct_file import DIRECT_READ_MIN, direct_io_enabled, in_page_cache, read_direct
 from .index_file import read_index
 from .json_file import read_json, read_json_text
@@ -129,12 +130,25 @@ class Checkpoint:
                 return raw
         return read_bytes(f, info)
 
-    def read_hashed(self, name: str, *, pinned: bool = False,
-                    hasher: Executor | None = None) -> tuple[torch.Tensor, str | Future[str]]:
+    def is_cached(self, name: str) -> bool:
+        """Whether a tensor's stored bytes are in the page cache (asked at its middle page, reading nothing)."""
+        shard, info = self.location[name]
+        return info.nbytes == 0 or in_page_cache(self._file(shard).fileno(), info.start + info.nbytes // 2)
+
+    def hash_stored(self, name: str, *, cancel: threading.Event | None = None) -> str:
+        """sha256 of a tensor's stored bytes, read in chunks into a reused buffer (nothing is kept)."""
+        shard, info = self.location[name]
+        return hash_range(self._file(shard).fileno(), info.start, info.nbytes, f"{self.root / shard}: tensor {name}",
+                          cancel=cancel)
+
+    def read_hashed(self, name: str, *, pinned: bool = False, hasher: Executor | None = None,
+                    digest: Future[str] | None = None) -> tuple[torch.Tensor, str | Future[str]]:
         """One tensor and the sha256 of its stored bytes, from a single read; with `pinned`, read straight
         into page-locked host memory (from torch's caching host allocator, so buffers are reused and
         host-to-device copies need no staging). With `hasher`, the sha256 is computed there and comes as a
-        Future, so the caller can convert the tensor while it is hashed (the bytes are not changed by either)."""
+        Future, so the caller can convert the tensor while it is hashed (the bytes are not changed by either).
+        With `digest` (the sha256 being computed already, e.g. by pack's pass over the source), that comes back
+        and nothing is hashed here."""
         if not pinned:
             raw = self.read_raw(name)
             tensor = tensor_from_bytes(raw, self.info(name))
@@ -147,6 +161,8 @@ class Checkpoint:
             buf = torch.empty(info.nbytes, dtype=torch.uint8, pin_memory=True)
             raw = read_bytes(self._file(shard), info, into=buf.numpy()) if info.nbytes else b""
             tensor = buf.view(TORCH_DTYPES[info.dtype]).reshape(info.shape)
+        if digest is not None:
+            return tensor, digest
         if hasher is not None:
             return tensor, hasher.submit(_sha256_read, raw)
         return tensor, _sha256_read(raw)

@@ -1,8 +1,8 @@
 """One layer at a time: read its source tensors, decode them, lay them out for Marlin (and back)."""
 from __future__ import annotations
 
-from concurrent.futures import Executor
-from typing import Any
+from concurrent.futures import Executor, Future
+from typing import Any, Callable
 
 import torch
 
@@ -15,12 +15,13 @@ __all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "re
 
 
 def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None = None,
-               *, pinned: bool = False, hasher: Executor | None = None) -> dict[str, torch.Tensor]:
+               *, pinned: bool = False, hasher: Executor | None = None,
+               claim: Callable[[str], Future[str] | None] | None = None) -> dict[str, torch.Tensor]:
     """The layer's source tensors by role; each one's sha256 goes into `digests` when given (a Future when
-    hashed on `hasher`, beside the conversion)."""
+    hashed on `hasher`, beside the conversion, or when `claim(name)` gives one being computed elsewhere)."""
     tensors = {}
     for role, name in plan.sources.items():
-        tensors[role], sha = ckpt.read_hashed(name, pinned=pinned, hasher=hasher)
+        tensors[role], sha = ckpt.read_hashed(name, pinned=pinned, hasher=hasher, digest=claim(name) if claim else None)
         if digests is not None:
             digests[name] = sha
     return tensors

@@ -16,6 +16,7 @@ from ..errors import CheckpointError, NothingToConvert
 from ..stage_timers import stage
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
+from ._source_digests import SourceDigests
 from .model_card import CARD_NAME, model_card
 from .options import check_device_name, check_jobs, resolve_device, single_threaded_torch
 from .output_files import copy_files, set_aside_source_files, split_source_files
@@ -61,22 +62,24 @@ def pack_checkpoint(
     check_output_path(out, inputs=[src], force=force)
     with stage("open source (headers)"):
         ckpt = open_checkpoint(src, marker_files=MARKER_FILES)
-    with ckpt:  # bad input (paths, headers) is refused before torch is imported, in `_pack`
-        return _pack(ckpt, src, out, force=force, strict=strict, device=device, jobs=jobs,
-                     reporter=choose_reporter(reporter, progress), started=started)
+    with ckpt:  # the source is opened and planned before torch is imported (in `_pack`) ...
+        _check_round_trip(ckpt)
+        with stage("plan"):
+            fmt, fplan = plan_source(ckpt)
+        members = [name for p in fplan.layers if p.eligible for name in p.sources.values()]
+        with SourceDigests(ckpt, members) as ahead:  # ... while its layer tensors are being hashed
+            return _pack(ckpt, fmt, fplan, ahead, src, out, force=force, strict=strict, device=device, jobs=jobs,
+                         reporter=choose_reporter(reporter, progress), started=started)
 
 
 @single_threaded_torch
-def _pack(ckpt: Checkpoint, src: Path, out: Path, *, force: bool, strict: bool, device: str,
-          jobs: int, reporter: Reporter, started: float) -> PackReport:
-    """The conversion, once the source is open (see `pack_checkpoint`)."""
+def _pack(ckpt: Checkpoint, fmt: type[Format], fplan: FormatPlan, ahead: SourceDigests, src: Path, out: Path, *,
+          force: bool, strict: bool, device: str, jobs: int, reporter: Reporter, started: float) -> PackReport:
+    """The conversion, once the source is open and planned (see `pack_checkpoint`)."""
     from ._layers import convert_layer, read_layer  # these import torch
     from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 
     dev = resolve_device(device)
-    _check_round_trip(ckpt)
-    with stage("plan"):
-        fmt, fplan = plan_source(ckpt)
     for w in fplan.warnings:
         reporter.warn(w)
     eligible = {p.prefix: p for p in fplan.layers if p.eligible}
@@ -92,7 +95,7 @@ def _pack(ckpt: Checkpoint, src: Path, out: Path, *, force: bool, strict: bool, 
     def make_layer(prefix: str) -> dict[str, torch.Tensor]:
         plan = eligible[prefix]
         tensors = read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda",
-                             hasher=tensor_hashes if dev.type == "cpu" else None)
+                             hasher=tensor_hashes if dev.type == "cpu" else None, claim=ahead.claim)
         _, outs = convert_layer(fmt, plan, tensors, dev, stream=True)
         reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
         return hash_whole(outs)
