@@ -16,7 +16,7 @@ from ..errors import CheckpointError, NothingToConvert
 from ..stage_timers import stage
 from ..formats import MARKER_FILES, Format, FormatPlan, LayerPlan, TensorSpec
 from ..formats.plan_json import plan_to_json
-from ._source_digests import SourceDigests
+from ._digests_ahead import DigestsAhead
 from .model_card import CARD_NAME, model_card
 from .options import check_device_name, check_jobs, resolve_device, single_threaded_torch
 from .output_files import copy_files, set_aside_source_files, split_source_files
@@ -67,13 +67,13 @@ def pack_checkpoint(
         with stage("plan"):
             fmt, fplan = plan_source(ckpt)
         members = [name for p in fplan.layers if p.eligible for name in p.sources.values()]
-        with SourceDigests(ckpt, members) as ahead:  # ... while its layer tensors are being hashed
+        with DigestsAhead(ckpt, members) as ahead:  # ... while its layer tensors are being hashed
             return _pack(ckpt, fmt, fplan, ahead, src, out, force=force, strict=strict, device=device, jobs=jobs,
                          reporter=choose_reporter(reporter, progress), started=started)
 
 
 @single_threaded_torch
-def _pack(ckpt: Checkpoint, fmt: type[Format], fplan: FormatPlan, ahead: SourceDigests, src: Path, out: Path, *,
+def _pack(ckpt: Checkpoint, fmt: type[Format], fplan: FormatPlan, ahead: DigestsAhead, src: Path, out: Path, *,
           force: bool, strict: bool, device: str, jobs: int, reporter: Reporter, started: float) -> PackReport:
     """The conversion, once the source is open and planned (see `pack_checkpoint`)."""
     from ._layers import convert_layer, read_layer  # these import torch

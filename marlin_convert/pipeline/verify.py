@@ -3,30 +3,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
-
-import torch
+from typing import Any
 
 from ..checkpoint import MANIFEST_NAME, Checkpoint, open_checkpoint, open_output
 from ..checkpoint.file_records import check_output_files, check_source_files, source_shard_header
 from ..checkpoint.ownership import is_marlin_output
 from ..errors import MarlinConvertError, NotAnOutputError, VerifyMismatch
 from ..stage_timers import stage
-from ..formats import MARKER_FILES, Format, LayerPlan, QuantizedLinear, marlin_specs
-from ._compare import made_equals, same_dequant_inputs, sha256_of
-from ._layers import convert_layer, read_layer, restore_layer
-from ._stream import LayerStream, read_ahead_budget
-from .options import check_jobs, resolve_device, single_threaded_torch
+from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
+from ._digests_ahead import DigestsAhead
+from .options import check_device_name, check_jobs, resolve_device, single_threaded_torch
 from .progress import Reporter, choose_reporter
 from .manifest_plans import manifest_plans
 from .reports import VerifyReport, check_row
 
 __all__ = ["verify_checkpoint"]
-
-T = TypeVar("T")
 
 
 def verify_checkpoint(
@@ -60,7 +54,7 @@ def verify_checkpoint(
     """
     reporter = choose_reporter(reporter, progress)
     out_dir = Path(out_dir)
-    dev = resolve_device(device)
+    check_device_name(device)
     if gemm:
         from ..runtime.gemm_check import require_gemm
 
@@ -70,29 +64,42 @@ def verify_checkpoint(
     if src_dir is not None and is_marlin_output(Path(src_dir)) and not is_marlin_output(out_dir):
         raise NotAnOutputError(f"{src_dir} looks like a marlin-convert output and {out_dir} does not; "
                                f"did you mean `verify {out_dir} {src_dir}`? (verify SRC OUT)")
-    report = _verify_tensors(out_dir, src_dir, reporter, gemm_backend if gemm else None, jobs, device=dev)
+    manifest, out = open_output(out_dir, marker_files=MARKER_FILES)
+    report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
+    with ExitStack() as stack:  # everything up to the layers' checks imports no torch ...
+        stack.enter_context(out)
+        src = None if src_dir is None else stack.enter_context(open_checkpoint(src_dir, marker_files=MARKER_FILES))
+        if src is not None:
+            _check_source_matches(src, manifest, report)
+        plans = manifest_plans(manifest, out_dir)
+        # ... so that the layer tensors in the page cache are hashed while torch is imported (`_digests_ahead`)
+        passes = 1 if src is None else 2  # threads
+        out_ahead = stack.enter_context(DigestsAhead(out, [f"{p}.{s}" for p, plan in plans.items() for s in marlin_specs(plan)],
+                                                     workers=max(1, (os.cpu_count() or 1) // passes)))
+        src_ahead = None if src is None else stack.enter_context(
+            DigestsAhead(src, [name for plan in plans.values() for name in plan.sources.values()],
+                         workers=max(1, (os.cpu_count() or 1) // passes)))
+        _verify_tensors(report, manifest, out_dir, out, src, plans, reporter, gemm_backend if gemm else None, jobs, device=device,
+                        ahead=(out_ahead, src_ahead))
     if forward:
         from ..runtime.forward_check import forward_checks
 
-        report.checks.extend(forward_checks(Path(src_dir), out_dir, dev))  # type: ignore[arg-type]
+        report.checks.extend(forward_checks(Path(src_dir), out_dir, resolve_device(device)))  # type: ignore[arg-type]
     return report
 
 
 @single_threaded_torch
-def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, reporter: Reporter,
-                    gemm: str | None, jobs: int | None, *, device: torch.device) -> VerifyReport:
-    """Everything but the forward pass: files, copied tensors, and every layer on `jobs` threads."""
-    dev = device
-    manifest, out = open_output(out_dir, marker_files=MARKER_FILES)
-    src: Checkpoint | None = None
+def _verify_tensors(report: VerifyReport, manifest: dict[str, Any], out_dir: Path, out: Checkpoint, src: Checkpoint | None,
+                    plans: dict[str, LayerPlan], reporter: Reporter, gemm: str | None, jobs: int | None, *, device: str,
+                    ahead: tuple[DigestsAhead, DigestsAhead | None]) -> None:
+    """Files, copied tensors, and every layer on `jobs` threads, into `report`."""
+    from ._layer_checks import shut_down, verify_layer  # these import torch
+    from ._stream import LayerStream, read_ahead_budget
+
+    dev = resolve_device(device)
     files_pool = ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-files")
-    report = VerifyReport(output=str(out_dir), source=None if src_dir is None else str(src_dir), format=manifest["source_format"])
     try:
         fmt = Format.get(manifest["source_format"])
-        if src_dir is not None:
-            src = open_checkpoint(src_dir, marker_files=MARKER_FILES)
-            _check_source_matches(src, manifest, report)
-        plans = manifest_plans(manifest, out_dir)
         files_at = len(report.checks)  # whole files are hashed on a thread beside the layer checks
         files = files_pool.submit(_check_files, out_dir, src, manifest)
         members = {name for p in plans.values() for name in p.sources.values()}
@@ -118,9 +125,10 @@ def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, repor
         budget = read_ahead_budget(out.info(n).nbytes for n in manifest["output_tensors"])
         threads = check_jobs(jobs) if gemm is None else 1  # GPU GEMM checks run one at a time
         helper = ThreadPoolExecutor(threads, thread_name_prefix="marlin-convert-src") if src is not None and threads > 1 else None
-        make = lambda prefix: {"row": _verify_layer(out, src, fmt, plans[prefix], manifest, dev,  # noqa: E731
-                                                    gemm=gemm, helper=helper)}
-        with _shut_down(helper), LayerStream(make, list(plans), threads, sizes, budget) as rows:
+        claim_src = None if ahead[1] is None else ahead[1].claim
+        make = lambda prefix: {"row": verify_layer(out, src, fmt, plans[prefix], manifest, dev, gemm=gemm,  # noqa: E731
+                                                   helper=helper, claim_out=ahead[0].claim, claim_src=claim_src)}
+        with shut_down(helper), LayerStream(make, list(plans), threads, sizes, budget) as rows:
             for prefix in plans:
                 report.checks.append(rows.take(prefix, "row"))
                 reporter.advance(out_sizes[prefix])
@@ -128,10 +136,6 @@ def _verify_tensors(out_dir: Path, src_dir: str | os.PathLike[str] | None, repor
             report.checks[files_at:files_at] = files.result()
     finally:
         files_pool.shutdown(wait=False, cancel_futures=True)
-        out.close()
-        if src is not None:
-            src.close()
-    return report
 
 
 def _check_files(out_dir: Path, src: Checkpoint | None, manifest: dict[str, Any]) -> list[dict[str, str]]:
@@ -176,86 +180,3 @@ def _check_source_matches(src: Checkpoint, manifest: dict[str, Any], report: Ver
         raise VerifyMismatch(f"{src.root}: not the checkpoint this output was made from ({'; '.join(problems)})")
 
 
-def _gemm_check(rec: QuantizedLinear, marlin: dict[str, torch.Tensor], backend: str) -> tuple[bool, str]:
-    """(ok, detail) of a Marlin GEMM (`backend`: triton or quanto) on the layer's Marlin tensors against `rec`."""
-    from ..runtime.gemm_check import check_layer
-
-    result = check_layer(rec, marlin, backend=backend)
-    return result.ok, result.detail
-
-
-def _verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], plan: LayerPlan,
-                  manifest: dict[str, Any], dev: torch.device, *, gemm: str | None = None,
-                  helper: Executor | None = None) -> dict[str, str]:
-    """One layer's verify check; `gemm`: also run that GEMM backend on it. With the source, its half of the
-    work (read and hash the source tensors, then repack them and compare) runs on `helper` beside the Marlin
-    half (read and hash the Marlin tensors, then unpack them and compare): one layer at a time is all the memory
-    budget holds when layers are large, and this way it keeps two cores busy."""
-    problems: list[str] = []
-    digests: dict[str, Any] = {}
-    source_read = None if src is None else _run(helper, read_layer, src, plan, digests)
-    marlin = {}
-    for suffix in marlin_specs(plan):
-        name = f"{plan.prefix}.{suffix}"
-        marlin[suffix], digest = out.read_hashed(name)
-        if digest != manifest["output_tensors"][name]["sha256"]:
-            problems.append(f"{name}: sha256 differs from the manifest")
-    tensors: dict[str, torch.Tensor] | None = None if source_read is None else source_read.result()
-    if problems:  # corrupt bytes: decoding them proves nothing more and may not even be possible
-        if gemm and tensors is not None:  # ... but the real kernel can show the damage against the source
-            problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, tensors), marlin, gemm)[1]}")
-        return check_row(plan.prefix, False, "; ".join(problems[:3]))
-    for name, digest in digests.items():  # the source's bytes against the manifest's sha256 (what unpack checks)
-        if digest != manifest["source_tensors"][name]["sha256"]:
-            problems.append(f"{name}: source bytes differ from the manifest")
-    repacked = None if tensors is None else _run(helper, _repack, fmt, plan, tensors, marlin, dev)
-    try:
-        rec_marlin, restored = restore_layer(fmt, plan, marlin, stream=True)
-    except VerifyMismatch as e:
-        if repacked is not None:
-            repacked.result()
-        return check_row(plan.prefix, False, str(e))
-    for role, name in plan.sources.items():  # unpack in memory: the source's bytes, or their recorded sha256
-        if not (made_equals(restored[role], tensors[role]) if tensors is not None
-                else sha256_of(restored[role]) == manifest["source_tensors"][name]["sha256"]):
-            problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
-    rec_src = None
-    if repacked is not None:
-        rec_src, differ = repacked.result()
-        problems += differ
-        if not same_dequant_inputs(rec_src, rec_marlin):
-            problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
-    checks = "sha256, unpack" + (", repack, dequant" if src is not None else "") + " equal"
-    if gemm:
-        gemm_ok, note = _gemm_check(rec_src if rec_src is not None else rec_marlin, marlin, gemm)
-        if not gemm_ok:
-            problems.insert(0, f"{plan.prefix}: {note}")
-        checks += f"; {note}"
-    return check_row(plan.prefix, not problems, "; ".join(problems[:3]) if problems else checks)
-
-
-def _repack(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], marlin: dict[str, torch.Tensor],
-            dev: torch.device) -> tuple[QuantizedLinear, list[str]]:
-    """(the source's record, problems) of a fresh pack of the source layer compared with its Marlin tensors."""
-    rec_src, repacked = convert_layer(fmt, plan, tensors, dev, stream=True)
-    return rec_src, [f"{plan.prefix}.{suffix}: differs from a fresh pack of the source"
-                     for suffix, made in repacked.items() if not made_equals(made, marlin[suffix])]
-
-
-@contextmanager
-def _shut_down(pool: Executor | None) -> Iterator[None]:
-    """Leave with `pool` shut down (what is still queued dropped, what runs waited for)."""
-    try:
-        yield
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _run(helper: Executor | None, fn: Callable[..., T], *args: Any) -> Future[T]:
-    """`fn(*args)` on `helper`, or here and now without one."""
-    if helper is not None:
-        return helper.submit(fn, *args)
-    done: Future[T] = Future()
-    done.set_result(fn(*args))
-    return done

@@ -116,9 +116,15 @@ def _tensor_ranges(path: Path) -> dict[str, range]:
             for name, m in header.items() if name != "__metadata__" and m["data_offsets"][1] > m["data_offsets"][0]}
 
 
-def test_verify_with_source_names_any_source_tensor_whose_bytes_changed(cli, packed, tmp_path):
+@pytest.mark.parametrize("cached", [True, False], ids=["hashed-ahead", "hashed-from-the-read"])
+def test_verify_with_source_names_any_source_tensor_whose_bytes_changed(cli, packed, tmp_path, monkeypatch, cached):
     """Since manifest version 3 a source shard has no whole-file sha256: each tensor's own (layer members and
-    copied tensors alike) and the header bytes must catch a change anywhere in it."""
+    copied tensors alike) and the header bytes must catch a change anywhere in it, whether a layer tensor was
+    hashed by the pass ahead (in the page cache) or from the layer check's own read."""
+    from marlin_convert.checkpoint import Checkpoint
+
+    if not cached:
+        monkeypatch.setattr(Checkpoint, "is_cached", lambda self, name: False)
     src = tmp_path / "src"
     shutil.copytree(packed.parent / "src", src)
     shard = src / "model-00002-of-00003.safetensors"

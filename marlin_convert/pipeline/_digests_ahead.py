@@ -1,10 +1,11 @@
-"""pack's pass over the source: the layer tensors' sha256, hashed from the moment the source is open.
+"""A pass over a checkpoint's layer tensors, hashing them ahead of the command that reads them (pack: the
+source's; verify: the output's and the source's), from the moment the checkpoint is open.
 
 While torch is imported (1.3-2.5 s on one core of the 2-core CI machine) the other core would be idle; this
-pass hashes the layer tensors there, in file order, one shard a thread. It takes only tensors that are in the
+pass hashes the tensors there and on, in file order, one shard a thread. It takes only tensors that are in the
 page cache: for one that is not, a second read from the disk would cost more than hashing it from the
-conversion's own read. A tensor the pass has not reached by the time its layer is read is claimed by the
-conversion, which hashes it from that read as before, and the pass skips it.
+command's own read. A tensor the pass has not reached by the time the command reads it is claimed by the
+command, which hashes it from that read as before, and the pass skips it.
 """
 from __future__ import annotations
 
@@ -15,17 +16,17 @@ from typing import Iterable
 
 from ..checkpoint import Checkpoint
 
-__all__ = ["SourceDigests"]
+__all__ = ["DigestsAhead"]
 
 MAX_WORKERS = 4
 """Shards hashed at once, at most (one per core below that)."""
 
 
-class SourceDigests:
+class DigestsAhead:
     """`claim(name)`: the pass's Future for a tensor it has taken, else None, and the pass will not take it then.
     On leaving the block (an error, an interruption), the pass stops at its next chunk rather than being waited for."""
 
-    def __init__(self, ckpt: Checkpoint, names: Iterable[str]):
+    def __init__(self, ckpt: Checkpoint, names: Iterable[str], *, workers: int = MAX_WORKERS):
         self._ckpt = ckpt
         self._lock = threading.Lock()
         self._taken: dict[str, Future[str] | None] = {}  # None: claimed by the conversion
@@ -33,7 +34,7 @@ class SourceDigests:
         by_shard: dict[str, list[str]] = {}
         for name in sorted(names, key=lambda n: ckpt.info(n).start):
             by_shard.setdefault(ckpt.location[name][0], []).append(name)
-        workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1, len(by_shard)))
+        workers = max(1, min(workers, os.cpu_count() or 1, len(by_shard)))
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="marlin-convert-sha-ahead")
         for names_in_shard in by_shard.values():
             self._pool.submit(self._pass, names_in_shard)
@@ -58,7 +59,7 @@ class SourceDigests:
         with self._lock:
             return self._taken.setdefault(name, None)
 
-    def __enter__(self) -> SourceDigests:
+    def __enter__(self) -> DigestsAhead:
         return self
 
     def __exit__(self, *exc: object) -> None:

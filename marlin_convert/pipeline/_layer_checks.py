@@ -1,0 +1,111 @@
+"""verify's check of one layer: the Marlin tensors' and the source tensors' sha256, an unpack in memory compared
+with the source, a fresh pack of the source compared with the Marlin tensors, the dequantization inputs, and
+optionally a GPU GEMM."""
+from __future__ import annotations
+
+from concurrent.futures import Executor, Future
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import torch
+
+from ..checkpoint import Checkpoint
+from ..errors import VerifyMismatch
+from ..formats import Format, LayerPlan, QuantizedLinear, marlin_specs
+from ._compare import made_equals, same_dequant_inputs, sha256_of
+from ._layers import convert_layer, read_layer, restore_layer
+from .reports import check_row
+
+__all__ = ["verify_layer", "shut_down"]
+
+T = TypeVar("T")
+Claim = Callable[[str], "Future[str] | None"]
+
+
+def _gemm_check(rec: QuantizedLinear, marlin: dict[str, torch.Tensor], backend: str) -> tuple[bool, str]:
+    """(ok, detail) of a Marlin GEMM (`backend`: triton or quanto) on the layer's Marlin tensors against `rec`."""
+    from ..runtime.gemm_check import check_layer
+
+    result = check_layer(rec, marlin, backend=backend)
+    return result.ok, result.detail
+
+
+def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], plan: LayerPlan,
+                 manifest: dict[str, Any], dev: torch.device, *, gemm: str | None = None,
+                 helper: Executor | None = None, claim_out: Claim | None = None,
+                 claim_src: Claim | None = None) -> dict[str, str]:
+    """One layer's verify check; `gemm`: also run that GEMM backend on it. With the source, its half of the
+    work (read and hash the source tensors, then repack them and compare) runs on `helper` beside the Marlin
+    half (read and hash the Marlin tensors, then unpack them and compare): one layer at a time is all the memory
+    budget holds when layers are large, and this way it keeps two cores busy. `claim_out` / `claim_src` give a
+    tensor's sha256 when a pass ahead (`_digests_ahead`) has taken it."""
+    problems: list[str] = []
+    digests: dict[str, Any] = {}
+    source_read = None if src is None else _run(helper, lambda: read_layer(src, plan, digests, claim=claim_src))
+    marlin = {}
+    for suffix in marlin_specs(plan):
+        name = f"{plan.prefix}.{suffix}"
+        marlin[suffix], digest = out.read_hashed(name, digest=claim_out(name) if claim_out else None)
+        if isinstance(digest, Future):
+            digest = digest.result()
+        if digest != manifest["output_tensors"][name]["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest")
+    tensors: dict[str, torch.Tensor] | None = None if source_read is None else source_read.result()
+    if problems:  # corrupt bytes: decoding them proves nothing more and may not even be possible
+        if gemm and tensors is not None:  # ... but the real kernel can show the damage against the source
+            problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, tensors), marlin, gemm)[1]}")
+        return check_row(plan.prefix, False, "; ".join(problems[:3]))
+    for name, digest in digests.items():  # the source's bytes against the manifest's sha256 (what unpack checks)
+        if (digest.result() if isinstance(digest, Future) else digest) != manifest["source_tensors"][name]["sha256"]:
+            problems.append(f"{name}: source bytes differ from the manifest")
+    repacked = None if tensors is None else _run(helper, lambda: _repack(fmt, plan, tensors, marlin, dev))
+    try:
+        rec_marlin, restored = restore_layer(fmt, plan, marlin, stream=True)
+    except VerifyMismatch as e:
+        if repacked is not None:
+            repacked.result()
+        return check_row(plan.prefix, False, str(e))
+    for role, name in plan.sources.items():  # unpack in memory: the source's bytes, or their recorded sha256
+        if not (made_equals(restored[role], tensors[role]) if tensors is not None
+                else sha256_of(restored[role]) == manifest["source_tensors"][name]["sha256"]):
+            problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
+    rec_src = None
+    if repacked is not None:
+        rec_src, differ = repacked.result()
+        problems += differ
+        if not same_dequant_inputs(rec_src, rec_marlin):
+            problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
+    checks = "sha256, unpack" + (", repack, dequant" if src is not None else "") + " equal"
+    if gemm:
+        gemm_ok, note = _gemm_check(rec_src if rec_src is not None else rec_marlin, marlin, gemm)
+        if not gemm_ok:
+            problems.insert(0, f"{plan.prefix}: {note}")
+        checks += f"; {note}"
+    return check_row(plan.prefix, not problems, "; ".join(problems[:3]) if problems else checks)
+
+
+def _repack(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], marlin: dict[str, torch.Tensor],
+            dev: torch.device) -> tuple[QuantizedLinear, list[str]]:
+    """(the source's record, problems) of a fresh pack of the source layer compared with its Marlin tensors."""
+    rec_src, repacked = convert_layer(fmt, plan, tensors, dev, stream=True)
+    return rec_src, [f"{plan.prefix}.{suffix}: differs from a fresh pack of the source"
+                     for suffix, made in repacked.items() if not made_equals(made, marlin[suffix])]
+
+
+@contextmanager
+def shut_down(pool: Executor | None) -> Iterator[None]:
+    """Leave with `pool` shut down (what is still queued dropped, what runs waited for)."""
+    try:
+        yield
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run(helper: Executor | None, fn: Callable[[], T]) -> Future[T]:
+    """`fn()` on `helper`, or here and now without one."""
+    if helper is not None:
+        return helper.submit(fn)
+    done: Future[T] = Future()
+    done.set_result(fn())
+    return done
