@@ -93,6 +93,10 @@ class KernelConfig:
     maxnreg: int = 0
     """Fast kernel: a cap on registers a thread (Triton's `maxnreg`; 0: none), to fit more programs a
     multiprocessor."""
+    swap: bool = False
+    """Fast kernel with the operands swapped (`marlin_gemm_swap_kernel`, `out.T = W x.T`): the decoded weights
+    are the first operand, so sm_90 `wgmma` takes them from registers; the words are loaded as they lie
+    (`words3d`, `xload` ignored); the K split is summed by the reduce kernel (no `fixup`, `streamk`)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -236,6 +240,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     reason = unsupported_reason(B, s, group_size=group_size, dtype=x.dtype, z=z, shift=shift, perm=perm)
     if reason is not None:
         raise ValueError(reason)
+    if config is not None and config.swap and (config.fixup or config.streamk):
+        raise ValueError("the swapped kernel (swap=True) has no fixup or stream-K grid")
     k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} input features, the layer {k}")
@@ -297,20 +303,24 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
             if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
                 xk, has_perm = x2.index_select(1, perm.to(device=x.device, dtype=torch.int64)), False
             consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
-                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=int(cfg.words3d),
-                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2, XLOAD=int(cfg.xload),
-                          THREADS=32 * cfg.warps,
+                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb,
+                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2,
                           num_warps=cfg.warps, num_stages=cfg.stages,
                           **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
             g_shift = 0 if single else gs.bit_length() - 1
-            if streamk:
+            loads = dict(WORDS3D=int(cfg.words3d), XLOAD=int(cfg.xload), THREADS=32 * cfg.warps)
+            if cfg.swap:
+                tk.marlin_gemm_swap_kernel[grid](
+                    xk, *common[1:9], m, n, xk.stride(0), out.stride(0), g_shift, steps, int(bias is not None), split,
+                    **consts)
+            elif streamk:
                 tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
                     xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,
-                    tiles_n * steps, streamk, int(bias is not None), **consts)
+                    tiles_n * steps, streamk, int(bias is not None), **consts, **loads)
             else:
                 tk.marlin_gemm_fast_kernel[grid](
                     xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps,
-                    int(bias is not None), split, FIXUP=cfg.fixup, **consts)
+                    int(bias is not None), split, FIXUP=cfg.fixup, **consts, **loads)
         else:
             tk.marlin_gemm_kernel[grid](
                 *common, int(single), int(perm is not None), int(bias is not None), split,

@@ -134,8 +134,8 @@ def test_marlin_gemm_matches_source_dequant(n, k, dtype, group_size, mode, act_o
 @pytest.mark.parametrize("group_size", GROUPS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 def test_each_kernel_and_launch_shape(dtype, group_size, mode):
-    """Both kernels (the fast one with its x gather, word-load and scaling variants, the float32 eight-dot
-    one) and several launch shapes, whatever `pick_config` picks for a batch, with split-K."""
+    """Both kernels (the fast one with its x gather, word-load and scaling variants and swapped operands, the
+    float32 eight-dot one) and several launch shapes, whatever `pick_config` picks for a batch, with split-K."""
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
     layer = _make_layer(192, 1024, group_size, mode, True, dtype, 17 + group_size, with_bias=True)
@@ -159,7 +159,12 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 # x read per half h through shared memory (xload), with perm looked up in the kernel too
                 KernelConfig(16, 8, 2, words3d=3, xload=1, split_k=2),
                 KernelConfig(16, 8, 2, words3d=3, xload=1, streamk=-3),
-                KernelConfig(32, 8, 2, xperm=True, words3d=3, xload=1, split_k=2)):
+                KernelConfig(32, 8, 2, xperm=True, words3d=3, xload=1, split_k=2),
+                # operands swapped (out.T = W x.T, the weights decoded into wgmma's register operand): groups per
+                # step or per tile row, perm looked up in the kernel or gathered once, one or two column blocks
+                KernelConfig(16, 8, 2, swap=True, split_k=2), KernelConfig(16, 4, 1, stages=4, swap=True, split_k=4),
+                KernelConfig(64, 8, 2, xperm=True, swap=True), KernelConfig(32, 8, 1, swap=True, scale_acc=False),
+                KernelConfig(64, 8, 2, warps=8, xperm=True, swap=True, split_k=2)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
