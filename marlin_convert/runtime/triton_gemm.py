@@ -14,13 +14,17 @@ A program loads `BT` tile rows of `NB` blocks as they lie (a `[4 BT, 32 NB]` til
 columns (nb, c, w)); the output columns n above are scattered on store. The column order (nb, c, w, b) is
 Marlin's scale order: the grouped scale of column n sits at `64nb + 8c + 2w + b` (one group spanning K:
 `64nb + 32(w//2) + 8(c//2) + 4(w%2) + 2b + c%2`), its zero point at nibble `w + 4b` of word `8nb + c`.
-Two kernels use that map:
-- the fast kernel (`marlin_gemm_fast_kernel`, the default wherever the scales and shift have the
-  activation dtype): Marlin's own dequantization, one `lop3` per two weights into half2 / bfloat162
+Three kernels use that map:
+- the fast kernel (`marlin_gemm_fast_kernel`, where the scales and shift have the activation dtype and
+  `swap` is off): Marlin's own dequantization, one `lop3` per two weights into half2 / bfloat162
   registers that hold two k-adjacent weights (nibbles j and j + 4: a = 0, 1), scaled with packed
   instructions; per b the four planes (a, h) form a `[16 BT, 32 NB]` operand whose rows are k in order
   (`16 t + 8h + 2q + a`), so x is read as contiguous column tiles, and up to 16 rows of x the decoded
   registers feed the tensor cores without a shared-memory round trip;
+- the swapped kernel (`marlin_gemm_swap_kernel`, `KernelConfig(swap=True)`, the default there): the same decoders,
+  `out.T = W x.T`: the eight outputs of each word joined and permuted into a `[64 NB, 16 BT]` weight tile with
+  rows n and columns k in order (no data moves between threads), x transposed as the second operand, so
+  sm_90 `wgmma` takes the weights from registers (and, above 16 rows, decodes them once for 64 or 128 rows);
 - the float32 eight-dot kernel (`marlin_gemm_kernel`, `KernelConfig(fast=False)`, and whenever the scales
   have another dtype than x): each nibble plane i is a `[4 BT, 32 NB]` weight tile, 8 small `tl.dot`s.
 Precision: both form each weight `(code - zero) * scale` exactly and round it once to the activation dtype
@@ -146,24 +150,20 @@ def _counters(device: torch.device, count: int) -> torch.Tensor:
 
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
-    H200 (2026-12-02, BENCHMARKS.md), all the fast kernel with the words loaded in the order they lie
-    (`words3d=3`: whole 128-byte lines a warp; 9-25 % less time than the 16-bytes-of-64 loads before it).
-    Up to 16 rows: 16 x 128 tiles of 128 k a step, sums scaled per group (`scale_acc`), K split until there
-    are about 3.5 programs per multiprocessor; up to 64 rows: 32 x 128 tiles of 128 k, sums scaled, K split
-    up to about one program per multiprocessor keeping at least 16 steps a split (4096x4096 at 64 rows: split
-    2, not 4); above: 32 x 256 tiles of 64 k where N <= K (few column blocks, a long K), else 64 x 256 tiles
-    with every weight scaled (scaling the sums doubles the accumulators there: register spills); x gathered
-    once under act-order above 16 rows."""
-    long_k = n <= k
+    H200 (2026-12-02 18:36 UTC, BENCHMARKS.md round 8; N x K = 28672x8192, 8192x28672, 4096x4096), all the
+    swapped kernel (`swap`: the decoded weights as wgmma's register operand; 12-65 % less time than the
+    previous defaults at those shapes). Up to 16 rows: 16 x 64 tiles where N > K, else 16 x 128 (16 rows of
+    x, 128 k a step), K split until there are about 6.5 programs per multiprocessor (keeping 4 steps a
+    split); up to 64 rows: 64 x 128 tiles, K split up to about one program per multiprocessor (keeping 8
+    steps a split); above: 128 x 128 tiles of 8 warps, no split. x gathered once under act-order above 16
+    rows."""
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=3)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 7 * sms // 2))
+        cfg = KernelConfig(bm=16, bt=8, nb=1 if n > k else 2, swap=True)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 13 * sms // 2))
     if m <= 64:
-        cfg = KernelConfig(bm=32, bt=8, nb=2, warps=4, stages=3, xperm=True, words3d=3)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=16))
-    if long_k:
-        return KernelConfig(bm=32, bt=4, nb=4, warps=4, stages=3, xperm=True, words3d=3)
-    return KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False, words3d=3)
+        cfg = KernelConfig(bm=64, bt=8, nb=2, xperm=True, swap=True)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
+    return KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
 
 
 def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:
