@@ -148,22 +148,24 @@ def _counters(device: torch.device, count: int) -> torch.Tensor:
     return buf
 
 
-def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
+def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, symmetric: bool = True) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
-    H200 (2026-12-02 18:36 UTC, BENCHMARKS.md round 8; N x K = 28672x8192, 8192x28672, 4096x4096), all the
-    swapped kernel (`swap`: the decoded weights as wgmma's register operand; 12-65 % less time than the
-    previous defaults at those shapes). Up to 16 rows: 16 x 64 tiles where N > K, else 16 x 128 (16 rows of
-    x, 128 k a step), K split until there are about 6.5 programs per multiprocessor (keeping 4 steps a
-    split); up to 64 rows: 64 x 128 tiles, K split up to about one program per multiprocessor (keeping 8
-    steps a split); above: 128 x 128 tiles of 8 warps, no split. x gathered once under act-order above 16
-    rows."""
+    H200 (2026-12-02, BENCHMARKS.md round 8: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
+    4096x14336, fp16 / bf16, symmetric, group 128), all the swapped kernel (`swap`: the decoded weights as
+    wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step) capped at 128
+    registers for symmetric layers (4 programs a multiprocessor instead of 3; with zero points or a shift
+    ptxas spills under the cap), K split until there are about 2 programs per multiprocessor (one wave of
+    4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles, K split up to about one program per
+    multiprocessor (keeping 8 steps a split); above: 128 x 128 tiles of 8 warps, split likewise. x gathered
+    once under act-order above 16 rows."""
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=8, nb=1 if n > k else 2, swap=True)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 13 * sms // 2))
+        cfg = KernelConfig(bm=16, bt=8, nb=2, swap=True, maxnreg=128 if symmetric else 0)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms))
     if m <= 64:
         cfg = KernelConfig(bm=64, bt=8, nb=2, xperm=True, swap=True)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
-    return KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
+    else:
+        cfg = KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
+    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
 
 
 def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:
@@ -257,7 +259,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
         return out.reshape(*lead, n)
     single = group_size == -1 or group_size >= k
     gs = k if single else group_size
-    cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132)
+    cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132,
+                                symmetric=z is None and shift is None)
     tiles = k // 16
     bt = cfg.bt
     steps = tiles // bt

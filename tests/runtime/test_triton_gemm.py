@@ -165,7 +165,9 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 8, 2, swap=True, split_k=2), KernelConfig(16, 4, 1, stages=4, swap=True, split_k=4),
                 KernelConfig(64, 8, 2, xperm=True, swap=True), KernelConfig(32, 8, 1, swap=True, scale_acc=False),
                 KernelConfig(64, 8, 2, warps=8, xperm=True, swap=True, split_k=2),
-                KernelConfig(16, 8, 1, swap=True, split_k=2), KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True)):
+                KernelConfig(16, 8, 1, swap=True, split_k=2), KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True),
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, split_k=2)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
