@@ -98,6 +98,7 @@ SWEEP_SWAP3 = {
     "large": [SW128, dataclasses.replace(SW128, bm=64)],
 }
 """`--sweep-set swap3` (with `--splits`): round 8's third call, the split of K for the new defaults."""
+SWEEPS = {"r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3}
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
 
@@ -123,7 +124,7 @@ def main() -> None:
     ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,28672x8192")
     ap.add_argument("--ms", default=None, help="batch sizes, e.g. 1,16 (default 1,16,64,256)")
     ap.add_argument("--no-dense", action="store_true")
-    ap.add_argument("--sweep-set", default="default", choices=("default", "r7", "x", "swap", "swap2", "swap3"))
+    ap.add_argument("--sweep-set", default="default", choices=("default", *SWEEPS))
     ap.add_argument("--splits", default=None,
                     help="sweep each launch shape at these splits of K (e.g. 1,2,4,8,16) instead of split_for's")
     args = ap.parse_args()
@@ -210,7 +211,7 @@ def main() -> None:
             if not args.no_sweep:
                 cls = "small" if m <= 16 else ("mid" if m <= 64 else "large")
                 best = None
-                for cfg in {"r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3}.get(args.sweep_set, SWEEP)[cls]:
+                for cfg in SWEEPS.get(args.sweep_set, SWEEP)[cls]:
                     auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0),
                                      min_steps=4 if m <= 16 else 16)
                     splits = {max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}

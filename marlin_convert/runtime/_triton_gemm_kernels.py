@@ -560,7 +560,8 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     n = pid_n * NB * 64 + tl.arange(0, 64 * NB)
     n_ok = n < N
     if SINGLE:
-        spn = (n // 64) * 64 + ((n // 32) % 2) * 32 + ((n % 8) // 2) * 8 + ((n // 16) % 2) * 4 + ((n // 8) % 2) * 2 + n % 2
+        spn = ((n // 64) * 64 + ((n // 32) % 2) * 32 + ((n % 8) // 2) * 8 + ((n // 16) % 2) * 4 + ((n // 8) % 2) * 2
+               + n % 2)
     else:
         spn = (n // 64) * 64 + (n % 8) * 8 + ((n // 16) % 4) * 2 + (n // 8) % 2
     if SINGLE:

@@ -306,6 +306,30 @@ def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
     assert math.isfinite(triton_gemm.pick_config(1, 4096, 4096, 128).split_k)
 
 
+def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
+    """Triton first for symmetric, group-128, non-act-order layers of >= 8192 outputs; Marlin's kernel first
+    for the rest; an explicit order still wins."""
+    from marlin_convert.runtime import backends
+    from marlin_convert.runtime.linear import MarlinLinear
+    from marlin_convert.runtime.spec import LayerSpec
+
+    monkeypatch.delenv("MARLIN_CONVERT_BACKENDS", raising=False)
+
+    def first(n, k=4096, **spec):
+        kw = {"group_size": 128, "zero_point": None, "act_order": False, "scale_dtype": "float16", **spec}
+        return backends.order(MarlinLinear(k, n, LayerSpec(**kw), device="meta"))[0]
+
+    assert first(8192) == first(28672, 8192) == "triton"
+    assert first(4096) == first(4096, 14336) == "quanto"
+    assert first(8192, zero_point="int") == first(8192, act_order=True) == first(8192, group_size=64) == "quanto"
+    assert backends.order() == backends.DEFAULT_ORDER
+    backends.set_order(["quanto", "triton"])
+    try:
+        assert first(28672, 8192) == "quanto"
+    finally:
+        backends.set_order(None)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("group_size", [-1, 64])
 def test_verify_gemm_check_with_the_triton_backend(group_size):
