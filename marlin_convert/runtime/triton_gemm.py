@@ -27,13 +27,13 @@ Three kernels use that map:
   sm_90 `wgmma` takes the weights from registers (and, above 16 rows, decodes them once for 64 or 128 rows);
 - the float32 eight-dot kernel (`marlin_gemm_kernel`, `KernelConfig(fast=False)`, and whenever the scales
   have another dtype than x): each nibble plane i is a `[4 BT, 32 NB]` weight tile, 8 small `tl.dot`s.
-Precision: both form each weight `(code - zero) * scale` exactly and round it once to the activation dtype
-(the fast kernel: `code - zero` is exact in half / bfloat16, then one multiply by the scale, which has the
+Precision (the swapped kernel as the fast one: the same decoders and per-group scaling): both form each
+weight `(code - zero) * scale` exactly and round it once to the activation dtype (the fast kernel: `code - zero` is exact in half / bfloat16, then one multiply by the scale, which has the
 activation dtype; the float32 kernel computes in float32 and rounds once); quanto's `code * scale - shift`
 is one fused multiply-add (fast kernel) or float32 rounded once. Where a step of the fast kernel lies in
 one group and there is no shift (`KernelConfig.scale_acc`, the default), its weights are the exact
 integers `code - zero` (no rounding) and each step's float32 sums are multiplied by the float32 scale and
-added: two more float32 roundings per group, well inside the float32-sum bound of the tests. Both kernels
+added: two more float32 roundings per group, well inside the float32-sum bound of the tests. All kernels
 accumulate in float32 and round the output once (after the split-K sum when K is split).
 
 Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
