@@ -69,6 +69,36 @@ SWEEP_R7 = {
 """`--sweep-set r7`: the split of K and the stream-K grid per shape (round 7), at `--splits`."""
 SWEEP_X = {"small": [SMALL, SMALLX], "mid": [], "large": []}
 """`--sweep-set x`: x read in registers (xload 0) or through shared memory (1) at M <= 16, like for like."""
+SW = KernelConfig(16, 8, 2, 4, 3, swap=True)
+SWEEP_SWAP = {
+    "small": [SMALL, SMALLX, SW, dataclasses.replace(SW, nb=1), dataclasses.replace(SW, nb=4, warps=8),
+              dataclasses.replace(SW, bt=16, nb=1)],
+    "mid": [K32, dataclasses.replace(SW, bm=64), dataclasses.replace(SW, bm=64, nb=1),
+            dataclasses.replace(SW, bm=64, warps=8)],
+    "large": [K32W, D64, dataclasses.replace(SW, bm=128, warps=8), dataclasses.replace(SW, bm=128, nb=1),
+              dataclasses.replace(SW, bm=64, warps=8)],
+}
+"""`--sweep-set swap`: the operands swapped (`out.T = W x.T`, the decoded weights as wgmma's register operand;
+round 8) against the defaults (and x through shared memory at M <= 16)."""
+SWEEP_SWAP2 = {
+    "small": [SMALL, SMALLX, SW, dataclasses.replace(SW, nb=1), dataclasses.replace(SW, bt=4, stages=4),
+              dataclasses.replace(SW, maxnreg=128), dataclasses.replace(SW, nb=1, stages=4)],
+    "mid": [K32, dataclasses.replace(SW, bm=64), dataclasses.replace(SW, bm=64, nb=1),
+            dataclasses.replace(SW, bm=64, stages=4)],
+    "large": [K32W, D64, dataclasses.replace(SW, bm=128, warps=8), dataclasses.replace(SW, bm=64, warps=8),
+              dataclasses.replace(SW, bm=128, warps=8, stages=4),
+              dataclasses.replace(SW, bm=128, bt=4, warps=8, stages=4)],
+}
+"""`--sweep-set swap2`: round 8's second call: the new defaults (swapped) against the previous ones, and a few
+more swapped shapes (4 stages, a 128-register cap)."""
+SW128 = dataclasses.replace(SW, bm=128, warps=8)
+SWEEP_SWAP3 = {
+    "small": [dataclasses.replace(SW, maxnreg=128), SW],
+    "mid": [dataclasses.replace(SW, bm=64), dataclasses.replace(SW, bm=64, nb=1)],
+    "large": [SW128, dataclasses.replace(SW128, bm=64)],
+}
+"""`--sweep-set swap3` (with `--splits`): round 8's third call, the split of K for the new defaults."""
+SWEEPS = {"r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3}
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
 
@@ -94,7 +124,7 @@ def main() -> None:
     ap.add_argument("--shapes", default=None, help="e.g. 4096x4096,28672x8192")
     ap.add_argument("--ms", default=None, help="batch sizes, e.g. 1,16 (default 1,16,64,256)")
     ap.add_argument("--no-dense", action="store_true")
-    ap.add_argument("--sweep-set", default="default", choices=("default", "r7", "x"))
+    ap.add_argument("--sweep-set", default="default", choices=("default", *SWEEPS))
     ap.add_argument("--splits", default=None,
                     help="sweep each launch shape at these splits of K (e.g. 1,2,4,8,16) instead of split_for's")
     args = ap.parse_args()
@@ -181,7 +211,7 @@ def main() -> None:
             if not args.no_sweep:
                 cls = "small" if m <= 16 else ("mid" if m <= 64 else "large")
                 best = None
-                for cfg in {"r7": SWEEP_R7, "x": SWEEP_X}.get(args.sweep_set, SWEEP)[cls]:
+                for cfg in SWEEPS.get(args.sweep_set, SWEEP)[cls]:
                     auto = split_for(cfg, m, n, k, 7 * 132 // 2 if m <= 16 else (132 if m <= 64 else 0),
                                      min_steps=4 if m <= 16 else 16)
                     splits = {max(1, auto // 2), auto, 2 * auto} if m <= 64 else {auto}
@@ -204,7 +234,8 @@ def main() -> None:
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
                         tags = (f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}{f' x{c.xload}' if c.xload else ''}"
-                                f"{f' sk{c.streamk}' if c.streamk else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}")
+                                f"{f' sk{c.streamk}' if c.streamk else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}"
+                                f"{' swap' if c.swap else ''}")
                         print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} "
                               f"ld{int(c.words3d)}{tags}: {t:.1f} us  err {e:.1e}", flush=True)
                         if best is None or t < best[1]:

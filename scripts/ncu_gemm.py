@@ -32,6 +32,9 @@ CONFIGS = {
     "x1k4": KernelConfig(16, 8, 2, 4, 3, words3d=3, xload=1, split_k=4),
     "x1sk3": KernelConfig(16, 8, 2, 4, 3, words3d=3, xload=1, streamk=3),
     "m64_w3": KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3, split_k=2),
+    "swap": KernelConfig(16, 8, 2, swap=True, split_k=8),
+    "swap_r128": KernelConfig(16, 8, 2, swap=True, maxnreg=128, split_k=8),
+    "swap64k4": KernelConfig(64, 8, 2, xperm=True, swap=True, split_k=4),
 }
 
 

@@ -6,7 +6,8 @@ Triton reads the `tl.constexpr` annotations of kernel parameters.)
 import triton
 import triton.language as tl
 
-__all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "marlin_gemm_streamk_kernel", "splitk_reduce_kernel"]
+__all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "marlin_gemm_swap_kernel", "marlin_gemm_streamk_kernel",
+           "splitk_reduce_kernel"]
 
 ZMODE_SYM = 0
 ZMODE_ZEROS = 1
@@ -162,23 +163,27 @@ def _zero_point_cols(nb, c, w):
 
 
 @triton.jit
-def _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
-                 has_bias):
-    """A program's two float32 accumulator tiles (columns `n0`, `n1`): into `out` (+ bias, rounded once to
-    out's dtype), or, when K is split, into this split's rows of the float32 workspace."""
-    mask = m_ok[:, None] & col_ok[None, :]
+def _store_acc(acc, m2, n2, mask, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k, has_bias):
+    """A float32 accumulator tile whose element is `out[m2, n2]` (index tensors that broadcast to its shape,
+    in either orientation): into `out` (+ bias, rounded once to out's dtype), or, when K is split, into this
+    split's rows of the float32 workspace."""
     if split_k == 1:
         if has_bias:
-            acc0 += tl.load(bias_ptr + n0, mask=col_ok, other=0).to(tl.float32)[None, :]
-            acc1 += tl.load(bias_ptr + n1, mask=col_ok, other=0).to(tl.float32)[None, :]
-        dtype = out_ptr.dtype.element_ty
-        out_row = out_ptr + m[:, None].to(tl.int64) * stride_om
-        tl.store(out_row + n0[None, :], acc0.to(dtype), mask=mask)
-        tl.store(out_row + n1[None, :], acc1.to(dtype), mask=mask)
+            acc += tl.load(bias_ptr + n2, mask=n2 < N, other=0).to(tl.float32)
+        tl.store(out_ptr + m2.to(tl.int64) * stride_om + n2, acc.to(out_ptr.dtype.element_ty), mask=mask)
     else:
-        ws_row = ws_ptr + (pid_k * M + m[:, None]).to(tl.int64) * N
-        tl.store(ws_row + n0[None, :], acc0, mask=mask)
-        tl.store(ws_row + n1[None, :], acc1, mask=mask)
+        tl.store(ws_ptr + (pid_k * M + m2).to(tl.int64) * N + n2, acc, mask=mask)
+
+
+@triton.jit
+def _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
+                 has_bias):
+    """A program's two float32 accumulator tiles `[BM, C]` (columns `n0`, `n1`) through `_store_acc`."""
+    mask = m_ok[:, None] & col_ok[None, :]
+    _store_acc(acc0, m[:, None], n0[None, :], mask, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
+               has_bias)
+    _store_acc(acc1, m[:, None], n1[None, :], mask, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
+               has_bias)
 
 
 @triton.jit(do_not_specialize=["M", "group_size", "tiles_per_split", "single", "has_perm", "has_bias", "split_k"])
@@ -531,6 +536,119 @@ def marlin_gemm_fast_kernel(
     else:
         _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k,
                      split_k, has_bias)
+
+
+@triton.jit
+def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, t_begin, steps,
+               ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
+               IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
+               SCALE_ACC: tl.constexpr):
+    """The float32 sums `[64 NB, BM]` of one tile of `out.T` (rows n `64 NB pid_n ..` in order, columns the
+    rows m of x) over `steps` steps of `BT` tile rows from tile row `t_begin`, with its n and m indices."""
+    C: tl.constexpr = 32 * NB  # word columns (nb, c, w), the per-column terms of `_dequant8` / `_int8`
+    col = tl.arange(0, C)
+    nb = pid_n * NB + col // 32
+    c = (col // 4) % 8
+    w = col % 4
+    cm = (nb < N // 64)[None, :]
+    if SINGLE:
+        sp0 = nb * 64 + (w // 2) * 32 + (c // 2) * 8 + (w % 2) * 4 + c % 2
+    else:
+        sp0 = nb * 64 + c * 8 + w * 2
+    zw, zsh0, zsh1 = _zero_point_cols(nb, c, w)
+    # the rows n of the tile and where their scales sit (n = 64 nb + 16 w + 8 b + c)
+    n = pid_n * NB * 64 + tl.arange(0, 64 * NB)
+    n_ok = n < N
+    if SINGLE:
+        spn = ((n // 64) * 64 + ((n // 32) % 2) * 32 + ((n % 8) // 2) * 8 + ((n // 16) % 2) * 4 + ((n // 8) % 2) * 2
+               + n % 2)
+    else:
+        spn = (n // 64) * 64 + (n % 8) * 8 + ((n // 16) % 4) * 2 + (n // 8) % 2
+    if SINGLE:
+        if SCALE_ACC:
+            if ZMODE == 1:
+                e0, e1 = _zero_terms(z_ptr, N, 0, zw, zsh0, zsh1, cm, IS_FP16)
+                e0 = tl.reshape(e0, (1, NB, 8, 1, 4))
+                e1 = tl.reshape(e1, (1, NB, 8, 1, 4))
+        else:
+            sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, 0, sp0, zw, zsh0, zsh1, cm, ZMODE, SINGLE, IS_FP16)
+            sp = tl.reshape(sp, (1, NB, 8, 1, 4))
+            ep = tl.reshape(ep, (1, NB, 8, 1, 4))
+    jj = tl.arange(0, 128 * NB)
+    off5 = tl.arange(0, BT)[:, None] * (2 * N) + (pid_n * NB * 128 + jj)[None, :]  # B has < 2**31 words
+    cm5 = (pid_n * NB + jj // 128 < N // 64)[None, :]
+    kk = tl.arange(0, 16 * BT)
+    m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
+    acc = tl.zeros((64 * NB, BM), dtype=tl.float32)
+    for step in range(0, steps):
+        t0 = t_begin + step * BT
+        # the words as they lie: [t, nb, c, q, w]
+        words = tl.reshape(tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + off5, mask=cm5, other=0), (BT, NB, 8, 4, 4))
+        if SCALE_ACC:
+            if not SINGLE:
+                g = (16 * t0) >> g_shift
+                if ZMODE == 1:
+                    e0, e1 = _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16)
+                    e0 = tl.reshape(e0, (1, NB, 8, 1, 4))
+                    e1 = tl.reshape(e1, (1, NB, 8, 1, 4))
+                sf = tl.load(s_ptr + g * N + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
+            if ZMODE == 1:
+                wts = _int8(words, tl.broadcast_to(e0, words.shape), tl.broadcast_to(e1, words.shape), ZMODE, IS_FP16)
+            else:
+                wts = _int8(words, words, words, ZMODE, IS_FP16)
+        else:
+            if not SINGLE:
+                if UNIFORM_G:
+                    sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, (16 * t0) >> g_shift, sp0, zw, zsh0, zsh1, cm,
+                                          ZMODE, SINGLE, IS_FP16)
+                    sp = tl.reshape(sp, (1, NB, 8, 1, 4))
+                    ep = tl.reshape(ep, (1, NB, 8, 1, 4))
+                else:  # a group per tile row
+                    g = ((16 * (t0 + tl.arange(0, BT))) >> g_shift)[:, None]
+                    sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, g, sp0, zw, zsh0, zsh1, cm, ZMODE, SINGLE, IS_FP16)
+                    sp = tl.reshape(sp, (BT, NB, 8, 1, 4))
+                    ep = tl.reshape(ep, (BT, NB, 8, 1, 4))
+            wts = _dequant8(words, tl.broadcast_to(sp, words.shape), tl.broadcast_to(ep, words.shape), ZMODE, IS_FP16)
+        # outputs 4a + 2h + b joined a, then h, then b: [t, nb, c, q, w, a, h, b], then rows (nb, w, b, c) = n
+        # and columns (t, h, q, a) = k, both in order
+        w0 = tl.join(tl.join(wts[0], wts[4]), tl.join(wts[2], wts[6]))
+        w1 = tl.join(tl.join(wts[1], wts[5]), tl.join(wts[3], wts[7]))
+        wt = tl.reshape(tl.permute(tl.join(w0, w1), (1, 4, 7, 2, 0, 6, 3, 5)), (64 * NB, 16 * BT))
+        xt = tl.trans(_fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM, BT))
+        if SCALE_ACC and not SINGLE:
+            acc += tl.dot(wt, xt) * sf
+        else:
+            acc = tl.dot(wt, xt, acc)
+    if SCALE_ACC and SINGLE:
+        acc = acc * tl.load(s_ptr + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
+    return acc, n, n_ok, m, m_ok
+
+
+@triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "has_bias", "split_k"])
+def marlin_gemm_swap_kernel(
+    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
+    M, N, stride_xm, stride_om, g_shift, steps_per_tile,
+    has_bias, split_k,
+    ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
+    IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, SCALE_ACC: tl.constexpr,
+):
+    """`marlin_gemm_fast_kernel` with the operands swapped, `out.T = W x.T`: the weights are the first
+    operand, a `[64 NB, 16 BT]` tile with rows n and columns k in order, made in registers from the words
+    as they lie (`[t, nb, c, q, w]`) by the same decoders and a join / permute that moves no data between
+    threads (word (t, c, q, w), output 4a + 2h + b: row 64 nb + 16 w + 8 b + c, column 16 t + 8 h + 2 q + a),
+    and x (transposed) the second, so on sm_90 `wgmma` takes the weights from registers (no shared-memory
+    round trip; at 64 rows of x the weights are decoded once for all of them). Grid and K split as
+    `marlin_gemm_fast_kernel` (the reduce kernel sums the splits); the tile is stored transposed."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    s0 = (pid_k * steps_per_tile) // split_k
+    s1 = ((pid_k + 1) * steps_per_tile) // split_k
+    acc, n, n_ok, m, m_ok = _swap_tile(
+        x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
+        ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC)
+    _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om, M,
+               N, pid_k, split_k, has_bias)
 
 
 FENCE_ASM = tl.constexpr("fence.acq_rel.gpu;\nmov.b32 $0, $1;")

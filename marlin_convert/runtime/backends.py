@@ -8,16 +8,18 @@ once per (backend, reason) on the "marlin_convert" logger.
 
 Adding a backend is one entry in `BACKENDS` (and a place in `DEFAULT_ORDER`).
 
-The default order is the one rule for which CUDA kernel serves a layer: optimum-quanto's Marlin CUDA kernel
-where it can (float16 activations, group size 128 or per-column, N a multiple of 256, optimum-quanto
-installed), our Triton Marlin GEMM (`runtime/triton_gemm.py`: float16 and bfloat16, groups -1/32/64/128,
-no compiler) for every other CUDA layer, and the exact reference path elsewhere. Where both kernels can
-serve, the H200 benchmark of 2026-12-02 15:32 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round
-6: 28672x8192 and 8192x28672 at m = 1, 16, 64, 256, 4096x4096 at m = 1) found the CUDA kernel faster on
-the large shapes at every batch (1.05-1.3x at m <= 16, 1.8-2.2x at m = 64, 1.7-1.8x at m = 256); Triton
-won only 4096x4096 at m = 1 (8.9 against 10.6 us) and lost there at m = 16 (12.2-13.2 against 10.9 us in
-the 12:48 run). The choice is made once per layer and (device, dtype), not per batch size, so Triton
-comes second until it wins a layer shape at every batch.
+The default order is the one rule for which CUDA kernel serves a layer (`default_order`, per layer):
+optimum-quanto's Marlin CUDA kernel where it can (float16 activations, group size 128 or per-column, N a
+multiple of 256, optimum-quanto installed), our Triton Marlin GEMM (`runtime/triton_gemm.py`: float16 and
+bfloat16, groups -1/32/64/128, no compiler) for every other CUDA layer, and the exact reference path
+elsewhere; except that the Triton GEMM comes first for the layers where it measured faster at every batch:
+symmetric, group size 128, no act-order, at least `TRITON_FIRST_MIN_N` output features. The H200 run of
+2026-12-02 18:57 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round 8; fp16, symmetric, g128,
+m = 1, 16, 64, 256) found it faster than the CUDA kernel at every batch on 28672x8192, 8192x28672 and
+14336x4096 (N x K; level at 28672x8192, m = 64: 83.5 against 83.9 us) and slower at m = 256 where N = 4096
+(4096x4096: 36.7 against 28.9 us; 4096x14336: 121.4 against 85.6), though faster there at m <= 64. Other
+modes, group sizes and batches were not timed against it. The choice is made once per layer and (device,
+dtype), not per batch size.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).
@@ -37,7 +39,8 @@ from .dequant import dequantize_marlin
 if TYPE_CHECKING:
     from .linear import MarlinLinear
 
-__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "order", "set_order", "generation", "select", "dense_weight"]
+__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "TRITON_FIRST_MIN_N", "default_order", "order", "set_order",
+           "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
 
@@ -213,16 +216,27 @@ BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", ("cpu", "cuda"), _reference_unsupported, _reference_forward),
 }
 DEFAULT_ORDER: tuple[str, ...] = ("quanto", "triton", "reference")
+TRITON_FIRST_MIN_N = 8192
+"""Output features from which a symmetric, group-128, non-act-order layer prefers the Triton GEMM (see above)."""
 _order: list[tuple[str, ...]] = []
 _said: set[tuple[str, str]] = set()
 
 
-def order() -> tuple[str, ...]:
-    """Backend names in order of preference: `set_order`, else `$MARLIN_CONVERT_BACKENDS`, else the default."""
+def default_order(layer: "MarlinLinear | None" = None) -> tuple[str, ...]:
+    """`DEFAULT_ORDER`, with the Triton GEMM first for the layers where it measured faster (module docstring)."""
+    if layer is not None and layer.out_features >= TRITON_FIRST_MIN_N and layer.spec.zero_point is None \
+            and layer.spec.group_size == 128 and not layer.spec.act_order:
+        return ("triton",) + tuple(n for n in DEFAULT_ORDER if n != "triton")
+    return DEFAULT_ORDER
+
+
+def order(layer: "MarlinLinear | None" = None) -> tuple[str, ...]:
+    """Backend names in order of preference: `set_order`, else `$MARLIN_CONVERT_BACKENDS`, else
+    `default_order(layer)`."""
     if _order:
         return _order[-1]
     env = os.environ.get("MARLIN_CONVERT_BACKENDS")
-    return tuple(n.strip() for n in env.split(",") if n.strip()) if env else DEFAULT_ORDER
+    return tuple(n.strip() for n in env.split(",") if n.strip()) if env else default_order(layer)
 
 
 def set_order(names: Sequence[str] | None) -> None:
@@ -247,7 +261,7 @@ def generation() -> int:
 def select(layer: "MarlinLinear", x: torch.Tensor) -> Backend:
     """The first backend of `order()` that serves this layer for this input; logs a fallback once."""
     refused = []
-    for name in order():
+    for name in order(layer):
         backend = BACKENDS.get(name)
         if backend is None:
             raise ValueError(f"unknown backend {name!r} in MARLIN_CONVERT_BACKENDS; known: {', '.join(BACKENDS)}")

@@ -14,22 +14,26 @@ A program loads `BT` tile rows of `NB` blocks as they lie (a `[4 BT, 32 NB]` til
 columns (nb, c, w)); the output columns n above are scattered on store. The column order (nb, c, w, b) is
 Marlin's scale order: the grouped scale of column n sits at `64nb + 8c + 2w + b` (one group spanning K:
 `64nb + 32(w//2) + 8(c//2) + 4(w%2) + 2b + c%2`), its zero point at nibble `w + 4b` of word `8nb + c`.
-Two kernels use that map:
-- the fast kernel (`marlin_gemm_fast_kernel`, the default wherever the scales and shift have the
-  activation dtype): Marlin's own dequantization, one `lop3` per two weights into half2 / bfloat162
+Three kernels use that map:
+- the fast kernel (`marlin_gemm_fast_kernel`, where the scales and shift have the activation dtype and
+  `swap` is off): Marlin's own dequantization, one `lop3` per two weights into half2 / bfloat162
   registers that hold two k-adjacent weights (nibbles j and j + 4: a = 0, 1), scaled with packed
   instructions; per b the four planes (a, h) form a `[16 BT, 32 NB]` operand whose rows are k in order
   (`16 t + 8h + 2q + a`), so x is read as contiguous column tiles, and up to 16 rows of x the decoded
   registers feed the tensor cores without a shared-memory round trip;
+- the swapped kernel (`marlin_gemm_swap_kernel`, `KernelConfig(swap=True)`, the default there): the same decoders,
+  `out.T = W x.T`: the eight outputs of each word joined and permuted into a `[64 NB, 16 BT]` weight tile with
+  rows n and columns k in order (no data moves between threads), x transposed as the second operand, so
+  sm_90 `wgmma` takes the weights from registers (and, above 16 rows, decodes them once for 64 or 128 rows);
 - the float32 eight-dot kernel (`marlin_gemm_kernel`, `KernelConfig(fast=False)`, and whenever the scales
   have another dtype than x): each nibble plane i is a `[4 BT, 32 NB]` weight tile, 8 small `tl.dot`s.
-Precision: both form each weight `(code - zero) * scale` exactly and round it once to the activation dtype
-(the fast kernel: `code - zero` is exact in half / bfloat16, then one multiply by the scale, which has the
+Precision (the swapped kernel as the fast one: the same decoders and per-group scaling): both form each
+weight `(code - zero) * scale` exactly and round it once to the activation dtype (the fast kernel: `code - zero` is exact in half / bfloat16, then one multiply by the scale, which has the
 activation dtype; the float32 kernel computes in float32 and rounds once); quanto's `code * scale - shift`
 is one fused multiply-add (fast kernel) or float32 rounded once. Where a step of the fast kernel lies in
 one group and there is no shift (`KernelConfig.scale_acc`, the default), its weights are the exact
 integers `code - zero` (no rounding) and each step's float32 sums are multiplied by the float32 scale and
-added: two more float32 roundings per group, well inside the float32-sum bound of the tests. Both kernels
+added: two more float32 roundings per group, well inside the float32-sum bound of the tests. All kernels
 accumulate in float32 and round the output once (after the split-K sum when K is split).
 
 Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
@@ -93,6 +97,10 @@ class KernelConfig:
     maxnreg: int = 0
     """Fast kernel: a cap on registers a thread (Triton's `maxnreg`; 0: none), to fit more programs a
     multiprocessor."""
+    swap: bool = False
+    """Fast kernel with the operands swapped (`marlin_gemm_swap_kernel`, `out.T = W x.T`): the decoded weights
+    are the first operand, so sm_90 `wgmma` takes them from registers; the words are loaded as they lie
+    (`words3d`, `xload` ignored); the K split is summed by the reduce kernel (no `fixup`, `streamk`)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -140,26 +148,23 @@ def _counters(device: torch.device, count: int) -> torch.Tensor:
     return buf
 
 
-def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig:
+def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, symmetric: bool = True) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
-    H200 (2026-12-02, BENCHMARKS.md), all the fast kernel with the words loaded in the order they lie
-    (`words3d=3`: whole 128-byte lines a warp; 9-25 % less time than the 16-bytes-of-64 loads before it).
-    Up to 16 rows: 16 x 128 tiles of 128 k a step, sums scaled per group (`scale_acc`), K split until there
-    are about 3.5 programs per multiprocessor; up to 64 rows: 32 x 128 tiles of 128 k, sums scaled, K split
-    up to about one program per multiprocessor keeping at least 16 steps a split (4096x4096 at 64 rows: split
-    2, not 4); above: 32 x 256 tiles of 64 k where N <= K (few column blocks, a long K), else 64 x 256 tiles
-    with every weight scaled (scaling the sums doubles the accumulators there: register spills); x gathered
-    once under act-order above 16 rows."""
-    long_k = n <= k
+    H200 (2026-12-02, BENCHMARKS.md round 8: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
+    4096x14336, fp16 / bf16, symmetric, group 128), all the swapped kernel (`swap`: the decoded weights as
+    wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step) capped at 128
+    registers for symmetric layers (4 programs a multiprocessor instead of 3; with zero points or a shift
+    ptxas spills under the cap), K split until there are about 2 programs per multiprocessor (one wave of
+    4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles, K split up to about one program per
+    multiprocessor (keeping 8 steps a split); above: 128 x 128 tiles of 8 warps, no split (split, they gave
+    wrong sums in one case: see `marlin_gemm`). x gathered once under act-order above 16 rows."""
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=8, nb=2, warps=4, stages=3, words3d=3)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 7 * sms // 2))
+        cfg = KernelConfig(bm=16, bt=8, nb=2, swap=True, maxnreg=128 if symmetric else 0)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms))
     if m <= 64:
-        cfg = KernelConfig(bm=32, bt=8, nb=2, warps=4, stages=3, xperm=True, words3d=3)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=16))
-    if long_k:
-        return KernelConfig(bm=32, bt=4, nb=4, warps=4, stages=3, xperm=True, words3d=3)
-    return KernelConfig(bm=64, bt=4, nb=4, warps=4, stages=3, xperm=True, scale_acc=False, words3d=3)
+        cfg = KernelConfig(bm=64, bt=8, nb=2, xperm=True, swap=True)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
+    return KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
 
 
 def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:
@@ -236,6 +241,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     reason = unsupported_reason(B, s, group_size=group_size, dtype=x.dtype, z=z, shift=shift, perm=perm)
     if reason is not None:
         raise ValueError(reason)
+    if config is not None and config.swap and (config.fixup or config.streamk):
+        raise ValueError("the swapped kernel (swap=True) has no fixup or stream-K grid")
     k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} input features, the layer {k}")
@@ -251,7 +258,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
         return out.reshape(*lead, n)
     single = group_size == -1 or group_size >= k
     gs = k if single else group_size
-    cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132)
+    cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132,
+                                symmetric=z is None and shift is None)
     tiles = k // 16
     bt = cfg.bt
     steps = tiles // bt
@@ -260,6 +268,11 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     if not (fast and cfg.fixup):
         while steps % split:  # every split gets the same whole number of BT-row steps
             split -= 1
+    if fast and cfg.swap and cfg.bm > 64 and split > 1:
+        # H200, 2026-12-02 (BENCHMARKS.md round 8): 128-row swapped tiles with K split gave sums off by O(|y|) for
+        # symmetric layers with groups of 32 and 64 at 70 and 333 rows (not at 5, nor unsplit): refused until
+        # understood
+        raise ValueError("the swapped kernel with more than 64 rows a tile takes no K split")
     per_split = tiles // split
     uniform = single or gs % (16 * bt) == 0
     zmode = 2 if shift is not None else (1 if z is not None else 0)
@@ -297,20 +310,24 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
             if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
                 xk, has_perm = x2.index_select(1, perm.to(device=x.device, dtype=torch.int64)), False
             consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
-                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb, WORDS3D=int(cfg.words3d),
-                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2, XLOAD=int(cfg.xload),
-                          THREADS=32 * cfg.warps,
+                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb,
+                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2,
                           num_warps=cfg.warps, num_stages=cfg.stages,
                           **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
             g_shift = 0 if single else gs.bit_length() - 1
-            if streamk:
+            loads = dict(WORDS3D=int(cfg.words3d), XLOAD=int(cfg.xload), THREADS=32 * cfg.warps)
+            if cfg.swap:
+                tk.marlin_gemm_swap_kernel[grid](
+                    xk, *common[1:9], m, n, xk.stride(0), out.stride(0), g_shift, steps, int(bias is not None), split,
+                    **consts)
+            elif streamk:
                 tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
                     xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,
-                    tiles_n * steps, streamk, int(bias is not None), **consts)
+                    tiles_n * steps, streamk, int(bias is not None), **consts, **loads)
             else:
                 tk.marlin_gemm_fast_kernel[grid](
                     xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps,
-                    int(bias is not None), split, FIXUP=cfg.fixup, **consts)
+                    int(bias is not None), split, FIXUP=cfg.fixup, **consts, **loads)
         else:
             tk.marlin_gemm_kernel[grid](
                 *common, int(single), int(perm is not None), int(bias is not None), split,

@@ -134,8 +134,8 @@ def test_marlin_gemm_matches_source_dequant(n, k, dtype, group_size, mode, act_o
 @pytest.mark.parametrize("group_size", GROUPS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 def test_each_kernel_and_launch_shape(dtype, group_size, mode):
-    """Both kernels (the fast one with its x gather, word-load and scaling variants, the float32 eight-dot
-    one) and several launch shapes, whatever `pick_config` picks for a batch, with split-K."""
+    """Both kernels (the fast one with its x gather, word-load and scaling variants and swapped operands, the
+    float32 eight-dot one) and several launch shapes, whatever `pick_config` picks for a batch, with split-K."""
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
     layer = _make_layer(192, 1024, group_size, mode, True, dtype, 17 + group_size, with_bias=True)
@@ -159,7 +159,14 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 # x read per half h through shared memory (xload), with perm looked up in the kernel too
                 KernelConfig(16, 8, 2, words3d=3, xload=1, split_k=2),
                 KernelConfig(16, 8, 2, words3d=3, xload=1, streamk=-3),
-                KernelConfig(32, 8, 2, xperm=True, words3d=3, xload=1, split_k=2)):
+                KernelConfig(32, 8, 2, xperm=True, words3d=3, xload=1, split_k=2),
+                # operands swapped (out.T = W x.T, the weights decoded into wgmma's register operand): groups per
+                # step or per tile row, perm looked up in the kernel or gathered once, one or two column blocks
+                KernelConfig(16, 8, 2, swap=True, split_k=2), KernelConfig(16, 4, 1, stages=4, swap=True, split_k=4),
+                KernelConfig(64, 8, 2, xperm=True, swap=True), KernelConfig(32, 8, 1, swap=True, scale_acc=False),
+                KernelConfig(64, 8, 2, warps=8, xperm=True, swap=True, split_k=2),
+                KernelConfig(16, 8, 1, swap=True, split_k=2), KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True),
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, split_k=2)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -217,6 +224,18 @@ def test_x_loads_give_the_same_bits(dtype):
                   for xl in (0, 1)]
             assert not _failures(layer, x, ys[1]), (mode, group_size, m)
             assert torch.equal(ys[0], ys[1]), (mode, group_size, m)
+
+
+@pytest.mark.cuda
+def test_swapped_tiles_above_64_rows_refuse_a_k_split():
+    """128-row swapped tiles with K split gave wrong sums on the H200 (BENCHMARKS.md round 8): refused."""
+    from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
+
+    layer = _make_layer(192, 1024, 64, "sym", False, torch.float16, 13, with_bias=False)
+    x = torch.randn(70, 1024, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2)).half()
+    with pytest.raises(ValueError, match="no K split"):
+        marlin_gemm(x, layer.marlin["B"], layer.marlin["s"], group_size=64,
+                    config=KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, split_k=2))
 
 
 @pytest.mark.cuda
@@ -285,6 +304,30 @@ def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
     reason = triton_gemm.unsupported_reason(b, torch.ones(1, 64, dtype=torch.float16), group_size=-1)
     assert reason is not None and "CUDA" in reason
     assert math.isfinite(triton_gemm.pick_config(1, 4096, 4096, 128).split_k)
+
+
+def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
+    """Triton first for symmetric, group-128, non-act-order layers of >= 8192 outputs; Marlin's kernel first
+    for the rest; an explicit order still wins."""
+    from marlin_convert.runtime import backends
+    from marlin_convert.runtime.linear import MarlinLinear
+    from marlin_convert.runtime.spec import LayerSpec
+
+    monkeypatch.delenv("MARLIN_CONVERT_BACKENDS", raising=False)
+
+    def first(n, k=4096, **spec):
+        kw = {"group_size": 128, "zero_point": None, "act_order": False, "scale_dtype": "float16", **spec}
+        return backends.order(MarlinLinear(k, n, LayerSpec(**kw), device="meta"))[0]
+
+    assert first(8192) == first(28672, 8192) == "triton"
+    assert first(4096) == first(4096, 14336) == "quanto"
+    assert first(8192, zero_point="int") == first(8192, act_order=True) == first(8192, group_size=64) == "quanto"
+    assert backends.order() == backends.DEFAULT_ORDER
+    backends.set_order(["quanto", "triton"])
+    try:
+        assert first(28672, 8192) == "quanto"
+    finally:
+        backends.set_order(None)
 
 
 @pytest.mark.cuda
