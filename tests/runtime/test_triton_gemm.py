@@ -234,8 +234,9 @@ def test_x_loads_give_the_same_bits(dtype):
 def test_swapped_tiles_that_accumulate_in_the_dot(dtype):
     """The swapped kernel where the `wgmma`s accumulate in the dot (one group, groups of 32/64 within a step,
     quanto's shift, zero points per tile row): 64- and 128-row tiles with and without K split, many steps
-    (K = 4096) and rows in every column of the tile (round 8: 128-row tiles with K split gave wrong sums in
-    rows 64..127 of a tile with groups of 32/64, from `wgmma`s left in flight across steps)."""
+    (K = 4096, 250 rows). Before the kernel waited for a step's `wgmma`s (BENCHMARKS.md GEMM round 9), the
+    128-row tiles with K split and groups of 32 gave relative errors of about 2e3 on the H200 at this layer
+    shape and batch (a reproduction beside the test, other random values)."""
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
     gen = torch.Generator(device="cuda").manual_seed(47)
