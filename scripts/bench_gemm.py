@@ -98,7 +98,15 @@ SWEEP_SWAP3 = {
     "large": [SW128, dataclasses.replace(SW128, bm=64)],
 }
 """`--sweep-set swap3` (with `--splits`): round 8's third call, the split of K for the new defaults."""
-SWEEPS = {"r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3}
+SWEEP_SWAP4 = {
+    "small": [],
+    "mid": [dataclasses.replace(SW, bm=64, xperm=True), dataclasses.replace(SW, bm=64, nb=1, xperm=True)],
+    "large": [dataclasses.replace(SW128, xperm=True)],
+}
+"""`--sweep-set swap4` (with `--splits`): round 9, 64 x 128 against 64 x 64 tiles at 64 rows and the split of K
+for 128-row tiles (no longer refused) above; nothing at M <= 16 (the default row only)."""
+SWEEPS = {"r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
+          "swap4": SWEEP_SWAP4}
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
 

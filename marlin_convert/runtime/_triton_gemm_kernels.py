@@ -538,6 +538,20 @@ def marlin_gemm_fast_kernel(
                      split_k, has_bias)
 
 
+SETTLE_ASM = tl.constexpr("mov.b32 $0, $1;")
+
+
+@triton.jit
+def _settled(acc):
+    """`acc` through an opaque copy (ptxas drops the `mov`s). Its use in the step makes Triton wait for the
+    step's `wgmma`s (`wgmma.wait_group 0`) before the next step decodes its weights into the same registers.
+    Without it Triton 3.6 leaves up to 7 of a step's 8 `wgmma`s in flight across the loop's back edge while
+    the next step's decode overwrites their register operand (Triton issue 9433; sm_90 SASS: 79-176 such
+    writes in the swapped loops that accumulate in the dot, none with it; BENCHMARKS.md GEMM round 9).
+    `acc += dot * scale` (SCALE_ACC) waits already."""
+    return tl.inline_asm_elementwise(SETTLE_ASM, "=r,r", [acc], dtype=tl.float32, is_pure=True, pack=1)
+
+
 @triton.jit
 def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, t_begin, steps,
                ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
@@ -618,7 +632,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
         if SCALE_ACC and not SINGLE:
             acc += tl.dot(wt, xt) * sf
         else:
-            acc = tl.dot(wt, xt, acc)
+            acc = _settled(tl.dot(wt, xt, acc))
     if SCALE_ACC and SINGLE:
         acc = acc * tl.load(s_ptr + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
     return acc, n, n_ok, m, m_ok

