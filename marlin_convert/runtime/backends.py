@@ -14,11 +14,11 @@ multiple of 256, optimum-quanto installed), our Triton Marlin GEMM (`runtime/tri
 bfloat16, groups -1/32/64/128, no compiler) for every other CUDA layer, and the exact reference path
 elsewhere; except that the Triton GEMM comes first for the layers where it measured faster at every batch:
 symmetric, group size 128, no act-order, at least `TRITON_FIRST_MIN_N` output features. The H200 run of
-2026-12-02 18:57 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round 8; fp16, symmetric, g128,
-m = 1, 16, 64, 256) found it faster than the CUDA kernel at every batch on 28672x8192, 8192x28672 and
-14336x4096 (N x K; level at 28672x8192, m = 64: 83.5 against 83.9 us) and slower at m = 256 where N = 4096
-(4096x4096: 36.7 against 28.9 us; 4096x14336: 121.4 against 85.6), though faster there at m <= 64. Other
-modes, group sizes and batches were not timed against it. The choice is made once per layer and (device,
+2026-12-02 19:36 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round 9; fp16, symmetric, g128,
+m = 1, 16, 64, 128, 256, Marlin in the same run) found it faster than the CUDA kernel at every batch on all five
+shapes measured, 4096x4096, 14336x4096, 4096x14336, 28672x8192 and 8192x28672 (N x K; level at 28672x8192,
+m = 64: 84.0 against 84.6 us). Smaller layers, other modes and group sizes (whose loops now wait for the tensor
+cores every step: Triton issue 9433) were not timed against it. The choice is made once per layer and (device,
 dtype), not per batch size.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
@@ -216,7 +216,7 @@ BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", ("cpu", "cuda"), _reference_unsupported, _reference_forward),
 }
 DEFAULT_ORDER: tuple[str, ...] = ("quanto", "triton", "reference")
-TRITON_FIRST_MIN_N = 8192
+TRITON_FIRST_MIN_N = 4096
 """Output features from which a symmetric, group-128, non-act-order layer prefers the Triton GEMM (see above)."""
 _order: list[tuple[str, ...]] = []
 _said: set[tuple[str, str]] = set()
