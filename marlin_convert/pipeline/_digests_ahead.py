@@ -29,7 +29,7 @@ class DigestsAhead:
     def __init__(self, ckpt: Checkpoint, names: Iterable[str], *, workers: int = MAX_WORKERS):
         self._ckpt = ckpt
         self._lock = threading.Lock()
-        self._taken: dict[str, Future[str] | None] = {}  # None: claimed by the conversion
+        self._taken: dict[str, Future[str] | None] = {}  # None: claimed by the command (hashed from its read)
         self._cancel = threading.Event()
         by_shard: dict[str, list[str]] = {}
         for name in sorted(names, key=lambda n: ckpt.info(n).start):
