@@ -107,10 +107,11 @@ def _root(
 
 
 def _print_stage_times() -> None:
-    """--debug: the per-stage timers (`stage_timers`), on stderr when the command ends."""
-    from .stage_timers import summary
+    """--debug: the per-stage timers (`stage_timers`), on stderr when the command ends (when it timed anything)."""
+    from .stage_timers import recorded, summary
 
-    sys.stderr.write("marlin-convert --debug: time per stage\n" + "\n".join(summary()) + "\n")
+    if recorded():
+        sys.stderr.write("marlin-convert --debug: time per stage\n" + "\n".join(summary()) + "\n")
 
 
 @app.command()

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
-__all__ = ["enabled", "stage", "add", "timed_iter", "reset", "summary"]
+__all__ = ["enabled", "stage", "add", "timed_iter", "reset", "recorded", "summary"]
 
 T = TypeVar("T")
 _lock = threading.Lock()
@@ -69,6 +69,12 @@ def reset() -> None:
     with _lock:
         _totals.clear()
     _started, _cpu_started = time.perf_counter(), time.process_time()
+
+
+def recorded() -> bool:
+    """Whether any stage was timed (a usage error, or `--help`, times none)."""
+    with _lock:
+        return bool(_totals)
 
 
 def summary() -> list[str]:

@@ -114,6 +114,14 @@ def test_debug_prints_time_per_stage_on_stderr(tmp_path, how):
     assert quiet.returncode == 0 and "time per stage" not in quiet.stderr, quiet.stderr
 
 
+def test_debug_prints_no_empty_table_after_a_usage_error():
+    """A usage error times nothing: `--debug` then adds no stage table under the error."""
+    exe = str(Path(sys.executable).with_name("marlin-convert"))
+    res = subprocess.run([exe, "--debug", "pack"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Missing argument" in res.stderr, res.stderr
+    assert "time per stage" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
 def test_a_cpu_pack_writes_its_shards_past_the_page_cache(tmp_path, monkeypatch):
     """pack asks for O_DIRECT when the layout kernel runs on the CPU (the page-cache copies cost CPU there)."""
     from marlin_convert.pipeline import pack as pack_module
