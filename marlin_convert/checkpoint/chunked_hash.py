@@ -43,14 +43,13 @@ def _hash_from(fd: int, start: int, nbytes: int | None, where: Path | str, cance
     return digest.hexdigest(), done
 
 
-def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str, int]:
-    """(sha256, size) of a whole file (bounded memory); stops early, with a CheckpointError, once `cancel` is
-    set (a run that failed or was interrupted does not wait for a big file's hash)."""
+def hash_file(path: Path) -> tuple[str, int]:
+    """(sha256, size) of a whole file (bounded memory)."""
     t0 = time.perf_counter()
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            sha, size = _hash_from(fd, 0, None, path, cancel)
+            sha, size = _hash_from(fd, 0, None, path, None)
         finally:
             os.close(fd)
     except OSError as e:
@@ -61,12 +60,13 @@ def hash_file(path: Path, *, cancel: threading.Event | None = None) -> tuple[str
 
 
 def hash_range(fd: int, start: int, nbytes: int, where: str, *, cancel: threading.Event | None = None) -> str:
-    """sha256 of `nbytes` bytes of an open file at `start` (`where` names it in errors)."""
+    """sha256 of `nbytes` bytes of an open file at `start` (`where` names it in errors); stops early, with a
+    CheckpointError, once `cancel` is set (a run that failed or was interrupted does not wait for the hash)."""
     t0 = time.perf_counter()
     try:
         sha, _ = _hash_from(fd, start, nbytes, where, cancel)
     except OSError as e:
         raise CheckpointError(f"{where}: cannot read ({e.strerror or e})") from None
     if timers_on():
-        add_time("sha256 source tensors (ahead)", time.perf_counter() - t0, nbytes)
+        add_time("sha256 tensors (pass ahead)", time.perf_counter() - t0, nbytes)
     return sha

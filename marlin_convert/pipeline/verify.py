@@ -73,12 +73,11 @@ def verify_checkpoint(
             _check_source_matches(src, manifest, report)
         plans = manifest_plans(manifest, out_dir)
         # ... so that the layer tensors in the page cache are hashed while torch is imported (`_digests_ahead`)
-        passes = 1 if src is None else 2  # threads
+        workers = max(1, (os.cpu_count() or 1) // (1 if src is None else 2))  # threads a pass (one or two passes)
         out_ahead = stack.enter_context(DigestsAhead(out, [f"{p}.{s}" for p, plan in plans.items() for s in marlin_specs(plan)],
-                                                     workers=max(1, (os.cpu_count() or 1) // passes)))
+                                                     workers=workers))
         src_ahead = None if src is None else stack.enter_context(
-            DigestsAhead(src, [name for plan in plans.values() for name in plan.sources.values()],
-                         workers=max(1, (os.cpu_count() or 1) // passes)))
+            DigestsAhead(src, [name for plan in plans.values() for name in plan.sources.values()], workers=workers))
         _verify_tensors(report, manifest, out_dir, out, src, plans, reporter, gemm_backend if gemm else None, jobs, device=device,
                         ahead=(out_ahead, src_ahead))
     if forward:
