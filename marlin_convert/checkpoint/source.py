@@ -20,6 +20,7 @@ from .direct_file import DIRECT_READ_MIN, direct_io_enabled, in_page_cache, read
 from .index_file import read_index
 from .json_file import read_json, read_json_text
 from .links import outside_link_message, stays_inside
+from .stored_rows import StoredRows
 from .unsupported import unsupported_checkpoint
 from .safetensors_file import (SafetensorsHeader, TensorInfo, array_from_bytes, read_bytes, read_header,
                                tensor_from_bytes)
@@ -109,6 +110,11 @@ class Checkpoint:
 
     def read(self, name: str) -> torch.Tensor:
         return tensor_from_bytes(self.read_raw(name), self.info(name))
+
+    def stored_rows(self, name: str) -> StoredRows:
+        """A 2-D tensor read on demand by row ranges (`StoredRows`), never whole."""
+        shard, info = self.location[name]
+        return StoredRows(self._file(shard), info)
 
     def read_array(self, name: str) -> np.ndarray:
         """One tensor as a numpy array, without torch (planning reads zero points and g_idx this way)."""

@@ -232,5 +232,9 @@ class AutoRoundFormat(Format):
         return _LAYOUTS[plan.extra["layout"]].decode(plan, tensors)
 
     @classmethod
+    def row_sliced(cls, plan: LayerPlan) -> frozenset[str]:
+        return _LAYOUTS[plan.extra["layout"]].row_sliced(plan)
+
+    @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
         return _LAYOUTS[plan.extra["layout"]].encode(rec, plan, stream=stream)

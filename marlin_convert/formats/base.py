@@ -136,6 +136,13 @@ class Format:
         raise NotImplementedError
 
     @classmethod
+    def row_sliced(cls, plan: LayerPlan) -> frozenset[str]:
+        """Roles whose tensor `decode`, and `to_marlin(stream=True)` of its record on the CPU, read only by row
+        ranges of dim 0 (`t[a:b]`), plus `shape`, `dtype` and `device`: such a tensor may come as a
+        `checkpoint.StoredRows` that reads each range when asked. None by default."""
+        return frozenset()
+
+    @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Any]:
         """The canonical record -> the layer's source tensors (keyed by role), byte-identical to what was decoded.
 

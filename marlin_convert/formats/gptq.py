@@ -138,6 +138,12 @@ class GptqFormat(Format):
         return QuantizedLinear.of_plan(plan, codes, tensors["scales"], zeros=zeros if plan.has_zeros else None, g_idx=g_idx)
 
     @classmethod
+    def row_sliced(cls, plan: LayerPlan) -> frozenset[str]:
+        """`qweight` without act-order: `WordsAlongNCodes.marlin_rows` packs it a slice of word rows at a time
+        (with act-order a Marlin row block gathers rows from anywhere in it)."""
+        return frozenset() if plan.has_perm else frozenset({"qweight"})
+
+    @classmethod
     def encode(cls, rec: QuantizedLinear, plan: LayerPlan, *, stream: bool = False) -> dict[str, Union[torch.Tensor, RowBlocks]]:
         from ..layout import pack_nibbles
         from .codes import assemble

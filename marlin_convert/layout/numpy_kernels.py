@@ -420,7 +420,3 @@ def unpack_to_kpacked_np(packed: np.ndarray, n: int, k: int, perm: np.ndarray | 
     out = np.empty((k // 8, n), dtype=np.int32)
     _move_kpacked(_tile_view(packed, k // TILE, n), out, perm, to_marlin=False)
     return out
-    obytes = out.view(np.uint8).reshape(kt, 2, n, 4)
-    for rows, scratch in _kpacked_chunks(kt, n):
-        scratch.unpack(src[rows], obytes[rows])
-    return out

@@ -16,12 +16,20 @@ __all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "re
 
 def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None = None,
                *, pinned: bool = False, hasher: Executor | None = None,
-               claim: Callable[[str], Future[str] | None] | None = None) -> dict[str, torch.Tensor]:
+               claim: Callable[[str], Future[str] | None] | None = None,
+               row_sliced: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
     """The layer's source tensors by role; each one's sha256 goes into `digests` when given (a Future when
-    hashed on `hasher`, beside the conversion, or when `claim(name)` gives one being computed elsewhere)."""
+    hashed on `hasher`, beside the conversion, or when `claim(name)` gives one being computed elsewhere).
+    A role in `row_sliced` (`Format.row_sliced`) whose sha256 `claim` gives is not read here: it comes as a
+    `StoredRows`, read a row range at a time by whoever slices it (with no sha256 to take from a read of its
+    own, reading it whole would cost its whole size in memory for nothing)."""
     tensors = {}
     for role, name in plan.sources.items():
-        tensors[role], sha = ckpt.read_hashed(name, pinned=pinned, hasher=hasher, digest=claim(name) if claim else None)
+        digest = claim(name) if claim else None
+        if role in row_sliced and digest is not None:
+            tensors[role], sha = ckpt.stored_rows(name), digest
+        else:
+            tensors[role], sha = ckpt.read_hashed(name, pinned=pinned, hasher=hasher, digest=digest)
         if digests is not None:
             digests[name] = sha
     return tensors

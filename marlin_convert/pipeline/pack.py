@@ -95,7 +95,8 @@ def _pack(ckpt: Checkpoint, fmt: type[Format], fplan: FormatPlan, ahead: Digests
     def make_layer(prefix: str) -> dict[str, torch.Tensor]:
         plan = eligible[prefix]
         tensors = read_layer(ckpt, plan, source_sha, pinned=dev.type == "cuda",
-                             hasher=tensor_hashes if dev.type == "cpu" else None, claim=ahead.claim)
+                             hasher=tensor_hashes if dev.type == "cpu" else None, claim=ahead.claim,
+                             row_sliced=fmt.row_sliced(plan) if dev.type == "cpu" else frozenset())
         _, outs = convert_layer(fmt, plan, tensors, dev, stream=True)
         reporter.advance(sum(ckpt.info(n).nbytes for n in plan.sources.values()))
         return hash_whole(outs)

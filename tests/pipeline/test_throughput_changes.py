@@ -163,3 +163,39 @@ def test_closing_the_layer_stream_stops_every_block_maker():
         next(first)  # the writer has started on layer a; b and c are read ahead, their makers running
     assert len(made) == 3
     assert not [t for t in threading.enumerate() if t.name == "marlin-convert-blocks"]
+
+
+def test_pack_reads_words_hashed_ahead_a_row_range_at_a_time(tmp_path, monkeypatch):
+    """Words whose sha256 the pass over the source has taken are not read whole: the kernel reads them a row range
+    at a time (`StoredRows`). Every output file is the same as from whole reads, verify passes, and an act-order
+    layer's words (gathered from anywhere) are still read whole."""
+    from concurrent.futures import Future
+
+    from marlin_convert.checkpoint import Checkpoint, StoredRows
+    from marlin_convert.pipeline._digests_ahead import DigestsAhead
+    from tests._support.files import tree_hashes
+
+    for act_order in (False, True):
+        make_gptq_checkpoint(tmp_path / f"src{act_order}", seed=21, act_order=act_order, shards=2)
+    with monkeypatch.context() as m:  # no pass: every tensor read whole, hashed from that read
+        m.setattr(Checkpoint, "is_cached", lambda self, name: False)
+        pack_checkpoint(tmp_path / "srcFalse", tmp_path / "whole", device="cpu")
+
+    def taken_by_the_pass(self: DigestsAhead, name: str) -> Future[str]:  # as if the pass had got there first
+        done: Future[str] = Future()
+        done.set_result(self._ckpt.hash_stored(name))
+        return done
+
+    sliced: list[tuple[str, int]] = []
+    row_range = StoredRows.__getitem__
+    monkeypatch.setattr(DigestsAhead, "claim", taken_by_the_pass)
+    monkeypatch.setattr(StoredRows, "__getitem__", lambda self, rows: sliced.append((self._info.name, rows.start)) or row_range(self, rows))
+    pack_checkpoint(tmp_path / "srcFalse", tmp_path / "rows", device="cpu")
+    assert {name for name, _ in sliced} == {n for n in json.loads((tmp_path / "srcFalse" / "model.safetensors.index.json")
+                                            .read_text())["weight_map"] if n.endswith(".qweight")}
+    assert tree_hashes(tmp_path / "rows") == tree_hashes(tmp_path / "whole")
+    assert verify_checkpoint(tmp_path / "rows", tmp_path / "srcFalse", device="cpu").ok
+
+    sliced.clear()
+    pack_checkpoint(tmp_path / "srcTrue", tmp_path / "act_order", device="cpu")
+    assert sliced == [] and verify_checkpoint(tmp_path / "act_order", tmp_path / "srcTrue", device="cpu").ok
