@@ -11,7 +11,15 @@ from ..errors import CheckpointError, MarlinConvertError, VerifyMismatch
 from ..stage_timers import stage
 from ..formats import DenseCodes, Format, LayerPlan, QuantizedLinear, from_marlin, marlin_specs, to_marlin
 
-__all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "restore_layer"]
+__all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "restore_layer", "ROWS_ON_DEMAND_MIN"]
+
+ROWS_ON_DEMAND_MIN = 32 << 20
+"""Bytes from which a row-sliced tensor is read a row range at a time (`read_layer`). Smaller ones are read whole
+on a worker, where the read-ahead (at least `_stream.READ_AHEAD_FLOOR`, 64 MiB) holds several layers and their
+reads overlap the kernel; read on demand they were read on the kernel's thread, one after the other (2 GB of
+4096x4096 layers: pack 5.50 s against 4.85 s). From half that floor, read-ahead holds fewer than two such
+layers and a whole read stands between two layers (28672x8192: 3.26 s against 3.72 s, peak RSS +115 MiB
+against +233 MiB over torch; BENCHMARKS.md)."""
 
 
 def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None = None,
@@ -20,13 +28,13 @@ def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None
                row_sliced: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
     """The layer's source tensors by role; each one's sha256 goes into `digests` when given (a Future when
     hashed on `hasher`, beside the conversion, or when `claim(name)` gives one being computed elsewhere).
-    A role in `row_sliced` (`Format.row_sliced`) whose sha256 `claim` gives is not read here: it comes as a
-    `StoredRows`, read a row range at a time by whoever slices it (with no sha256 to take from a read of its
+    A role in `row_sliced` (`Format.row_sliced`) of at least `ROWS_ON_DEMAND_MIN` bytes whose sha256 `claim` gives
+    is not read here: it comes as a `StoredRows`, read a row range at a time by whoever slices it (with no sha256 to take from a read of its
     own, reading it whole would cost its whole size in memory for nothing)."""
     tensors = {}
     for role, name in plan.sources.items():
         digest = claim(name) if claim else None
-        if role in row_sliced and digest is not None:
+        if role in row_sliced and digest is not None and ckpt.info(name).nbytes >= ROWS_ON_DEMAND_MIN:
             tensors[role], sha = ckpt.stored_rows(name), digest
         else:
             tensors[role], sha = ckpt.read_hashed(name, pinned=pinned, hasher=hasher, digest=digest)

@@ -167,9 +167,12 @@ def test_closing_the_layer_stream_stops_every_block_maker():
 
 def test_pack_reads_words_hashed_ahead_a_row_range_at_a_time(tmp_path, monkeypatch):
     """Words whose sha256 the pass over the source has taken are not read whole: the kernel reads them a row range
-    at a time (`StoredRows`). Every output file is the same as from whole reads, verify passes, and an act-order
-    layer's words (gathered from anywhere) are still read whole."""
+    at a time (`StoredRows`; here from any size, in use from `ROWS_ON_DEMAND_MIN`). Every output file is the same
+    as from whole reads, verify passes, and an act-order layer's words (gathered from anywhere) are still read
+    whole."""
     from concurrent.futures import Future
+
+    from marlin_convert.pipeline import _layers
 
     from marlin_convert.checkpoint import Checkpoint, StoredRows
     from marlin_convert.pipeline._digests_ahead import DigestsAhead
@@ -189,6 +192,7 @@ def test_pack_reads_words_hashed_ahead_a_row_range_at_a_time(tmp_path, monkeypat
     sliced: list[tuple[str, int]] = []
     row_range = StoredRows.__getitem__
     monkeypatch.setattr(DigestsAhead, "claim", taken_by_the_pass)
+    monkeypatch.setattr(_layers, "ROWS_ON_DEMAND_MIN", 0)
     monkeypatch.setattr(StoredRows, "__getitem__", lambda self, rows: sliced.append((self._info.name, rows.start)) or row_range(self, rows))
     pack_checkpoint(tmp_path / "srcFalse", tmp_path / "rows", device="cpu")
     assert {name for name, _ in sliced} == {n for n in json.loads((tmp_path / "srcFalse" / "model.safetensors.index.json")
@@ -199,3 +203,6 @@ def test_pack_reads_words_hashed_ahead_a_row_range_at_a_time(tmp_path, monkeypat
     sliced.clear()
     pack_checkpoint(tmp_path / "srcTrue", tmp_path / "act_order", device="cpu")
     assert sliced == [] and verify_checkpoint(tmp_path / "act_order", tmp_path / "srcTrue", device="cpu").ok
+    monkeypatch.setattr(_layers, "ROWS_ON_DEMAND_MIN", 1 << 20)  # these words are smaller: read whole
+    pack_checkpoint(tmp_path / "srcFalse", tmp_path / "small", device="cpu")
+    assert sliced == [] and tree_hashes(tmp_path / "small") == tree_hashes(tmp_path / "whole")
