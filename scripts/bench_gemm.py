@@ -112,7 +112,16 @@ SWEEP_SWAP4 = {
 }
 """`--sweep-set swap4` (with `--splits`): round 9, 64 x 128 against 64 x 64 tiles at 64 rows and the split of K
 for 128-row tiles (no longer refused) above; nothing at M <= 16 (the default row only)."""
-SWEEPS = {"r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
+SW_R128 = dataclasses.replace(SW, maxnreg=128)
+SWEEP_DEEP = {
+    "small": [SW_R128, dataclasses.replace(SW_R128, stages=4), dataclasses.replace(SW_R128, stages=5),
+              dataclasses.replace(SW_R128, bt=4, stages=6), dataclasses.replace(SW_R128, bt=4, stages=8),
+              dataclasses.replace(SW_R128, bt=2, stages=12)],
+    "mid": [], "large": [],
+}
+"""`--sweep-set deep` (with `--splits`): round 10, more weights in flight at M <= 16 (issue #13's 3x dense):
+the default 16 x 128 tiles (3 stages of 128 k) against 4-5 stages, and 64 / 32 k a step with 6-12 stages."""
+SWEEPS = {"deep": SWEEP_DEEP, "r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
           "swap4": SWEEP_SWAP4}
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
@@ -183,6 +192,19 @@ def mode_layers(n: int, k: int, mode: Mode, dtype: torch.dtype, copies: int, gen
     return layers
 
 
+def round9_config(m: int, n: int, k: int, symmetric: bool, sms: int = 132) -> KernelConfig:
+    """`pick_config` as round 9 left it (8 tile rows a step for every group size, x gathered in the kernel
+    under act-order up to 16 rows): `--modes --compare-round9` times it beside the current default."""
+    if m <= 16:
+        cfg = KernelConfig(bm=16, bt=8, nb=2, swap=True, maxnreg=128 if symmetric else 0)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms))
+    if m <= 64:
+        cfg = KernelConfig(bm=64, bt=8, nb=1 if n * k <= 1 << 26 else 2, xperm=True, swap=True)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
+    cfg = KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
+    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8))
+
+
 def bench_modes(args: argparse.Namespace, res: dict[str, Any], bw: float, out_dir: Path) -> None:
     """`--modes`: per shape, mode and batch, the runtime's `triton` and `quanto` backends and dense."""
     from marlin_convert.runtime import backends
@@ -224,7 +246,24 @@ def bench_modes(args: argparse.Namespace, res: dict[str, Any], bw: float, out_di
                                            "roofline_us": wbytes / bw * 1e6, "copies": nc}
                     if (dt, m) in dense:
                         row["dense_us"] = dense[(dt, m)]
+                    if args.compare_round9:
+                        t_ = probe.tensors()
+                        sym = "z" not in t_ and "shift" not in t_
+                        c9 = round9_config(m, n, k, sym)
+                        row["round9_cfg"] = repr(c9)
+                        row["triton_cfg"] = repr(pick_config(m, n, k, k if mode.group_size == -1 else mode.group_size,
+                                                             symmetric=sym))
+
+                        def call(ly: Any, cfg: KernelConfig | None) -> torch.Tensor:
+                            t = ly.tensors()
+                            return marlin_gemm(x, t["B"], t["s"], group_size=mode.group_size, z=t.get("z"),
+                                               shift=t.get("shift"), perm=t.get("perm"), config=cfg)
+
+                        row["round9_us"] = graph_time_us([lambda ly=ly: call(ly, c9) for ly in layers])
+                        row["round9_err"] = float((call(probe, c9).float() - ref).norm() / ref.norm())
                     for name, be in (("triton", tri), ("quanto", qto)):
+                        if name == "quanto" and args.no_quanto:
+                            continue
                         reason = be.unsupported_reason(probe, x)
                         if reason is not None:
                             row[name + "_refused"] = reason
@@ -242,12 +281,13 @@ def bench_modes(args: argparse.Namespace, res: dict[str, Any], bw: float, out_di
                 print(f"  {n}x{k} {mode} {str(dt)[6:]}: {time.time() - t0:.1f} s", flush=True)
                 del layers, probe, wref
                 torch.cuda.empty_cache()
-    print("\nN x K, M, mode, dtype | triton | quanto | dense | roofline | triton / quanto (speed) | triton / dense (speed)")
+    print("\nN x K, M, mode, dtype | triton | round 9 shape | quanto | dense | roofline | triton / quanto (speed) | "
+          "triton / dense (speed)")
     for r in res["rows"]:
         tq = f"{r['quanto_us'] / r['triton_us']:.2f}x" if "quanto_us" in r and "triton_us" in r else "-"
         td = f"{r['dense_us'] / r['triton_us']:.2f}x" if "dense_us" in r and "triton_us" in r else "-"
         print(f"{r['n']}x{r['k']}, {r['m']}, {r['mode']}, {r['dtype']} | {r.get('triton_us', float('nan')):.1f} | "
-              f"{r.get('quanto_us', float('nan')):.1f} | {r.get('dense_us', float('nan')):.1f} | {r['roofline_us']:.1f} | "
+              f"{r.get('round9_us', float('nan')):.1f} | {r.get('quanto_us', float('nan')):.1f} | {r.get('dense_us', float('nan')):.1f} | {r['roofline_us']:.1f} | "
               f"{tq} | {td}")
 
 
@@ -267,6 +307,8 @@ def main() -> None:
                     help="time these layer modes through the runtime's backends instead, e.g. g128,g-1,g32,g128+z,"
                          "g128+shift,g128+act (module docstring)")
     ap.add_argument("--dtypes", default="fp16,bf16", help="--modes: activation (and scale) dtypes, fp16 and/or bf16")
+    ap.add_argument("--compare-round9", action="store_true",
+                    help="--modes: also time round 9's launch shape (`round9_config`) beside the current default")
     args = ap.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
