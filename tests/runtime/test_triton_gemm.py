@@ -169,7 +169,15 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 8, 2, swap=True, maxnreg=128, split_k=2),
                 # 128-row tiles with K split (round 8: wrong sums with groups of 32/64 before the wgmma wait, at 70 rows)
                 KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, split_k=2),
-                KernelConfig(128, 8, 1, warps=8, swap=True, split_k=4)):
+                KernelConfig(128, 8, 1, warps=8, swap=True, split_k=4),
+                # one group of 32 / 64 a step (`group_steps`, round 10) with deeper pipelines, at each tile height;
+                # x gathered once at 16 rows
+                KernelConfig(16, 2, 2, stages=8, swap=True, maxnreg=128, xperm=True, split_k=2),
+                KernelConfig(16, 4, 2, stages=5, swap=True, split_k=4), KernelConfig(64, 2, 1, stages=8, swap=True),
+                KernelConfig(64, 4, 2, stages=5, xperm=True, swap=True, split_k=2),
+                KernelConfig(128, 2, 2, warps=8, stages=8, xperm=True, swap=True, split_k=2),
+                KernelConfig(128, 4, 2, warps=8, stages=5, swap=True),
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, xperm=True, split_k=2)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -320,6 +328,21 @@ def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
     reason = triton_gemm.unsupported_reason(b, torch.ones(1, 64, dtype=torch.float16), group_size=-1)
     assert reason is not None and "CUDA" in reason
     assert math.isfinite(triton_gemm.pick_config(1, 4096, 4096, 128).split_k)
+
+
+def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
+    """Groups of 32 / 64: one group a step (2 / 4 tile rows) at every tile height, so each step's sums are
+    scaled once (the loop Triton compiles well); 128 and one group: 8 rows; x gathered once (`xperm`) at
+    every batch; the K split keeps at least 512 k a split at 16 rows and 1024 k above."""
+    from marlin_convert.runtime import triton_gemm
+
+    for m in (1, 16, 64, 256):
+        for n, k in ((28672, 8192), (1024, 4096), (192, 1024)):
+            for gs, bt in ((32, 2), (64, 4), (128, 8), (k, 8)):
+                cfg = triton_gemm.pick_config(m, n, k, gs)
+                assert cfg.swap and cfg.xperm and cfg.bt == bt, (m, n, k, gs, cfg)
+                assert k // (16 * bt * cfg.split_k) >= (512 if m <= 16 else 1024) // 16 // bt or cfg.split_k == 1
+    assert triton_gemm.group_steps(32) == (2, 8) and triton_gemm.group_steps(-1) == (8, 3)
 
 
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
