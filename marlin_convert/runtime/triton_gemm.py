@@ -160,8 +160,10 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, symmetr
     weights (faster on the three such shapes, slower on the two larger ones), K split up to about one
     program per multiprocessor (keeping 8 steps a split); above: 128 x 128 tiles of 8 warps, K split up to
     about half a program per multiprocessor (where N = 4096 at 256 rows: 64 programs, split 2). x gathered
-    once under act-order (`xperm`) at every batch (round 10: the in-kernel perm lookup took 70-196 us at 1-16
-    rows of 28672x8192 / 8192x28672, against 46 without act-order).
+    once under act-order (`xperm`) above 16 rows, and up to 16 rows for layers of more than 2**26 weights
+    (round 10: 52-56 us instead of 62-195 at 1-16 rows of 28672x8192 / 8192x28672; on 4096x4096 and 1024x4096
+    the gather's two extra launches made it 0.58-0.70x as fast at one row, so smaller layers look perm up in
+    the kernel).
 
     Groups of 32 and 64 take one group a step (`BT` = group_size / 16, `group_steps`), with more pipeline
     stages for the smaller steps: a step of 128 k then spans 2-4 groups, and Triton 3.6 compiled that loop
@@ -169,7 +171,8 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, symmetr
     unpipelined, 4-9x slower than group 128 (round 10)."""
     bt, stages = group_steps(group_size)
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=True, swap=True, maxnreg=128 if symmetric else 0)
+        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=n * k > 1 << 26, swap=True,
+                           maxnreg=128 if symmetric else 0)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
     if m <= 64:
         cfg = KernelConfig(bm=64, bt=bt, nb=1 if n * k <= 1 << 26 else 2, stages=stages, xperm=True, swap=True)
