@@ -14,19 +14,21 @@ multiple of 256, optimum-quanto installed), our Triton Marlin GEMM (`runtime/tri
 bfloat16, groups -1/32/64/128, no compiler) for every other CUDA layer, and the exact reference path
 elsewhere; except that the Triton GEMM comes first where it measured faster than the CUDA kernel at every
 batch (m = 1, 16, 64, 256, fp16, the runtime's two backends timed side by side):
-- symmetric layers without act-order, group size 128 or per-column (-1), whatever N: 1.01-1.38x Marlin's
-  speed with group 128 on 28672x8192, 8192x28672 and 4096x4096 and 1.6-7.4x on 1024x4096; per-column
-  1.26-1.54x, 2.1-3.9x and 3.0-10x (Marlin adds the per-column zero-point term in a second pass);
+- symmetric layers without act-order, group size 128 or per-column (-1), whatever N: with group 128
+  1.01-1.53x Marlin's speed on 28672x8192, 8192x28672, 14336x4096 and 4096x14336, 1.16-2.12x on 4096x4096,
+  1.6-7.4x on 1024x4096; per-column 1.26-1.54x on the two large shapes, 2.1-3.9x on 4096x4096, 3.0-10x
+  on 1024x4096 (Marlin adds the per-column zero-point term in a second pass);
 - every layer of at most `TRITON_FIRST_MAX_N` (1024) output features, zero points, quanto shift and
-  act-order included: 1.09-8.6x on 1024x4096 (Marlin's kernel takes 21-82 us there whatever the mode, ours
-  6-28). Smaller N was not timed: its fixed cost is taken to hold below.
+  act-order included: 1.09-10x on 1024x4096 (Marlin's kernel takes 21-82 us there whatever the mode, ours
+  6-28). Smaller N was not timed: Marlin's fixed cost is taken to hold below.
 Those are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel",
-round 10; `scripts/bench_gemm.py --modes`) and round 9's 14336x4096 / 4096x14336 (group 128). Where the rule
-keeps Marlin first, it measured faster at some batch: at N >= 4096, zero points (Triton 0.52-0.55x at
-1-16 rows of the large shapes), quanto's shift (0.86-0.92x), act-order (0.30-0.85x at 1-16 rows before
-round 10 gathered x once a call; 1.0x at 64 rows), and per-column zero points (0.76-0.90x at 1-16 rows).
-Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them). The
-choice is made once per layer and (device, dtype), not per batch size.
+round 10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin
+first, it measured faster at some batch (at N >= 4096; 1024 < N < 4096 was not timed): zero points (Triton 0.52-0.55x at 1-16 rows of the
+large shapes; 0.93-0.99x at 1, 16 and 256 rows of 4096x4096), quanto's shift (0.86-0.92x at 1-16 rows), act-order
+(0.30-0.85x at 1-16 rows, since then faster with x gathered once a call on the large shapes but not re-timed
+against Marlin; 1.00x at 64 rows), and per-column zero points (0.76-0.90x at 1-16 rows). Groups of 32/64 and
+bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them). The choice is made once
+per layer and (device, dtype), not per batch size.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).
