@@ -21,14 +21,14 @@ batch (m = 1, 16, 64, 256, fp16, the runtime's two backends timed side by side):
 - every layer of at most `TRITON_FIRST_MAX_N` (1024) output features, zero points, quanto shift and
   act-order included: 1.09-10x on 1024x4096 (Marlin's kernel takes 21-82 us there whatever the mode, ours
   6-28). Smaller N was not timed: Marlin's fixed cost is taken to hold below.
-Those are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel",
-round 10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin
-first, it measured faster at some batch (at N >= 4096; 1024 < N < 4096 was not timed): zero points (Triton 0.52-0.55x at 1-16 rows of the
-large shapes; 0.93-0.99x at 1, 16 and 256 rows of 4096x4096), quanto's shift (0.86-0.92x at 1-16 rows), act-order
-(0.30-0.85x at 1-16 rows, since then faster with x gathered once a call on the large shapes but not re-timed
-against Marlin; 1.00x at 64 rows), and per-column zero points (0.76-0.90x at 1-16 rows). Groups of 32/64 and
-bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them). The choice is made once
-per layer and (device, dtype), not per batch size.
+Those are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round
+10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin first, it
+measured faster at some batch (at N >= 4096; 1024 < N < 4096 was not timed): zero points (Triton 0.52-0.55x at
+1-16 rows of the large shapes; 0.93-0.99x at 1, 16 and 256 rows of 4096x4096), quanto's shift (0.86-0.92x at
+1-16 rows), act-order (0.30-0.85x at 1-16 rows, since then faster with x gathered once a call on the large
+shapes but not re-timed against Marlin; 1.00x at 64 rows), and per-column zero points (0.76-0.90x at 1-16
+rows). Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
+The choice is made once per layer and (device, dtype), not per batch size.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).
