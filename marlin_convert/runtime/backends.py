@@ -48,8 +48,8 @@ from .dequant import dequantize_marlin
 if TYPE_CHECKING:
     from .linear import MarlinLinear
 
-__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "TRITON_FIRST_MAX_N", "TRITON_FIRST_GROUPS", "default_order", "order",
-           "set_order", "generation", "select", "dense_weight"]
+__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "TRITON_FIRST_MAX_N", "TRITON_FIRST_GROUPS", "default_order",
+           "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
 

@@ -364,8 +364,9 @@ def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkey
     for n, k in ((28672, 8192), (8192, 28672), (4096, 4096), (4096, 14336), (14336, 4096), (2048, 4096), (1024, 4096)):
         assert first(n, k) == first(n, k, group_size=-1) == first(n, k, scale_dtype="bfloat16") == "triton", (n, k)
     # every mode at <= 1024 outputs
-    for spec in ({"zero_point": "int"}, {"zero_point": "float"}, {"act_order": True}, {"group_size": -1, "zero_point": "int"},
-                 {"zero_point": "int", "act_order": True}, {"group_size": 32}, {"group_size": 64, "zero_point": "float"}):
+    for spec in ({"zero_point": "int"}, {"zero_point": "float"}, {"act_order": True},
+                 {"group_size": -1, "zero_point": "int"}, {"zero_point": "int", "act_order": True}, {"group_size": 32},
+                 {"group_size": 64, "zero_point": "float"}):
         assert first(1024, **spec) == first(512, 8192, **spec) == "triton", spec
     # above 1024 outputs, zero points / shift / act-order keep Marlin's kernel first (it measured faster at some batch)
     for n in (1280, 4096, 28672):
