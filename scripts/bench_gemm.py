@@ -13,6 +13,13 @@ repeats; weights rotate over enough copies that no call runs from L2):
 - `dense`: fp16 and bf16 `torch.nn.functional.linear` (cuBLAS);
 - `roofline`: bytes of B + scales per call over the device-to-device copy bandwidth measured in this run.
 Also checks each kernel's output against the dense fp16 product of the same dequantized weights.
+
+`--modes g128,g-1,g32,g128+z,g128+shift,g128+act,...` (group size -1/32/64/128; `+z` Marlin int4 zero points,
+`+shift` optimum-quanto's float shift, `+act` act-order with a random g_idx of equal groups) times instead, per
+mode, what the runtime runs for a `MarlinLinear` of that mode: the `triton` and `quanto` backends' `forward`
+(x gathered by `perm` and the per-column zero-point term included, as served), the Triton GEMM with scales
+(and shift) in each activation dtype of `--dtypes`, Marlin's kernel at fp16 where it serves the mode (else
+the reason it refuses), beside dense `linear` and the roofline (B + scales + zero points).
 Full results go to DIR/bench_gemm.json (DIR: --out, else $OUT, else .); a table is printed last.
 """
 from __future__ import annotations
@@ -105,7 +112,16 @@ SWEEP_SWAP4 = {
 }
 """`--sweep-set swap4` (with `--splits`): round 9, 64 x 128 against 64 x 64 tiles at 64 rows and the split of K
 for 128-row tiles (no longer refused) above; nothing at M <= 16 (the default row only)."""
-SWEEPS = {"r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
+SW_R128 = dataclasses.replace(SW, maxnreg=128)
+SWEEP_DEEP = {
+    "small": [SW_R128, dataclasses.replace(SW_R128, stages=4), dataclasses.replace(SW_R128, stages=5),
+              dataclasses.replace(SW_R128, bt=4, stages=6), dataclasses.replace(SW_R128, bt=4, stages=8),
+              dataclasses.replace(SW_R128, bt=2, stages=12)],
+    "mid": [], "large": [],
+}
+"""`--sweep-set deep` (with `--splits`): round 10, more weights in flight at M <= 16 (issue #13's 3x dense):
+the default 16 x 128 tiles (3 stages of 128 k) against 4-5 stages, and 64 / 32 k a step with 6-12 stages."""
+SWEEPS = {"deep": SWEEP_DEEP, "r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
           "swap4": SWEEP_SWAP4}
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
@@ -123,6 +139,158 @@ def copies_for(nbytes: int) -> int:
     return max(1, min(32, -(-3 * L2_BYTES // nbytes)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """A layer mode for `--modes`: group size, zero-point kind (None, "int", "float") and act-order."""
+
+    group_size: int
+    zero_point: str | None = None
+    act_order: bool = False
+
+    @staticmethod
+    def parse(text: str) -> "Mode":
+        head, *flags = text.strip().split("+")
+        if not head.startswith("g") or any(f not in ("z", "shift", "act") for f in flags):
+            raise ValueError(f"mode {text!r}: g<group>[+z|+shift][+act], e.g. g128+z+act")
+        zp = "int" if "z" in flags else ("float" if "shift" in flags else None)
+        return Mode(int(head[1:]), zp, "act" in flags)
+
+    def __str__(self) -> str:
+        return f"g{self.group_size}" + {None: "", "int": "+z", "float": "+shift"}[self.zero_point] + \
+            ("+act" if self.act_order else "")
+
+
+def mode_layers(n: int, k: int, mode: Mode, dtype: torch.dtype, copies: int, gen: torch.Generator,
+                device: str = "cuda") -> list[Any]:
+    """`copies` `MarlinLinear`s (the same weights, separate tensors) of this mode, scales (and shift) in
+    `dtype`, built by the package's converter (`to_marlin`) from random codes, scales and zero points."""
+    from marlin_convert.formats import DenseCodes, QuantizedLinear, to_marlin
+    from marlin_convert.runtime.linear import MarlinLinear
+    from marlin_convert.runtime.spec import LayerSpec
+
+    groups = 1 if mode.group_size == -1 else k // mode.group_size
+    codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device=device, generator=gen)
+    scales = (torch.rand(groups, n, device=device, generator=gen) * 0.02 + 1e-3).to(dtype)
+    zeros = torch.randint(0, 16, (groups, n), dtype=torch.uint8, device=device, generator=gen) \
+        if mode.zero_point == "int" else None
+    shift = ((torch.rand(groups, n, device=device, generator=gen) - 0.3) * 0.1).to(dtype) \
+        if mode.zero_point == "float" else None
+    g_idx = None
+    if mode.act_order:
+        g_idx = (torch.arange(k, device=device) // (k if mode.group_size == -1 else mode.group_size))
+        g_idx = g_idx[torch.randperm(k, device=device, generator=gen)].to(torch.int32)
+    rec = QuantizedLinear(DenseCodes(codes), scales, zeros, shift, g_idx, mode.group_size, {})
+    tensors = {name: t.to(device) for name, t in to_marlin(rec).items()}
+    spec = LayerSpec(mode.group_size, mode.zero_point, mode.act_order,
+                     "float16" if dtype == torch.float16 else "bfloat16")
+    layers = []
+    for i in range(copies):
+        layer = MarlinLinear(k, n, spec, device="meta")
+        for name, t in tensors.items():
+            setattr(layer, name, t if i == 0 else t.clone())
+        layers.append(layer)
+    return layers
+
+
+def round9_config(m: int, n: int, k: int, symmetric: bool, sms: int = 132) -> KernelConfig:
+    """`pick_config` as round 9 left it (8 tile rows a step for every group size, x gathered in the kernel
+    under act-order up to 16 rows): `--modes --compare-round9` times it beside the current default."""
+    if m <= 16:
+        cfg = KernelConfig(bm=16, bt=8, nb=2, swap=True, maxnreg=128 if symmetric else 0)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms))
+    if m <= 64:
+        cfg = KernelConfig(bm=64, bt=8, nb=1 if n * k <= 1 << 26 else 2, xperm=True, swap=True)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
+    cfg = KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
+    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8))
+
+
+def bench_modes(args: argparse.Namespace, res: dict[str, Any], bw: float, out_dir: Path) -> None:
+    """`--modes`: per shape, mode and batch, the runtime's `triton` and `quanto` backends and dense."""
+    from marlin_convert.runtime import backends
+
+    modes = [Mode.parse(v) for v in args.modes.split(",")]
+    dts = {"fp16": torch.float16, "bf16": torch.bfloat16}
+    dtypes = [dts[v] for v in args.dtypes.split(",")]
+    shapes = SHAPES if args.shapes is None else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    ms = MS if args.ms is None else [int(v) for v in args.ms.split(",")]
+    tri, qto = backends.BACKENDS["triton"], backends.BACKENDS["quanto"]
+    for n, k in shapes:
+        gen = torch.Generator(device="cuda").manual_seed(n + k)
+        xs = {m: torch.randn(m, k, device="cuda", generator=gen) for m in ms}
+        w = torch.randn(n, k, device="cuda", generator=gen).half() * 0.01
+        nd = copies_for(w.numel() * 2)
+        dense = {}
+        for dt in dtypes:
+            wd = [w.to(dt)] + [w.to(dt) for _ in range(nd - 1)]
+            for m in ms:
+                if not args.no_dense:
+                    xd = xs[m].to(dt)
+                    dense[(dt, m)] = graph_time_us([lambda w_=w_: torch.nn.functional.linear(xd, w_) for w_ in wd])
+            del wd
+        for mode in modes:
+            if mode.group_size != -1 and k % mode.group_size:
+                continue
+            for dt in dtypes:
+                t0 = time.time()
+                probe = mode_layers(n, k, mode, dt, 1, gen)[0]
+                t = probe.tensors()
+                wbytes = sum(t[nm].numel() * t[nm].element_size() for nm in ("B", "s", "z", "shift") if nm in t)
+                nc = copies_for(wbytes)
+                layers = [probe] + [mode_layers(n, k, mode, dt, 1, gen)[0] for _ in range(nc - 1)]
+                wref = backends.dense_weight(probe, torch.float32)
+                for m in ms:
+                    x = xs[m].to(dt)
+                    ref = x.float() @ wref.t()
+                    row: dict[str, Any] = {"n": n, "k": k, "m": m, "mode": str(mode), "dtype": str(dt)[6:],
+                                           "roofline_us": wbytes / bw * 1e6, "copies": nc}
+                    if (dt, m) in dense:
+                        row["dense_us"] = dense[(dt, m)]
+                    if args.compare_round9:
+                        t_ = probe.tensors()
+                        sym = "z" not in t_ and "shift" not in t_
+                        c9 = round9_config(m, n, k, sym)
+                        row["round9_cfg"] = repr(c9)
+                        row["triton_cfg"] = repr(pick_config(m, n, k, k if mode.group_size == -1 else mode.group_size,
+                                                             symmetric=sym))
+
+                        def call(ly: Any, cfg: KernelConfig | None) -> torch.Tensor:
+                            t = ly.tensors()
+                            return marlin_gemm(x, t["B"], t["s"], group_size=mode.group_size, z=t.get("z"),
+                                               shift=t.get("shift"), perm=t.get("perm"), config=cfg)
+
+                        row["round9_us"] = graph_time_us([lambda ly=ly: call(ly, c9) for ly in layers])
+                        row["round9_err"] = float((call(probe, c9).float() - ref).norm() / ref.norm())
+                    for name, be in (("triton", tri), ("quanto", qto)):
+                        if name == "quanto" and args.no_quanto:
+                            continue
+                        reason = be.unsupported_reason(probe, x)
+                        if reason is not None:
+                            row[name + "_refused"] = reason
+                            continue
+                        try:
+                            row[name + "_us"] = graph_time_us([lambda ly=ly, be=be: be.forward(ly, x) for ly in layers])
+                            y = be.forward(probe, x)
+                            row[name + "_err"] = float((y.float() - ref).norm() / ref.norm())
+                        except Exception as e:  # noqa: BLE001
+                            row[name + "_error"] = str(e)[:300]
+                    res["rows"].append(row)
+                    print(json.dumps({kk: (round(v, 5) if isinstance(v, float) else v) for kk, v in row.items()}),
+                          flush=True)
+                (out_dir / "bench_gemm.json").write_text(json.dumps(res, indent=1))
+                print(f"  {n}x{k} {mode} {str(dt)[6:]}: {time.time() - t0:.1f} s", flush=True)
+                del layers, probe, wref
+                torch.cuda.empty_cache()
+    print("\nN x K, M, mode, dtype | triton | round 9 shape | quanto | dense | roofline | triton / quanto (speed) | "
+          "triton / dense (speed)")
+    for r in res["rows"]:
+        tq = f"{r['quanto_us'] / r['triton_us']:.2f}x" if "quanto_us" in r and "triton_us" in r else "-"
+        td = f"{r['dense_us'] / r['triton_us']:.2f}x" if "dense_us" in r and "triton_us" in r else "-"
+        print(f"{r['n']}x{r['k']}, {r['m']}, {r['mode']}, {r['dtype']} | {r.get('triton_us', float('nan')):.1f} | "
+              f"{r.get('round9_us', float('nan')):.1f} | {r.get('quanto_us', float('nan')):.1f} | {r.get('dense_us', float('nan')):.1f} | {r['roofline_us']:.1f} | "
+              f"{tq} | {td}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -135,6 +303,12 @@ def main() -> None:
     ap.add_argument("--sweep-set", default="default", choices=("default", *SWEEPS))
     ap.add_argument("--splits", default=None,
                     help="sweep each launch shape at these splits of K (e.g. 1,2,4,8,16) instead of split_for's")
+    ap.add_argument("--modes", default=None,
+                    help="time these layer modes through the runtime's backends instead, e.g. g128,g-1,g32,g128+z,"
+                         "g128+shift,g128+act (module docstring)")
+    ap.add_argument("--dtypes", default="fp16,bf16", help="--modes: activation (and scale) dtypes, fp16 and/or bf16")
+    ap.add_argument("--compare-round9", action="store_true",
+                    help="--modes: also time round 9's launch shape (`round9_config`) beside the current default")
     args = ap.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +323,9 @@ def main() -> None:
     res["copy_GBps"] = bw / 1e9
     print(f"{dev}; copy {bw / 1e9:.0f} GB/s (read + write)", flush=True)
 
+    if args.modes:
+        bench_modes(args, res, bw, out_dir)
+        return
     quanto = None
     if not args.no_quanto:
         try:

@@ -12,14 +12,23 @@ The default order is the one rule for which CUDA kernel serves a layer (`default
 optimum-quanto's Marlin CUDA kernel where it can (float16 activations, group size 128 or per-column, N a
 multiple of 256, optimum-quanto installed), our Triton Marlin GEMM (`runtime/triton_gemm.py`: float16 and
 bfloat16, groups -1/32/64/128, no compiler) for every other CUDA layer, and the exact reference path
-elsewhere; except that the Triton GEMM comes first for the layers where it measured faster at every batch:
-symmetric, group size 128, no act-order, at least `TRITON_FIRST_MIN_N` output features. The H200 run of
-2026-12-02 19:36 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round 9; fp16, symmetric, g128,
-m = 1, 16, 64, 128, 256, Marlin in the same run) found it faster than the CUDA kernel at every batch on all five
-shapes measured, 4096x4096, 14336x4096, 4096x14336, 28672x8192 and 8192x28672 (N x K; level at 28672x8192,
-m = 64: 84.0 against 84.6 us). Smaller layers, other modes and group sizes (whose loops now wait for the tensor
-cores every step: Triton issue 9433) were not timed against it. The choice is made once per layer and (device,
-dtype), not per batch size.
+elsewhere; except that the Triton GEMM comes first where it measured faster than the CUDA kernel at every
+batch (m = 1, 16, 64, 256, fp16, the runtime's two backends timed side by side):
+- symmetric layers without act-order, group size 128 or per-column (-1), whatever N: with group 128
+  1.01-1.53x Marlin's speed on 28672x8192, 8192x28672, 14336x4096 and 4096x14336, 1.16-2.12x on 4096x4096,
+  1.6-7.4x on 1024x4096; per-column 1.26-1.54x on the two large shapes, 2.1-3.9x on 4096x4096, 3.0-10x
+  on 1024x4096 (Marlin adds the per-column zero-point term in a second pass);
+- every layer of at most `TRITON_FIRST_MAX_N` (1024) output features, zero points, quanto shift and
+  act-order included: 1.09-10x on 1024x4096 (Marlin's kernel takes 21-82 us there whatever the mode, ours
+  6-28). Smaller N was not timed: Marlin's fixed cost is taken to hold below.
+Those are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round
+10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin first, it
+measured faster at some batch (at N >= 4096; 1024 < N < 4096 was not timed): zero points (Triton 0.52-0.55x at
+1-16 rows of the large shapes; 0.93-0.99x at 1, 16 and 256 rows of 4096x4096), quanto's shift (0.86-0.92x at
+1-16 rows), act-order (0.30-0.85x at 1-16 rows, since then faster with x gathered once a call on the large
+shapes but not re-timed against Marlin; 1.00x at 64 rows), and per-column zero points (0.76-0.90x at 1-16
+rows). Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
+The choice is made once per layer and (device, dtype), not per batch size.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).
@@ -39,8 +48,8 @@ from .dequant import dequantize_marlin
 if TYPE_CHECKING:
     from .linear import MarlinLinear
 
-__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "TRITON_FIRST_MIN_N", "default_order", "order", "set_order",
-           "generation", "select", "dense_weight"]
+__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "TRITON_FIRST_MAX_N", "TRITON_FIRST_GROUPS", "default_order",
+           "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
 
@@ -216,16 +225,19 @@ BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", ("cpu", "cuda"), _reference_unsupported, _reference_forward),
 }
 DEFAULT_ORDER: tuple[str, ...] = ("quanto", "triton", "reference")
-TRITON_FIRST_MIN_N = 4096
-"""Output features from which a symmetric, group-128, non-act-order layer prefers the Triton GEMM (see above)."""
+TRITON_FIRST_MAX_N = 1024
+"""Output features up to which every layer prefers the Triton GEMM (see above)."""
+TRITON_FIRST_GROUPS = (128, -1)
+"""Group sizes whose symmetric layers without act-order prefer the Triton GEMM at any N (see above)."""
 _order: list[tuple[str, ...]] = []
 _said: set[tuple[str, str]] = set()
 
 
 def default_order(layer: "MarlinLinear | None" = None) -> tuple[str, ...]:
     """`DEFAULT_ORDER`, with the Triton GEMM first for the layers where it measured faster (module docstring)."""
-    if layer is not None and layer.out_features >= TRITON_FIRST_MIN_N and layer.spec.zero_point is None \
-            and layer.spec.group_size == 128 and not layer.spec.act_order:
+    if layer is not None and (
+            layer.out_features <= TRITON_FIRST_MAX_N or (layer.spec.zero_point is None and not layer.spec.act_order
+                                                         and layer.spec.group_size in TRITON_FIRST_GROUPS)):
         return ("triton",) + tuple(n for n in DEFAULT_ORDER if n != "triton")
     return DEFAULT_ORDER
 

@@ -51,7 +51,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["marlin_gemm", "unsupported_reason", "available", "KernelConfig", "pick_config", "split_for"]
+__all__ = ["marlin_gemm", "unsupported_reason", "available", "KernelConfig", "pick_config", "split_for",
+           "group_steps"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -159,15 +160,34 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, symmetr
     weights (faster on the three such shapes, slower on the two larger ones), K split up to about one
     program per multiprocessor (keeping 8 steps a split); above: 128 x 128 tiles of 8 warps, K split up to
     about half a program per multiprocessor (where N = 4096 at 256 rows: 64 programs, split 2). x gathered
-    once under act-order above 16 rows."""
+    once under act-order (`xperm`) above 16 rows, and up to 16 rows for layers of more than 2**26 weights
+    (round 10: 52-56 us instead of 62-195 at 1-16 rows of 28672x8192 / 8192x28672; on 4096x4096 and 1024x4096
+    the gather's two extra launches made it 0.58-0.70x as fast at one row, so smaller layers look perm up in
+    the kernel).
+
+    Groups of 32 and 64 take one group a step (`BT` = group_size / 16, `group_steps`), with more pipeline
+    stages for the smaller steps: a step of 128 k then spans 2-4 groups, and Triton 3.6 compiled that loop
+    (a scale per tile row) with the decoded weights staged through shared memory and the scale loads
+    unpipelined, 4-9x slower than group 128 (round 10)."""
+    bt, stages = group_steps(group_size)
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=8, nb=2, swap=True, maxnreg=128 if symmetric else 0)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms))
+        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=n * k > 1 << 26, swap=True,
+                           maxnreg=128 if symmetric else 0)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
     if m <= 64:
-        cfg = KernelConfig(bm=64, bt=8, nb=1 if n * k <= 1 << 26 else 2, xperm=True, swap=True)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
-    cfg = KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
-    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8))
+        cfg = KernelConfig(bm=64, bt=bt, nb=1 if n * k <= 1 << 26 else 2, stages=stages, xperm=True, swap=True)
+        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
+    cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True)
+    return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
+
+
+def group_steps(group_size: int) -> tuple[int, int]:
+    """Tile rows a step (`BT`, 16 k each) and pipeline stages for a group size (the group spanning K given as
+    K or -1): 8 rows (128 k) and 3 stages, or one group of 32 / 64 a step with 8 / 5 stages (about as many
+    bytes of weights in flight as 3 stages of 128 k)."""
+    if group_size in (32, 64):
+        return group_size // 16, {32: 8, 64: 5}[group_size]
+    return 8, 3
 
 
 def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:

@@ -169,7 +169,15 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 8, 2, swap=True, maxnreg=128, split_k=2),
                 # 128-row tiles with K split (round 8: wrong sums with groups of 32/64 before the wgmma wait, at 70 rows)
                 KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, split_k=2),
-                KernelConfig(128, 8, 1, warps=8, swap=True, split_k=4)):
+                KernelConfig(128, 8, 1, warps=8, swap=True, split_k=4),
+                # one group of 32 / 64 a step (`group_steps`, round 10) with deeper pipelines, at each tile height;
+                # x gathered once at 16 rows
+                KernelConfig(16, 2, 2, stages=8, swap=True, maxnreg=128, xperm=True, split_k=2),
+                KernelConfig(16, 4, 2, stages=5, swap=True, split_k=4), KernelConfig(64, 2, 1, stages=8, swap=True),
+                KernelConfig(64, 4, 2, stages=5, xperm=True, swap=True, split_k=2),
+                KernelConfig(128, 2, 2, warps=8, stages=8, xperm=True, swap=True, split_k=2),
+                KernelConfig(128, 4, 2, warps=8, stages=5, swap=True),
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, xperm=True, split_k=2)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -322,9 +330,26 @@ def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
     assert math.isfinite(triton_gemm.pick_config(1, 4096, 4096, 128).split_k)
 
 
+def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
+    """Groups of 32 / 64: one group a step (2 / 4 tile rows) at every tile height, so each step's sums are
+    scaled once (the loop Triton compiles well); 128 and one group: 8 rows; x gathered once (`xperm`) above
+    16 rows, and up to 16 rows above 2**26 weights; the K split keeps at least 512 k a split at 16 rows and
+    1024 k above."""
+    from marlin_convert.runtime import triton_gemm
+
+    for m in (1, 16, 64, 256):
+        for n, k in ((28672, 8192), (1024, 4096), (192, 1024)):
+            for gs, bt in ((32, 2), (64, 4), (128, 8), (k, 8)):
+                cfg = triton_gemm.pick_config(m, n, k, gs)
+                assert cfg.swap and cfg.bt == bt and cfg.xperm == (m > 16 or n * k > 1 << 26), (m, n, k, gs, cfg)
+                assert k // (16 * bt * cfg.split_k) >= (512 if m <= 16 else 1024) // 16 // bt or cfg.split_k == 1
+    assert triton_gemm.group_steps(32) == (2, 8) and triton_gemm.group_steps(-1) == (8, 3)
+
+
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
-    """Triton first for symmetric, group-128, non-act-order layers of >= 4096 outputs (the shapes measured);
-    Marlin's kernel first for the rest; an explicit order still wins."""
+    """Triton first for symmetric, non-act-order layers of group 128 or per-column at any N, and for every
+    layer of at most 1024 outputs (the shapes and modes measured, BENCHMARKS.md GEMM round 10); Marlin's kernel
+    first for the rest (zero points, shift, act-order above 1024 outputs); an explicit order still wins."""
     from marlin_convert.runtime import backends
     from marlin_convert.runtime.linear import MarlinLinear
     from marlin_convert.runtime.spec import LayerSpec
@@ -335,13 +360,23 @@ def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkey
         kw = {"group_size": 128, "zero_point": None, "act_order": False, "scale_dtype": "float16", **spec}
         return backends.order(MarlinLinear(k, n, LayerSpec(**kw), device="meta"))[0]
 
-    assert first(8192) == first(28672, 8192) == first(4096) == first(4096, 14336) == "triton"
-    assert first(2048) == first(1024, 4096) == "quanto"
-    assert first(8192, zero_point="int") == first(8192, act_order=True) == first(8192, group_size=64) == "quanto"
+    # symmetric, group 128 or per-column, no act-order: Triton at every N measured (1024 ... 28672) and between
+    for n, k in ((28672, 8192), (8192, 28672), (4096, 4096), (4096, 14336), (14336, 4096), (2048, 4096), (1024, 4096)):
+        assert first(n, k) == first(n, k, group_size=-1) == first(n, k, scale_dtype="bfloat16") == "triton", (n, k)
+    # every mode at <= 1024 outputs
+    for spec in ({"zero_point": "int"}, {"zero_point": "float"}, {"act_order": True},
+                 {"group_size": -1, "zero_point": "int"}, {"zero_point": "int", "act_order": True}, {"group_size": 32},
+                 {"group_size": 64, "zero_point": "float"}):
+        assert first(1024, **spec) == first(512, 8192, **spec) == "triton", spec
+    # above 1024 outputs, zero points / shift / act-order keep Marlin's kernel first (it measured faster at some batch)
+    for n in (1280, 4096, 28672):
+        assert first(n, zero_point="int") == first(n, zero_point="float") == first(n, act_order=True) == "quanto", n
+        assert first(n, group_size=-1, zero_point="int") == first(n, group_size=-1, act_order=True) == "quanto", n
+        assert first(n, group_size=64) == first(n, group_size=32) == "quanto", n  # Marlin refuses these: no matter
     assert backends.order() == backends.DEFAULT_ORDER
     backends.set_order(["quanto", "triton"])
     try:
-        assert first(28672, 8192) == "quanto"
+        assert first(28672, 8192) == first(1024) == "quanto"
     finally:
         backends.set_order(None)
 
