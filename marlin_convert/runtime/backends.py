@@ -14,10 +14,14 @@ multiple of 256, optimum-quanto installed), our Triton Marlin GEMM (`runtime/tri
 bfloat16, groups -1/32/64/128, no compiler) for every other CUDA layer, and the exact reference path
 elsewhere; except that the Triton GEMM comes first where it measured faster than the CUDA kernel at every
 batch (m = 1, 16, 64, 256, fp16, the runtime's two backends timed side by side):
-- symmetric layers without act-order, group size 128 or per-column (-1), whatever N: with group 128
+- symmetric layers, group size 128 or per-column (-1), whatever N: with group 128
   1.01-1.53x Marlin's speed on 28672x8192, 8192x28672, 14336x4096 and 4096x14336, 1.16-2.12x on 4096x4096,
   1.6-7.4x on 1024x4096; per-column 1.26-1.54x on the two large shapes, 2.1-3.9x on 4096x4096, 3.0-10x
-  on 1024x4096 (Marlin adds the per-column zero-point term in a second pass);
+  on 1024x4096 (Marlin adds the per-column zero-point term in a second pass); with act-order (x gathered
+  once a call at 1-16 rows of large layers, round 10's default), the H200 run of 2026-12-03 00:23 UTC
+  (round 10, "act-order against Marlin"): group 128 1.06-1.31x on 28672x8192 and 8192x28672 except 0.99x
+  (93.6 against 92.7 us, level) at 64 rows of 28672x8192, 1.03-1.58x on 4096x4096; per-column 1.21-1.39x
+  and 1.75-2.99x;
 - every layer of at most `TRITON_FIRST_MAX_N` (1024) output features, zero points, quanto shift and
   act-order included: 1.09-10x on 1024x4096 (Marlin's kernel takes 21-82 us there whatever the mode, ours
   6-28). Smaller N was not timed: Marlin's fixed cost is taken to hold below.
@@ -25,9 +29,8 @@ Those are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the
 10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin first, it
 measured faster at some batch (at N >= 4096; 1024 < N < 4096 was not timed): zero points (Triton 0.52-0.55x at
 1-16 rows of the large shapes; 0.93-0.99x at 1, 16 and 256 rows of 4096x4096), quanto's shift (0.86-0.92x at
-1-16 rows), act-order (0.30-0.85x at 1-16 rows, since then faster with x gathered once a call on the large
-shapes but not re-timed against Marlin; 1.00x at 64 rows), and per-column zero points (0.76-0.90x at 1-16
-rows). Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
+1-16 rows), and per-column zero points (0.76-0.90x at 1-16 rows); zero points with act-order were not re-timed
+since x is gathered once. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
 The choice is made once per layer and (device, dtype), not per batch size.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
@@ -228,7 +231,7 @@ DEFAULT_ORDER: tuple[str, ...] = ("quanto", "triton", "reference")
 TRITON_FIRST_MAX_N = 1024
 """Output features up to which every layer prefers the Triton GEMM (see above)."""
 TRITON_FIRST_GROUPS = (128, -1)
-"""Group sizes whose symmetric layers without act-order prefer the Triton GEMM at any N (see above)."""
+"""Group sizes whose symmetric layers (with or without act-order) prefer the Triton GEMM at any N (see above)."""
 _order: list[tuple[str, ...]] = []
 _said: set[tuple[str, str]] = set()
 
@@ -236,8 +239,8 @@ _said: set[tuple[str, str]] = set()
 def default_order(layer: "MarlinLinear | None" = None) -> tuple[str, ...]:
     """`DEFAULT_ORDER`, with the Triton GEMM first for the layers where it measured faster (module docstring)."""
     if layer is not None and (
-            layer.out_features <= TRITON_FIRST_MAX_N or (layer.spec.zero_point is None and not layer.spec.act_order
-                                                         and layer.spec.group_size in TRITON_FIRST_GROUPS)):
+            layer.out_features <= TRITON_FIRST_MAX_N
+            or (layer.spec.zero_point is None and layer.spec.group_size in TRITON_FIRST_GROUPS)):
         return ("triton",) + tuple(n for n in DEFAULT_ORDER if n != "triton")
     return DEFAULT_ORDER
 

@@ -1,4 +1,6 @@
-"""On the GPU: converted checkpoints run through optimum-quanto's Marlin GEMM ('quanto' backend).
+"""On the GPU: converted checkpoints run through optimum-quanto's Marlin GEMM ('quanto' backend), asked for
+first (`QUANTO_FIRST`: the default order puts our Triton GEMM first for layers of <= 1024 outputs, which every
+fixture's are), and the fixtures also through the default order (the Triton GEMM).
 
 Bounds: logits of each producer fixture through the Marlin GEMM within REL 5e-3 of the dense fp16 model
 built from the source (per GEMM about 5e-4 from fp16 rounding, see gemm_check; 0.9e-3 to 1.4e-3 measured
@@ -29,6 +31,15 @@ activation to that precision but round partial sums differently, so the logits m
 relative error after the model's layers; 8 ulps (3.1e-2) leaves room for that and still fails on a wrong
 tile, scale or zero-point order (those give errors of order 1)."""
 MARGIN = 0.1
+QUANTO_FIRST = ["quanto", "triton", "reference"]
+"""optimum-quanto's kernel first, our Triton GEMM where it cannot serve a layer, then the reference path."""
+
+
+@pytest.fixture
+def quanto_first():
+    set_order(QUANTO_FIRST)
+    yield
+    set_order(None)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -39,8 +50,11 @@ def _backends(model) -> set[str]:
     return {b.name for m in model.modules() if isinstance(m, MarlinLinear) for b in m._chosen.values()}
 
 
+@pytest.mark.parametrize("order", ["quanto-first", "default"])
 @pytest.mark.parametrize("fixture", available_fixtures())
-def test_fixture_marlin_gemm_close_to_dense_fp16(tmp_path, fixture):
+def test_fixture_marlin_gemm_close_to_dense_fp16(tmp_path, fixture, order):
+    """Through optimum-quanto's kernel when asked first; through the Triton GEMM by default (the fixtures' layers
+    have at most 1024 outputs: `backends.TRITON_FIRST_MAX_N`)."""
     from transformers import AutoModelForCausalLM
 
     src = FIXTURES / fixture
@@ -48,9 +62,13 @@ def test_fixture_marlin_gemm_close_to_dense_fp16(tmp_path, fixture):
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float16).cuda().eval()
     dense = dense_model(src, DECODERS[fixture], torch.float16).cuda()
     ids = tokens(model.config.vocab_size).cuda()
-    with torch.no_grad():
-        got, want = model(ids).logits, dense(ids).logits
-    assert _backends(model) == {"quanto"}
+    set_order(QUANTO_FIRST if order == "quanto-first" else None)
+    try:
+        with torch.no_grad():
+            got, want = model(ids).logits, dense(ids).logits
+    finally:
+        set_order(None)
+    assert _backends(model) == ({"quanto"} if order == "quanto-first" else {"triton"})
     err = _rel(got, want)
     print(f"{fixture}: logits rel err {err:.2e} vs dense fp16")
     assert err <= REL
@@ -88,9 +106,10 @@ def test_64_layer_greedy_tokens_marlin_equal_reference(tmp_path):
     print(f"64 layers: {int(clear.sum())} clear steps of {new}, all agree; free-running greedy equal for {first_unclear} steps")
 
 
-def test_bf16_runs_triton_within_bound_reference_exactly_and_says_so_once(tmp_path, caplog):
-    """bfloat16 activations: optimum-quanto's kernel refuses them (said once); our Triton kernel serves them
-    within the bound of the dense bf16 model; with Triton left out, the reference path is bit-equal to it."""
+def test_bf16_runs_triton_within_bound_reference_exactly_and_says_so_once(tmp_path, caplog, quanto_first):
+    """bfloat16 activations: optimum-quanto's kernel, asked first, refuses them (said once); our Triton kernel
+    serves them within the bound of the dense bf16 model; with Triton left out, the reference path is bit-equal
+    to it."""
     from transformers import AutoModelForCausalLM
 
     from marlin_convert.runtime import backends
@@ -109,16 +128,13 @@ def test_bf16_runs_triton_within_bound_reference_exactly_and_says_so_once(tmp_pa
     said = [r.getMessage() for r in caplog.records if "'quanto' backend cannot serve" in r.getMessage()]
     assert len(said) == 1 and "bfloat16" in said[0] and "'triton'" in said[0], said
     backends.set_order(["quanto", "reference"])
-    try:
-        with torch.no_grad():
-            got = model(ids).logits
-        assert _backends(model) >= {"reference"}
-        assert torch.equal(got, want)
-    finally:
-        backends.set_order(None)
+    with torch.no_grad():
+        got = model(ids).logits
+    assert _backends(model) >= {"reference"}
+    assert torch.equal(got, want)
 
 
-def test_moe_experts_through_marlin(tmp_path):
+def test_moe_experts_through_marlin(tmp_path, quanto_first):
     from transformers import AutoModelForCausalLM
     from tests.runtime.helpers import dense_qwen3_moe, write_qwen3_moe_gptq
 

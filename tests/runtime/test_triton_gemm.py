@@ -347,9 +347,9 @@ def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
 
 
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
-    """Triton first for symmetric, non-act-order layers of group 128 or per-column at any N, and for every
+    """Triton first for symmetric layers of group 128 or per-column at any N, act-order or not, and for every
     layer of at most 1024 outputs (the shapes and modes measured, BENCHMARKS.md GEMM round 10); Marlin's kernel
-    first for the rest (zero points, shift, act-order above 1024 outputs); an explicit order still wins."""
+    first for the rest (zero points and shift above 1024 outputs); an explicit order still wins."""
     from marlin_convert.runtime import backends
     from marlin_convert.runtime.linear import MarlinLinear
     from marlin_convert.runtime.spec import LayerSpec
@@ -360,18 +360,19 @@ def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkey
         kw = {"group_size": 128, "zero_point": None, "act_order": False, "scale_dtype": "float16", **spec}
         return backends.order(MarlinLinear(k, n, LayerSpec(**kw), device="meta"))[0]
 
-    # symmetric, group 128 or per-column, no act-order: Triton at every N measured (1024 ... 28672) and between
+    # symmetric, group 128 or per-column, act-order or not: Triton at every N measured (1024 ... 28672) and between
     for n, k in ((28672, 8192), (8192, 28672), (4096, 4096), (4096, 14336), (14336, 4096), (2048, 4096), (1024, 4096)):
         assert first(n, k) == first(n, k, group_size=-1) == first(n, k, scale_dtype="bfloat16") == "triton", (n, k)
+        assert first(n, k, act_order=True) == first(n, k, group_size=-1, act_order=True) == "triton", (n, k)
     # every mode at <= 1024 outputs
     for spec in ({"zero_point": "int"}, {"zero_point": "float"}, {"act_order": True},
                  {"group_size": -1, "zero_point": "int"}, {"zero_point": "int", "act_order": True}, {"group_size": 32},
                  {"group_size": 64, "zero_point": "float"}):
         assert first(1024, **spec) == first(512, 8192, **spec) == "triton", spec
-    # above 1024 outputs, zero points / shift / act-order keep Marlin's kernel first (it measured faster at some batch)
+    # above 1024 outputs, zero points and shift keep Marlin's kernel first (it measured faster at some batch)
     for n in (1280, 4096, 28672):
-        assert first(n, zero_point="int") == first(n, zero_point="float") == first(n, act_order=True) == "quanto", n
-        assert first(n, group_size=-1, zero_point="int") == first(n, group_size=-1, act_order=True) == "quanto", n
+        assert first(n, zero_point="int") == first(n, zero_point="float") == "quanto", n
+        assert first(n, group_size=-1, zero_point="int") == first(n, zero_point="int", act_order=True) == "quanto", n
         assert first(n, group_size=64) == first(n, group_size=32) == "quanto", n  # Marlin refuses these: no matter
     assert backends.order() == backends.DEFAULT_ORDER
     backends.set_order(["quanto", "triton"])
