@@ -41,7 +41,12 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
     tensor's sha256 when a pass ahead (`_digests_ahead`) has taken it."""
     problems: list[str] = []
     digests: dict[str, Any] = {}
-    source_read = None if src is None else _run(helper, lambda: read_layer(src, plan, digests, claim=claim_src))
+    # words the source pass has hashed are read a row range at a time by the repack and the comparison with the
+    # unpacked bytes (twice, from the page cache) instead of held whole; not for a GEMM check (it decodes all of
+    # them) nor on a GPU (they are copied there whole)
+    row_sliced = fmt.row_sliced(plan) if dev.type == "cpu" and not gemm else frozenset()
+    source_read = None if src is None else _run(helper, lambda: read_layer(src, plan, digests, claim=claim_src,
+                                                                           row_sliced=row_sliced))
     marlin = {}
     for suffix in marlin_specs(plan):
         name = f"{plan.prefix}.{suffix}"

@@ -206,3 +206,43 @@ def test_pack_reads_words_hashed_ahead_a_row_range_at_a_time(tmp_path, monkeypat
     monkeypatch.setattr(_layers, "ROWS_ON_DEMAND_MIN", 1 << 20)  # these words are smaller: read whole
     pack_checkpoint(tmp_path / "srcFalse", tmp_path / "small", device="cpu")
     assert sliced == [] and tree_hashes(tmp_path / "small") == tree_hashes(tmp_path / "whole")
+
+
+def test_verify_compares_source_words_read_by_row_ranges_with_the_file(tmp_path, monkeypatch):
+    """verify SRC OUT reads source words that the pass has hashed a row range at a time (`StoredRows`) for its
+    repack and its comparison with the unpacked bytes. Those reads are of the file itself: with a pass that says
+    the recorded sha256 (as if the file changed after it was hashed), a flipped bit in a source `qweight` still
+    fails the layer, by both comparisons, and a clean source passes."""
+    import shutil
+    from concurrent.futures import Future
+
+    from marlin_convert.checkpoint import StoredRows
+    from marlin_convert.pipeline import _layers
+    from marlin_convert.pipeline._digests_ahead import DigestsAhead
+
+    make_gptq_checkpoint(tmp_path / "src", seed=22)
+    pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cpu")
+    recorded = json.loads((tmp_path / "out" / "marlin_convert_manifest.json").read_text())["source_tensors"]
+
+    def recorded_digest(self: DigestsAhead, name: str) -> Future[str]:
+        done: Future[str] = Future()
+        done.set_result(recorded[name]["sha256"] if name in recorded else self._ckpt.hash_stored(name))
+        return done
+
+    sliced: list[str] = []
+    row_range = StoredRows.__getitem__
+    monkeypatch.setattr(DigestsAhead, "claim", recorded_digest)
+    monkeypatch.setattr(_layers, "ROWS_ON_DEMAND_MIN", 0)
+    monkeypatch.setattr(StoredRows, "__getitem__", lambda self, rows: sliced.append(self._info.name) or row_range(self, rows))
+    assert verify_checkpoint(tmp_path / "out", tmp_path / "src", device="cpu").ok
+    assert any(name.endswith(".qweight") for name in sliced)
+
+    shutil.copytree(tmp_path / "src", tmp_path / "bad")
+    layer = sorted(n for n in recorded if n.endswith(".qweight"))[0]
+    _flip_tensor_bit(tmp_path / "bad" / "model.safetensors", layer, byte=777)
+    report = verify_checkpoint(tmp_path / "out", tmp_path / "bad", device="cpu")
+    prefix = layer.removesuffix(".qweight")
+    assert [f["name"] for f in report.failures] == [prefix], report.failures
+    detail = report.failures[0]["detail"]
+    assert f"{layer}: unpacking {prefix}.* does not give the source bytes" in detail, detail
+    assert f"{prefix}.B: differs from a fresh pack of the source" in detail, detail
