@@ -1,9 +1,10 @@
 """A 2-D tensor of a shard read on demand, a block of rows at a time, so it is never held whole.
 
-pack hands a layer's GPTQ words to the layout kernel this way when its sha256 comes from the pass over the
+pack hands a layer's big GPTQ words to the layout kernel this way when their sha256 comes from the pass over the
 source (`pipeline/_digests_ahead`): the kernel reads a few MiB of words per block of `B` it makes, so the layer
 costs a few blocks of memory instead of its whole `qweight`, and its read is spread over the kernel's work
-instead of standing between two layers.
+instead of standing between two layers. `verify SRC OUT` reads source words the same way for its repack and its
+comparison with the unpacked bytes.
 """
 from __future__ import annotations
 
