@@ -178,6 +178,49 @@ def test_read_direct_refused_says_none(tmp_path, monkeypatch):
         os.close(fd)
 
 
+@pytest.mark.parametrize("start,nbytes", [(0, 1), (1, ALIGN), (8, 3 * ALIGN + 17), (12345, 1 << 20), (ALIGN, 0)])
+def test_read_direct_hashed_gives_the_bytes_and_their_sha256(tmp_path, monkeypatch, start, nbytes):
+    """Read in steps (a few alignment units here, so a tensor takes several) and hashed as they come: the same
+    bytes as the file, and the sha256 of exactly those."""
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    monkeypatch.setattr(direct_file, "HASHED_READ_STEP", 3 * ALIGN)
+    data = random.Random(8).randbytes(2 * (1 << 20) + 999)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY | O_DIRECT)
+    try:
+        got = direct_file.read_direct_hashed(fd, start, nbytes)
+    finally:
+        os.close(fd)
+    assert got is not None and bytes(got[0]) == data[start : start + nbytes]
+    assert got[1] == hashlib.sha256(data[start : start + nbytes]).hexdigest()
+
+
+@pytest.mark.parametrize("err", [errno.EINVAL, errno.EIO])
+def test_read_direct_hashed_refused_says_none_and_other_errors_are_raised(tmp_path, monkeypatch, err):
+    (tmp_path / "f").write_bytes(b"x" * 100000)
+    calls = []
+
+    def fail_second(fd, buffers, offset):
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(err, os.strerror(err))
+        return real(fd, buffers, offset)
+
+    real = os.preadv
+    monkeypatch.setattr(direct_file, "HASHED_READ_STEP", ALIGN)
+    monkeypatch.setattr(direct_file.os, "preadv", fail_second)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        if err == errno.EINVAL:
+            assert direct_file.read_direct_hashed(fd, 5, 3 * ALIGN) is None
+        else:
+            with pytest.raises(OSError, match=os.strerror(err)):
+                direct_file.read_direct_hashed(fd, 5, 3 * ALIGN)
+    finally:
+        os.close(fd)
+
+
 def test_pack_verify_unpack_with_every_tensor_read_past_the_page_cache(tmp_path, monkeypatch):
     """Every tensor read as if it were not cached (O_DIRECT where the filesystem allows it): the same output,
     verify passes, and unpack gives the source back byte for byte."""
