@@ -18,8 +18,8 @@ ROWS_ON_DEMAND_MIN = 32 << 20
 on a worker, where the read-ahead (at least `_stream.READ_AHEAD_FLOOR`, 64 MiB) holds several layers and their
 reads overlap the kernel; read on demand they were read on the kernel's thread, one after the other (2 GB of
 4096x4096 layers: pack 5.50 s against 4.85 s). From half that floor, read-ahead holds fewer than two such
-layers and a whole read stands between two layers (28672x8192: 3.26 s against 3.72 s, peak RSS +115 MiB
-against +233 MiB over torch; BENCHMARKS.md)."""
+layers and a whole read stands between two layers (28672x8192: the same time within the VM's spread, peak RSS
++115-121 MiB against +233 MiB over torch; BENCHMARKS.md)."""
 
 
 def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None = None,
