@@ -150,18 +150,25 @@ def test_direct_false_asks_for_the_page_cache(tmp_path):
     assert not f.direct and (tmp_path / "f").read_bytes() == b"z" * (CHUNK + 5)
 
 
-@pytest.mark.parametrize("start,nbytes", [(0, 1), (1, ALIGN), (ALIGN - 3, 5), (8, 3 * ALIGN + 17), (12345, 1 << 20)])
-def test_read_direct_gives_the_bytes_at_any_offset(tmp_path, start, nbytes):
+@pytest.mark.parametrize("hashed", [False, True], ids=["read_direct", "read_direct_hashed"])
+@pytest.mark.parametrize("start,nbytes", [(0, 1), (1, ALIGN), (ALIGN - 3, 5), (8, 3 * ALIGN + 17), (12345, 1 << 20),
+                                          (ALIGN, 0)])
+def test_direct_reads_give_the_bytes_at_any_offset(tmp_path, monkeypatch, start, nbytes, hashed):
+    """The bytes of the file at any offset; `read_direct_hashed` reads in steps (a few alignment units here, so a
+    tensor takes several), hashed as they come: also the sha256 of exactly those bytes."""
     if not _direct_supported(tmp_path):
         pytest.skip("this filesystem refuses O_DIRECT")
+    monkeypatch.setattr(direct_file, "HASHED_READ_STEP", 3 * ALIGN)
     data = random.Random(7).randbytes(2 * (1 << 20) + 999)
     (tmp_path / "f").write_bytes(data)
     fd = os.open(tmp_path / "f", os.O_RDONLY | O_DIRECT)
     try:
-        got = direct_file.read_direct(fd, start, nbytes)
+        got = direct_file.read_direct_hashed(fd, start, nbytes) if hashed else (direct_file.read_direct(fd, start, nbytes), None)
     finally:
         os.close(fd)
-    assert got is not None and bytes(got) == data[start : start + nbytes]
+    assert got is not None and got[0] is not None and bytes(got[0]) == data[start : start + nbytes]
+    if hashed:
+        assert got[1] == hashlib.sha256(data[start : start + nbytes]).hexdigest()
 
 
 def test_read_direct_refused_says_none(tmp_path, monkeypatch):
@@ -176,24 +183,6 @@ def test_read_direct_refused_says_none(tmp_path, monkeypatch):
         assert direct_file.read_direct(fd, 5, 100) is None
     finally:
         os.close(fd)
-
-
-@pytest.mark.parametrize("start,nbytes", [(0, 1), (1, ALIGN), (8, 3 * ALIGN + 17), (12345, 1 << 20), (ALIGN, 0)])
-def test_read_direct_hashed_gives_the_bytes_and_their_sha256(tmp_path, monkeypatch, start, nbytes):
-    """Read in steps (a few alignment units here, so a tensor takes several) and hashed as they come: the same
-    bytes as the file, and the sha256 of exactly those."""
-    if not _direct_supported(tmp_path):
-        pytest.skip("this filesystem refuses O_DIRECT")
-    monkeypatch.setattr(direct_file, "HASHED_READ_STEP", 3 * ALIGN)
-    data = random.Random(8).randbytes(2 * (1 << 20) + 999)
-    (tmp_path / "f").write_bytes(data)
-    fd = os.open(tmp_path / "f", os.O_RDONLY | O_DIRECT)
-    try:
-        got = direct_file.read_direct_hashed(fd, start, nbytes)
-    finally:
-        os.close(fd)
-    assert got is not None and bytes(got[0]) == data[start : start + nbytes]
-    assert got[1] == hashlib.sha256(data[start : start + nbytes]).hexdigest()
 
 
 @pytest.mark.parametrize("err", [errno.EINVAL, errno.EIO])
