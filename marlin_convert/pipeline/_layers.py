@@ -29,8 +29,8 @@ def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None
     """The layer's source tensors by role; each one's sha256 goes into `digests` when given (a Future when
     hashed on `hasher`, beside the conversion, or when `claim(name)` gives one being computed elsewhere).
     A role in `row_sliced` (`Format.row_sliced`) of at least `ROWS_ON_DEMAND_MIN` bytes whose sha256 `claim` gives
-    is not read here: it comes as a `StoredRows`, read a row range at a time by whoever slices it (with no sha256 to take from a read of its
-    own, reading it whole would cost its whole size in memory for nothing)."""
+    is not read here: it comes as a `StoredRows`, read a row range at a time by whoever slices it (with no sha256
+    to take from a read of its own, reading it whole would cost its whole size in memory for nothing)."""
     tensors = {}
     for role, name in plan.sources.items():
         digest = claim(name) if claim else None
