@@ -121,7 +121,17 @@ SWEEP_DEEP = {
 }
 """`--sweep-set deep` (with `--splits`): round 10, more weights in flight at M <= 16 (issue #13's 3x dense):
 the default 16 x 128 tiles (3 stages of 128 k) against 4-5 stages, and 64 / 32 k a step with 6-12 stages."""
-SWEEPS = {"deep": SWEEP_DEEP, "r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
+SW1 = dataclasses.replace(SW_R128, nb=1)
+SWEEP_R11 = {
+    "small": [SW_R128, SW1, dataclasses.replace(SW1, maxnreg=80), dataclasses.replace(SW1, maxnreg=64),
+              dataclasses.replace(SW1, maxnreg=80, stages=4), dataclasses.replace(SW1, maxnreg=80, stages=5)],
+    "mid": [], "large": [],
+}
+"""`--sweep-set r11` (with `--splits`): round 11, more programs resident at M <= 16 (issue #13's 3x dense): one
+64-column block a program (a 64 x 128 weight tile: sm_90 ptxas, symmetric fp16, 91 registers, 79 under a cap of
+80 or 96, 64 with 24 bytes spilled under 64; the default's two blocks: 127) with 3-5 stages, at splits that fill
+4-8 programs a multiprocessor, against the default."""
+SWEEPS = {"deep": SWEEP_DEEP, "r11": SWEEP_R11, "r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
           "swap4": SWEEP_SWAP4}
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
@@ -252,7 +262,7 @@ def bench_modes(args: argparse.Namespace, res: dict[str, Any], bw: float, out_di
                         c9 = round9_config(m, n, k, sym)
                         row["round9_cfg"] = repr(c9)
                         row["triton_cfg"] = repr(pick_config(m, n, k, k if mode.group_size == -1 else mode.group_size,
-                                                             symmetric=sym))
+                                                             zmode=2 if "shift" in t_ else int("z" in t_)))
 
                         def call(ly: Any, cfg: KernelConfig | None) -> torch.Tensor:
                             t = ly.tensors()

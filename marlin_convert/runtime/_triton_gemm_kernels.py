@@ -553,10 +553,19 @@ def _settled(acc):
 
 
 @triton.jit
+def _folded_zero(z_ptr, N, g, zwn, zshn, n_ok, sf):
+    """The float32 per-row term `e = (8 - zero) s` `[64 NB, 1]` of group row `g` that folds a zero point into
+    sums of the symmetric weights `code - 8`: `sum_k x (code - zero) s = s sum_k x (code - 8) + e sum_k x`
+    (rows n's zero points at word `zwn`, bit `zshn`; `sf`: their scales)."""
+    zn = (tl.load(z_ptr + g * (N // 8) + zwn, mask=n_ok, other=0) >> zshn) & 0xF
+    return (8 - zn).to(tl.float32)[:, None] * sf
+
+
+@triton.jit
 def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, t_begin, steps,
                ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
                IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
-               SCALE_ACC: tl.constexpr):
+               SCALE_ACC: tl.constexpr, FOLD: tl.constexpr):
     """The float32 sums `[64 NB, BM]` of one tile of `out.T` (rows n `64 NB pid_n ..` in order, columns the
     rows m of x) over `steps` steps of `BT` tile rows from tile row `t_begin`, with its n and m indices."""
     C: tl.constexpr = 32 * NB  # word columns (nb, c, w), the per-column terms of `_dequant8` / `_int8`
@@ -580,7 +589,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
         spn = (n // 64) * 64 + (n % 8) * 8 + ((n // 16) % 4) * 2 + (n // 8) % 2
     if SINGLE:
         if SCALE_ACC:
-            if ZMODE == 1:
+            if ZMODE == 1 and not FOLD:
                 e0, e1 = _zero_terms(z_ptr, N, 0, zw, zsh0, zsh1, cm, IS_FP16)
                 e0 = tl.reshape(e0, (1, NB, 8, 1, 4))
                 e1 = tl.reshape(e1, (1, NB, 8, 1, 4))
@@ -588,12 +597,16 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
             sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, 0, sp0, zw, zsh0, zsh1, cm, ZMODE, SINGLE, IS_FP16)
             sp = tl.reshape(sp, (1, NB, 8, 1, 4))
             ep = tl.reshape(ep, (1, NB, 8, 1, 4))
+    # zero point of row n (FOLD): nibble 4w + 16b of word 8nb + c of its group row
+    zwn = (n // 64) * 8 + n % 8
+    zshn = 4 * ((n // 16) % 4) + 16 * ((n // 8) % 2)
     jj = tl.arange(0, 128 * NB)
     off5 = tl.arange(0, BT)[:, None] * (2 * N) + (pid_n * NB * 128 + jj)[None, :]  # B has < 2**31 words
     cm5 = (pid_n * NB + jj // 128 < N // 64)[None, :]
     kk = tl.arange(0, 16 * BT)
     m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
     acc = tl.zeros((64 * NB, BM), dtype=tl.float32)
+    xs = tl.zeros((1, BM), dtype=tl.float32)  # FOLD, one group: the sums of x over K
     for step in range(0, steps):
         t0 = t_begin + step * BT
         # the words as they lie: [t, nb, c, q, w]
@@ -601,15 +614,17 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
         if SCALE_ACC:
             if not SINGLE:
                 g = (16 * t0) >> g_shift
-                if ZMODE == 1:
+                if ZMODE == 1 and not FOLD:
                     e0, e1 = _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16)
                     e0 = tl.reshape(e0, (1, NB, 8, 1, 4))
                     e1 = tl.reshape(e1, (1, NB, 8, 1, 4))
                 sf = tl.load(s_ptr + g * N + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
-            if ZMODE == 1:
+                if FOLD:
+                    e = _folded_zero(z_ptr, N, g, zwn, zshn, n_ok, sf)
+            if ZMODE == 1 and not FOLD:  # the exact integers code - zero
                 wts = _int8(words, tl.broadcast_to(e0, words.shape), tl.broadcast_to(e1, words.shape), ZMODE, IS_FP16)
-            else:
-                wts = _int8(words, words, words, ZMODE, IS_FP16)
+            else:  # the exact integers code - 8 (FOLD: the zero point is added after the dot)
+                wts = _int8(words, words, words, 0, IS_FP16)
         else:
             if not SINGLE:
                 if UNIFORM_G:
@@ -628,13 +643,25 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
         w0 = tl.join(tl.join(wts[0], wts[4]), tl.join(wts[2], wts[6]))
         w1 = tl.join(tl.join(wts[1], wts[5]), tl.join(wts[3], wts[7]))
         wt = tl.reshape(tl.permute(tl.join(w0, w1), (1, 4, 7, 2, 0, 6, 3, 5)), (64 * NB, 16 * BT))
-        xt = tl.trans(_fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM, BT))
+        xtile = _fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM, BT)
+        xt = tl.trans(xtile)
+        if FOLD:
+            xsum = tl.sum(xtile.to(tl.float32), axis=1)[None, :]
         if SCALE_ACC and not SINGLE:
-            acc += tl.dot(wt, xt) * sf
+            if FOLD:
+                acc += tl.dot(wt, xt) * sf + e * xsum
+            else:
+                acc += tl.dot(wt, xt) * sf
         else:
             acc = _settled(tl.dot(wt, xt, acc))
+            if FOLD:
+                xs += xsum
     if SCALE_ACC and SINGLE:
-        acc = acc * tl.load(s_ptr + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
+        sf = tl.load(s_ptr + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
+        if FOLD:
+            acc = acc * sf + _folded_zero(z_ptr, N, 0, zwn, zshn, n_ok, sf) * xs
+        else:
+            acc = acc * sf
     return acc, n, n_ok, m, m_ok
 
 
@@ -645,6 +672,7 @@ def marlin_gemm_swap_kernel(
     has_bias, split_k,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, SCALE_ACC: tl.constexpr,
+    FOLD: tl.constexpr,
 ):
     """`marlin_gemm_fast_kernel` with the operands swapped, `out.T = W x.T`: the weights are the first
     operand, a `[64 NB, 16 BT]` tile with rows n and columns k in order, made in registers from the words
@@ -652,7 +680,10 @@ def marlin_gemm_swap_kernel(
     threads (word (t, c, q, w), output 4a + 2h + b: row 64 nb + 16 w + 8 b + c, column 16 t + 8 h + 2 q + a),
     and x (transposed) the second, so on sm_90 `wgmma` takes the weights from registers (no shared-memory
     round trip; at 64 rows of x the weights are decoded once for all of them). Grid and K split as
-    `marlin_gemm_fast_kernel` (the reduce kernel sums the splits); the tile is stored transposed."""
+    `marlin_gemm_fast_kernel` (the reduce kernel sums the splits); the tile is stored transposed.
+    FOLD (with SCALE_ACC and zero points): the weights are the symmetric integers `code - 8`, and each step
+    adds `sums * scale + e * sum_k x` per output row (`_folded_zero`: `e = (8 - zero) * scale`); one group:
+    once, after the loop."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -660,7 +691,7 @@ def marlin_gemm_swap_kernel(
     s1 = ((pid_k + 1) * steps_per_tile) // split_k
     acc, n, n_ok, m, m_ok = _swap_tile(
         x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
-        ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC)
+        ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC, FOLD)
     _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om, M,
                N, pid_k, split_k, has_bias)
 

@@ -33,7 +33,12 @@ activation dtype; the float32 kernel computes in float32 and rounds once); quant
 is one fused multiply-add (fast kernel) or float32 rounded once. Where a step of the fast kernel lies in
 one group and there is no shift (`KernelConfig.scale_acc`, the default), its weights are the exact
 integers `code - zero` (no rounding) and each step's float32 sums are multiplied by the float32 scale and
-added: two more float32 roundings per group, well inside the float32-sum bound of the tests. All kernels
+added: two more float32 roundings per group, well inside the float32-sum bound of the tests. The swapped
+kernel with `fold` (`pick_config`'s choice for zero points at up to 16 rows) goes further: its weights are
+the symmetric integers `code - 8`, and the zero point is folded in after the dot, per group and output row,
+as `e * sum_k x` with `e = (8 - zero) * scale` (float32): the decode and its registers are the symmetric
+ones. Its float32 sums then err relative to `|x| @ (|code - 8| s + |8 - zero| s)` instead of `|x| @ |W|`
+(the tests' bound says so). All kernels
 accumulate in float32 and round the output once (after the split-K sum when K is split).
 
 Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
@@ -102,6 +107,11 @@ class KernelConfig:
     """Fast kernel with the operands swapped (`marlin_gemm_swap_kernel`, `out.T = W x.T`): the decoded weights
     are the first operand, so sm_90 `wgmma` takes them from registers; the words are loaded as they lie
     (`words3d`, `xload` ignored); the K split is summed by the reduce kernel (no `fixup`, `streamk`)."""
+    fold: bool = False
+    """Swapped kernel with `scale_acc`, Marlin zero points: decode the symmetric `code - 8` and add
+    `(8 - zero) * scale * sum_k x` per group after the dot (`FOLD`), instead of decoding `code - zero`: the
+    symmetric decode's registers, for the price of a sum of x a step (round 11: faster up to 16 rows,
+    slower at 64 and more)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -149,15 +159,15 @@ def _counters(device: torch.device, count: int) -> torch.Tensor:
     return buf
 
 
-def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, symmetric: bool = True) -> KernelConfig:
+def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: int = 0) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
     H200 (2026-12-02, BENCHMARKS.md rounds 8 and 9: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
     4096x14336, fp16 / bf16, symmetric, group 128), all the swapped kernel (`swap`: the decoded weights as
     wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step) capped at 128
-    registers for symmetric layers (4 programs a multiprocessor instead of 3; with zero points or a shift
-    ptxas spills under the cap), K split until there are about 2 programs per multiprocessor (one wave of
-    4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles, or 64 x 64 for layers of at most 2**26
-    weights (faster on the three such shapes, slower on the two larger ones), K split up to about one
+    registers for symmetric layers (4 programs a multiprocessor instead of 3), K split until there are about
+    2 programs per multiprocessor (one wave of 4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles,
+    or 64 x 64 for layers of at most 2**26 weights (faster on the three such shapes, slower on the two
+    larger ones), K split up to about one
     program per multiprocessor (keeping 8 steps a split); above: 128 x 128 tiles of 8 warps, K split up to
     about half a program per multiprocessor (where N = 4096 at 256 rows: 64 programs, split 2). x gathered
     once under act-order (`xperm`) above 16 rows, and up to 16 rows for layers of more than 2**26 weights
@@ -168,11 +178,18 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, symmetr
     Groups of 32 and 64 take one group a step (`BT` = group_size / 16, `group_steps`), with more pipeline
     stages for the smaller steps: a step of 128 k then spans 2-4 groups, and Triton 3.6 compiled that loop
     (a scale per tile row) with the decoded weights staged through shared memory and the scale loads
-    unpipelined, 4-9x slower than group 128 (round 10)."""
+    unpipelined, 4-9x slower than group 128 (round 10).
+
+    `zmode`: 0 symmetric, 1 Marlin zero points, 2 quanto's shift. Zero points of groups of 128 or K, up to
+    16 rows: folded in after the dot (`fold`), under the 128-register cap for layers of more than 2**26
+    weights (round 11). The shift, zero points of groups of 32 / 64 and zero points above 16 rows decode
+    `code - zero` as before (the fold measured slower there), without the cap (ptxas spills under it)."""
     bt, stages = group_steps(group_size)
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=n * k > 1 << 26, swap=True,
-                           maxnreg=128 if symmetric else 0)
+        fold = zmode == 1 and bt == 8
+        cap = 128 if zmode == 0 or (fold and n * k > 1 << 26) else 0
+        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=n * k > 1 << 26, swap=True, maxnreg=cap,
+                           fold=fold)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
     if m <= 64:
         cfg = KernelConfig(bm=64, bt=bt, nb=1 if n * k <= 1 << 26 else 2, stages=stages, xperm=True, swap=True)
@@ -281,8 +298,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
         return out.reshape(*lead, n)
     single = group_size == -1 or group_size >= k
     gs = k if single else group_size
-    cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132,
-                                symmetric=z is None and shift is None)
+    zmode = 2 if shift is not None else (1 if z is not None else 0)
+    cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132, zmode)
     tiles = k // 16
     bt = cfg.bt
     steps = tiles // bt
@@ -293,7 +310,6 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
             split -= 1
     per_split = tiles // split
     uniform = single or gs % (16 * bt) == 0
-    zmode = 2 if shift is not None else (1 if z is not None else 0)
     B = B.contiguous()
     s = s.contiguous()
     if s.data_ptr() % 4:  # the fast kernel reads the scales of a column pair as one int32
@@ -337,7 +353,7 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
             if cfg.swap:
                 tk.marlin_gemm_swap_kernel[grid](
                     xk, *common[1:9], m, n, xk.stride(0), out.stride(0), g_shift, steps, int(bias is not None), split,
-                    **consts)
+                    FOLD=cfg.fold and consts["SCALE_ACC"] and zmode == 1, **consts)
             elif streamk:
                 tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
                     xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,

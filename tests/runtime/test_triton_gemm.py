@@ -11,6 +11,10 @@ Error bounds (derived for this kernel, per output element n of row m):
   partials added in float32) errs by at most about K * 2^-24 of `sum |x| |w|`: we allow K * 2^-22;
 - the output is rounded once to the activation dtype: <= u |y|.
 So `|y - ref| <= (u (1 + 2^-22) + K 2^-22) (|x| @ |W|.T) + u |ref| + tiny` elementwise (ELEMENT bound).
+The swapped kernel with `fold` (the default for zero points up to 16 rows) adds a zero point in after the
+dot: its sums are of the symmetric weights `(code - 8) s` plus `e sum_k x` (`e = (8 - zero) s`), so its
+float32 sums err relative to `|x| @ (|code - 8| s + |8 - zero| s)`, which bounds `|x| @ |W|` (triangle
+inequality): for zero points the test takes that larger magnitude as `wmag` in place of `|W|`.
 (The fast kernel forms `code - zero` exactly in the activation dtype and multiplies by the scale, held in
 that dtype: one rounding, the same weight; quanto's `code * scale - shift` is one fused multiply-add: one
 rounding, relative to the result. With `scale_acc` it keeps `code - zero` unrounded and scales each group's
@@ -46,6 +50,7 @@ UNIT = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 class Layer:
     rec: QuantizedLinear
     w: torch.Tensor  # float64 [N, K], dequantized by the test from the record's fields
+    wmag: torch.Tensor  # float64 [N, K], what the float32 sums of a weight are relative to (|W| or more)
     marlin: dict[str, torch.Tensor]
     bias: torch.Tensor | None
 
@@ -67,12 +72,15 @@ def _make_layer(n: int, k: int, group_size: int, mode: str, act_order: bool, dty
     s = scales.double()[g_idx].t()  # [N, K]
     if mode == "shift":
         w = s * codes.double() - shift.double()[g_idx].t()
+        wmag = w.abs()
     else:
         zero = zeros.double()[g_idx].t() if zeros is not None else 8.0
         w = (codes.double() - zero) * s
+        # folded zero points: sums of |code - 8| s, then |8 - zero| s times a sum of x
+        wmag = ((codes.double() - 8.0).abs() + abs(zero - 8.0)) * s
     marlin = {name: t.cuda() for name, t in to_marlin(rec).items()}
     bias = (torch.randn(n, device="cuda", generator=gen) * 0.1).to(dtype) if with_bias else None
-    return Layer(rec, w, marlin, bias)
+    return Layer(rec, w, wmag, marlin, bias)
 
 
 def _run(layer: Layer, x: torch.Tensor, **override: torch.Tensor | None) -> torch.Tensor:
@@ -90,7 +98,7 @@ def _failures(layer: Layer, x: torch.Tensor, y: torch.Tensor) -> list[str]:
     dtype, k = x.dtype, x.shape[1]
     u = UNIT[dtype]
     ref = x.double() @ layer.w.t()
-    mag = x.double().abs() @ layer.w.abs().t()
+    mag = x.double().abs() @ layer.wmag.t()
     if layer.bias is not None:
         ref = ref + layer.bias.double()
         mag = mag + layer.bias.double().abs()
@@ -177,7 +185,13 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(64, 4, 2, stages=5, xperm=True, swap=True, split_k=2),
                 KernelConfig(128, 2, 2, warps=8, stages=8, xperm=True, swap=True, split_k=2),
                 KernelConfig(128, 4, 2, warps=8, stages=5, swap=True),
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, xperm=True, split_k=2)):
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, xperm=True, split_k=2),
+                # zero points folded in after the dot (`fold`, round 11; no effect without zero points or where a
+                # step spans groups), with the register cap, one column block, a group per tile row
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, split_k=2),
+                KernelConfig(16, 8, 1, swap=True, fold=True, xperm=True), KernelConfig(16, 4, 2, swap=True, fold=True),
+                KernelConfig(64, 8, 2, xperm=True, swap=True, fold=True, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, swap=True, fold=True)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
