@@ -22,15 +22,20 @@ batch (m = 1, 16, 64, 256, fp16, the runtime's two backends timed side by side):
   (round 10, "act-order against Marlin"): group 128 1.06-1.31x on 28672x8192 and 8192x28672 except 0.99x
   (93.6 against 92.7 us, level) at 64 rows of 28672x8192, 1.03-1.58x on 4096x4096; per-column 1.21-1.39x
   and 1.75-2.99x;
+- per-column Marlin zero points without act-order, whatever N: 1.04-1.39x Marlin's speed on 28672x8192 and
+  8192x28672, 1.9-3.5x on 4096x4096 and 3584x3584, 2.1-10x on 1024x4096 and 512x3584 (zero points folded
+  in after the dot at 1-16 rows), the H200 run of 2026-12-03 07:02 UTC (round 11, "zero points folded");
 - every layer of at most `TRITON_FIRST_MAX_N` (1024) output features, zero points, quanto shift and
   act-order included: 1.09-10x on 1024x4096 (Marlin's kernel takes 21-82 us there whatever the mode, ours
   6-28). Smaller N was not timed: Marlin's fixed cost is taken to hold below.
 Those are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round
 10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin first, it
-measured faster at some batch (at N >= 4096; 1024 < N < 4096 was not timed): zero points (Triton 0.52-0.55x at
-1-16 rows of the large shapes; 0.93-0.99x at 1, 16 and 256 rows of 4096x4096), quanto's shift (0.86-0.92x at
-1-16 rows), and per-column zero points (0.76-0.90x at 1-16 rows); zero points with act-order were not re-timed
-since x is gathered once. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
+measured faster at some batch (at N >= 3584; 1024 < N < 3584 was not timed; round 11): zero points of group 128
+(Triton 0.69-0.87x at every batch of the large shapes, 0.92-0.95x at 1, 16 and 256 rows of 3584x3584, 0.93x
+at 256 rows of 4096x4096), with act-order too (0.76-0.87x; 0.86-0.96x at 16 and 256 rows of 3584x3584 and
+4096x4096), and quanto's shift (0.85-0.96x at all but 64 rows of the large shapes, 0.95-0.96x at 256 rows of
+3584x3584 and 4096x4096); per-column zero points with act-order were not
+timed. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
 The choice is made once per layer and (device, dtype), not per batch size.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
@@ -240,7 +245,8 @@ def default_order(layer: "MarlinLinear | None" = None) -> tuple[str, ...]:
     """`DEFAULT_ORDER`, with the Triton GEMM first for the layers where it measured faster (module docstring)."""
     if layer is not None and (
             layer.out_features <= TRITON_FIRST_MAX_N
-            or (layer.spec.zero_point is None and layer.spec.group_size in TRITON_FIRST_GROUPS)):
+            or (layer.spec.zero_point is None and layer.spec.group_size in TRITON_FIRST_GROUPS)
+            or (layer.spec.zero_point == "int" and layer.spec.group_size == -1 and not layer.spec.act_order)):
         return ("triton",) + tuple(n for n in DEFAULT_ORDER if n != "triton")
     return DEFAULT_ORDER
 

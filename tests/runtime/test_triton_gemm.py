@@ -361,9 +361,10 @@ def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
 
 
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
-    """Triton first for symmetric layers of group 128 or per-column at any N, act-order or not, and for every
-    layer of at most 1024 outputs (the shapes and modes measured, BENCHMARKS.md GEMM round 10); Marlin's kernel
-    first for the rest (zero points and shift above 1024 outputs); an explicit order still wins."""
+    """Triton first for symmetric layers of group 128 or per-column at any N, act-order or not, for per-column
+    zero points without act-order, and for every layer of at most 1024 outputs (the shapes and modes measured,
+    BENCHMARKS.md GEMM rounds 10 and 11); Marlin's kernel first for the rest (zero points of group 128 and the
+    shift above 1024 outputs); an explicit order still wins."""
     from marlin_convert.runtime import backends
     from marlin_convert.runtime.linear import MarlinLinear
     from marlin_convert.runtime.spec import LayerSpec
@@ -386,7 +387,9 @@ def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkey
     # above 1024 outputs, zero points and shift keep Marlin's kernel first (it measured faster at some batch)
     for n in (1280, 4096, 28672):
         assert first(n, zero_point="int") == first(n, zero_point="float") == "quanto", n
-        assert first(n, group_size=-1, zero_point="int") == first(n, zero_point="int", act_order=True) == "quanto", n
+        assert first(n, zero_point="int", act_order=True) == first(n, group_size=-1, zero_point="float") == "quanto", n
+        assert first(n, group_size=-1, zero_point="int", act_order=True) == "quanto", n  # not timed
+        assert first(n, group_size=-1, zero_point="int") == "triton", n  # per-column zero points (round 11)
         assert first(n, group_size=64) == first(n, group_size=32) == "quanto", n  # Marlin refuses these: no matter
     assert backends.order() == backends.DEFAULT_ORDER
     backends.set_order(["quanto", "triton"])
