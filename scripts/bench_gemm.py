@@ -130,7 +130,8 @@ SWEEP_R11 = {
 """`--sweep-set r11` (with `--splits`): round 11, more programs resident at M <= 16 (issue #13's 3x dense): one
 64-column block a program (a 64 x 128 weight tile: sm_90 ptxas, symmetric fp16, 91 registers, 79 under a cap of
 80 or 96, 64 with 24 bytes spilled under 64; the default's two blocks: 127) with 3-5 stages, at splits that fill
-4-8 programs a multiprocessor, against the default."""
+4-8 programs a multiprocessor, against the default. Round 11 (BENCHMARKS.md): none was faster than the default
+(47.1-49.6 us at best against 41.9-46.6 at 1-16 rows of 28672x8192 / 8192x28672)."""
 SWEEPS = {"deep": SWEEP_DEEP, "r11": SWEEP_R11, "r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
           "swap4": SWEEP_SWAP4}
 FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
