@@ -360,6 +360,24 @@ def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
     assert triton_gemm.group_steps(32) == (2, 8) and triton_gemm.group_steps(-1) == (8, 3)
 
 
+def test_pick_config_folds_zero_points_only_where_it_measured_faster():
+    """Round 11: up to 16 rows, zero points (zmode 1) of group 128 or one group are folded in after the dot,
+    under the 128-register cap above 2**26 weights and without it below; the shift (zmode 2), groups of 32 / 64
+    and more than 16 rows are not folded and not capped; symmetric layers stay capped at 128 up to 16 rows."""
+    from marlin_convert.runtime import triton_gemm
+
+    for n, k in ((28672, 8192), (8192, 28672), (4096, 4096), (512, 3584)):
+        big = n * k > 1 << 26
+        for m in (1, 7, 16, 64, 256):
+            for gs in (32, 64, 128, k):
+                sym, zeros, shift = (triton_gemm.pick_config(m, n, k, gs, zmode=z) for z in (0, 1, 2))
+                folded = m <= 16 and gs in (128, k)
+                assert zeros.fold == folded and not sym.fold and not shift.fold, (n, k, m, gs)
+                assert zeros.maxnreg == (128 if folded and big else 0), (n, k, m, gs, zeros)
+                assert sym.maxnreg == (128 if m <= 16 else 0) and shift.maxnreg == 0, (n, k, m, gs)
+                assert dataclasses.replace(zeros, fold=False, maxnreg=0) == dataclasses.replace(shift, maxnreg=0)
+
+
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
     """Triton first for symmetric layers of group 128 or per-column at any N, act-order or not, for per-column
     zero points without act-order, and for every layer of at most 1024 outputs (the shapes and modes measured,
