@@ -34,12 +34,12 @@ is one fused multiply-add (fast kernel) or float32 rounded once. Where a step of
 one group and there is no shift (`KernelConfig.scale_acc`, the default), its weights are the exact
 integers `code - zero` (no rounding) and each step's float32 sums are multiplied by the float32 scale and
 added: two more float32 roundings per group, well inside the float32-sum bound of the tests. The swapped
-kernel with `fold` (`pick_config`'s choice for zero points at up to 16 rows) goes further: its weights are
-the symmetric integers `code - 8`, and the zero point is folded in after the dot, per group and output row,
-as `e * sum_k x` with `e = (8 - zero) * scale` (float32): the decode and its registers are the symmetric
-ones. Its float32 sums then err relative to `|x| @ (|code - 8| s + |8 - zero| s)` instead of `|x| @ |W|`
-(the tests' bound says so). All kernels
-accumulate in float32 and round the output once (after the split-K sum when K is split).
+kernel with `fold` (`pick_config`'s choice for zero points of group 128 or one group, up to 16 rows) goes
+further: its weights are the symmetric integers `code - 8`, and the zero point is folded in after the dot,
+per group and output row, as `e * sum_k x` with `e = (8 - zero) * scale` (float32): the decode and its
+registers are the symmetric ones. Its float32 sums then err relative to `|x| @ (|code - 8| s + |8 - zero| s)`
+instead of `|x| @ |W|` (the tests' bound says so). All kernels accumulate in float32 and round the output
+once (after the split-K sum when K is split).
 
 Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
 taken to be in group `j // group_size`, which holds when every group has exactly `group_size` rows (GPTQ's
@@ -167,9 +167,9 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     registers for symmetric layers (4 programs a multiprocessor instead of 3), K split until there are about
     2 programs per multiprocessor (one wave of 4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles,
     or 64 x 64 for layers of at most 2**26 weights (faster on the three such shapes, slower on the two
-    larger ones), K split up to about one
-    program per multiprocessor (keeping 8 steps a split); above: 128 x 128 tiles of 8 warps, K split up to
-    about half a program per multiprocessor (where N = 4096 at 256 rows: 64 programs, split 2). x gathered
+    larger ones), K split up to about one program per multiprocessor (keeping 8 steps a split); above:
+    128 x 128 tiles of 8 warps, K split up to about half a program per multiprocessor (where N = 4096 at
+    256 rows: 64 programs, split 2). x gathered
     once under act-order (`xperm`) above 16 rows, and up to 16 rows for layers of more than 2**26 weights
     (round 10: 52-56 us instead of 62-195 at 1-16 rows of 28672x8192 / 8192x28672; on 4096x4096 and 1024x4096
     the gather's two extra launches made it 0.58-0.70x as fast at one row, so smaller layers look perm up in
@@ -182,8 +182,9 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
 
     `zmode`: 0 symmetric, 1 Marlin zero points, 2 quanto's shift. Zero points of groups of 128 or K, up to
     16 rows: folded in after the dot (`fold`), under the 128-register cap for layers of more than 2**26
-    weights (round 11). The shift, zero points of groups of 32 / 64 and zero points above 16 rows decode
-    `code - zero` as before (the fold measured slower there), without the cap (ptxas spills under it)."""
+    weights (round 11; sm_90 ptxas: 128 registers, 8 bytes spilled; 168 uncapped). The shift, zero points
+    of groups of 32 / 64 and zero points above 16 rows are not folded (it measured slower there) and not
+    capped (decoding `code - zero` takes 156 registers, the shift 127)."""
     bt, stages = group_steps(group_size)
     if m <= 16:
         fold = zmode == 1 and bt == 8
