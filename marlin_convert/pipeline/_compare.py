@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from ..checkpoint.hashed import tensor_bytes
+from ..checkpoint.hashed import BlocksAhead, tensor_bytes
 from ..formats import QuantizedLinear, trivial_g_idx
 from ..stage_timers import stage, timed_iter
 
@@ -40,12 +40,19 @@ def made_equals(made: torch.Tensor | Iterable[torch.Tensor] | Any, expected: tor
 
 
 def sha256_of(made: torch.Tensor | Iterable[torch.Tensor]) -> str:
-    """sha256 of a whole tensor or of consecutive row blocks of one (hashed as they come)."""
+    """sha256 of a whole tensor or of consecutive row blocks of one, hashed here as a thread of their own
+    makes them (`BlocksAhead`): the streamed kernel and the hash run on two cores instead of one after the
+    other (verify OUT: one layer in hand at a time, which was all one core's work)."""
     digest = hashlib.sha256()
-    for block in [made] if isinstance(made, torch.Tensor) else timed_iter("layout (streamed blocks)", made):
-        raw = tensor_bytes(block)
-        with stage("sha256 made tensors", raw.nbytes):
-            digest.update(raw)
+    blocks = None if isinstance(made, torch.Tensor) else BlocksAhead(iter(made))
+    try:
+        for block in [made] if blocks is None else blocks:
+            raw = tensor_bytes(block)
+            with stage("sha256 made tensors", raw.nbytes):
+                digest.update(raw)
+    finally:
+        if blocks is not None:
+            blocks.close()
     return digest.hexdigest()
 
 
