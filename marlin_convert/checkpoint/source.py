@@ -16,7 +16,8 @@ from ..errors import CheckpointError
 from ..stage_timers import stage
 from ..tensor_spec import TensorSpec
 from .chunked_hash import hash_range
-from .direct_file import DIRECT_READ_MIN, direct_io_enabled, in_page_cache, read_direct, read_direct_hashed
+from .direct_file import (DIRECT_READ_MIN, ReadAsUsed, direct_io_enabled, in_page_cache, read_direct,
+                          read_direct_as_used, read_direct_hashed)
 from .index_file import read_index
 from .json_file import read_json, read_json_text
 from .links import outside_link_message, stays_inside
@@ -131,6 +132,18 @@ class Checkpoint:
         fd = self._uncached_direct_fd(name)
         raw = read_direct(fd, info.start, info.nbytes) if fd is not None else None
         return raw if raw is not None else read_bytes(self._file(shard), info)
+
+    def read_as_used(self, name: str) -> tuple[torch.Tensor, ReadAsUsed | None]:
+        """A tensor that is still being read when it comes back, with what tells when a prefix of its bytes is
+        there (`read_direct_as_used`), where it would be read past the page cache; else read whole (`read`) and
+        None."""
+        fd = self._uncached_direct_fd(name)
+        if fd is None:
+            return self.read(name), None
+        shard, info = self.location[name]
+        raw, progress = read_direct_as_used(fd, info.start, info.nbytes,
+                                            lambda into: read_bytes(self._file(shard), info, into=into))
+        return tensor_from_bytes(raw, info), progress
 
     def _uncached_direct_fd(self, name: str) -> int | None:
         """The O_DIRECT descriptor to read a tensor with: one of at least `DIRECT_READ_MIN` bytes whose middle page

@@ -162,36 +162,48 @@ class WordsAlongKCodes(Codes):
 
 class MarlinCodes(Codes):
     """Codes held in Marlin tiles `[k/16, 2n]`, whose row j holds input column `perm[j]` when an
-    act-order `perm` is given."""
+    act-order `perm` is given. `ready(rows)`, when given, returns once the first `rows` tile rows of `packed`
+    are in memory (a `B` still being read, front to back, while its first rows are unpacked)."""
 
-    def __init__(self, packed: torch.Tensor, *, n: int, k: int, perm: torch.Tensor | None = None):
+    def __init__(self, packed: torch.Tensor, *, n: int, k: int, perm: torch.Tensor | None = None,
+                 ready: Callable[[int], None] | None = None):
         self.packed, self.n, self.k = packed, n, k
         self.perm = perm
+        self._ready = ready
         self._words: torch.Tensor | None = None
 
     def _storage(self) -> torch.Tensor:
         return self.packed
 
+    def _tiles(self, start: int, stop: int) -> torch.Tensor:
+        """Tile rows `start .. stop` of `packed`, once they are in memory."""
+        if self._ready is not None:
+            self._ready(stop)
+        return self.packed[start:stop]
+
+    def _all(self) -> torch.Tensor:
+        return self._tiles(0, self.packed.shape[0])
+
     def cols(self, start: int, stop: int) -> torch.Tensor:
         if self.perm is not None or start % 128 or (stop % 128 and stop != self.k):
             return super().cols(start, stop)
-        return unpack(self.packed[start // 16 : stop // 16], n=self.n, k=stop - start)
+        return unpack(self._tiles(start // 16, stop // 16), n=self.n, k=stop - start)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
-        codes = unpack(self.packed[:, 2 * start : 2 * stop].contiguous(), n=stop - start, k=self.k)
+        codes = unpack(self._all()[:, 2 * start : 2 * stop].contiguous(), n=stop - start, k=self.k)
         return codes if self.perm is None else _unpermute(codes, self.perm)
 
     def full(self) -> torch.Tensor:
-        codes = unpack(self.packed, n=self.n, k=self.k)
+        codes = unpack(self._all(), n=self.n, k=self.k)
         return codes if self.perm is None else _unpermute(codes, self.perm)
 
     def kpacked_rows(self, start: int, stop: int) -> torch.Tensor:
         if self.packed.device.type != "cpu":
             return super().kpacked_rows(start, stop)
         if self.perm is None:
-            return unpack_to_kpacked(self.packed[start // 16 : stop // 16], n=self.n, k=stop - start)
+            return unpack_to_kpacked(self._tiles(start // 16, stop // 16), n=self.n, k=stop - start)
         if self._words is None:  # act-order: rows come from anywhere in B, so restore all words once
-            self._words = unpack_to_kpacked(self.packed, n=self.n, k=self.k, perm=self.perm)
+            self._words = unpack_to_kpacked(self._all(), n=self.n, k=self.k, perm=self.perm)
         return self._words[start // 8 : stop // 8]
 
 

@@ -1,7 +1,7 @@
 """The Marlin output layout of one layer (DESIGN §5): `B`, `s`, and `z` / `perm` / `g_idx` / `shift` when needed."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Union
 
 from ..errors import ShapeError
 from ..layout import TILE
@@ -72,8 +72,10 @@ def to_marlin(rec: QuantizedLinear, *, stream: bool = False) -> dict[str, Union[
     return {name: out[name] for name in ("B", "s", "z", "shift", "perm", "g_idx") if name in out}
 
 
-def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan) -> QuantizedLinear:
-    """Marlin tensors keyed by suffix -> the canonical record (exact inverse of `to_marlin`)."""
+def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan,
+                b_ready: Callable[[int], None] | None = None) -> QuantizedLinear:
+    """Marlin tensors keyed by suffix -> the canonical record (exact inverse of `to_marlin`); `b_ready`: see
+    `MarlinCodes` (a `B` still being read)."""
     import torch
 
     from ..layout import unpack_zeros, unpermute_scales
@@ -86,7 +88,7 @@ def from_marlin(tensors: Mapping[str, torch.Tensor], plan: LayerPlan) -> Quantiz
         if perm.shape != (k,) or not torch.equal(torch.sort(perm).values.cpu(), torch.arange(k)):
             raise ShapeError(f"{plan.prefix}.perm is not a permutation of {k} rows")
         g_idx = tensors["g_idx"]
-    codes = MarlinCodes(tensors["B"], n=n, k=k, perm=perm)
+    codes = MarlinCodes(tensors["B"], n=n, k=k, perm=perm, ready=b_ready)
     return QuantizedLinear(
         codes=codes,
         scales=unpermute_scales(tensors["s"], group_size=gs, k=k),

@@ -11,7 +11,8 @@ from ..errors import CheckpointError, MarlinConvertError, VerifyMismatch
 from ..stage_timers import stage
 from ..formats import DenseCodes, Format, LayerPlan, QuantizedLinear, from_marlin, marlin_specs, to_marlin
 
-__all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "restore_layer", "ROWS_ON_DEMAND_MIN"]
+__all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "marlin_tensors_as_used", "restore_layer",
+           "ROWS_ON_DEMAND_MIN"]
 
 ROWS_ON_DEMAND_MIN = 32 << 20
 """Bytes from which a row-sliced tensor is read a row range at a time (`read_layer`). Smaller ones are read whole
@@ -19,7 +20,8 @@ on a worker, where the read-ahead (at least `_stream.READ_AHEAD_FLOOR`, 64 MiB) 
 reads overlap the kernel; read on demand they were read on the kernel's thread, one after the other (2 GB of
 4096x4096 layers: pack 5.50 s against 4.85 s). From half that floor, read-ahead holds fewer than two such
 layers and a whole read stands between two layers (28672x8192: the same time within the VM's spread, peak RSS
-+115-121 MiB against +233 MiB over torch; BENCHMARKS.md)."""
++115-121 MiB against +233 MiB over torch; BENCHMARKS.md). unpack takes the same line for the Marlin `B` it
+unpacks while reading it (`marlin_tensors_as_used`)."""
 
 
 def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None = None,
@@ -79,14 +81,32 @@ def marlin_tensors(ckpt: Checkpoint, plan: LayerPlan) -> dict[str, torch.Tensor]
     return {suffix: ckpt.read(f"{plan.prefix}.{suffix}") for suffix in marlin_specs(plan)}
 
 
+def marlin_tensors_as_used(ckpt: Checkpoint, plan: LayerPlan) -> tuple[dict[str, torch.Tensor], Callable[[int], None] | None]:
+    """`marlin_tensors`, with a `B` of at least `ROWS_ON_DEMAND_MIN` bytes still being read when it comes back,
+    where it is read past the page cache (`Checkpoint.read_as_used`), and what waits for its first tile rows
+    (for `restore_layer`'s `b_ready`): unpack's kernel then runs beside the read instead of after it. Smaller
+    ones are read whole: the read-ahead holds several such layers, whose reads already overlap the kernel."""
+    name = f"{plan.prefix}.B"
+    if ckpt.info(name).nbytes < ROWS_ON_DEMAND_MIN:
+        return marlin_tensors(ckpt, plan), None
+    tensors = {suffix: ckpt.read(f"{plan.prefix}.{suffix}") for suffix in marlin_specs(plan) if suffix != "B"}
+    tensors["B"], progress = ckpt.read_as_used(name)
+    if progress is None:
+        return tensors, None
+    row_bytes = tensors["B"].stride(0) * tensors["B"].element_size()
+    return tensors, lambda rows: progress.wait(rows * row_bytes)
+
+
 def restore_layer(fmt: type[Format], plan: LayerPlan, marlin: dict[str, torch.Tensor],
-                  *, stream: bool = False) -> tuple[QuantizedLinear, dict[str, Any]]:
+                  *, stream: bool = False, b_ready: Callable[[int], None] | None = None
+                  ) -> tuple[QuantizedLinear, dict[str, Any]]:
     """Marlin tensors -> (record, source tensors); undecodable (corrupt) tensors raise VerifyMismatch.
     With `stream`, the big source tensor comes as row blocks. The decoders check what they read and raise
-    MarlinConvertError subclasses (e.g. ShapeError for a `perm` that is no permutation); anything else is a bug."""
+    MarlinConvertError subclasses (e.g. ShapeError for a `perm` that is no permutation); anything else is a bug.
+    `b_ready`: `B` is still being read (`marlin_tensors_as_used`)."""
     try:
         with stage("layout: from Marlin"):
-            rec = from_marlin(marlin, plan)
+            rec = from_marlin(marlin, plan, b_ready)
         with stage("layout: encode source" + (" (small parts)" if stream else " (whole)")):
             return rec, fmt.encode(rec, plan, stream=stream)
     except MarlinConvertError as e:

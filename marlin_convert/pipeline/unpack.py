@@ -14,7 +14,7 @@ from ..checkpoint.file_records import check_restored_files, source_shard_header
 from ..errors import VerifyMismatch
 from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
 from ..tensor_spec import TensorSpec
-from ._layers import marlin_tensors, restore_layer
+from ._layers import marlin_tensors_as_used, restore_layer
 from ._stream import LayerStream, hash_whole, layer_order, read_ahead_budget
 from .options import check_jobs, single_threaded_torch
 from .output_files import copy_files, restore_source_files
@@ -69,7 +69,8 @@ def unpack_checkpoint(
 
         def make_layer(prefix: str) -> dict[str, torch.Tensor]:
             plan = plans[prefix]
-            return hash_whole(restore_layer(fmt, plan, marlin_tensors(ckpt, plan), stream=True)[1])
+            marlin, b_ready = marlin_tensors_as_used(ckpt, plan)  # B's first rows unpacked while the rest is read
+            return hash_whole(restore_layer(fmt, plan, marlin, stream=True, b_ready=b_ready)[1])
 
         def produce(entry: OutEntry) -> torch.Tensor | bytearray:
             reporter.advance(entry.nbytes)

@@ -150,12 +150,13 @@ def test_direct_false_asks_for_the_page_cache(tmp_path):
     assert not f.direct and (tmp_path / "f").read_bytes() == b"z" * (CHUNK + 5)
 
 
-@pytest.mark.parametrize("hashed", [False, True], ids=["read_direct", "read_direct_hashed"])
+@pytest.mark.parametrize("how", ["read_direct", "read_direct_hashed", "read_direct_as_used"])
 @pytest.mark.parametrize("start,nbytes", [(0, 1), (1, ALIGN), (ALIGN - 3, 5), (8, 3 * ALIGN + 17), (12345, 1 << 20),
                                           (ALIGN, 0)])
-def test_direct_reads_give_the_bytes_at_any_offset(tmp_path, monkeypatch, start, nbytes, hashed):
-    """The bytes of the file at any offset; `read_direct_hashed` reads in steps (a few alignment units here, so a
-    tensor takes several), hashed as they come: also the sha256 of exactly those bytes."""
+def test_direct_reads_give_the_bytes_at_any_offset(tmp_path, monkeypatch, start, nbytes, how):
+    """The bytes of the file at any offset; `read_direct_hashed` and `read_direct_as_used` read in steps (a few
+    alignment units here, so a tensor takes several); the first hashes them as they come: also the sha256 of
+    exactly those bytes; the second hands them back at once, there once `wait(nbytes)` returns."""
     if not _direct_supported(tmp_path):
         pytest.skip("this filesystem refuses O_DIRECT")
     monkeypatch.setattr(direct_file, "HASHED_READ_STEP", 3 * ALIGN)
@@ -163,12 +164,105 @@ def test_direct_reads_give_the_bytes_at_any_offset(tmp_path, monkeypatch, start,
     (tmp_path / "f").write_bytes(data)
     fd = os.open(tmp_path / "f", os.O_RDONLY | O_DIRECT)
     try:
-        got = direct_file.read_direct_hashed(fd, start, nbytes) if hashed else (direct_file.read_direct(fd, start, nbytes), None)
+        if how == "read_direct_as_used":
+            view, progress = direct_file.read_direct_as_used(fd, start, nbytes, fallback=_never)
+            progress.wait(nbytes)
+            got = (view, None)
+        else:
+            got = direct_file.read_direct_hashed(fd, start, nbytes) if how == "read_direct_hashed" else (
+                direct_file.read_direct(fd, start, nbytes), None)
     finally:
         os.close(fd)
     assert got is not None and got[0] is not None and bytes(got[0]) == data[start : start + nbytes]
-    if hashed:
+    if how == "read_direct_hashed":
         assert got[1] == hashlib.sha256(data[start : start + nbytes]).hexdigest()
+
+
+def _never(view):
+    raise AssertionError("the page-cache fallback was not expected here")
+
+
+def test_read_direct_as_used_hands_out_each_prefix_as_it_lands(tmp_path, monkeypatch):
+    """`wait(upto)` returns once the reads have covered `upto` bytes of the tensor, not before: with the third
+    read held back, the first two steps' bytes are there and waiting for more blocks until it is let go."""
+    import threading
+
+    data = random.Random(3).randbytes(10 * ALIGN)
+    (tmp_path / "f").write_bytes(data)
+    go, third = threading.Event(), threading.Event()
+    real, calls = os.preadv, []
+
+    def held(fd, buffers, offset):
+        calls.append(offset)
+        if len(calls) == 3:
+            third.set()
+            assert go.wait(10)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(direct_file, "HASHED_READ_STEP", 2 * ALIGN)
+    monkeypatch.setattr(direct_file.os, "preadv", held)
+    start, nbytes = 100, 8 * ALIGN
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        view, progress = direct_file.read_direct_as_used(fd, start, nbytes, fallback=_never)
+        progress.wait(4 * ALIGN - start)  # the first two steps (from the aligned offset 0) cover this much
+        assert bytes(view[: 4 * ALIGN - start]) == data[start : 4 * ALIGN]
+        assert third.wait(10)
+        waiter = threading.Thread(target=progress.wait, args=(nbytes,))
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive()  # the rest is not there while the third read is held
+        go.set()
+        waiter.join(10)
+        assert not waiter.is_alive() and bytes(view) == data[start : start + nbytes]
+    finally:
+        go.set()
+        os.close(fd)
+
+
+@pytest.mark.parametrize("err", [errno.EINVAL, errno.EIO])
+def test_read_direct_as_used_refused_goes_through_the_fallback_and_errors_reach_the_waiter(tmp_path, monkeypatch, err):
+    """A read refused part-way (EINVAL) is done again by the fallback into the same buffer; any other error, and
+    one from the fallback, is raised by `wait`."""
+    data = random.Random(4).randbytes(6 * ALIGN)
+    (tmp_path / "f").write_bytes(data)
+    real, calls = os.preadv, []
+
+    def fail_second(fd, buffers, offset):
+        calls.append(offset)
+        if len(calls) == 2:
+            raise OSError(err, os.strerror(err))
+        return real(fd, buffers, offset)
+
+    def fallback(view):
+        view[:] = data[7 : 7 + len(view)]
+
+    monkeypatch.setattr(direct_file, "HASHED_READ_STEP", ALIGN)
+    monkeypatch.setattr(direct_file.os, "preadv", fail_second)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        view, progress = direct_file.read_direct_as_used(fd, 7, 4 * ALIGN, fallback=fallback)
+        if err == errno.EINVAL:
+            progress.wait(4 * ALIGN)
+            assert bytes(view) == data[7 : 7 + 4 * ALIGN]
+        else:
+            with pytest.raises(OSError, match=os.strerror(err)):
+                progress.wait(4 * ALIGN)
+    finally:
+        os.close(fd)
+    monkeypatch.setattr(direct_file.os, "preadv", real)
+
+    def truncated(view):
+        raise ValueError("file truncated while reading")
+
+    monkeypatch.setattr(direct_file, "_read_into", lambda *a: False)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        _, progress = direct_file.read_direct_as_used(fd, 0, ALIGN, fallback=truncated)
+        with pytest.raises(ValueError, match="truncated"):
+            progress.wait(1)
+    finally:
+        os.close(fd)
 
 
 def test_read_direct_refused_says_none(tmp_path, monkeypatch):
@@ -210,20 +304,29 @@ def test_read_direct_hashed_refused_says_none_and_other_errors_are_raised(tmp_pa
         os.close(fd)
 
 
-def test_pack_verify_unpack_with_every_tensor_read_past_the_page_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("act_order", [True, False])
+def test_pack_verify_unpack_with_every_tensor_read_past_the_page_cache(tmp_path, monkeypatch, act_order):
     """Every tensor read as if it were not cached (O_DIRECT where the filesystem allows it): the same output,
-    verify passes, and unpack gives the source back byte for byte."""
+    verify passes, and unpack gives the source back byte for byte (its `B` unpacked while it is read, one
+    alignment unit a step: by row blocks without act-order, whole with it)."""
     from marlin_convert import pack_checkpoint, unpack_checkpoint, verify_checkpoint
     from marlin_convert.checkpoint import source
     from tests._support.checkpoints import make_gptq_checkpoint
 
-    make_gptq_checkpoint(tmp_path / "src", seed=21, sym=False, act_order=True, shards=2)
+    make_gptq_checkpoint(tmp_path / "src", seed=21, sym=False, act_order=act_order, shards=2)
     pack_checkpoint(tmp_path / "src", tmp_path / "ref", device="cpu")
+    from marlin_convert.pipeline import _layers
+
+    monkeypatch.setattr(direct_file, "HASHED_READ_STEP", ALIGN)
+    monkeypatch.setattr(_layers, "ROWS_ON_DEMAND_MIN", 0)  # every B unpacked as it is read, however small
+    as_used = []
+    monkeypatch.setattr(source, "read_direct_as_used", lambda *a, **k: as_used.append(a) or direct_file.read_direct_as_used(*a, **k))
     monkeypatch.setattr(source, "DIRECT_READ_MIN", 0)
     monkeypatch.setattr(source, "in_page_cache", lambda fd, offset: False)
     pack_checkpoint(tmp_path / "src", tmp_path / "out", device="cpu")
     assert verify_checkpoint(tmp_path / "out", tmp_path / "src", device="cpu").ok
     unpack_checkpoint(tmp_path / "out", tmp_path / "back")
+    assert as_used or not _direct_supported(tmp_path)
 
     def tree(root):
         return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()

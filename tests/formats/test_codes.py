@@ -58,3 +58,34 @@ def test_act_order_marlin_view_restores_input_order():
     np.testing.assert_array_equal(view.full().numpy(), codes)
     np.testing.assert_array_equal(view.rows(64, 128).numpy(), codes[64:128])
     np.testing.assert_array_equal(view.kpacked_rows(0, K).numpy(), pack_rows(np.ascontiguousarray(codes.T)))
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_marlin_view_waits_for_the_tile_rows_it_reads(act_order):
+    """A `B` still being read (`ready`): each view asks for at least the tile rows it reads before reading them.
+    Here rows arrive only when asked for (zeros until then), so a view that asked for too few gives zeros."""
+    rng = np.random.default_rng(stable_seed("test_marlin_view_waits_for_the_tile_rows_it_reads", act_order))
+    codes = rng.integers(0, 16, size=(N, K), dtype=np.uint8)
+    perm = rng.permutation(K) if act_order else None
+    stored = seed_pack(np.ascontiguousarray(codes[:, perm] if act_order else codes))
+    want_words = pack_rows(np.ascontiguousarray(codes.T))
+
+    def fresh():
+        packed = torch.zeros(stored.shape, dtype=torch.int32)
+        landed = [0]
+
+        def ready(rows):
+            if rows > landed[0]:
+                packed[landed[0]:rows] = torch.from_numpy(stored[landed[0]:rows])
+                landed[0] = rows
+
+        view = MarlinCodes(packed, n=N, k=K, perm=None if perm is None else torch.from_numpy(perm), ready=ready)
+        return view, landed
+
+    view, landed = fresh()
+    np.testing.assert_array_equal(view.kpacked_rows(0, 128).numpy(), want_words[0:16])
+    assert landed[0] == (8 if not act_order else K // 16)  # only the rows it needs, without act-order
+    np.testing.assert_array_equal(view.kpacked_rows(128, 256).numpy(), want_words[16:32])
+    for name, call, want in (("full", lambda v: v.full(), codes), ("rows", lambda v: v.rows(64, 192), codes[64:192]),
+                             ("cols", lambda v: v.cols(128, 384), codes[:, 128:384])):
+        np.testing.assert_array_equal(call(fresh()[0]).numpy(), want, err_msg=name)
