@@ -30,7 +30,8 @@ from ..stage_timers import stage
 from .host_buffers import ALIGN, take_buffer
 
 __all__ = ["SequentialFile", "ALIGN", "CHUNK", "IN_FLIGHT", "DIRECT_READ_MIN", "direct_io_enabled", "in_page_cache",
-           "pwrite_all", "read_direct", "read_direct_hashed", "HASHED_READ_STEP", "ReadAsUsed", "read_direct_as_used"]
+           "pwrite_all", "read_direct", "read_direct_hashed", "HASHED_READ_STEP", "ReadAsUsed", "read_direct_as_used",
+           "hash_as_read"]
 
 # ALIGN (from host_buffers, whose buffers start at it): offset, length and memory alignment of every O_DIRECT
 # read and write, a multiple of any common logical block size.
@@ -356,9 +357,27 @@ def read_direct_as_used(fd: int, start: int, nbytes: int,
     return view[lo : end - first], progress
 
 
-@functools.lru_cache(maxsize=1)
-def _as_used_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(1, thread_name_prefix="marlin-convert-read-as-used")
+def hash_as_read(view: memoryview, progress: ReadAsUsed) -> Future[str]:
+    """The sha256 of `view` (from `read_direct_as_used`), computed on a thread of its own as its bytes land,
+    `HASHED_READ_STEP` at a time: the hash, the read and whatever uses the bytes run side by side."""
+    import hashlib
+
+    def digest() -> str:
+        sha = hashlib.sha256()
+        with stage("sha256 read tensors (as read)", len(view)):
+            for lo in range(0, len(view), HASHED_READ_STEP):
+                hi = min(lo + HASHED_READ_STEP, len(view))
+                progress.wait(hi)
+                sha.update(view[lo:hi])
+        return sha.hexdigest()
+
+    return _as_used_pool("hash").submit(digest)
+
+
+@functools.lru_cache(maxsize=None)
+def _as_used_pool(job: str = "read") -> ThreadPoolExecutor:
+    """One thread for the reads as used, one for their hashes (one big tensor at a time is what they serve)."""
+    return ThreadPoolExecutor(1, thread_name_prefix=f"marlin-convert-{job}-as-used")
 
 
 def _direct_span(start: int, nbytes: int) -> tuple[int, int, memoryview]:

@@ -16,7 +16,8 @@ from ..errors import CheckpointError
 from ..stage_timers import stage
 from ..tensor_spec import TensorSpec
 from .chunked_hash import hash_range
-from .direct_file import (DIRECT_READ_MIN, ReadAsUsed, direct_io_enabled, in_page_cache, read_direct,
+from .hashed import tensor_bytes
+from .direct_file import (DIRECT_READ_MIN, ReadAsUsed, direct_io_enabled, hash_as_read, in_page_cache, read_direct,
                           read_direct_as_used, read_direct_hashed)
 from .index_file import read_index
 from .json_file import read_json, read_json_text
@@ -144,6 +145,18 @@ class Checkpoint:
         raw, progress = read_direct_as_used(fd, info.start, info.nbytes,
                                             lambda into: read_bytes(self._file(shard), info, into=into))
         return tensor_from_bytes(raw, info), progress
+
+    def read_hashed_as_used(self, name: str) -> tuple[torch.Tensor, str | Future[str], ReadAsUsed | None]:
+        """`read_as_used` and the sha256 of the stored bytes, computed as they land (a Future,
+        `hash_as_read`); where it is not read past the page cache, `read_hashed`'s tensor and sha256, and None."""
+        if self._uncached_direct_fd(name) is None:
+            return (*self.read_hashed(name), None)
+        tensor, progress = self.read_as_used(name)
+        raw = memoryview(tensor_bytes(tensor)).cast("B")
+        if progress is None:  # cached since it was asked: read whole
+            with stage("sha256 read tensors", len(raw)):
+                return tensor, hashlib.sha256(raw).hexdigest(), None
+        return tensor, hash_as_read(raw, progress), progress
 
     def _uncached_direct_fd(self, name: str) -> int | None:
         """The O_DIRECT descriptor to read a tensor with: one of at least `DIRECT_READ_MIN` bytes whose middle page

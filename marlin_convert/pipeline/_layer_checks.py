@@ -10,10 +10,10 @@ from typing import Any, Callable, Iterator, TypeVar
 import torch
 
 from ..checkpoint import Checkpoint
-from ..errors import VerifyMismatch
+from ..errors import MarlinConvertError, VerifyMismatch
 from ..formats import Format, LayerPlan, QuantizedLinear, marlin_specs
 from ._compare import made_equals, same_dequant_inputs, sha256_of
-from ._layers import convert_layer, read_layer, restore_layer
+from ._layers import ROWS_ON_DEMAND_MIN, convert_layer, read_layer, restore_layer
 from .reports import check_row
 
 __all__ = ["verify_layer", "shut_down"]
@@ -48,15 +48,30 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
     source_read = None if src is None else _run(helper, lambda: read_layer(src, plan, digests, claim=claim_src,
                                                                            row_sliced=row_sliced))
     marlin = {}
+    b_digest: Future[str] | None = None
+    b_ready = None
     for suffix in marlin_specs(plan):
         name = f"{plan.prefix}.{suffix}"
-        marlin[suffix], digest = out.read_hashed(name, digest=claim_out(name) if claim_out else None)
+        claimed = claim_out(name) if claim_out else None
+        if suffix == "B" and claimed is None and src is None and not gemm and dev.type == "cpu" \
+                and out.info(name).nbytes >= ROWS_ON_DEMAND_MIN:
+            # without the source: B unpacked and hashed while it is read, its sha256 checked once that is done
+            marlin[suffix], digest, progress = out.read_hashed_as_used(name)
+            if progress is not None:
+                row_bytes = marlin[suffix].stride(0) * marlin[suffix].element_size()
+                b_digest, b_ready = digest, (lambda rows, p=progress, size=row_bytes: p.wait(rows * size))
+                continue
+        else:
+            marlin[suffix], digest = out.read_hashed(name, digest=claimed)
         if isinstance(digest, Future):
             digest = digest.result()
         if digest != manifest["output_tensors"][name]["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest")
     tensors: dict[str, torch.Tensor] | None = None if source_read is None else source_read.result()
     if problems:  # corrupt bytes: decoding them proves nothing more and may not even be possible
+        bad_b = _b_checked(plan, b_digest, manifest)
+        if bad_b is not None:
+            problems.insert(0, bad_b["detail"])
         if gemm and tensors is not None:  # ... but the real kernel can show the damage against the source
             problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, tensors), marlin, gemm)[1]}")
         return check_row(plan.prefix, False, "; ".join(problems[:3]))
@@ -65,15 +80,24 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
             problems.append(f"{name}: source bytes differ from the manifest")
     repacked = None if tensors is None else _run(helper, lambda: _repack(fmt, plan, tensors, marlin, dev))
     try:
-        rec_marlin, restored = restore_layer(fmt, plan, marlin, stream=True)
+        rec_marlin, restored = restore_layer(fmt, plan, marlin, stream=True, b_ready=b_ready)
     except VerifyMismatch as e:
         if repacked is not None:
             repacked.result()
-        return check_row(plan.prefix, False, str(e))
-    for role, name in plan.sources.items():  # unpack in memory: the source's bytes, or their recorded sha256
-        if not (made_equals(restored[role], tensors[role]) if tensors is not None
-                else sha256_of(restored[role]) == manifest["source_tensors"][name]["sha256"]):
-            problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
+        return _b_checked(plan, b_digest, manifest) or check_row(plan.prefix, False, str(e))
+    try:
+        for role, name in plan.sources.items():  # unpack in memory: the source's bytes, or their recorded sha256
+            if not (made_equals(restored[role], tensors[role]) if tensors is not None
+                    else sha256_of(restored[role]) == manifest["source_tensors"][name]["sha256"]):
+                problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
+    except MarlinConvertError:  # a B whose bytes are wrong may not unpack: that is what to report, if so
+        bad_b = _b_checked(plan, b_digest, manifest)
+        if bad_b is None:
+            raise
+        return bad_b
+    bad_b = _b_checked(plan, b_digest, manifest)
+    if bad_b is not None:  # B's own bytes are wrong: what its unpack gave proves nothing more
+        return bad_b
     rec_src = None
     if repacked is not None:
         rec_src, differ = repacked.result()
@@ -87,6 +111,15 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
             problems.insert(0, f"{plan.prefix}: {note}")
         checks += f"; {note}"
     return check_row(plan.prefix, not problems, "; ".join(problems[:3]) if problems else checks)
+
+
+def _b_checked(plan: LayerPlan, digest: Future[str] | None, manifest: dict[str, Any]) -> dict[str, str] | None:
+    """The failed row when `B`'s sha256, computed while it was read and unpacked, differs from the manifest;
+    else None (also when `B` was checked before its unpack)."""
+    name = f"{plan.prefix}.B"
+    if digest is None or digest.result() == manifest["output_tensors"][name]["sha256"]:
+        return None
+    return check_row(plan.prefix, False, f"{name}: sha256 differs from the manifest")
 
 
 def _repack(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], marlin: dict[str, torch.Tensor],
