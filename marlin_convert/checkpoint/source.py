@@ -139,24 +139,22 @@ class Checkpoint:
         there (`read_direct_as_used`), where it would be read past the page cache; else read whole (`read`) and
         None."""
         fd = self._uncached_direct_fd(name)
-        if fd is None:
-            return self.read(name), None
-        shard, info = self.location[name]
-        raw, progress = read_direct_as_used(fd, info.start, info.nbytes,
-                                            lambda into: read_bytes(self._file(shard), info, into=into))
-        return tensor_from_bytes(raw, info), progress
+        return (self.read(name), None) if fd is None else self._as_used(fd, name)
 
     def read_hashed_as_used(self, name: str) -> tuple[torch.Tensor, str | Future[str], ReadAsUsed | None]:
         """`read_as_used` and the sha256 of the stored bytes, computed as they land (a Future,
         `hash_as_read`); where it is not read past the page cache, `read_hashed`'s tensor and sha256, and None."""
-        if self._uncached_direct_fd(name) is None:
+        fd = self._uncached_direct_fd(name)
+        if fd is None:
             return (*self.read_hashed(name), None)
-        tensor, progress = self.read_as_used(name)
-        raw = memoryview(tensor_bytes(tensor)).cast("B")
-        if progress is None:  # cached since it was asked: read whole
-            with stage("sha256 read tensors", len(raw)):
-                return tensor, hashlib.sha256(raw).hexdigest(), None
-        return tensor, hash_as_read(raw, progress), progress
+        tensor, progress = self._as_used(fd, name)
+        return tensor, hash_as_read(memoryview(tensor_bytes(tensor)).cast("B"), progress), progress
+
+    def _as_used(self, fd: int, name: str) -> tuple[torch.Tensor, ReadAsUsed]:
+        shard, info = self.location[name]
+        raw, progress = read_direct_as_used(fd, info.start, info.nbytes,
+                                            lambda into: read_bytes(self._file(shard), info, into=into))
+        return tensor_from_bytes(raw, info), progress
 
     def _uncached_direct_fd(self, name: str) -> int | None:
         """The O_DIRECT descriptor to read a tensor with: one of at least `DIRECT_READ_MIN` bytes whose middle page

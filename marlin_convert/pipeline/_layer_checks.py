@@ -13,7 +13,7 @@ from ..checkpoint import Checkpoint
 from ..errors import MarlinConvertError, VerifyMismatch
 from ..formats import Format, LayerPlan, QuantizedLinear, marlin_specs
 from ._compare import made_equals, same_dequant_inputs, sha256_of
-from ._layers import ROWS_ON_DEMAND_MIN, convert_layer, read_layer, restore_layer
+from ._layers import ROWS_ON_DEMAND_MIN, b_rows_ready, convert_layer, read_layer, restore_layer
 from .reports import check_row
 
 __all__ = ["verify_layer", "shut_down"]
@@ -58,8 +58,7 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
             # without the source: B unpacked and hashed while it is read, its sha256 checked once that is done
             marlin[suffix], digest, progress = out.read_hashed_as_used(name)
             if progress is not None:
-                row_bytes = marlin[suffix].stride(0) * marlin[suffix].element_size()
-                b_digest, b_ready = digest, (lambda rows, p=progress, size=row_bytes: p.wait(rows * size))
+                b_digest, b_ready = digest, b_rows_ready(marlin[suffix], progress)
                 continue
         else:
             marlin[suffix], digest = out.read_hashed(name, digest=claimed)

@@ -7,11 +7,13 @@ from typing import Any, Callable
 import torch
 
 from ..checkpoint import Checkpoint
+from ..checkpoint.direct_file import ReadAsUsed
 from ..errors import CheckpointError, MarlinConvertError, VerifyMismatch
 from ..stage_timers import stage
 from ..formats import DenseCodes, Format, LayerPlan, QuantizedLinear, from_marlin, marlin_specs, to_marlin
 
-__all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "marlin_tensors_as_used", "restore_layer",
+__all__ = ["read_layer", "convert_layer", "record_to_cpu", "marlin_tensors", "marlin_tensors_as_used", "b_rows_ready",
+           "restore_layer",
            "ROWS_ON_DEMAND_MIN"]
 
 ROWS_ON_DEMAND_MIN = 32 << 20
@@ -91,10 +93,13 @@ def marlin_tensors_as_used(ckpt: Checkpoint, plan: LayerPlan) -> tuple[dict[str,
         return marlin_tensors(ckpt, plan), None
     tensors = {suffix: ckpt.read(f"{plan.prefix}.{suffix}") for suffix in marlin_specs(plan) if suffix != "B"}
     tensors["B"], progress = ckpt.read_as_used(name)
-    if progress is None:
-        return tensors, None
-    row_bytes = tensors["B"].stride(0) * tensors["B"].element_size()
-    return tensors, lambda rows: progress.wait(rows * row_bytes)
+    return tensors, None if progress is None else b_rows_ready(tensors["B"], progress)
+
+
+def b_rows_ready(b: torch.Tensor, progress: ReadAsUsed) -> Callable[[int], None]:
+    """What waits for the first tile rows of a Marlin `B` still being read (`restore_layer`'s `b_ready`)."""
+    row_bytes = b.stride(0) * b.element_size()
+    return lambda rows: progress.wait(rows * row_bytes)
 
 
 def restore_layer(fmt: type[Format], plan: LayerPlan, marlin: dict[str, torch.Tensor],
