@@ -563,9 +563,11 @@ def _folded_zero(z_ptr, N, g, zwn, zshn, n_ok, sf):
 
 @triton.jit
 def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, t_begin, steps,
+               all_steps,
                ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
                IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
-               SCALE_ACC: tl.constexpr, FOLD: tl.constexpr):
+               SCALE_ACC: tl.constexpr, FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False,
+               XSUM: tl.constexpr = False):
     """The float32 sums `[64 NB, BM]` of one tile of `out.T` (rows n `64 NB pid_n ..` in order, columns the
     rows m of x) over `steps` steps of `BT` tile rows from tile row `t_begin`, with its n and m indices."""
     C: tl.constexpr = 32 * NB  # word columns (nb, c, w), the per-column terms of `_dequant8` / `_int8`
@@ -607,10 +609,25 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
     acc = tl.zeros((64 * NB, BM), dtype=tl.float32)
     xs = tl.zeros((1, BM), dtype=tl.float32)  # FOLD, one group: the sums of x over K
+    if ZPRE and FOLD and not SINGLE:
+        g0 = (16 * t_begin) >> g_shift
+        s_next = tl.load(s_ptr + g0 * N + spn, mask=n_ok, other=0)
+        z_next = tl.load(z_ptr + g0 * (N // 8) + zwn, mask=n_ok, other=0)
     for step in range(0, steps):
         t0 = t_begin + step * BT
+        if ZPRE and FOLD and not SINGLE:
+            s_cur = s_next
+            z_cur = z_next
+            gn = (16 * (t0 + BT)) >> g_shift
+            more = step + 1 < steps
+            s_next = tl.load(s_ptr + gn * N + spn, mask=n_ok & more, other=0)
+            z_next = tl.load(z_ptr + gn * (N // 8) + zwn, mask=n_ok & more, other=0)
         # the words as they lie: [t, nb, c, q, w]
-        words = tl.reshape(tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + off5, mask=cm5, other=0), (BT, NB, 8, 4, 4))
+        if TMA:
+            words = tl.reshape(b_ptr.load([t0, pid_n * NB * 128]), (BT, NB, 8, 4, 4))
+        else:
+            words = tl.reshape(tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + off5, mask=cm5, other=0),
+                               (BT, NB, 8, 4, 4))
         if SCALE_ACC:
             if not SINGLE:
                 g = (16 * t0) >> g_shift
@@ -618,9 +635,13 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
                     e0, e1 = _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16)
                     e0 = tl.reshape(e0, (1, NB, 8, 1, 4))
                     e1 = tl.reshape(e1, (1, NB, 8, 1, 4))
-                sf = tl.load(s_ptr + g * N + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
-                if FOLD:
-                    e = _folded_zero(z_ptr, N, g, zwn, zshn, n_ok, sf)
+                if ZPRE and FOLD:
+                    sf = s_cur.to(tl.float32)[:, None]
+                    e = (8 - ((z_cur >> zshn) & 0xF)).to(tl.float32)[:, None] * sf
+                else:
+                    sf = tl.load(s_ptr + g * N + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
+                    if FOLD:
+                        e = _folded_zero(z_ptr, N, g, zwn, zshn, n_ok, sf)
             if ZMODE == 1 and not FOLD:  # the exact integers code - zero
                 wts = _int8(words, tl.broadcast_to(e0, words.shape), tl.broadcast_to(e1, words.shape), ZMODE, IS_FP16)
             else:  # the exact integers code - 8 (FOLD: the zero point is added after the dot)
@@ -646,7 +667,10 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
         xtile = _fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM, BT)
         xt = tl.trans(xtile)
         if FOLD:
-            xsum = tl.sum(xtile.to(tl.float32), axis=1)[None, :]
+            if XSUM and not SINGLE:  # the caller's float32 sums of x per step, [M, all steps]
+                xsum = tl.load(sh_ptr + m * all_steps + t0 // BT, mask=m_ok, other=0)[None, :]
+            else:
+                xsum = tl.sum(xtile.to(tl.float32), axis=1)[None, :]
         if SCALE_ACC and not SINGLE:
             if FOLD:
                 acc += tl.dot(wt, xt) * sf + e * xsum
@@ -672,7 +696,7 @@ def marlin_gemm_swap_kernel(
     has_bias, split_k,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, SCALE_ACC: tl.constexpr,
-    FOLD: tl.constexpr,
+    FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False, XSUM: tl.constexpr = False,
 ):
     """`marlin_gemm_fast_kernel` with the operands swapped, `out.T = W x.T`: the weights are the first
     operand, a `[64 NB, 16 BT]` tile with rows n and columns k in order, made in registers from the words
@@ -683,7 +707,10 @@ def marlin_gemm_swap_kernel(
     `marlin_gemm_fast_kernel` (the reduce kernel sums the splits); the tile is stored transposed.
     FOLD (with SCALE_ACC and zero points): the weights are the symmetric integers `code - 8`, and each step
     adds `sums * scale + e * sum_k x` per output row (`_folded_zero`: `e = (8 - zero) * scale`); one group:
-    once, after the loop."""
+    once, after the loop. TMA: `b_ptr` is a TMA tensor descriptor of `B` with `[BT, 128 NB]` boxes (the same
+    words, copied by the TMA engine). ZPRE (FOLD, groups): the next step's scales and zero words are loaded
+    a step ahead. XSUM (FOLD, groups): `sh_ptr` holds the float32 sums of x over each step's k, `[M, steps]`
+    (from the caller), instead of a sum of the x tile in the step."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -691,7 +718,8 @@ def marlin_gemm_swap_kernel(
     s1 = ((pid_k + 1) * steps_per_tile) // split_k
     acc, n, n_ok, m, m_ok = _swap_tile(
         x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
-        ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC, FOLD)
+        steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
+        FOLD, TMA, ZPRE, XSUM)
     _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om, M,
                N, pid_k, split_k, has_bias)
 

@@ -112,6 +112,13 @@ class KernelConfig:
     `(8 - zero) * scale * sum_k x` per group after the dot (`FOLD`), instead of decoding `code - zero`: the
     symmetric decode's registers, for the price of a sum of x a step (round 11: faster up to 16 rows,
     slower at 64 and more)."""
+    tma: bool = False
+    """Swapped kernel: load the words through a TMA tensor descriptor (`[BT, 128 NB]` boxes of `B`)."""
+    zpre: bool = False
+    """Swapped kernel with `fold`: load the next step's scales and zero-point words a step ahead."""
+    xsum: bool = False
+    """Swapped kernel with `fold`, groups: the sums of x over each step's k computed once per call (one
+    `torch.sum`) and loaded a step, instead of summed from the x tile in the kernel."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -159,6 +166,17 @@ def _counters(device: torch.device, count: int) -> torch.Tensor:
     return buf
 
 
+def _tma_ok(B: torch.Tensor) -> bool:
+    """Whether `B` can be read through a TMA tensor descriptor: a CUDA device of compute capability 9.0+ (sm_90
+    has the copy engine; elsewhere Triton would lower the descriptor to plain loads) and a 16-byte aligned base."""
+    return B.is_cuda and not _interpreting() and _capability(B.device.index or 0) >= (9, 0) and B.data_ptr() % 16 == 0
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: int = 0) -> KernelConfig:
     """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
     H200 (2026-12-02, BENCHMARKS.md rounds 8 and 9: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
@@ -184,16 +202,27 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     16 rows: folded in after the dot (`fold`), under the 128-register cap for layers of more than 2**26
     weights (round 11; sm_90 ptxas: 128 registers, 8 bytes spilled; 168 uncapped). The shift, zero points
     of groups of 32 / 64 and zero points above 16 rows are not folded (it measured slower there) and not
-    capped (decoding `code - zero` takes 156 registers, the shift 127)."""
+    capped (decoding `code - zero` takes 156 registers, the shift 127).
+
+    Round 12 (`tma`, `zpre`, `xsum`): symmetric group 128 reads its words through a TMA descriptor up to 16
+    rows, and up to 64 rows above 2**26 weights (1.00-1.06x; at 64 rows of 4096x4096 and 14336x4096 it
+    measured 0.80-0.96x). Folded zero points of group 128 above 2**25 weights also read through TMA, load
+    the next step's scales and zero words a step ahead and take the sums of x per step from one `torch.sum`
+    per call (1.03-1.14x on 28672x8192, 8192x28672 and 14336x4096; on 4096x4096 the extra launch made
+    them 0.92-0.93x)."""
     bt, stages = group_steps(group_size)
+    grouped = bt == 8 and group_size < k  # group 128
     if m <= 16:
         fold = zmode == 1 and bt == 8
+        ahead = fold and grouped and n * k > 1 << 25
         cap = 128 if zmode == 0 or (fold and n * k > 1 << 26) else 0
         cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=n * k > 1 << 26, swap=True, maxnreg=cap,
-                           fold=fold)
+                           fold=fold, tma=grouped and zmode == 0 or ahead, zpre=ahead, xsum=ahead)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
     if m <= 64:
-        cfg = KernelConfig(bm=64, bt=bt, nb=1 if n * k <= 1 << 26 else 2, stages=stages, xperm=True, swap=True)
+        big = n * k > 1 << 26
+        cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True, swap=True,
+                           tma=big and grouped and zmode == 0)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
     cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True)
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
@@ -352,9 +381,19 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
             g_shift = 0 if single else gs.bit_length() - 1
             loads = dict(WORDS3D=int(cfg.words3d), XLOAD=int(cfg.xload), THREADS=32 * cfg.warps)
             if cfg.swap:
+                fold = cfg.fold and consts["SCALE_ACC"] and zmode == 1
+                b_arg, sh_arg = B, common[4]
+                tma = cfg.tma and _tma_ok(B)
+                if tma:
+                    from triton.tools.tensor_descriptor import TensorDescriptor
+
+                    b_arg = TensorDescriptor.from_tensor(B, [bt, 128 * cfg.nb])
+                xsum = cfg.xsum and fold and not single and not has_perm
+                if xsum:
+                    sh_arg = torch.sum(xk.reshape(m, steps, 16 * bt), dim=-1, dtype=torch.float32)
                 tk.marlin_gemm_swap_kernel[grid](
-                    xk, *common[1:9], m, n, xk.stride(0), out.stride(0), g_shift, steps, int(bias is not None), split,
-                    FOLD=cfg.fold and consts["SCALE_ACC"] and zmode == 1, **consts)
+                    xk, b_arg, s, common[3], sh_arg, *common[5:9], m, n, xk.stride(0), out.stride(0), g_shift, steps,
+                    int(bias is not None), split, FOLD=fold, TMA=tma, ZPRE=cfg.zpre, XSUM=xsum, **consts)
             elif streamk:
                 tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
                     xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,

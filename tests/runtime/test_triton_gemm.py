@@ -191,7 +191,16 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, split_k=2),
                 KernelConfig(16, 8, 1, swap=True, fold=True, xperm=True), KernelConfig(16, 4, 2, swap=True, fold=True),
                 KernelConfig(64, 8, 2, xperm=True, swap=True, fold=True, split_k=2),
-                KernelConfig(128, 8, 2, warps=8, swap=True, fold=True)):
+                KernelConfig(128, 8, 2, warps=8, swap=True, fold=True),
+                # round 12: words through a TMA descriptor, the fold's scales / zero words a step ahead, the sums
+                # of x per group from the caller (in-kernel where x is gathered by `perm` in the kernel)
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, split_k=2),
+                KernelConfig(16, 8, 1, swap=True, fold=True, zpre=True, xsum=True, xperm=True),
+                KernelConfig(16, 8, 1, swap=True, fold=True, tma=True, xsum=True, split_k=4),
+                KernelConfig(16, 8, 2, swap=True, fold=True, zpre=True, split_k=8),
+                KernelConfig(16, 4, 2, swap=True, tma=True, split_k=2),
+                KernelConfig(64, 8, 2, xperm=True, swap=True, tma=True, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, swap=True, tma=True, fold=True, zpre=True)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -227,6 +236,44 @@ def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
     assert not _failures(layer, x, first)
     for _ in range(3):
         assert torch.equal(run(sk), first)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_tma_and_prefetch_give_the_same_bits(dtype):
+    """Words read through a TMA descriptor (`tma`) and the fold's scales / zero words loaded a step ahead (`zpre`)
+    feed the same values to the same dots: the outputs equal the plain loads' bit for bit. A `B` whose base is
+    not 16-byte aligned (a view at an offset of one word) falls back to plain loads, with the same bits; the
+    sums of x per group from the caller (`xsum`) stay within the bounds."""
+    from marlin_convert.runtime import triton_gemm
+    from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
+
+    gen = torch.Generator(device="cuda").manual_seed(37)
+    for i, (mode, group_size, act_order) in enumerate((("sym", 128, False), ("asym", 128, True), ("asym", -1, False),
+                                                       ("sym", 64, False))):
+        layer = _make_layer(1088, 2048, group_size, mode, act_order, dtype, 50 + i, with_bias=True)
+        t = dict(layer.marlin)
+        b = t["B"]
+        shifted = torch.empty(b.numel() + 1, dtype=b.dtype, device=b.device)[1:].view(b.shape)
+        shifted.copy_(b)
+        assert shifted.data_ptr() % 16 and not triton_gemm._tma_ok(shifted) and triton_gemm._tma_ok(b)
+        for m, cfg in ((3, KernelConfig(16, 8, 2, swap=True, fold=True, maxnreg=128, split_k=4)),
+                       (5, KernelConfig(16, 4, 1, swap=True, fold=True, xperm=True)),
+                       (40, KernelConfig(64, 8, 2, swap=True, xperm=True, split_k=2))):
+            x = torch.randn(m, 2048, device="cuda", generator=gen).to(dtype)
+
+            def run(c, bw=b):
+                return marlin_gemm(x, bw, t["s"], group_size=group_size, z=t.get("z"), perm=t.get("perm"),
+                                   bias=layer.bias, config=c)
+
+            plain = run(cfg)
+            assert not _failures(layer, x, plain), (mode, group_size, m)
+            for variant in (dict(tma=True), dict(zpre=True), dict(tma=True, zpre=True)):
+                c = dataclasses.replace(cfg, **variant)
+                assert torch.equal(run(c), plain), (mode, group_size, m, variant)
+                assert torch.equal(run(c, shifted), plain), (mode, group_size, m, variant, "unaligned")
+            with_sums = run(dataclasses.replace(cfg, tma=True, zpre=True, xsum=True))
+            assert not _failures(layer, x, with_sums), (mode, group_size, m)
 
 
 @pytest.mark.cuda
@@ -363,7 +410,10 @@ def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
 def test_pick_config_folds_zero_points_only_where_it_measured_faster():
     """Round 11: up to 16 rows, zero points (zmode 1) of group 128 or one group are folded in after the dot,
     under the 128-register cap above 2**26 weights and without it below; the shift (zmode 2), groups of 32 / 64
-    and more than 16 rows are not folded and not capped; symmetric layers stay capped at 128 up to 16 rows."""
+    and more than 16 rows are not folded and not capped; symmetric layers stay capped at 128 up to 16 rows.
+    Round 12: symmetric group 128 reads its words through TMA up to 16 rows, and up to 64 above 2**26 weights;
+    folded zero points of group 128 above 2**25 weights do too, load their scales and zero words a step ahead
+    and take the sums of x per group from the caller."""
     from marlin_convert.runtime import triton_gemm
 
     for n, k in ((28672, 8192), (8192, 28672), (4096, 4096), (512, 3584)):
@@ -375,7 +425,11 @@ def test_pick_config_folds_zero_points_only_where_it_measured_faster():
                 assert zeros.fold == folded and not sym.fold and not shift.fold, (n, k, m, gs)
                 assert zeros.maxnreg == (128 if folded and big else 0), (n, k, m, gs, zeros)
                 assert sym.maxnreg == (128 if m <= 16 else 0) and shift.maxnreg == 0, (n, k, m, gs)
-                assert dataclasses.replace(zeros, fold=False, maxnreg=0) == dataclasses.replace(shift, maxnreg=0)
+                grouped, ahead = gs == 128, folded and gs == 128 and n * k > 1 << 25
+                assert zeros.zpre == zeros.xsum == zeros.tma == ahead and not sym.zpre and not sym.xsum, (n, k, m, gs)
+                assert sym.tma == (grouped and (m <= 16 or m <= 64 and big)) and not shift.tma, (n, k, m, gs)
+                assert dataclasses.replace(zeros, fold=False, maxnreg=0, tma=False, zpre=False, xsum=False) == \
+                    dataclasses.replace(shift, maxnreg=0), (n, k, m, gs)
 
 
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
