@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ._malloc import share_one_arena
 from ._version import __version__
 from .cli_render import BarReporter, err_console, error_object, heading, inspect_tables, out_console, plural, size, text
 from .errors import MarlinConvertError, NothingToConvert, VerifyMismatch
@@ -283,7 +284,9 @@ def entry() -> None:
     """The console script and `python -m marlin_convert`: `main`, then, when the command imported torch, the
     process leaves without the interpreter's teardown, which spent 0.3-0.7 s unloading torch on the 2-core
     machine (issue #15: fixed start); `atexit` handlers (the --debug table) still run and stdio is flushed.
-    Nothing is left to tear down by then: outputs are in place or removed, shards fsynced, pools shut down."""
+    Nothing is left to tear down by then: outputs are in place or removed, shards fsynced, pools shut down.
+    First, before any thread starts, glibc malloc is limited to one arena (`_malloc`: lower peak memory)."""
+    share_one_arena()
     try:
         main()
         code: object = 0
