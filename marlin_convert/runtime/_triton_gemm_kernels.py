@@ -553,12 +553,17 @@ def _settled(acc):
 
 
 @triton.jit
-def _folded_zero(z_ptr, N, g, zwn, zshn, n_ok, sf):
-    """The float32 per-row term `e = (8 - zero) s` `[64 NB, 1]` of group row `g` that folds a zero point into
-    sums of the symmetric weights `code - 8`: `sum_k x (code - zero) s = s sum_k x (code - 8) + e sum_k x`
-    (rows n's zero points at word `zwn`, bit `zshn`; `sf`: their scales)."""
-    zn = (tl.load(z_ptr + g * (N // 8) + zwn, mask=n_ok, other=0) >> zshn) & 0xF
-    return (8 - zn).to(tl.float32)[:, None] * sf
+def _zero_words(z_ptr, N, g, zwn, mask):
+    """The int32 words of group row `g` that hold rows n's zero points (word `zwn` of the row)."""
+    return tl.load(z_ptr + g * (N // 8) + zwn, mask=mask, other=0)
+
+
+@triton.jit
+def _folded_zero(zwords, zshn, sf):
+    """The float32 per-row term `e = (8 - zero) s` `[64 NB, 1]` that folds a zero point into sums of the
+    symmetric weights `code - 8`: `sum_k x (code - zero) s = s sum_k x (code - 8) + e sum_k x` (rows n's zero
+    points at bit `zshn` of `zwords`, from `_zero_words`; `sf`: their scales)."""
+    return (8 - ((zwords >> zshn) & 0xF)).to(tl.float32)[:, None] * sf
 
 
 @triton.jit
@@ -612,7 +617,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     if ZPRE and FOLD and not SINGLE:
         g0 = (16 * t_begin) >> g_shift
         s_next = tl.load(s_ptr + g0 * N + spn, mask=n_ok, other=0)
-        z_next = tl.load(z_ptr + g0 * (N // 8) + zwn, mask=n_ok, other=0)
+        z_next = _zero_words(z_ptr, N, g0, zwn, n_ok)
     for step in range(0, steps):
         t0 = t_begin + step * BT
         if ZPRE and FOLD and not SINGLE:
@@ -621,7 +626,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
             gn = (16 * (t0 + BT)) >> g_shift
             more = step + 1 < steps
             s_next = tl.load(s_ptr + gn * N + spn, mask=n_ok & more, other=0)
-            z_next = tl.load(z_ptr + gn * (N // 8) + zwn, mask=n_ok & more, other=0)
+            z_next = _zero_words(z_ptr, N, gn, zwn, n_ok & more)
         # the words as they lie: [t, nb, c, q, w]
         if TMA:
             words = tl.reshape(b_ptr.load([t0, pid_n * NB * 128]), (BT, NB, 8, 4, 4))
@@ -637,11 +642,11 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
                     e1 = tl.reshape(e1, (1, NB, 8, 1, 4))
                 if ZPRE and FOLD:
                     sf = s_cur.to(tl.float32)[:, None]
-                    e = (8 - ((z_cur >> zshn) & 0xF)).to(tl.float32)[:, None] * sf
+                    e = _folded_zero(z_cur, zshn, sf)
                 else:
                     sf = tl.load(s_ptr + g * N + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
                     if FOLD:
-                        e = _folded_zero(z_ptr, N, g, zwn, zshn, n_ok, sf)
+                        e = _folded_zero(_zero_words(z_ptr, N, g, zwn, n_ok), zshn, sf)
             if ZMODE == 1 and not FOLD:  # the exact integers code - zero
                 wts = _int8(words, tl.broadcast_to(e0, words.shape), tl.broadcast_to(e1, words.shape), ZMODE, IS_FP16)
             else:  # the exact integers code - 8 (FOLD: the zero point is added after the dot)
@@ -683,7 +688,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     if SCALE_ACC and SINGLE:
         sf = tl.load(s_ptr + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
         if FOLD:
-            acc = acc * sf + _folded_zero(z_ptr, N, 0, zwn, zshn, n_ok, sf) * xs
+            acc = acc * sf + _folded_zero(_zero_words(z_ptr, N, 0, zwn, n_ok), zshn, sf) * xs
         else:
             acc = acc * sf
     return acc, n, n_ok, m, m_ok

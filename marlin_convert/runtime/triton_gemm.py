@@ -217,7 +217,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         ahead = fold and grouped and n * k > 1 << 25
         cap = 128 if zmode == 0 or (fold and n * k > 1 << 26) else 0
         cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=n * k > 1 << 26, swap=True, maxnreg=cap,
-                           fold=fold, tma=grouped and zmode == 0 or ahead, zpre=ahead, xsum=ahead)
+                           fold=fold, tma=(grouped and zmode == 0) or ahead, zpre=ahead, xsum=ahead)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
     if m <= 64:
         big = n * k > 1 << 26

@@ -193,7 +193,7 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(64, 8, 2, xperm=True, swap=True, fold=True, split_k=2),
                 KernelConfig(128, 8, 2, warps=8, swap=True, fold=True),
                 # round 12: words through a TMA descriptor, the fold's scales / zero words a step ahead, the sums
-                # of x per group from the caller (in-kernel where x is gathered by `perm` in the kernel)
+                # of x per step from the caller (in-kernel where x is gathered by `perm` in the kernel)
                 KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, split_k=2),
                 KernelConfig(16, 8, 1, swap=True, fold=True, zpre=True, xsum=True, xperm=True),
                 KernelConfig(16, 8, 1, swap=True, fold=True, tma=True, xsum=True, split_k=4),
@@ -244,7 +244,7 @@ def test_tma_and_prefetch_give_the_same_bits(dtype):
     """Words read through a TMA descriptor (`tma`) and the fold's scales / zero words loaded a step ahead (`zpre`)
     feed the same values to the same dots: the outputs equal the plain loads' bit for bit. A `B` whose base is
     not 16-byte aligned (a view at an offset of one word) falls back to plain loads, with the same bits; the
-    sums of x per group from the caller (`xsum`) stay within the bounds."""
+    sums of x per step from the caller (`xsum`; at `BT` = 4, two steps a group) stay within the bounds."""
     from marlin_convert.runtime import triton_gemm
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
@@ -413,7 +413,7 @@ def test_pick_config_folds_zero_points_only_where_it_measured_faster():
     and more than 16 rows are not folded and not capped; symmetric layers stay capped at 128 up to 16 rows.
     Round 12: symmetric group 128 reads its words through TMA up to 16 rows, and up to 64 above 2**26 weights;
     folded zero points of group 128 above 2**25 weights do too, load their scales and zero words a step ahead
-    and take the sums of x per group from the caller."""
+    and take the sums of x per step from the caller."""
     from marlin_convert.runtime import triton_gemm
 
     for n, k in ((28672, 8192), (8192, 28672), (4096, 4096), (512, 3584)):
