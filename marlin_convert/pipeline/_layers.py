@@ -32,14 +32,25 @@ def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None
                row_sliced: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
     """The layer's source tensors by role; each one's sha256 goes into `digests` when given (a Future when
     hashed on `hasher`, beside the conversion, or when `claim(name)` gives one being computed elsewhere).
-    A role in `row_sliced` (`Format.row_sliced`) of at least `ROWS_ON_DEMAND_MIN` bytes whose sha256 `claim` gives
-    is not read here: it comes as a `StoredRows`, read a row range at a time by whoever slices it (with no sha256
-    to take from a read of its own, reading it whole would cost its whole size in memory for nothing)."""
+    A role in `row_sliced` (`Format.row_sliced`) of at least `ROWS_ON_DEMAND_MIN` bytes whose sha256 `claim` gives,
+    or that is in the page cache, is not read here: it comes as a `StoredRows`, read a row range at a time by
+    whoever slices it (with no sha256 to take from a read of its own, reading it whole would cost its whole size
+    in memory for nothing); one the pass has not reached is hashed from the page cache here (on `hasher`).
+    Before, such a tensor was read whole: `verify SRC OUT` of a checkpoint in the page cache held its first
+    layer's `qweight` and `B` whole at once, up to 2.9x the largest tensor above torch (BENCHMARKS.md, CPU). One
+    that is not in the page cache is still read whole, past it: through the page cache it measured 1.5x slower."""
     tensors = {}
     for role, name in plan.sources.items():
         digest = claim(name) if claim else None
-        if role in row_sliced and digest is not None and ckpt.info(name).nbytes >= ROWS_ON_DEMAND_MIN:
-            tensors[role], sha = ckpt.stored_rows(name), digest
+        if role in row_sliced and ckpt.info(name).nbytes >= ROWS_ON_DEMAND_MIN \
+                and (digest is not None or ckpt.is_cached(name)):
+            tensors[role] = ckpt.stored_rows(name)
+            if digest is not None:
+                sha: Any = digest
+            elif hasher is not None:
+                sha = hasher.submit(ckpt.hash_stored, name)
+            else:
+                sha = ckpt.hash_stored(name)
         else:
             tensors[role], sha = ckpt.read_hashed(name, pinned=pinned, hasher=hasher, digest=digest)
         if digests is not None:

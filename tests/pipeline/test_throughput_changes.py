@@ -208,6 +208,48 @@ def test_pack_reads_words_hashed_ahead_a_row_range_at_a_time(tmp_path, monkeypat
     assert sliced == [] and tree_hashes(tmp_path / "small") == tree_hashes(tmp_path / "whole")
 
 
+def test_words_the_pass_has_not_reached_are_hashed_from_the_page_cache_and_read_by_row_ranges(tmp_path, monkeypatch):
+    """Words in the page cache that the pass over the source has not hashed yet (the command claims them first)
+    are not read whole either: pack and verify hash them from the page cache themselves and read them a row range
+    at a time. pack's files (its manifest's sha256 included) are those of whole reads; verify passes, and still
+    fails a layer whose source words have a flipped bit."""
+    import shutil
+
+    from marlin_convert.checkpoint import Checkpoint, StoredRows
+    from marlin_convert.pipeline import _layers
+    from marlin_convert.pipeline._digests_ahead import DigestsAhead
+    from tests._support.files import tree_hashes
+
+    make_gptq_checkpoint(tmp_path / "src", seed=23, shards=2)
+    with monkeypatch.context() as m:  # no pass, nothing cached: every tensor read whole, hashed from that read
+        m.setattr(Checkpoint, "is_cached", lambda self, name: False)
+        pack_checkpoint(tmp_path / "src", tmp_path / "whole", device="cpu")
+
+    sliced: list[str] = []
+    row_range = StoredRows.__getitem__
+    monkeypatch.setattr(DigestsAhead, "claim", lambda self, name: None)  # the command always gets there first
+    monkeypatch.setattr(Checkpoint, "is_cached", lambda self, name: True)
+    monkeypatch.setattr(_layers, "ROWS_ON_DEMAND_MIN", 0)
+    monkeypatch.setattr(StoredRows, "__getitem__", lambda self, rows: sliced.append(self._info.name) or row_range(self, rows))
+    pack_checkpoint(tmp_path / "src", tmp_path / "rows", device="cpu")
+    qweights = {n for n in json.loads((tmp_path / "src" / "model.safetensors.index.json").read_text())["weight_map"]
+                if n.endswith(".qweight")}
+    assert set(sliced) == qweights
+    assert tree_hashes(tmp_path / "rows") == tree_hashes(tmp_path / "whole")
+
+    sliced.clear()
+    assert verify_checkpoint(tmp_path / "rows", tmp_path / "src", device="cpu").ok
+    assert set(sliced) == qweights
+    shutil.copytree(tmp_path / "src", tmp_path / "bad")
+    layer = sorted(qweights)[0]
+    shard = json.loads((tmp_path / "src" / "model.safetensors.index.json").read_text())["weight_map"][layer]
+    _flip_tensor_bit(tmp_path / "bad" / shard, layer, byte=555)
+    report = verify_checkpoint(tmp_path / "rows", tmp_path / "bad", device="cpu")
+    prefix = layer.removesuffix(".qweight")
+    assert [f["name"] for f in report.failures] == [prefix], report.failures
+    assert f"{layer}: source bytes differ from the manifest" in report.failures[0]["detail"], report.failures
+
+
 def test_verify_compares_source_words_read_by_row_ranges_with_the_file(tmp_path, monkeypatch):
     """verify SRC OUT reads source words that the pass has hashed a row range at a time (`StoredRows`) for its
     repack and its comparison with the unpacked bytes. Those reads are of the file itself: with a pass that says
