@@ -212,15 +212,15 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     them 0.92-0.93x)."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
+    big = n * k > 1 << 26
     if m <= 16:
         fold = zmode == 1 and bt == 8
         ahead = fold and grouped and n * k > 1 << 25
-        cap = 128 if zmode == 0 or (fold and n * k > 1 << 26) else 0
-        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=n * k > 1 << 26, swap=True, maxnreg=cap,
+        cap = 128 if zmode == 0 or (fold and big) else 0
+        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=big, swap=True, maxnreg=cap,
                            fold=fold, tma=(grouped and zmode == 0) or ahead, zpre=ahead, xsum=ahead)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
     if m <= 64:
-        big = n * k > 1 << 26
         cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True, swap=True,
                            tma=big and grouped and zmode == 0)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
