@@ -567,12 +567,35 @@ def _folded_zero(zwords, zshn, sf):
 
 
 @triton.jit
+def _late_zero_terms(s_ptr, z_ptr, sh_ptr, N, g_shift, t_begin, steps, all_steps, spn, n_ok, zwn, zshn, m, m_ok,
+                     BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr):
+    """`sum over steps of e * sum_k x` `[64 NB, BM]` for `steps` steps from tile row `t_begin` (ZLATE): the
+    per-row terms `e` (`_folded_zero`) of 16 steps at a time `[64 NB, 16]` times the caller's float32 sums of x
+    per step `[16, BM]` (`sh_ptr`, `[M, all steps]`), a float32 FMA `dot`; all of a chunk's loads are issued
+    together, not one dependent round trip a step."""
+    ZC: tl.constexpr = 16
+    jz = tl.arange(0, ZC)
+    zacc = tl.zeros((64 * NB, BM), dtype=tl.float32)
+    for c0 in range(0, steps, ZC):
+        st_ok = c0 + jz < steps
+        t0 = t_begin + (c0 + jz) * BT
+        g = (16 * t0) >> g_shift
+        ok = n_ok[:, None] & st_ok[None, :]
+        sf = tl.load(s_ptr + g[None, :] * N + spn[:, None], mask=ok, other=0).to(tl.float32)
+        zwords = tl.load(z_ptr + g[None, :] * (N // 8) + zwn[:, None], mask=ok, other=0)
+        e = (8 - ((zwords >> zshn[:, None]) & 0xF)).to(tl.float32) * sf
+        xs = tl.load(sh_ptr + m[None, :] * all_steps + (t0 // BT)[:, None], mask=m_ok[None, :] & st_ok[:, None], other=0)
+        zacc = tl.dot(e, xs, zacc, input_precision="ieee")
+    return zacc
+
+
+@triton.jit
 def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, t_begin, steps,
                all_steps,
                ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
                IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
                SCALE_ACC: tl.constexpr, FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False,
-               XSUM: tl.constexpr = False):
+               XSUM: tl.constexpr = False, ZLATE: tl.constexpr = False):
     """The float32 sums `[64 NB, BM]` of one tile of `out.T` (rows n `64 NB pid_n ..` in order, columns the
     rows m of x) over `steps` steps of `BT` tile rows from tile row `t_begin`, with its n and m indices."""
     C: tl.constexpr = 32 * NB  # word columns (nb, c, w), the per-column terms of `_dequant8` / `_int8`
@@ -614,13 +637,13 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
     acc = tl.zeros((64 * NB, BM), dtype=tl.float32)
     xs = tl.zeros((1, BM), dtype=tl.float32)  # FOLD, one group: the sums of x over K
-    if ZPRE and FOLD and not SINGLE:
+    if ZPRE and FOLD and not SINGLE and not ZLATE:
         g0 = (16 * t_begin) >> g_shift
         s_next = tl.load(s_ptr + g0 * N + spn, mask=n_ok, other=0)
         z_next = _zero_words(z_ptr, N, g0, zwn, n_ok)
     for step in range(0, steps):
         t0 = t_begin + step * BT
-        if ZPRE and FOLD and not SINGLE:
+        if ZPRE and FOLD and not SINGLE and not ZLATE:
             s_cur = s_next
             z_cur = z_next
             gn = (16 * (t0 + BT)) >> g_shift
@@ -640,12 +663,12 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
                     e0, e1 = _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16)
                     e0 = tl.reshape(e0, (1, NB, 8, 1, 4))
                     e1 = tl.reshape(e1, (1, NB, 8, 1, 4))
-                if ZPRE and FOLD:
+                if ZPRE and FOLD and not ZLATE:
                     sf = s_cur.to(tl.float32)[:, None]
                     e = _folded_zero(z_cur, zshn, sf)
                 else:
                     sf = tl.load(s_ptr + g * N + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
-                    if FOLD:
+                    if FOLD and not ZLATE:
                         e = _folded_zero(_zero_words(z_ptr, N, g, zwn, n_ok), zshn, sf)
             if ZMODE == 1 and not FOLD:  # the exact integers code - zero
                 wts = _int8(words, tl.broadcast_to(e0, words.shape), tl.broadcast_to(e1, words.shape), ZMODE, IS_FP16)
@@ -671,13 +694,13 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
         wt = tl.reshape(tl.permute(tl.join(w0, w1), (1, 4, 7, 2, 0, 6, 3, 5)), (64 * NB, 16 * BT))
         xtile = _fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM, BT)
         xt = tl.trans(xtile)
-        if FOLD:
+        if FOLD and not (ZLATE and not SINGLE):
             if XSUM and not SINGLE:  # the caller's float32 sums of x per step, [M, all steps]
                 xsum = tl.load(sh_ptr + m * all_steps + t0 // BT, mask=m_ok, other=0)[None, :]
             else:
                 xsum = tl.sum(xtile.to(tl.float32), axis=1)[None, :]
         if SCALE_ACC and not SINGLE:
-            if FOLD:
+            if FOLD and not ZLATE:
                 acc += tl.dot(wt, xt) * sf + e * xsum
             else:
                 acc += tl.dot(wt, xt) * sf
@@ -685,6 +708,9 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
             acc = _settled(tl.dot(wt, xt, acc))
             if FOLD:
                 xs += xsum
+    if ZLATE and FOLD and SCALE_ACC and not SINGLE:
+        acc += _late_zero_terms(s_ptr, z_ptr, sh_ptr, N, g_shift, t_begin, steps, all_steps, spn, n_ok, zwn, zshn, m,
+                                m_ok, BM, BT, NB)
     if SCALE_ACC and SINGLE:
         sf = tl.load(s_ptr + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
         if FOLD:
@@ -702,6 +728,7 @@ def marlin_gemm_swap_kernel(
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, SCALE_ACC: tl.constexpr,
     FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False, XSUM: tl.constexpr = False,
+    ZLATE: tl.constexpr = False,
 ):
     """`marlin_gemm_fast_kernel` with the operands swapped, `out.T = W x.T`: the weights are the first
     operand, a `[64 NB, 16 BT]` tile with rows n and columns k in order, made in registers from the words
@@ -715,7 +742,9 @@ def marlin_gemm_swap_kernel(
     once, after the loop. TMA: `b_ptr` is a TMA tensor descriptor of `B` with `[BT, 128 NB]` boxes (the same
     words, copied by the TMA engine). ZPRE (FOLD, groups): the next step's scales and zero words are loaded
     a step ahead. XSUM (FOLD, groups): `sh_ptr` holds the float32 sums of x over each step's k, `[M, steps]`
-    (from the caller), instead of a sum of the x tile in the step."""
+    (from the caller), instead of a sum of the x tile in the step. ZLATE (FOLD, groups, XSUM): the steps' loop is the
+    symmetric one (`sums * scale`); the zero-point terms `e * sum_k x` of all its steps are added after it
+    (`_late_zero_terms`), out of the pipelined loop."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -724,7 +753,7 @@ def marlin_gemm_swap_kernel(
     acc, n, n_ok, m, m_ok = _swap_tile(
         x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
         steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
-        FOLD, TMA, ZPRE, XSUM)
+        FOLD, TMA, ZPRE, XSUM, ZLATE)
     _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om, M,
                N, pid_k, split_k, has_bias)
 

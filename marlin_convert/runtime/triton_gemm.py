@@ -119,6 +119,10 @@ class KernelConfig:
     xsum: bool = False
     """Swapped kernel with `fold`, groups: the sums of x over each step's k computed once per call (one
     `torch.sum`) and loaded a step, instead of summed from the x tile in the kernel."""
+    zlate: bool = False
+    """Swapped kernel with `fold`, groups, x not gathered by `perm` in the kernel: the steps' loop is the
+    symmetric one, and the zero-point terms of all steps are added after it, 16 steps to a float32 `dot`,
+    from the sums of x per step of `xsum` (which it implies; `zpre` then has no effect)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -209,7 +213,12 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     measured 0.80-0.96x). Folded zero points of group 128 above 2**25 weights also read through TMA, load
     the next step's scales and zero words a step ahead and take the sums of x per step from one `torch.sum`
     per call (1.03-1.14x on 28672x8192, 8192x28672 and 14336x4096; on 4096x4096 the extra launch made
-    them 0.92-0.93x)."""
+    them 0.92-0.93x).
+
+    Round 13 (`zlate`): zero points of group 128 above 64 rows and 2**25 weights are folded too, their terms
+    added after the symmetric loop, 16 steps to a float32 `dot` (1.16-1.38x at 256 rows of 28672x8192,
+    8192x28672 and 14336x4096; on 4096x4096 0.95x fp16, 1.06x bf16). Not at 64 rows (0.66-1.06x) nor up to
+    16 rows (0.72-0.98x against the in-loop fold)."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
     big = n * k > 1 << 26
@@ -224,7 +233,8 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True, swap=True,
                            tma=big and grouped and zmode == 0)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
-    cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True)
+    late = zmode == 1 and grouped and n * k > 1 << 25
+    cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True, fold=late, zlate=late)
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
 
 
@@ -388,12 +398,14 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
                     from triton.tools.tensor_descriptor import TensorDescriptor
 
                     b_arg = TensorDescriptor.from_tensor(B, [bt, 128 * cfg.nb])
-                xsum = cfg.xsum and fold and not single and not has_perm
+                zlate = cfg.zlate and fold and not single and not has_perm
+                xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
                 if xsum:
                     sh_arg = torch.sum(xk.reshape(m, steps, 16 * bt), dim=-1, dtype=torch.float32)
                 tk.marlin_gemm_swap_kernel[grid](
                     xk, b_arg, s, common[3], sh_arg, *common[5:9], m, n, xk.stride(0), out.stride(0), g_shift, steps,
-                    int(bias is not None), split, FOLD=fold, TMA=tma, ZPRE=cfg.zpre, XSUM=xsum, **consts)
+                    int(bias is not None), split, FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum,
+                    ZLATE=zlate, **consts)
             elif streamk:
                 tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
                     xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,

@@ -200,7 +200,13 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 8, 2, swap=True, fold=True, zpre=True, split_k=8),
                 KernelConfig(16, 4, 2, swap=True, tma=True, split_k=2),
                 KernelConfig(64, 8, 2, xperm=True, swap=True, tma=True, split_k=2),
-                KernelConfig(128, 8, 2, warps=8, swap=True, tma=True, fold=True, zpre=True)):
+                KernelConfig(128, 8, 2, warps=8, swap=True, tma=True, fold=True, zpre=True),
+                # round 13: the zero-point terms added after the dot's loop (`zlate`; perm looked up in the kernel
+                # or x gathered once, sums of x in the kernel or from the caller, two steps a group)
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zlate=True, split_k=2),
+                KernelConfig(16, 4, 2, swap=True, fold=True, zlate=True, zpre=True, split_k=2),
+                KernelConfig(64, 8, 2, xperm=True, swap=True, fold=True, zlate=True, xsum=True, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, swap=True, fold=True, zlate=True, split_k=2)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -413,22 +419,25 @@ def test_pick_config_folds_zero_points_only_where_it_measured_faster():
     and more than 16 rows are not folded and not capped; symmetric layers stay capped at 128 up to 16 rows.
     Round 12: symmetric group 128 reads its words through TMA up to 16 rows, and up to 64 above 2**26 weights;
     folded zero points of group 128 above 2**25 weights do too, load their scales and zero words a step ahead
-    and take the sums of x per step from the caller."""
+    and take the sums of x per step from the caller. Round 13: zero points of group 128 above 64 rows and 2**25
+    weights are folded with their terms added after the loop (`zlate`), at the 128-row tile, uncapped."""
     from marlin_convert.runtime import triton_gemm
 
-    for n, k in ((28672, 8192), (8192, 28672), (4096, 4096), (512, 3584)):
+    for n, k in ((28672, 8192), (8192, 28672), (14336, 4096), (4096, 6144), (4096, 4096), (512, 3584)):
         big = n * k > 1 << 26
         for m in (1, 7, 16, 64, 256):
             for gs in (32, 64, 128, k):
                 sym, zeros, shift = (triton_gemm.pick_config(m, n, k, gs, zmode=z) for z in (0, 1, 2))
-                folded = m <= 16 and gs in (128, k)
-                assert zeros.fold == folded and not sym.fold and not shift.fold, (n, k, m, gs)
-                assert zeros.maxnreg == (128 if folded and big else 0), (n, k, m, gs, zeros)
+                late = m > 64 and gs == 128 and n * k > 1 << 25
+                folded = m <= 16 and gs in (128, k) or late
+                assert zeros.fold == folded and zeros.zlate == late and not sym.fold and not shift.fold, (n, k, m, gs)
+                assert not sym.zlate and not shift.zlate and zeros.bm == sym.bm, (n, k, m, gs)
+                assert zeros.maxnreg == (128 if folded and big and m <= 16 else 0), (n, k, m, gs, zeros)
                 assert sym.maxnreg == (128 if m <= 16 else 0) and shift.maxnreg == 0, (n, k, m, gs)
-                grouped, ahead = gs == 128, folded and gs == 128 and n * k > 1 << 25
+                grouped, ahead = gs == 128, folded and m <= 16 and gs == 128 and n * k > 1 << 25
                 assert zeros.zpre == zeros.xsum == zeros.tma == ahead and not sym.zpre and not sym.xsum, (n, k, m, gs)
                 assert sym.tma == (grouped and (m <= 16 or m <= 64 and big)) and not shift.tma, (n, k, m, gs)
-                assert dataclasses.replace(zeros, fold=False, maxnreg=0, tma=False, zpre=False, xsum=False) == \
+                assert dataclasses.replace(zeros, fold=False, maxnreg=0, tma=False, zpre=False, xsum=False, zlate=False) == \
                     dataclasses.replace(shift, maxnreg=0), (n, k, m, gs)
 
 

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""GEMM round 13 (issue #13, BENCHMARKS.md): Marlin zero points of group 128 with their terms added after the
+dot's loop (`KernelConfig.zlate`), at every batch class.
+
+    PYTHONPATH=. python3 scripts/bench_gemm_r13.py [--out DIR] [--shapes 28672x8192,...] [--ms 1,16,64,256]
+
+Per shape, batch and activation dtype: `pick_config`'s shape for zero points (round 12's rule), the folded
+kernel with `zlate` (with and without TMA, and up to 16 rows with and without the 128-register cap; at 64 and
+more rows, where the rule does not fold, at the rule's tile); optimum-quanto's
+Marlin kernel (fp16) and the symmetric default as yardsticks. Each variant's relative error against the
+float64 product of the dequantized weight is printed beside its time. CUDA-graph timing with the weights
+rotating past 3x the L2 (as `bench_gemm.py`); JSON to DIR/bench_gemm_r13.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _cuda_timing import graph_time_us  # noqa: E402
+from bench_gemm import Mode, copies_for, mode_layers  # noqa: E402
+from marlin_convert.runtime import backends  # noqa: E402
+from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm, pick_config  # noqa: E402
+
+R = dataclasses.replace
+
+
+def variants(c: KernelConfig) -> list[tuple[str, KernelConfig]]:
+    """The launch shapes timed beside `pick_config`'s `c`."""
+    late = R(c, fold=True, zpre=False, xsum=True, zlate=True)
+    rows = [("default", c), ("zlate", R(late, tma=False)), ("zlate tma", R(late, tma=True))]
+    if c.bm == 16:
+        rows += [("zlate tma nocap", R(late, tma=True, maxnreg=0)), ("zlate tma cap", R(late, tma=True, maxnreg=128))]
+    return rows
+
+
+def run(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    qto = backends.BACKENDS["quanto"]
+    mode = Mode.parse("g128+z")
+    sym = Mode.parse("g128")
+    for n, k in shapes:
+        gen = torch.Generator(device="cuda").manual_seed(n + k)
+        xs = {m: torch.randn(m, k, device="cuda", generator=gen) for m in ms}
+        for dt in (torch.float16, torch.bfloat16):
+            probe = mode_layers(n, k, mode, dt, 1, gen)[0]
+            t = probe.tensors()
+            wbytes = sum(t[nm].numel() * t[nm].element_size() for nm in ("B", "s", "z"))
+            layers = [probe] + [mode_layers(n, k, mode, dt, 1, gen)[0] for _ in range(copies_for(wbytes) - 1)]
+            sym_layers = mode_layers(n, k, sym, dt, copies_for(wbytes), gen)
+            wref = backends.dense_weight(probe, torch.float32)
+            for m in ms:
+                x = xs[m].to(dt)
+                ref = x.double() @ wref.double().t()
+                base = pick_config(m, n, k, 128, zmode=1)
+                row: dict[str, Any] = {"n": n, "k": k, "m": m, "dtype": str(dt)[6:]}
+                row["sym default"] = round(graph_time_us([lambda ly=ly: marlin_gemm(
+                    x, ly.tensors()["B"], ly.tensors()["s"], group_size=128) for ly in sym_layers]), 2)
+                if dt == torch.float16 and qto.unsupported_reason(probe, x) is None:
+                    row["marlin"] = round(graph_time_us([lambda ly=ly: qto.forward(ly, x) for ly in layers]), 2)
+                for vname, cfg in variants(base):
+                    def call(ly: Any, cfg: KernelConfig = cfg) -> torch.Tensor:
+                        tt = ly.tensors()
+                        return marlin_gemm(x, tt["B"], tt["s"], group_size=128, z=tt["z"], config=cfg)
+                    try:
+                        us = graph_time_us([lambda ly=ly: call(ly) for ly in layers])
+                        err = float((call(probe).double() - ref).norm() / ref.norm())
+                        row[vname] = (round(us, 2), f"{err:.1e}")
+                    except Exception as e:  # noqa: BLE001
+                        row[vname] = ("ERR", str(e)[:200])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            del layers, sym_layers, probe, wref
+            torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--shapes", default="28672x8192,8192x28672,14336x4096,4096x4096")
+    ap.add_argument("--ms", default="1,16,64,256")
+    args = ap.parse_args()
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    print(torch.cuda.get_device_name(), flush=True)
+    rows = run(shapes, [int(v) for v in args.ms.split(",")])  # type: ignore[arg-type]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_gemm_r13.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
