@@ -111,7 +111,7 @@ class KernelConfig:
     """Swapped kernel with `scale_acc`, Marlin zero points: decode the symmetric `code - 8` and add
     `(8 - zero) * scale * sum_k x` per group after the dot (`FOLD`), instead of decoding `code - zero`: the
     symmetric decode's registers, for the price of a sum of x a step (round 11: faster up to 16 rows,
-    slower at 64 and more)."""
+    slower at 64 and more; with `zlate`, faster at 128-row tiles, round 13)."""
     tma: bool = False
     """Swapped kernel: load the words through a TMA tensor descriptor (`[BT, 128 NB]` boxes of `B`)."""
     zpre: bool = False
@@ -205,8 +205,8 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     `zmode`: 0 symmetric, 1 Marlin zero points, 2 quanto's shift. Zero points of groups of 128 or K, up to
     16 rows: folded in after the dot (`fold`), under the 128-register cap for layers of more than 2**26
     weights (round 11; sm_90 ptxas: 128 registers, 8 bytes spilled; 168 uncapped). The shift, zero points
-    of groups of 32 / 64 and zero points above 16 rows are not folded (it measured slower there) and not
-    capped (decoding `code - zero` takes 156 registers, the shift 127).
+    of groups of 32 / 64 and zero points at 17-64 rows are not folded (it measured slower there; above 64
+    rows, see round 13) and not capped (decoding `code - zero` takes 156 registers, the shift 127).
 
     Round 12 (`tma`, `zpre`, `xsum`): symmetric group 128 reads its words through a TMA descriptor up to 16
     rows, and up to 64 rows above 2**26 weights (1.00-1.06x; at 64 rows of 4096x4096 and 14336x4096 it
