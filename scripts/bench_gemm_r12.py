@@ -60,6 +60,22 @@ VARIANTS = {
 }
 
 
+def timed_variant(layers: list[Any], probe: Any, x: torch.Tensor, ref: torch.Tensor, group_size: int,
+                  cfg: KernelConfig) -> tuple[Any, str]:
+    """(µs per call of `marlin_gemm` with `cfg` over `layers`' Marlin tensors, CUDA-graph timed; the relative
+    error of `probe`'s product against the float64 `ref`), or ("ERR", the message) when it fails."""
+    def call(ly: Any) -> torch.Tensor:
+        tt = ly.tensors()
+        return marlin_gemm(x, tt["B"], tt["s"], group_size=group_size, z=tt.get("z"), perm=tt.get("perm"),
+                           config=cfg)
+    try:
+        us = graph_time_us([lambda ly=ly: call(ly) for ly in layers])
+        err = float((call(probe).double() - ref).norm() / ref.norm())
+        return round(us, 2), f"{err:.1e}"
+    except Exception as e:  # noqa: BLE001
+        return "ERR", str(e)[:200]
+
+
 def variants(bw: float) -> list[dict[str, Any]]:
     rows = []
     qto = backends.BACKENDS["quanto"]
@@ -89,16 +105,7 @@ def variants(bw: float) -> list[dict[str, Any]]:
                     if dt == torch.float16 and qto.unsupported_reason(probe, x) is None:
                         row["marlin"] = graph_time_us([lambda ly=ly: qto.forward(ly, x) for ly in layers])
                     for vname, cfg in make(base):
-                        def call(ly: Any, cfg: KernelConfig = cfg) -> torch.Tensor:
-                            tt = ly.tensors()
-                            return marlin_gemm(x, tt["B"], tt["s"], group_size=mode.group_size, z=tt.get("z"),
-                                               perm=tt.get("perm"), config=cfg)
-                        try:
-                            us = graph_time_us([lambda ly=ly: call(ly) for ly in layers])
-                            err = float((call(probe).double() - ref).norm() / ref.norm())
-                            row[vname] = (round(us, 2), f"{err:.1e}")
-                        except Exception as e:  # noqa: BLE001
-                            row[vname] = ("ERR", str(e)[:200])
+                        row[vname] = timed_variant(layers, probe, x, ref, mode.group_size, cfg)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                 del layers, probe, wref

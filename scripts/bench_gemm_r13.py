@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _cuda_timing import graph_time_us  # noqa: E402
 from bench_gemm import Mode, copies_for, mode_layers  # noqa: E402
+from bench_gemm_r12 import timed_variant  # noqa: E402
 from marlin_convert.runtime import backends  # noqa: E402
 from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm, pick_config  # noqa: E402
 
@@ -68,15 +69,7 @@ def run(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str, Any]]:
                 if dt == torch.float16 and qto.unsupported_reason(probe, x) is None:
                     row["marlin"] = round(graph_time_us([lambda ly=ly: qto.forward(ly, x) for ly in layers]), 2)
                 for vname, cfg in variants(base):
-                    def call(ly: Any, cfg: KernelConfig = cfg) -> torch.Tensor:
-                        tt = ly.tensors()
-                        return marlin_gemm(x, tt["B"], tt["s"], group_size=128, z=tt["z"], config=cfg)
-                    try:
-                        us = graph_time_us([lambda ly=ly: call(ly) for ly in layers])
-                        err = float((call(probe).double() - ref).norm() / ref.norm())
-                        row[vname] = (round(us, 2), f"{err:.1e}")
-                    except Exception as e:  # noqa: BLE001
-                        row[vname] = ("ERR", str(e)[:200])
+                    row[vname] = timed_variant(layers, probe, x, ref, 128, cfg)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del layers, sym_layers, probe, wref
