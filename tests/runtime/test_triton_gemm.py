@@ -201,8 +201,9 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 4, 2, swap=True, tma=True, split_k=2),
                 KernelConfig(64, 8, 2, xperm=True, swap=True, tma=True, split_k=2),
                 KernelConfig(128, 8, 2, warps=8, swap=True, tma=True, fold=True, zpre=True),
-                # round 13: the zero-point terms added after the dot's loop (`zlate`; perm looked up in the kernel
-                # or x gathered once, sums of x in the kernel or from the caller, two steps a group)
+                # round 13: the zero-point terms added after the dot's loop (`zlate`, from the caller's sums of x)
+                # at each tile height; where perm is looked up in the kernel (no `xperm`) it gives way to the
+                # in-loop fold; two steps a group
                 KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zlate=True, split_k=2),
                 KernelConfig(16, 4, 2, swap=True, fold=True, zlate=True, zpre=True, split_k=2),
                 KernelConfig(64, 8, 2, xperm=True, swap=True, fold=True, zlate=True, xsum=True, split_k=2),
