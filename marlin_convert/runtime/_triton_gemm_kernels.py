@@ -560,10 +560,11 @@ def _zero_words(z_ptr, N, g, zwn, mask):
 
 @triton.jit
 def _folded_zero(zwords, zshn, sf):
-    """The float32 per-row term `e = (8 - zero) s` `[64 NB, 1]` that folds a zero point into sums of the
-    symmetric weights `code - 8`: `sum_k x (code - zero) s = s sum_k x (code - 8) + e sum_k x` (rows n's zero
-    points at bit `zshn` of `zwords`, from `_zero_words`; `sf`: their scales)."""
-    return (8 - ((zwords >> zshn) & 0xF)).to(tl.float32)[:, None] * sf
+    """The float32 per-row term `e = (8 - zero) s` that folds a zero point into sums of the symmetric weights
+    `code - 8`: `sum_k x (code - zero) s = s sum_k x (code - 8) + e sum_k x` (rows n's zero points at bit `zshn`
+    of `zwords`, from `_zero_words`; `sf`: their scales; all three broadcast, `[64 NB, 1]` for one step,
+    `[64 NB, 16]` for 16 steps in `_late_zero_terms`)."""
+    return (8 - ((zwords >> zshn) & 0xF)).to(tl.float32) * sf
 
 
 @triton.jit
@@ -583,7 +584,7 @@ def _late_zero_terms(s_ptr, z_ptr, sh_ptr, N, g_shift, t_begin, steps, all_steps
         ok = n_ok[:, None] & st_ok[None, :]
         sf = tl.load(s_ptr + g[None, :] * N + spn[:, None], mask=ok, other=0).to(tl.float32)
         zwords = tl.load(z_ptr + g[None, :] * (N // 8) + zwn[:, None], mask=ok, other=0)
-        e = (8 - ((zwords >> zshn[:, None]) & 0xF)).to(tl.float32) * sf
+        e = _folded_zero(zwords, zshn[:, None], sf)
         xs = tl.load(sh_ptr + m[None, :] * all_steps + (t0 // BT)[:, None], mask=m_ok[None, :] & st_ok[:, None], other=0)
         zacc = tl.dot(e, xs, zacc, input_precision="ieee")
     return zacc
@@ -665,11 +666,11 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
                     e1 = tl.reshape(e1, (1, NB, 8, 1, 4))
                 if ZPRE and FOLD and not ZLATE:
                     sf = s_cur.to(tl.float32)[:, None]
-                    e = _folded_zero(z_cur, zshn, sf)
+                    e = _folded_zero(z_cur[:, None], zshn[:, None], sf)
                 else:
                     sf = tl.load(s_ptr + g * N + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
                     if FOLD and not ZLATE:
-                        e = _folded_zero(_zero_words(z_ptr, N, g, zwn, n_ok), zshn, sf)
+                        e = _folded_zero(_zero_words(z_ptr, N, g, zwn, n_ok)[:, None], zshn[:, None], sf)
             if ZMODE == 1 and not FOLD:  # the exact integers code - zero
                 wts = _int8(words, tl.broadcast_to(e0, words.shape), tl.broadcast_to(e1, words.shape), ZMODE, IS_FP16)
             else:  # the exact integers code - 8 (FOLD: the zero point is added after the dot)
@@ -714,7 +715,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     if SCALE_ACC and SINGLE:
         sf = tl.load(s_ptr + spn, mask=n_ok, other=0).to(tl.float32)[:, None]
         if FOLD:
-            acc = acc * sf + _folded_zero(_zero_words(z_ptr, N, 0, zwn, n_ok), zshn, sf) * xs
+            acc = acc * sf + _folded_zero(_zero_words(z_ptr, N, 0, zwn, n_ok)[:, None], zshn[:, None], sf) * xs
         else:
             acc = acc * sf
     return acc, n, n_ok, m, m_ok
