@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 __all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "marlin_gemm_swap_kernel", "marlin_gemm_streamk_kernel",
-           "splitk_reduce_kernel"]
+           "splitk_reduce_kernel", "splitk_zero_reduce_kernel"]
 
 ZMODE_SYM = 0
 ZMODE_ZEROS = 1
@@ -291,6 +291,51 @@ def splitk_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, S
         acc += tl.load(bias_ptr + n, mask=ok, other=0).to(tl.float32)
     mm = i // N
     tl.store(out_ptr + mm.to(tl.int64) * stride_om + n, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _grouped_places(n):
+    """Where output row n's grouped scale, zero-point word and zero-point nibble shift sit in a group's row of
+    the Marlin-permuted `s` and `z` (n = 64 nb + 16 w + 8 b + c: scale `64 nb + 8 c + 2 w + b`, zero point
+    nibble `w + 4 b` of word `8 nb + c`)."""
+    spn = (n // 64) * 64 + (n % 8) * 8 + ((n // 16) % 4) * 2 + (n // 8) % 2
+    zwn = (n // 64) * 8 + n % 8
+    zshn = 4 * ((n // 16) % 4) + 16 * ((n // 8) % 2)
+    return spn, zwn, zshn
+
+
+@triton.jit(do_not_specialize=["M", "groups", "has_bias"])
+def splitk_zero_reduce_kernel(ws_ptr, xs_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M, N, stride_om, groups, has_bias,
+                              SPLIT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, GC: tl.constexpr):
+    """`out[m, n] = sum over splits of ws[s, m, n] + sum over groups g of xs[m, g] e[g, n] (+ bias[n])`, in
+    float32, rounded once: the symmetric kernel's partials (weights `code - 8`) with each group's zero-point
+    term `e = (8 - zero) scale` (`_folded_zero`) times the sum of x over the group (`xs`, float32 `[M,
+    groups]`), `GC` groups to a float32 FMA `dot` (KernelConfig.zred). A `[BM, BN]` tile of out a program."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    n = pid_n * BN + tl.arange(0, BN)
+    m = pid_m * BM + tl.arange(0, BM)
+    n_ok = n < N
+    m_ok = m < M
+    ok = m_ok[:, None] & n_ok[None, :]
+    off = m[:, None].to(tl.int64) * N + n[None, :]
+    plane = M.to(tl.int64) * N
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for s in tl.static_range(SPLIT):
+        acc += tl.load(ws_ptr + s * plane + off, mask=ok, other=0)
+    spn, zwn, zshn = _grouped_places(n)
+    jg = tl.arange(0, GC)
+    for g0 in range(0, groups, GC):
+        g = g0 + jg
+        gk = (g < groups)[:, None] & n_ok[None, :]
+        sf = tl.load(s_ptr + g[:, None] * N + spn[None, :], mask=gk, other=0).to(tl.float32)
+        zwords = tl.load(z_ptr + g[:, None] * (N // 8) + zwn[None, :], mask=gk, other=0)
+        e = _folded_zero(zwords, zshn[None, :], sf)
+        xs = tl.load(xs_ptr + m[:, None] * groups + g[None, :], mask=m_ok[:, None] & (g < groups)[None, :], other=0)
+        acc = tl.dot(xs, e, acc, input_precision="ieee")
+    if has_bias:
+        acc += tl.load(bias_ptr + n, mask=n_ok, other=0).to(tl.float32)[None, :]
+    tl.store(out_ptr + m[:, None].to(tl.int64) * stride_om + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -617,7 +662,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
         spn = ((n // 64) * 64 + ((n // 32) % 2) * 32 + ((n % 8) // 2) * 8 + ((n // 16) % 2) * 4 + ((n // 8) % 2) * 2
                + n % 2)
     else:
-        spn = (n // 64) * 64 + (n % 8) * 8 + ((n // 16) % 4) * 2 + (n // 8) % 2
+        spn, _, _ = _grouped_places(n)
     if SINGLE:
         if SCALE_ACC:
             if ZMODE == 1 and not FOLD:
@@ -629,8 +674,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
             sp = tl.reshape(sp, (1, NB, 8, 1, 4))
             ep = tl.reshape(ep, (1, NB, 8, 1, 4))
     # zero point of row n (FOLD): nibble 4w + 16b of word 8nb + c of its group row
-    zwn = (n // 64) * 8 + n % 8
-    zshn = 4 * ((n // 16) % 4) + 16 * ((n // 8) % 2)
+    _, zwn, zshn = _grouped_places(n)
     jj = tl.arange(0, 128 * NB)
     off5 = tl.arange(0, BT)[:, None] * (2 * N) + (pid_n * NB * 128 + jj)[None, :]  # B has < 2**31 words
     cm5 = (pid_n * NB + jj // 128 < N // 64)[None, :]
@@ -729,7 +773,7 @@ def marlin_gemm_swap_kernel(
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, SCALE_ACC: tl.constexpr,
     FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False, XSUM: tl.constexpr = False,
-    ZLATE: tl.constexpr = False,
+    ZLATE: tl.constexpr = False, PARTIAL: tl.constexpr = False,
 ):
     """`marlin_gemm_fast_kernel` with the operands swapped, `out.T = W x.T`: the weights are the first
     operand, a `[64 NB, 16 BT]` tile with rows n and columns k in order, made in registers from the words
@@ -745,7 +789,8 @@ def marlin_gemm_swap_kernel(
     a step ahead. XSUM (FOLD, groups): `sh_ptr` holds the float32 sums of x over each step's k, `[M, steps]`
     (from the caller), instead of a sum of the x tile in the step. ZLATE (FOLD, groups, XSUM): the steps' loop is the
     symmetric one (`sums * scale`); the zero-point terms `e * sum_k x` of all its steps are added after it
-    (`_late_zero_terms`), out of the pipelined loop."""
+    (`_late_zero_terms`), out of the pipelined loop. PARTIAL: the float32 sums go to the workspace even when
+    K is not split (for `splitk_zero_reduce_kernel`)."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -756,7 +801,7 @@ def marlin_gemm_swap_kernel(
         steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
         FOLD, TMA, ZPRE, XSUM, ZLATE)
     _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om, M,
-               N, pid_k, split_k, has_bias)
+               N, pid_k, 0 if PARTIAL else split_k, has_bias)
 
 
 FENCE_ASM = tl.constexpr("fence.acq_rel.gpu;\nmov.b32 $0, $1;")

@@ -123,6 +123,14 @@ class KernelConfig:
     """Swapped kernel with `fold`, groups, x not gathered by `perm` in the kernel: the steps' loop is the
     symmetric one, and the zero-point terms of all steps are added after it, 16 steps to a float32 `dot`,
     from the sums of x per step of `xsum` (which it implies; `zpre` then has no effect)."""
+    zred: bool = False
+    """Swapped kernel with `scale_acc`, Marlin zero points, groups, x not gathered by `perm` in the kernel: run
+    the symmetric kernel (weights `code - 8`, `zmode` 0) into float32 partials, K split or not, and add the
+    zero points' terms `e * sum_k x` per group in the reduce (`splitk_zero_reduce_kernel`: a float32 `dot`
+    of the sums of x per group, from one `torch.sum` a call, by `e = (8 - zero) * scale`); `fold` and the
+    other zero-point fields then have no effect. Measured slower than the rule's shapes at every batch and
+    shape of round 14 (1.03-2.2x the time: the reduce's loop over all groups is latency-bound), so no rule
+    picks it."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -365,11 +373,13 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
         streamk = min(streamk, total)
         if total * streamk >= 2**31:
             streamk = 0
+    zred = (fast and cfg.swap and cfg.zred and zmode == 1 and not single and cfg.scale_acc and uniform
+            and (perm is None or cfg.xperm))
     if streamk:
         segs = -(-streamk // tiles_n) + 1  # the most programs that share one column tile
         ws = torch.empty((segs, m, n), dtype=torch.float32, device=x.device)
     else:
-        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 else out
+        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 or zred else out
     cnt = _counters(x.device, tiles_n * tiles_m) if fast and (streamk or (cfg.fixup and split > 1)) else B
     grid = (tiles_n, tiles_m, split)
     dummy = B
@@ -399,13 +409,22 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
 
                     b_arg = TensorDescriptor.from_tensor(B, [bt, 128 * cfg.nb])
                 zlate = cfg.zlate and fold and not single and not has_perm
+                if zred:
+                    fold = zlate = False
+                    consts["ZMODE"] = 0
                 xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
                 if xsum:
                     sh_arg = torch.sum(xk.reshape(m, steps, 16 * bt), dim=-1, dtype=torch.float32)
                 tk.marlin_gemm_swap_kernel[grid](
                     xk, b_arg, s, common[3], sh_arg, *common[5:9], m, n, xk.stride(0), out.stride(0), g_shift, steps,
                     int(bias is not None), split, FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum,
-                    ZLATE=zlate, **consts)
+                    ZLATE=zlate, PARTIAL=zred, **consts)
+                if zred:
+                    groups = k // gs
+                    xg = torch.sum(xk.reshape(m, groups, gs), dim=-1, dtype=torch.float32)
+                    tk.splitk_zero_reduce_kernel[(-(-n // 64), -(-m // 16))](
+                        ws, xg, s, common[3], bias if bias is not None else s, out, m, n, out.stride(0), groups,
+                        int(bias is not None), SPLIT=split, BM=16, BN=64, GC=16)
             elif streamk:
                 tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
                     xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,
@@ -418,7 +437,7 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
             tk.marlin_gemm_kernel[grid](
                 *common, int(single), int(perm is not None), int(bias is not None), split,
                 ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
-        if split > 1 and not streamk and not (fast and cfg.fixup):
+        if split > 1 and not streamk and not (fast and cfg.fixup) and not zred:
             block = 1024
             tk.splitk_reduce_kernel[(-(-m * n // block),)](
                 ws, bias if bias is not None else s, out, m, n, out.stride(0), int(bias is not None),

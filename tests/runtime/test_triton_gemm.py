@@ -83,14 +83,14 @@ def _make_layer(n: int, k: int, group_size: int, mode: str, act_order: bool, dty
     return Layer(rec, w, wmag, marlin, bias)
 
 
-def _run(layer: Layer, x: torch.Tensor, **override: torch.Tensor | None) -> torch.Tensor:
+def _run(layer: Layer, x: torch.Tensor, config: object = None, **override: torch.Tensor | None) -> torch.Tensor:
     from marlin_convert.runtime.triton_gemm import marlin_gemm
 
     t = {**layer.marlin, **override}
     block = torch.full((x.shape[0] * t["B"].shape[1] * 4,), float("nan"), dtype=x.dtype, device="cuda")
     del block  # a freed NaN block in the caching allocator: an unwritten output element shows
     return marlin_gemm(x, t["B"], t["s"], group_size=layer.rec.group_size, z=t.get("z"), shift=t.get("shift"),
-                       perm=t.get("perm"), bias=layer.bias)
+                       perm=t.get("perm"), bias=layer.bias, config=config)
 
 
 def _failures(layer: Layer, x: torch.Tensor, y: torch.Tensor) -> list[str]:
@@ -207,7 +207,16 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zlate=True, split_k=2),
                 KernelConfig(16, 4, 2, swap=True, fold=True, zlate=True, zpre=True, split_k=2),
                 KernelConfig(64, 8, 2, xperm=True, swap=True, fold=True, zlate=True, xsum=True, split_k=2),
-                KernelConfig(128, 8, 2, warps=8, swap=True, fold=True, zlate=True, split_k=2)):
+                KernelConfig(128, 8, 2, warps=8, swap=True, fold=True, zlate=True, split_k=2),
+                # round 14: the symmetric kernel into float32 partials, the zero-point terms added in the reduce
+                # (`zred`): K split or not (partials of one split), each tile height, two steps a group (groups
+                # of 32: a step spans groups, so it gives way); perm looked up in the kernel gives way too
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, tma=True, xperm=True, zred=True, split_k=2),
+                KernelConfig(16, 8, 2, swap=True, xperm=True, zred=True),
+                KernelConfig(16, 4, 2, swap=True, xperm=True, zred=True, split_k=4),
+                KernelConfig(16, 8, 1, swap=True, zred=True, split_k=2),
+                KernelConfig(64, 8, 2, xperm=True, swap=True, tma=True, zred=True, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, zred=True)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -354,11 +363,19 @@ def _swap_block(b: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 @pytest.mark.parametrize("group_size", [-1, 128])
 def test_layout_damage_fails_the_bounds(dtype, group_size):
-    """The check can fail: each kind of layout damage is rejected (the undamaged layer passes)."""
+    """The check can fail: each kind of layout damage is rejected (the undamaged layer passes), through the
+    default launch shape and through the zero-point terms added in the reduce (`zred`)."""
+    from marlin_convert.runtime.triton_gemm import KernelConfig
+
     n, k = 192, 1024
     layer = _make_layer(n, k, group_size, "asym", True, dtype, 11, with_bias=False)
     x = torch.randn(16, k, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3)).to(dtype)
-    assert not _failures(layer, x, _run(layer, x))
+    for config in (None, KernelConfig(16, 8, 2, swap=True, xperm=True, zred=True, split_k=2)):
+        _assert_damage_caught(layer, x, group_size, config)
+
+
+def _assert_damage_caught(layer: Layer, x: torch.Tensor, group_size: int, config: object) -> None:
+    assert not _failures(layer, x, _run(layer, x, config))
     rec = layer.rec
     natural_zeros = pack_nibbles(rec.zeros.cpu()).cuda()  # zero points packed without Marlin's order
     damaged = {
@@ -369,7 +386,7 @@ def test_layout_damage_fails_the_bounds(dtype, group_size):
     if group_size != -1:  # with one group the sort permutation is the identity
         damaged["act-order perm left out"] = {"perm": None}
     for what, override in damaged.items():
-        assert _failures(layer, x, _run(layer, x, **override)), f"{what} was not caught"
+        assert _failures(layer, x, _run(layer, x, config, **override)), f"{what} was not caught ({config})"
 
 
 @pytest.mark.cuda

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""The Triton Marlin GEMM called eagerly, as transformers' `generate` calls a layer (issue #13, BENCHMARKS.md):
+the host's time per call beside the GPU's, with the words read through TMA (a host tensor descriptor built
+every call) and with plain loads.
+
+    PYTHONPATH=. python3 scripts/bench_gemm_eager.py [--out DIR]
+
+Per shape at M = 1 and 16 (group 128, fp16): symmetric, `marlin_gemm` as served (no config: it picks one),
+`pick_config`'s shape passed in (TMA on an H200) and the same with `tma=False`; Marlin zero points as served
+and in the symmetric shape with their terms added in the reduce (`zred`: three launches); each timed three ways: CUDA-graph replays (the GPU's time, as `bench_gemm.py`), eager calls
+back to back with one synchronize at the end (host and GPU overlapped: the larger of the two), and the host
+alone (wall time of the Python call, the kernel queued but not waited for). JSON to DIR/bench_gemm_eager.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _cuda_timing import graph_time_us  # noqa: E402
+from marlin_convert.layout import pack_zeros, permute_scales  # noqa: E402
+from marlin_convert.layout.pack_triton import pack_codes_cuda  # noqa: E402
+from marlin_convert.runtime.triton_gemm import marlin_gemm, pick_config  # noqa: E402
+
+SHAPES = [(28672, 8192), (8192, 28672), (4096, 4096)]
+
+
+def eager_us(fn, calls: int = 200, reps: int = 5) -> tuple[float, float]:
+    """(µs per call back to back with one synchronize, µs of host time per call), medians of `reps`."""
+    fn()
+    torch.cuda.synchronize()
+    both, host = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        t1 = time.perf_counter()
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        host.append((t1 - t0) / calls * 1e6)
+        both.append((t2 - t0) / calls * 1e6)
+    return statistics.median(both), statistics.median(host)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    print(torch.cuda.get_device_name(), flush=True)
+    rows = []
+    for n, k in SHAPES:
+        gen = torch.Generator(device="cuda").manual_seed(n + k)
+        codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=gen)
+        scales = (torch.rand(k // 128, n, device="cuda", generator=gen) * 0.02 + 1e-3).half()
+        B, s = pack_codes_cuda(codes), permute_scales(scales, group_size=128, k=k)
+        zeros = torch.randint(0, 16, (k // 128, n), dtype=torch.uint8, device="cuda", generator=gen)
+        z = pack_zeros(zeros.cpu()).cuda()
+        del codes
+        for m in (1, 16):
+            x = torch.randn(m, k, device="cuda", generator=gen).half()
+            base = pick_config(m, n, k, 128)
+            for name, cfg in (("as served", None), ("default", base),
+                              ("plain loads", dataclasses.replace(base, tma=False))):
+                call = lambda cfg=cfg: marlin_gemm(x, B, s, group_size=128, config=cfg)  # noqa: E731
+                graph = graph_time_us([call])
+                both, host = eager_us(call)
+                row = dict(n=n, k=k, m=m, variant=name, tma=(cfg or base).tma, graph_us=round(graph, 2),
+                           eager_us=round(both, 2), host_us=round(host, 2))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            zbase = pick_config(m, n, k, 128, zmode=1)
+            for name, cfg in (("zero points as served", None),
+                              ("zero points zred", dataclasses.replace(base, zred=True, xperm=True))):
+                call = lambda cfg=cfg: marlin_gemm(x, B, s, group_size=128, z=z, config=cfg)  # noqa: E731
+                graph = graph_time_us([call])
+                both, host = eager_us(call)
+                row = dict(n=n, k=k, m=m, variant=name, tma=(cfg or zbase).tma, graph_us=round(graph, 2),
+                           eager_us=round(both, 2), host_us=round(host, 2))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        del B, s
+        torch.cuda.empty_cache()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_gemm_eager.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
