@@ -189,8 +189,10 @@ def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+@functools.lru_cache(maxsize=4096)
 def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: int = 0) -> KernelConfig:
-    """The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
+    """(Memoized: a pure function of its arguments, and called eagerly a GEMM is host-bound, GEMM round 14.)
+    The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
     H200 (2026-12-02, BENCHMARKS.md rounds 8 and 9: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
     4096x14336, fp16 / bf16, symmetric, group 128), all the swapped kernel (`swap`: the decoded weights as
     wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step) capped at 128
