@@ -3,13 +3,15 @@
 the host's time per call beside the GPU's, with the words read through TMA (a host tensor descriptor built
 every call) and with plain loads.
 
-    PYTHONPATH=. python3 scripts/bench_gemm_eager.py [--out DIR]
+    PYTHONPATH=. python3 scripts/bench_gemm_eager.py [--out DIR] [--modules]
 
 Per shape at M = 1 and 16 (group 128, fp16): symmetric, `marlin_gemm` as served (no config: it picks one),
 `pick_config`'s shape passed in (TMA on an H200) and the same with `tma=False`; Marlin zero points as served
 and in the symmetric shape with their terms added in the reduce (`zred`: three launches); each timed three ways: CUDA-graph replays (the GPU's time, as `bench_gemm.py`), eager calls
 back to back with one synchronize at the end (host and GPU overlapped: the larger of the two), and the host
 alone (wall time of the Python call, the kernel queued but not waited for). JSON to DIR/bench_gemm_eager.json.
+`--modules`: instead, `MarlinLinear.forward` with optimum-quanto's Marlin kernel first and with ours first
+(symmetric and zero points, fp16, group 128), timed the same three ways (JSON: bench_gemm_eager_modules.json).
 """
 from __future__ import annotations
 
@@ -52,11 +54,49 @@ def eager_us(fn, calls: int = 200, reps: int = 5) -> tuple[float, float]:
     return statistics.median(both), statistics.median(host)
 
 
+def module_rows(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict]:
+    """`MarlinLinear.forward` (what transformers calls) with each CUDA backend first, fp16, group 128,
+    symmetric and zero points, eager and graph-replayed."""
+    from bench_gemm import Mode, mode_layers
+    from marlin_convert.runtime import backends
+
+    rows = []
+    for n, k in shapes:
+        gen = torch.Generator(device="cuda").manual_seed(n + k)
+        for mname in ("g128", "g128+z"):
+            layer = mode_layers(n, k, Mode.parse(mname), torch.float16, 1, gen)[0]
+            for m in ms:
+                x = torch.randn(m, k, device="cuda", generator=gen).half()
+                for first in ("quanto", "triton"):
+                    backends.set_order([first, "reference"])
+                    graph = graph_time_us([lambda: layer(x)])
+                    both, host = eager_us(lambda: layer(x))
+                    row = dict(n=n, k=k, m=m, variant=f"{mname} module, {first}", graph_us=round(graph, 2),
+                               eager_us=round(both, 2), host_us=round(host, 2))
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            del layer
+        backends.set_order(None)
+        torch.cuda.empty_cache()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--modules", action="store_true",
+                    help="time MarlinLinear's forward with optimum-quanto's Marlin kernel first and with ours first")
+    ap.add_argument("--shapes", default=",".join(f"{n}x{k}" for n, k in SHAPES), help="--modules: N x K, comma-separated")
+    ap.add_argument("--ms", default="1,16", help="--modules: rows of x, comma-separated")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), flush=True)
+    if args.modules:
+        shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
+        rows = module_rows(shapes, [int(v) for v in args.ms.split(",")])  # type: ignore[arg-type]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_gemm_eager_modules.json").write_text(json.dumps(rows, indent=1))
+        return
     rows = []
     for n, k in SHAPES:
         gen = torch.Generator(device="cuda").manual_seed(n + k)

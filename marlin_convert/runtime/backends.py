@@ -36,7 +36,10 @@ at 256 rows of 4096x4096), with act-order too (0.76-0.87x; 0.86-0.96x at 16 and 
 4096x4096), and quanto's shift (0.85-0.96x at all but 64 rows of the large shapes, 0.95-0.96x at 256 rows of
 3584x3584 and 4096x4096); per-column zero points with act-order were not
 timed. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
-The choice is made once per layer and (device, dtype), not per batch size.
+The choice is made once per layer and (device, dtype), not per batch size. Those timings are CUDA-graph
+replays: called eagerly, the Triton GEMM is bound by its host time (121-173 us a call for a 28672x8192
+`MarlinLinear` at 1-16 rows against 53-54 us with the CUDA kernel first, GEMM round 14, call 4), so for eager
+serving of fp16 layers the CUDA kernel serves, `quanto` first is the faster order.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).
