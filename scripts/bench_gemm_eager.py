@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -54,7 +55,17 @@ def eager_us(fn, calls: int = 200, reps: int = 5) -> tuple[float, float]:
     return statistics.median(both), statistics.median(host)
 
 
-def module_rows(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict]:
+def timed_row(call: Callable[[], Any], **fields: Any) -> dict[str, Any]:
+    """`fields` with `call`'s µs per call replayed in a CUDA graph, eagerly (host and GPU) and on the host alone;
+    printed as a JSON line."""
+    graph = graph_time_us([call])
+    both, host = eager_us(call)
+    row = dict(fields, graph_us=round(graph, 2), eager_us=round(both, 2), host_us=round(host, 2))
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def module_rows(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str, Any]]:
     """`MarlinLinear.forward` (what transformers calls) with each CUDA backend first, fp16, group 128,
     symmetric and zero points, eager and graph-replayed."""
     from bench_gemm import Mode, mode_layers
@@ -69,14 +80,36 @@ def module_rows(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict]:
                 x = torch.randn(m, k, device="cuda", generator=gen).half()
                 for first in ("quanto", "triton"):
                     backends.set_order([first, "reference"])
-                    graph = graph_time_us([lambda: layer(x)])
-                    both, host = eager_us(lambda: layer(x))
-                    row = dict(n=n, k=k, m=m, variant=f"{mname} module, {first}", graph_us=round(graph, 2),
-                               eager_us=round(both, 2), host_us=round(host, 2))
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    rows.append(timed_row(lambda: layer(x), n=n, k=k, m=m, variant=f"{mname} module, {first}"))
             del layer
         backends.set_order(None)
+        torch.cuda.empty_cache()
+    return rows
+
+
+def gemm_rows() -> list[dict[str, Any]]:
+    """`marlin_gemm` per shape at 1 and 16 rows: symmetric as served, with `pick_config`'s shape passed in,
+    the same with plain loads; zero points as served and with `zred`."""
+    rows = []
+    for n, k in SHAPES:
+        gen = torch.Generator(device="cuda").manual_seed(n + k)
+        codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=gen)
+        scales = (torch.rand(k // 128, n, device="cuda", generator=gen) * 0.02 + 1e-3).half()
+        B, s = pack_codes_cuda(codes), permute_scales(scales, group_size=128, k=k)
+        zeros = torch.randint(0, 16, (k // 128, n), dtype=torch.uint8, device="cuda", generator=gen)
+        z = pack_zeros(zeros.cpu()).cuda()
+        del codes
+        for m in (1, 16):
+            x = torch.randn(m, k, device="cuda", generator=gen).half()
+            base, zbase = pick_config(m, n, k, 128), pick_config(m, n, k, 128, zmode=1)
+            for name, cfg, zp in (("as served", None, None), ("default", base, None),
+                                  ("plain loads", dataclasses.replace(base, tma=False), None),
+                                  ("zero points as served", None, z),
+                                  ("zero points zred", dataclasses.replace(base, zred=True, xperm=True), z)):
+                call = lambda cfg=cfg, zp=zp: marlin_gemm(x, B, s, group_size=128, z=zp, config=cfg)  # noqa: E731
+                rows.append(timed_row(call, n=n, k=k, m=m, variant=name,
+                                      tma=(cfg or (base if zp is None else zbase)).tma))
+        del B, s
         torch.cuda.empty_cache()
     return rows
 
@@ -93,46 +126,12 @@ def main() -> None:
     if args.modules:
         shapes = [tuple(int(v) for v in t.split("x")) for t in args.shapes.split(",")]
         rows = module_rows(shapes, [int(v) for v in args.ms.split(",")])  # type: ignore[arg-type]
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench_gemm_eager_modules.json").write_text(json.dumps(rows, indent=1))
-        return
-    rows = []
-    for n, k in SHAPES:
-        gen = torch.Generator(device="cuda").manual_seed(n + k)
-        codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=gen)
-        scales = (torch.rand(k // 128, n, device="cuda", generator=gen) * 0.02 + 1e-3).half()
-        B, s = pack_codes_cuda(codes), permute_scales(scales, group_size=128, k=k)
-        zeros = torch.randint(0, 16, (k // 128, n), dtype=torch.uint8, device="cuda", generator=gen)
-        z = pack_zeros(zeros.cpu()).cuda()
-        del codes
-        for m in (1, 16):
-            x = torch.randn(m, k, device="cuda", generator=gen).half()
-            base = pick_config(m, n, k, 128)
-            for name, cfg in (("as served", None), ("default", base),
-                              ("plain loads", dataclasses.replace(base, tma=False))):
-                call = lambda cfg=cfg: marlin_gemm(x, B, s, group_size=128, config=cfg)  # noqa: E731
-                graph = graph_time_us([call])
-                both, host = eager_us(call)
-                row = dict(n=n, k=k, m=m, variant=name, tma=(cfg or base).tma, graph_us=round(graph, 2),
-                           eager_us=round(both, 2), host_us=round(host, 2))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            zbase = pick_config(m, n, k, 128, zmode=1)
-            for name, cfg in (("zero points as served", None),
-                              ("zero points zred", dataclasses.replace(base, zred=True, xperm=True))):
-                call = lambda cfg=cfg: marlin_gemm(x, B, s, group_size=128, z=z, config=cfg)  # noqa: E731
-                graph = graph_time_us([call])
-                both, host = eager_us(call)
-                row = dict(n=n, k=k, m=m, variant=name, tma=(cfg or zbase).tma, graph_us=round(graph, 2),
-                           eager_us=round(both, 2), host_us=round(host, 2))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        del B, s
-        torch.cuda.empty_cache()
+    else:
+        rows = gemm_rows()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_gemm_eager.json").write_text(json.dumps(rows, indent=1))
+    name = "bench_gemm_eager_modules.json" if args.modules else "bench_gemm_eager.json"
+    (out / name).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
