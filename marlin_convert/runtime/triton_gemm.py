@@ -129,7 +129,7 @@ class KernelConfig:
     zero points' terms `e * sum_k x` per group in the reduce (`splitk_zero_reduce_kernel`: a float32 `dot`
     of the sums of x per group, from one `torch.sum` a call, by `e = (8 - zero) * scale`); `fold` and the
     other zero-point fields then have no effect. Measured slower than the rule's shapes at every batch and
-    shape of round 14 (1.03-2.2x the time: the reduce's loop over all groups is latency-bound), so no rule
+    shape of round 14 (1.01-2.2x the time: the reduce's loop over all groups is latency-bound), so no rule
     picks it."""
 
 
