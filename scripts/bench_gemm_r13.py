@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -44,37 +44,49 @@ def variants(c: KernelConfig) -> list[tuple[str, KernelConfig]]:
     return rows
 
 
-def run(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str, Any]]:
+def mode_rows(mname: str, shapes: list[tuple[int, int]], ms: list[int], dtypes: tuple[torch.dtype, ...],
+              variants_for: Callable[[int, int, int, int], list[tuple[str, KernelConfig]]],
+              head: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per shape, activation dtype and batch of layers of mode `mname`: the symmetric default and optimum-quanto's
+    Marlin kernel (fp16, where it serves) as yardsticks, then `variants_for(m, n, k, group_size)`'s launch shapes
+    (time and relative error against the float64 product of the dequantized weight); each row starts with `head`
+    and is printed as a JSON line."""
     rows = []
     qto = backends.BACKENDS["quanto"]
-    mode = Mode.parse("g128+z")
-    sym = Mode.parse("g128")
+    mode = Mode.parse(mname)
+    sym = R(mode, zero_point=None)
     for n, k in shapes:
+        gs = k if mode.group_size == -1 else mode.group_size
         gen = torch.Generator(device="cuda").manual_seed(n + k)
         xs = {m: torch.randn(m, k, device="cuda", generator=gen) for m in ms}
-        for dt in (torch.float16, torch.bfloat16):
+        for dt in dtypes:
             probe = mode_layers(n, k, mode, dt, 1, gen)[0]
             t = probe.tensors()
-            wbytes = sum(t[nm].numel() * t[nm].element_size() for nm in ("B", "s", "z"))
-            layers = [probe] + [mode_layers(n, k, mode, dt, 1, gen)[0] for _ in range(copies_for(wbytes) - 1)]
-            sym_layers = mode_layers(n, k, sym, dt, copies_for(wbytes), gen)
+            copies = copies_for(sum(t[nm].numel() * t[nm].element_size() for nm in ("B", "s", "z")))
+            layers = [probe] + [mode_layers(n, k, mode, dt, 1, gen)[0] for _ in range(copies - 1)]
+            sym_layers = mode_layers(n, k, sym, dt, copies, gen)
             wref = backends.dense_weight(probe, torch.float32)
             for m in ms:
                 x = xs[m].to(dt)
                 ref = x.double() @ wref.double().t()
-                base = pick_config(m, n, k, 128, zmode=1)
-                row: dict[str, Any] = {"n": n, "k": k, "m": m, "dtype": str(dt)[6:]}
+                row: dict[str, Any] = {**head, "n": n, "k": k, "m": m, "dtype": str(dt)[6:]}
                 row["sym default"] = round(graph_time_us([lambda ly=ly: marlin_gemm(
-                    x, ly.tensors()["B"], ly.tensors()["s"], group_size=128) for ly in sym_layers]), 2)
+                    x, ly.tensors()["B"], ly.tensors()["s"], group_size=gs, perm=ly.tensors().get("perm"))
+                    for ly in sym_layers]), 2)
                 if dt == torch.float16 and qto.unsupported_reason(probe, x) is None:
                     row["marlin"] = round(graph_time_us([lambda ly=ly: qto.forward(ly, x) for ly in layers]), 2)
-                for vname, cfg in variants(base):
-                    row[vname] = timed_variant(layers, probe, x, ref, 128, cfg)
+                for vname, cfg in variants_for(m, n, k, gs):
+                    row[vname] = timed_variant(layers, probe, x, ref, gs, cfg)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del layers, sym_layers, probe, wref
             torch.cuda.empty_cache()
     return rows
+
+
+def run(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str, Any]]:
+    return mode_rows("g128+z", shapes, ms, (torch.float16, torch.bfloat16),
+                     lambda m, n, k, gs: variants(pick_config(m, n, k, gs, zmode=1)), {})
 
 
 def main() -> None:

@@ -27,11 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _cuda_timing import graph_time_us  # noqa: E402
-from bench_gemm import Mode, copies_for, mode_layers  # noqa: E402
-from bench_gemm_r12 import timed_variant  # noqa: E402
-from marlin_convert.runtime import backends  # noqa: E402
-from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm, pick_config  # noqa: E402
+from bench_gemm_r13 import mode_rows  # noqa: E402
+from marlin_convert.runtime.triton_gemm import KernelConfig, pick_config  # noqa: E402
 
 R = dataclasses.replace
 
@@ -44,39 +41,9 @@ def variants(m: int, n: int, k: int, gs: int) -> list[tuple[str, KernelConfig]]:
 
 
 def run(shapes: list[tuple[int, int]], ms: list[int], modes: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    qto = backends.BACKENDS["quanto"]
-    for mname in modes:
-        mode = Mode.parse(mname)
-        sym = R(mode, zero_point=None)
-        for n, k in shapes:
-            gs = k if mode.group_size == -1 else mode.group_size
-            gen = torch.Generator(device="cuda").manual_seed(n + k)
-            xs = {m: torch.randn(m, k, device="cuda", generator=gen) for m in ms}
-            for dt in (torch.float16, torch.bfloat16) if mname == "g128+z" else (torch.float16,):
-                probe = mode_layers(n, k, mode, dt, 1, gen)[0]
-                t = probe.tensors()
-                wbytes = sum(t[nm].numel() * t[nm].element_size() for nm in ("B", "s", "z"))
-                copies = copies_for(wbytes)
-                layers = [probe] + [mode_layers(n, k, mode, dt, 1, gen)[0] for _ in range(copies - 1)]
-                sym_layers = mode_layers(n, k, sym, dt, copies, gen)
-                wref = backends.dense_weight(probe, torch.float32)
-                for m in ms:
-                    x = xs[m].to(dt)
-                    ref = x.double() @ wref.double().t()
-                    row: dict[str, Any] = {"mode": mname, "n": n, "k": k, "m": m, "dtype": str(dt)[6:]}
-                    row["sym default"] = round(graph_time_us([lambda ly=ly: marlin_gemm(
-                        x, ly.tensors()["B"], ly.tensors()["s"], group_size=gs, perm=ly.tensors().get("perm"))
-                        for ly in sym_layers]), 2)
-                    if dt == torch.float16 and qto.unsupported_reason(probe, x) is None:
-                        row["marlin"] = round(graph_time_us([lambda ly=ly: qto.forward(ly, x) for ly in layers]), 2)
-                    for vname, cfg in variants(m, n, k, gs):
-                        row[vname] = timed_variant(layers, probe, x, ref, gs, cfg)
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                del layers, sym_layers, probe, wref
-                torch.cuda.empty_cache()
-    return rows
+    return [row for mname in modes
+            for row in mode_rows(mname, shapes, ms, (torch.float16, torch.bfloat16) if mname == "g128+z"
+                                 else (torch.float16,), variants, {"mode": mname})]
 
 
 def main() -> None:
