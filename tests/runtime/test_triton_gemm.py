@@ -371,10 +371,10 @@ def test_layout_damage_fails_the_bounds(dtype, group_size):
     layer = _make_layer(n, k, group_size, "asym", True, dtype, 11, with_bias=False)
     x = torch.randn(16, k, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3)).to(dtype)
     for config in (None, KernelConfig(16, 8, 2, swap=True, xperm=True, zred=True, split_k=2)):
-        _assert_damage_caught(layer, x, group_size, config)
+        _assert_damage_caught(layer, x, config)
 
 
-def _assert_damage_caught(layer: Layer, x: torch.Tensor, group_size: int, config: object) -> None:
+def _assert_damage_caught(layer: Layer, x: torch.Tensor, config: object) -> None:
     assert not _failures(layer, x, _run(layer, x, config))
     rec = layer.rec
     natural_zeros = pack_nibbles(rec.zeros.cpu()).cuda()  # zero points packed without Marlin's order
@@ -383,7 +383,7 @@ def _assert_damage_caught(layer: Layer, x: torch.Tensor, group_size: int, config
         "scales in source order": {"s": rec.scales.contiguous()},
         "zero points in source order": {"z": natural_zeros},
     }
-    if group_size != -1:  # with one group the sort permutation is the identity
+    if layer.rec.group_size != -1:  # with one group the sort permutation is the identity
         damaged["act-order perm left out"] = {"perm": None}
     for what, override in damaged.items():
         assert _failures(layer, x, _run(layer, x, config, **override)), f"{what} was not caught ({config})"
