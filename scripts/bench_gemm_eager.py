@@ -10,8 +10,9 @@ Per shape at M = 1 and 16 (group 128, fp16): symmetric, `marlin_gemm` as served 
 and in the symmetric shape with their terms added in the reduce (`zred`: three launches); each timed three ways: CUDA-graph replays (the GPU's time, as `bench_gemm.py`), eager calls
 back to back with one synchronize at the end (host and GPU overlapped: the larger of the two), and the host
 alone (wall time of the Python call, the kernel queued but not waited for). JSON to DIR/bench_gemm_eager.json.
-`--modules`: instead, `MarlinLinear.forward` with optimum-quanto's Marlin kernel first and with ours first
-(symmetric and zero points, fp16, group 128), timed the same three ways (JSON: bench_gemm_eager_modules.json).
+`--modules`: instead, `MarlinLinear.forward` with optimum-quanto's Marlin kernel first (fp16, group 128) and with
+ours first, with and without the layer's launch plans (`MODULE_MODES`: symmetric, zero points and act-order at
+fp16 group 128, bf16, group 32), timed the same three ways (JSON: bench_gemm_eager_modules.json).
 """
 from __future__ import annotations
 
@@ -65,22 +66,39 @@ def timed_row(call: Callable[[], Any], **fields: Any) -> dict[str, Any]:
     return row
 
 
+MODULE_MODES = [("g128", torch.float16), ("g128+z", torch.float16), ("g128+act", torch.float16),
+                ("g128", torch.bfloat16), ("g32", torch.float16)]
+"""--modules: (mode, activation dtype); optimum-quanto's kernel serves the fp16 group-128 ones only."""
+
+
 def module_rows(shapes: list[tuple[int, int]], ms: list[int]) -> list[dict[str, Any]]:
-    """`MarlinLinear.forward` (what transformers calls) with each CUDA backend first, fp16, group 128,
-    symmetric and zero points, eager and graph-replayed."""
+    """`MarlinLinear.forward` (what transformers calls) per `MODULE_MODES` entry: optimum-quanto's Marlin kernel
+    first (where it serves), our Triton GEMM first with the layer's launch plans (as served), and the same with
+    plans off (`backends.PLAN_MAX_ROWS = 0`: checks, launch rule and Triton's binding every call, as before
+    round 15); eager and graph-replayed."""
     from bench_gemm import Mode, mode_layers
     from marlin_convert.runtime import backends
 
     rows = []
+    plan_rows = backends.PLAN_MAX_ROWS
     for n, k in shapes:
         gen = torch.Generator(device="cuda").manual_seed(n + k)
-        for mname in ("g128", "g128+z"):
-            layer = mode_layers(n, k, Mode.parse(mname), torch.float16, 1, gen)[0]
+        for mname, dtype in MODULE_MODES:
+            mode = Mode.parse(mname)
+            layer = mode_layers(n, k, mode, dtype, 1, gen)[0]
+            quanto = dtype == torch.float16 and mode.group_size == 128
             for m in ms:
-                x = torch.randn(m, k, device="cuda", generator=gen).half()
-                for first in ("quanto", "triton"):
+                x = torch.randn(m, k, device="cuda", generator=gen).to(dtype)
+                ways = ([("quanto first", "quanto", plan_rows)] if quanto else []) + [
+                    ("triton first", "triton", plan_rows), ("triton first, no plans", "triton", 0)]
+                for label, first, plans in ways:
                     backends.set_order([first, "reference"])
-                    rows.append(timed_row(lambda: layer(x), n=n, k=k, m=m, variant=f"{mname} module, {first}"))
+                    backends.PLAN_MAX_ROWS = plans
+                    try:
+                        rows.append(timed_row(lambda: layer(x), n=n, k=k, m=m, mode=mname, dtype=str(dtype)[6:],
+                                              variant=label))
+                    finally:
+                        backends.PLAN_MAX_ROWS = plan_rows
             del layer
         backends.set_order(None)
         torch.cuda.empty_cache()
@@ -118,7 +136,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--modules", action="store_true",
-                    help="time MarlinLinear's forward with optimum-quanto's Marlin kernel first and with ours first")
+                    help="time MarlinLinear's forward with optimum-quanto's Marlin kernel first and with ours first, "
+                         "with and without launch plans")
     ap.add_argument("--shapes", default=",".join(f"{n}x{k}" for n, k in SHAPES), help="--modules: N x K, comma-separated")
     ap.add_argument("--ms", default="1,16", help="--modules: rows of x, comma-separated")
     args = ap.parse_args()

@@ -59,7 +59,7 @@ from .dequant import dequantize_marlin
 if TYPE_CHECKING:
     from .linear import MarlinLinear
 
-__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "TRITON_FIRST_MAX_N", "TRITON_FIRST_GROUPS", "default_order",
+__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "TRITON_FIRST_MAX_N", "TRITON_FIRST_GROUPS", "default_order",
            "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
@@ -217,15 +217,56 @@ def _triton_unsupported(layer: "MarlinLinear", x: torch.Tensor) -> str | None:
     return None
 
 
-def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
-    from .triton_gemm import marlin_gemm
+PLAN_MAX_ROWS = 64
+"""Row counts up to which a layer keeps its Triton launch plans (`triton_gemm.GemmPlan`): decode batches, where
+an eager call's host time decides (GEMM round 15). Larger calls plan each time (their GPU time dwarfs it)."""
 
+
+@dataclass
+class _TritonPlan:
+    """A layer's `GemmPlan` for one (device, dtype, rows), with the tensors it was made from: it stands while
+    the layer holds the same tensor objects at the same version (`Tensor._version`, bumped by in-place ops such
+    as `load_state_dict`'s copies), since the plan may hold derived copies (the bias cast to x's dtype). Writes
+    through `.data`, which bypass the version counter, are not seen in such copies."""
+
+    gemm: Any
+    sources: tuple[tuple[dict[str, Any], str, torch.Tensor, int], ...]
+
+    @classmethod
+    def make(cls, layer: "MarlinLinear", x: torch.Tensor, m: int) -> "_TritonPlan":
+        from .triton_gemm import plan
+
+        t = layer.tensors()
+        bias = None if layer.bias is None else layer.bias.to(x.dtype)
+        gemm = plan(m, x.dtype, x.device, t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"),
+                    shift=t.get("shift"), perm=t.get("perm"), bias=bias)
+        sources = tuple((layer._buffers, name, v, v._version) for name, v in t.items()) + (
+            (layer._parameters, "bias", layer.bias, -1 if layer.bias is None else layer.bias._version),)
+        return cls(gemm, sources)
+
+    def current(self) -> bool:
+        return all(d.get(name) is v and (v is None or v._version == version) for d, name, v, version in self.sources)
+
+
+def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
     if x.numel() == 0:  # e.g. an MoE expert no token was routed to
         return x.new_zeros(*x.shape[:-1], layer.out_features)
-    t = layer.tensors()
-    bias = None if layer.bias is None else layer.bias.to(x.dtype)
-    return marlin_gemm(x, t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"), shift=t.get("shift"),
-                       perm=t.get("perm"), bias=bias)
+    k = layer.in_features
+    if x.shape[-1] != k:
+        raise ValueError(f"x has {x.shape[-1]} input features, the layer {k}")
+    m = x.numel() // k
+    if m > PLAN_MAX_ROWS:
+        from .triton_gemm import marlin_gemm
+
+        t = layer.tensors()
+        bias = None if layer.bias is None else layer.bias.to(x.dtype)
+        return marlin_gemm(x, t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"), shift=t.get("shift"),
+                           perm=t.get("perm"), bias=bias)
+    key = ("triton-plan", x.device, x.dtype, m)
+    entry = layer._prepared.get(key)
+    if entry is None or not entry.current():  # type: ignore[attr-defined]
+        entry = layer._prepared[key] = _TritonPlan.make(layer, x, m)
+    return entry.gemm(x.reshape(m, k)).reshape(*x.shape[:-1], layer.out_features)  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- registry

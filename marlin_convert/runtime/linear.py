@@ -1,6 +1,8 @@
 """`MarlinLinear`: a linear layer that holds its Marlin tensors exactly as they are on disk."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -52,8 +54,9 @@ class MarlinLinear(nn.Module):
             self.bias = nn.Parameter(torch.empty(n, dtype=dtype, device=device), requires_grad=False)
         else:
             self.register_parameter("bias", None)
-        self._prepared: dict[tuple[str, torch.device, torch.dtype], object] = {}
-        """Per (backend, device, dtype): what that backend derived once from the tensors (e.g. kernel zero points)."""
+        self._prepared: dict[tuple[Any, ...], object] = {}
+        """Per (backend, device, dtype, ...): what that backend derived once from the tensors (e.g. kernel zero
+        points, launch plans)."""
         self._chosen: dict[tuple[torch.device, torch.dtype, int], object] = {}
 
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -47,7 +47,6 @@ act-order). `unsupported_reason` says when a layer's `g_idx` does not (unequal g
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -56,8 +55,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["marlin_gemm", "unsupported_reason", "available", "KernelConfig", "pick_config", "split_for",
-           "group_steps"]
+from .triton_launch import Launch, Slot
+
+__all__ = ["marlin_gemm", "plan", "GemmPlan", "unsupported_reason", "available", "KernelConfig", "pick_config",
+           "split_for", "group_steps"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -340,20 +341,75 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
         raise ValueError(f"bias must be [{n}], got {tuple(bias.shape)}")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
-    m = x2.shape[0]
-    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    if m == 0:
-        return out.reshape(*lead, n)
+    if x2.shape[0] == 0:
+        return torch.empty((*lead, n), dtype=x.dtype, device=x.device)
+    gemm = plan(x2.shape[0], x.dtype, x.device, B, s, group_size=group_size, z=z, shift=shift, perm=perm, bias=bias,
+                config=config)
+    return gemm(x2).reshape(*lead, n)
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """Everything about a `marlin_gemm` call but x, for one row count, activation dtype and device (`plan`):
+    the launches with their grids and fixed arguments, and what a call allocates and computes before them.
+    Called with x as `[m, K]` (unit stride along K) it returns `[m, N]`. Kept per layer by the runtime, it
+    spares an eager call the checks, the launch rule and Triton's argument binding (`triton_launch.Launch`)."""
+
+    m: int
+    n: int
+    k: int
+    dtype: torch.dtype
+    device: torch.device
+    launches: tuple[Launch, ...]
+    ws_splits: int = 0
+    """Rows of the float32 split-K workspace `[ws_splits, m, N]` a call allocates (0: none)."""
+    gather: torch.Tensor | None = None
+    """int64 `perm`: x gathered by it once a call (`KernelConfig.xperm`)."""
+    sum_width: int = 0
+    """Sums of x over consecutive runs of this many columns, in float32, passed to the kernels (0: none)."""
+    counters: int = 0
+    """In-kernel split-K sums: at least this many int32 counters of the current stream (`_counters`)."""
+
+    def __call__(self, x2: torch.Tensor) -> torch.Tensor:
+        if x2.shape != (self.m, self.k):
+            raise ValueError(f"this plan takes x of shape [{self.m}, {self.k}], got {tuple(x2.shape)}")
+        if x2.stride(-1) != 1 or (self.m > 1 and x2.stride(0) != self.k):  # the kernels take rows k apart
+            x2 = x2.contiguous()
+        out = torch.empty((self.m, self.n), dtype=self.dtype, device=self.device)
+        ws = out if not self.ws_splits else torch.empty(
+            (self.ws_splits, self.m, self.n), dtype=torch.float32, device=self.device)
+        xk = x2 if self.gather is None else x2.index_select(1, self.gather)
+        values: dict[str, torch.Tensor] = {"x": x2, "xk": xk, "out": out, "ws": ws}
+        if self.sum_width:
+            values["sums"] = torch.sum(xk.reshape(self.m, -1, self.sum_width), dim=-1, dtype=torch.float32)
+        if self.counters:
+            values["cnt"] = _counters(self.device, self.counters)
+        if self.device.type != "cuda" or torch.cuda.current_device() == (self.device.index or 0):
+            for launch in self.launches:
+                launch(values)
+        else:
+            with torch.cuda.device(self.device):
+                for launch in self.launches:
+                    launch(values)
+        return out
+
+
+def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: torch.Tensor, *, group_size: int,
+         z: torch.Tensor | None = None, shift: torch.Tensor | None = None, perm: torch.Tensor | None = None,
+         bias: torch.Tensor | None = None, config: KernelConfig | None = None) -> GemmPlan:
+    """The `GemmPlan` of `marlin_gemm` for `m` rows of `dtype` activations on `device` (m > 0; the arguments as
+    `marlin_gemm` takes them, already checked by `unsupported_reason`). The plan holds these tensors (or
+    contiguous / int32 copies of them where they are not): it runs the weights it was made from."""
+    k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
     single = group_size == -1 or group_size >= k
     gs = k if single else group_size
     zmode = 2 if shift is not None else (1 if z is not None else 0)
-    cfg = config or pick_config(m, n, k, gs, _sm_count(x.device.index or 0) if x.is_cuda else 132, zmode)
+    sms = _sm_count(device.index or 0) if device.type == "cuda" else 132
+    cfg = config or pick_config(m, n, k, gs, sms, zmode)
     tiles = k // 16
     bt = cfg.bt
     steps = tiles // bt
-    fast = cfg.fast and s.dtype == x.dtype and (shift is None or shift.dtype == x.dtype)
+    fast = cfg.fast and s.dtype == dtype and (shift is None or shift.dtype == dtype)
     split = max(1, min(cfg.split_k, steps))
     if not (fast and cfg.fixup):
         while steps % split:  # every split gets the same whole number of BT-row steps
@@ -366,7 +422,6 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
         s = s.clone()
     tk = _kernels()
     tiles_n, tiles_m = -(-n // (64 * cfg.nb)), -(-m // cfg.bm)
-    sms = _sm_count(x.device.index or 0) if x.is_cuda else 132
     streamk = 0
     if fast and cfg.streamk:
         total = tiles_n * steps
@@ -378,70 +433,74 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     zred = (fast and cfg.swap and cfg.zred and zmode == 1 and not single and cfg.scale_acc and uniform
             and (perm is None or cfg.xperm))
     if streamk:
-        segs = -(-streamk // tiles_n) + 1  # the most programs that share one column tile
-        ws = torch.empty((segs, m, n), dtype=torch.float32, device=x.device)
+        ws_splits = -(-streamk // tiles_n) + 1  # the most programs that share one column tile
     else:
-        ws = torch.empty((split, m, n), dtype=torch.float32, device=x.device) if split > 1 or zred else out
-    cnt = _counters(x.device, tiles_n * tiles_m) if fast and (streamk or (cfg.fixup and split > 1)) else B
+        ws_splits = split if split > 1 or zred else 0
+    counters = tiles_n * tiles_m if fast and (streamk or (cfg.fixup and split > 1)) else 0
+    cnt: Any = Slot("cnt") if counters else B
     grid = (tiles_n, tiles_m, split)
     dummy = B
-    on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
-    with on_device:
-        common = (x2, B, s, z.contiguous() if z is not None else dummy, shift.contiguous() if shift is not None else s,
-                  perm.to(torch.int32).contiguous() if perm is not None else dummy,
-                  bias if bias is not None else s, out, ws,
-                  m, n, x2.stride(0), out.stride(0), gs, per_split)
-        if fast:
-            xk, has_perm = x2, perm is not None
-            if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
-                xk, has_perm = x2.index_select(1, perm.to(device=x.device, dtype=torch.int64)), False
-            consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
-                          IS_FP16=x.dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb,
-                          SCALE_ACC=cfg.scale_acc and uniform and zmode != 2,
-                          num_warps=cfg.warps, num_stages=cfg.stages,
-                          **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
-            g_shift = 0 if single else gs.bit_length() - 1
-            loads = dict(WORDS3D=int(cfg.words3d), XLOAD=int(cfg.xload), THREADS=32 * cfg.warps)
-            if cfg.swap:
-                fold = cfg.fold and consts["SCALE_ACC"] and zmode == 1
-                b_arg, sh_arg = B, common[4]
-                tma = cfg.tma and _tma_ok(B)
-                if tma:
-                    from triton.tools.tensor_descriptor import TensorDescriptor
+    index = device.index or 0 if device.type == "cuda" else None
+    X, XK, OUT, WS, SUMS = Slot("x"), Slot("xk"), Slot("out"), Slot("ws"), Slot("sums")
+    zt = z.contiguous() if z is not None else dummy
+    perm32 = perm.to(torch.int32).contiguous() if perm is not None else dummy
+    bias_arg = bias if bias is not None else s
+    common = (X, B, s, zt, shift.contiguous() if shift is not None else s, perm32, bias_arg, OUT, WS,
+              m, n, k, n, gs, per_split)
+    launches: list[Launch] = []
+    gather, sum_width = None, 0
+    if fast:
+        has_perm = perm is not None
+        if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
+            gather, has_perm = perm.to(device=device, dtype=torch.int64), False
+        consts = dict(ZMODE=zmode, UNIFORM_G=uniform, SINGLE=single, HAS_PERM=has_perm,
+                      IS_FP16=dtype == torch.float16, BM=cfg.bm, BT=bt, NB=cfg.nb,
+                      SCALE_ACC=cfg.scale_acc and uniform and zmode != 2,
+                      num_warps=cfg.warps, num_stages=cfg.stages,
+                      **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
+        g_shift = 0 if single else gs.bit_length() - 1
+        loads = dict(WORDS3D=int(cfg.words3d), XLOAD=int(cfg.xload), THREADS=32 * cfg.warps)
+        if cfg.swap:
+            fold = cfg.fold and consts["SCALE_ACC"] and zmode == 1
+            b_arg: Any = B
+            sh_arg = common[4]
+            tma = cfg.tma and _tma_ok(B)
+            if tma:
+                from triton.tools.tensor_descriptor import TensorDescriptor
 
-                    b_arg = TensorDescriptor.from_tensor(B, [bt, 128 * cfg.nb])
-                zlate = cfg.zlate and fold and not single and not has_perm
-                if zred:
-                    fold = zlate = False
-                    consts["ZMODE"] = 0
-                xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
-                if xsum:
-                    sh_arg = torch.sum(xk.reshape(m, steps, 16 * bt), dim=-1, dtype=torch.float32)
-                tk.marlin_gemm_swap_kernel[grid](
-                    xk, b_arg, s, common[3], sh_arg, *common[5:9], m, n, xk.stride(0), out.stride(0), g_shift, steps,
-                    int(bias is not None), split, FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum,
-                    ZLATE=zlate, PARTIAL=zred, **consts)
-                if zred:
-                    groups = k // gs
-                    xg = torch.sum(xk.reshape(m, groups, gs), dim=-1, dtype=torch.float32)
-                    tk.splitk_zero_reduce_kernel[(-(-n // 64), -(-m // 16))](
-                        ws, xg, s, common[3], bias if bias is not None else s, out, m, n, out.stride(0), groups,
-                        int(bias is not None), SPLIT=split, BM=16, BN=64, GC=16)
-            elif streamk:
-                tk.marlin_gemm_streamk_kernel[(tiles_m, streamk)](
-                    xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps, tiles_n,
-                    tiles_n * steps, streamk, int(bias is not None), **consts, **loads)
-            else:
-                tk.marlin_gemm_fast_kernel[grid](
-                    xk, *common[1:9], cnt, m, n, xk.stride(0), out.stride(0), g_shift, steps,
-                    int(bias is not None), split, FIXUP=cfg.fixup, **consts, **loads)
+                b_arg = TensorDescriptor.from_tensor(B, [bt, 128 * cfg.nb])
+            zlate = cfg.zlate and fold and not single and not has_perm
+            if zred:
+                fold = zlate = False
+                consts["ZMODE"] = 0
+            xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
+            if xsum:
+                sh_arg, sum_width = SUMS, 16 * bt
+            launches.append(Launch(tk.marlin_gemm_swap_kernel, grid, (
+                XK, b_arg, s, zt, sh_arg, *common[5:9], m, n, k, n, g_shift, steps, int(bias is not None), split),
+                dict(FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum, ZLATE=zlate, PARTIAL=zred,
+                     **consts), index))
+            if zred:
+                sum_width = gs
+                launches.append(Launch(tk.splitk_zero_reduce_kernel, (-(-n // 64), -(-m // 16)), (
+                    WS, SUMS, s, zt, bias_arg, OUT, m, n, n, k // gs, int(bias is not None)),
+                    dict(SPLIT=split, BM=16, BN=64, GC=16), index))
+        elif streamk:
+            launches.append(Launch(tk.marlin_gemm_streamk_kernel, (tiles_m, streamk), (
+                XK, *common[1:9], cnt, m, n, k, n, g_shift, steps, tiles_n, tiles_n * steps, streamk,
+                int(bias is not None)), dict(**consts, **loads), index))
         else:
-            tk.marlin_gemm_kernel[grid](
-                *common, int(single), int(perm is not None), int(bias is not None), split,
-                ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps, num_stages=cfg.stages)
-        if split > 1 and not streamk and not (fast and cfg.fixup) and not zred:
-            block = 1024
-            tk.splitk_reduce_kernel[(-(-m * n // block),)](
-                ws, bias if bias is not None else s, out, m, n, out.stride(0), int(bias is not None),
-                SPLIT=split, BLOCK=block)
-    return out.reshape(*lead, n)
+            launches.append(Launch(tk.marlin_gemm_fast_kernel, grid, (
+                XK, *common[1:9], cnt, m, n, k, n, g_shift, steps, int(bias is not None), split),
+                dict(FIXUP=cfg.fixup, **consts, **loads), index))
+    else:
+        launches.append(Launch(tk.marlin_gemm_kernel, grid, (
+            *common, int(single), int(perm is not None), int(bias is not None), split),
+            dict(ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps,
+                 num_stages=cfg.stages), index))
+    if split > 1 and not streamk and not (fast and cfg.fixup) and not zred:
+        block = 1024
+        launches.append(Launch(tk.splitk_reduce_kernel, (-(-m * n // block),), (
+            WS, bias_arg, OUT, m, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block), index))
+    return GemmPlan(m=m, n=n, k=k, dtype=dtype, device=device, launches=tuple(launches), ws_splits=ws_splits,
+                    gather=gather, sum_width=sum_width, counters=counters)
