@@ -36,10 +36,18 @@ at 256 rows of 4096x4096), with act-order too (0.76-0.87x; 0.86-0.96x at 16 and 
 4096x4096), and quanto's shift (0.85-0.96x at all but 64 rows of the large shapes, 0.95-0.96x at 256 rows of
 3584x3584 and 4096x4096); per-column zero points with act-order were not
 timed. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
-The choice is made once per layer and (device, dtype), not per batch size. Those timings are CUDA-graph
-replays: called eagerly, the Triton GEMM is bound by its host time (121-173 us a call for a 28672x8192
-`MarlinLinear` at 1-16 rows against 53-54 us with the CUDA kernel first, GEMM round 14, call 4), so for eager
-serving of fp16 layers the CUDA kernel serves, `quanto` first is the faster order.
+The choice is made once per layer and (device, dtype, eager), not per batch size.
+
+Those timings are CUDA-graph replays, and the rule above is for calls captured in a CUDA graph. Called eagerly
+(transformers' `generate` without graph capture), a call costs its host time where that exceeds the GPU's:
+Marlin's kernel is one torch op (21-78 us of host time on the H200's host, median 35), the Triton GEMM one or
+two launches from the layer's launch plan (35-119 us, median 55; `triton_gemm.GemmPlan`). So eager calls
+(`MarlinLinear.forward` outside graph capture: `eager=True`) take `DEFAULT_ORDER`, the CUDA kernel first
+wherever it serves: in GEMM round 15 (three runs, 1 and 16 rows, fp16 group 128, symmetric, zero points and
+act-order) the Triton GEMM first took 1.09-2.25x its time eagerly on 4096x4096 and 1024x4096, and 0.85-2.26x on
+28672x8192 and 8192x28672 (faster in 5 of 36 comparisons there, by at most 1.18x: the host's time swings
+between runs, the CUDA kernel's GPU-bound time does not). With optimum-quanto installed, the first eager call
+of any fp16 group-128 layer builds its extension (about 90 s).
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).
@@ -285,9 +293,11 @@ _order: list[tuple[str, ...]] = []
 _said: set[tuple[str, str]] = set()
 
 
-def default_order(layer: "MarlinLinear | None" = None) -> tuple[str, ...]:
-    """`DEFAULT_ORDER`, with the Triton GEMM first for the layers where it measured faster (module docstring)."""
-    if layer is not None and (
+def default_order(layer: "MarlinLinear | None" = None, *, eager: bool = False) -> tuple[str, ...]:
+    """`DEFAULT_ORDER`, with the Triton GEMM first for the layers where it measured faster in CUDA graphs (module
+    docstring), unless `eager` (a CUDA call outside graph capture): then `DEFAULT_ORDER`, the CUDA kernel first
+    wherever it serves (GEMM round 15)."""
+    if layer is not None and not eager and (
             layer.out_features <= TRITON_FIRST_MAX_N
             or (layer.spec.zero_point is None and layer.spec.group_size in TRITON_FIRST_GROUPS)
             or (layer.spec.zero_point == "int" and layer.spec.group_size == -1 and not layer.spec.act_order)):
@@ -295,13 +305,13 @@ def default_order(layer: "MarlinLinear | None" = None) -> tuple[str, ...]:
     return DEFAULT_ORDER
 
 
-def order(layer: "MarlinLinear | None" = None) -> tuple[str, ...]:
+def order(layer: "MarlinLinear | None" = None, *, eager: bool = False) -> tuple[str, ...]:
     """Backend names in order of preference: `set_order`, else `$MARLIN_CONVERT_BACKENDS`, else
-    `default_order(layer)`."""
+    `default_order(layer, eager=eager)`."""
     if _order:
         return _order[-1]
     env = os.environ.get("MARLIN_CONVERT_BACKENDS")
-    return tuple(n.strip() for n in env.split(",") if n.strip()) if env else default_order(layer)
+    return tuple(n.strip() for n in env.split(",") if n.strip()) if env else default_order(layer, eager=eager)
 
 
 def set_order(names: Sequence[str] | None) -> None:
@@ -319,14 +329,15 @@ _generation = [0]
 
 
 def generation() -> int:
-    """Bumped by `set_order`: layers cache their choice per (device, dtype, generation)."""
+    """Bumped by `set_order`: layers cache their choice per (device, dtype, generation, eager)."""
     return _generation[0]
 
 
-def select(layer: "MarlinLinear", x: torch.Tensor) -> Backend:
-    """The first backend of `order()` that serves this layer for this input; logs a fallback once."""
+def select(layer: "MarlinLinear", x: torch.Tensor, *, eager: bool = False) -> Backend:
+    """The first backend of `order(layer, eager=eager)` that serves this layer for this input; logs a fallback
+    once."""
     refused = []
-    for name in order(layer):
+    for name in order(layer, eager=eager):
         backend = BACKENDS.get(name)
         if backend is None:
             raise ValueError(f"unknown backend {name!r} in MARLIN_CONVERT_BACKENDS; known: {', '.join(BACKENDS)}")

@@ -57,7 +57,7 @@ class MarlinLinear(nn.Module):
         self._prepared: dict[tuple[Any, ...], object] = {}
         """Per (backend, device, dtype, ...): what that backend derived once from the tensors (e.g. kernel zero
         points, launch plans)."""
-        self._chosen: dict[tuple[torch.device, torch.dtype, int], object] = {}
+        self._chosen: dict[tuple[torch.device, torch.dtype, int, bool], object] = {}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The Marlin tensors present, by suffix."""
@@ -74,8 +74,9 @@ class MarlinLinear(nn.Module):
         return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = (x.device, x.dtype, backends.generation())
+        eager = x.is_cuda and not torch.cuda.is_current_stream_capturing()  # the backend rule differs (backends)
+        key = (x.device, x.dtype, backends.generation(), eager)
         backend = self._chosen.get(key)
         if backend is None:
-            backend = self._chosen[key] = backends.select(self, x)
+            backend = self._chosen[key] = backends.select(self, x, eager=eager)
         return backend.forward(self, x)  # type: ignore[attr-defined]

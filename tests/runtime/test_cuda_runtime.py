@@ -1,6 +1,7 @@
 """On the GPU: converted checkpoints run through optimum-quanto's Marlin GEMM ('quanto' backend), asked for
-first (`QUANTO_FIRST`: the default order puts our Triton GEMM first for layers of <= 1024 outputs, which every
-fixture's are), and the fixtures also through the default order (the Triton GEMM).
+first (`QUANTO_FIRST`), and the fixtures also through the Triton GEMM asked for first and through the default
+order (called eagerly: optimum-quanto's kernel where it serves; inside a CUDA graph the default order would
+put the Triton GEMM first for layers of <= 1024 outputs, which every fixture's are).
 
 Bounds: logits of each producer fixture through the Marlin GEMM within REL 5e-3 of the dense fp16 model
 built from the source (per GEMM about 5e-4 from fp16 rounding, see gemm_check; 0.9e-3 to 1.4e-3 measured
@@ -50,11 +51,12 @@ def _backends(model) -> set[str]:
     return {b.name for m in model.modules() if isinstance(m, MarlinLinear) for b in m._chosen.values()}
 
 
-@pytest.mark.parametrize("order", ["quanto-first", "default"])
+@pytest.mark.parametrize("order", ["quanto-first", "triton-first", "default"])
 @pytest.mark.parametrize("fixture", available_fixtures())
 def test_fixture_marlin_gemm_close_to_dense_fp16(tmp_path, fixture, order):
-    """Through optimum-quanto's kernel when asked first; through the Triton GEMM by default (the fixtures' layers
-    have at most 1024 outputs: `backends.TRITON_FIRST_MAX_N`)."""
+    """Through optimum-quanto's kernel or the Triton GEMM when asked first; by default, called eagerly, through
+    optimum-quanto's kernel (it serves every layer of the fixtures in float16: `backends.default_order(eager=True)`;
+    inside a CUDA graph the Triton GEMM would serve them, `test_triton_launch`)."""
     from transformers import AutoModelForCausalLM
 
     src = FIXTURES / fixture
@@ -62,13 +64,13 @@ def test_fixture_marlin_gemm_close_to_dense_fp16(tmp_path, fixture, order):
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float16).cuda().eval()
     dense = dense_model(src, DECODERS[fixture], torch.float16).cuda()
     ids = tokens(model.config.vocab_size).cuda()
-    set_order(QUANTO_FIRST if order == "quanto-first" else None)
+    set_order({"quanto-first": QUANTO_FIRST, "triton-first": ["triton", "reference"], "default": None}[order])
     try:
         with torch.no_grad():
             got, want = model(ids).logits, dense(ids).logits
     finally:
         set_order(None)
-    assert _backends(model) == ({"quanto"} if order == "quanto-first" else {"triton"})
+    assert _backends(model) == ({"triton"} if order == "triton-first" else {"quanto"})
     err = _rel(got, want)
     print(f"{fixture}: logits rel err {err:.2e} vs dense fp16")
     assert err <= REL

@@ -463,7 +463,8 @@ def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkey
     """Triton first for symmetric layers of group 128 or per-column at any N, act-order or not, for per-column
     zero points without act-order, and for every layer of at most 1024 outputs (the shapes and modes measured,
     BENCHMARKS.md GEMM rounds 10 and 11); Marlin's kernel first for the rest (zero points of group 128 and the
-    shift above 1024 outputs); an explicit order still wins."""
+    shift above 1024 outputs), in CUDA graphs; eager calls put the CUDA kernel first (round 15); an explicit
+    order still wins."""
     from marlin_convert.runtime import backends
     from marlin_convert.runtime.linear import MarlinLinear
     from marlin_convert.runtime.spec import LayerSpec
@@ -491,6 +492,12 @@ def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkey
         assert first(n, group_size=-1, zero_point="int") == "triton", n  # per-column zero points (round 11)
         assert first(n, group_size=64) == first(n, group_size=32) == "quanto", n  # Marlin refuses these: no matter
     assert backends.order() == backends.DEFAULT_ORDER
+    # eager calls (not captured in a CUDA graph): the CUDA kernel first wherever it serves (round 15)
+    for n, k in ((28672, 8192), (4096, 4096), (1024, 4096)):
+        for spec in ({}, {"group_size": -1}, {"act_order": True}, {"zero_point": "int", "group_size": -1}):
+            kw = {"group_size": 128, "zero_point": None, "act_order": False, "scale_dtype": "float16", **spec}
+            layer = MarlinLinear(k, n, LayerSpec(**kw), device="meta")
+            assert backends.order(layer, eager=True) == backends.DEFAULT_ORDER == ("quanto", "triton", "reference")
     backends.set_order(["quanto", "triton"])
     try:
         assert first(28672, 8192) == first(1024) == "quanto"

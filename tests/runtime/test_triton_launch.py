@@ -273,3 +273,28 @@ def test_launch_goes_through_triton_when_it_cannot_take_the_shortcut(shortcut_al
     for _ in range(3):
         hooked({"x": x})
     assert len(hooked.fn.calls) == 3 and not compiled.runs
+
+
+@pytest.mark.cuda
+def test_eager_calls_take_the_cuda_kernel_and_captured_calls_the_triton_gemm(monkeypatch):
+    """The default order depends on graph capture (round 15): a symmetric fp16 group-128 layer runs on Marlin's
+    CUDA kernel called eagerly and on the Triton GEMM inside a CUDA graph (its first Triton call there)."""
+    pytest.importorskip("optimum.quanto")
+    from marlin_convert.runtime import set_order
+
+    monkeypatch.delenv("MARLIN_CONVERT_BACKENDS", raising=False)
+    set_order(None)
+    a = _make_layer(1024, K, 128, "sym", False, torch.float16, 95, with_bias=False)
+    lin = _marlin_linear(a, torch.float16, LayerSpec(128, None, False, "float16"), torch.float16)
+    x = torch.randn(2, K, device="cuda", generator=torch.Generator(device="cuda").manual_seed(9)).half()
+    eager = lin(x)
+    assert [b.name for b in lin._chosen.values()] == ["quanto"]
+    ref = x.double() @ a.w.t()
+    assert float((eager.double() - ref).norm() / ref.norm()) < 1e-2
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = lin(x)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert {key[3]: b.name for key, b in lin._chosen.items()} == {True: "quanto", False: "triton"}
+    assert not _failures(a, x, captured.clone())
