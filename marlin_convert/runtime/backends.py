@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -67,7 +68,7 @@ from .dequant import dequantize_marlin
 if TYPE_CHECKING:
     from .linear import MarlinLinear
 
-__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "TRITON_FIRST_MAX_N", "TRITON_FIRST_GROUPS", "default_order",
+__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "PLANS_PER_LAYER", "TRITON_FIRST_MAX_N", "TRITON_FIRST_GROUPS", "default_order",
            "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
@@ -228,6 +229,9 @@ def _triton_unsupported(layer: "MarlinLinear", x: torch.Tensor) -> str | None:
 PLAN_MAX_ROWS = 64
 """Row counts up to which a layer keeps its Triton launch plans (`triton_gemm.GemmPlan`): decode batches, where
 an eager call's host time decides (GEMM round 15). Larger calls plan each time (their GPU time dwarfs it)."""
+PLANS_PER_LAYER = 8
+"""The most plans a layer keeps, the least recently used dropped first: a decode batch uses one or two row counts,
+while an MoE expert sees whatever number of tokens is routed to it."""
 
 
 @dataclass
@@ -270,11 +274,18 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
         bias = None if layer.bias is None else layer.bias.to(x.dtype)
         return marlin_gemm(x, t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"), shift=t.get("shift"),
                            perm=t.get("perm"), bias=bias)
-    key = ("triton-plan", x.device, x.dtype, m)
-    entry = layer._prepared.get(key)
-    if entry is None or not entry.current():  # type: ignore[attr-defined]
-        entry = layer._prepared[key] = _TritonPlan.make(layer, x, m)
-    return entry.gemm(x.reshape(m, k)).reshape(*x.shape[:-1], layer.out_features)  # type: ignore[attr-defined]
+    plans = layer._prepared.get(("triton-plans",))
+    if plans is None:
+        plans = layer._prepared[("triton-plans",)] = OrderedDict()
+    key = (x.device, x.dtype, m)
+    entry = plans.get(key)  # type: ignore[attr-defined]
+    if entry is None or not entry.current():
+        entry = plans[key] = _TritonPlan.make(layer, x, m)  # type: ignore[index]
+        if len(plans) > PLANS_PER_LAYER:  # type: ignore[arg-type]
+            plans.popitem(last=False)  # type: ignore[attr-defined]
+    else:
+        plans.move_to_end(key)  # type: ignore[attr-defined]
+    return entry.gemm(x.reshape(m, k)).reshape(*x.shape[:-1], layer.out_features)
 
 
 # ----------------------------------------------------------------------------- registry

@@ -160,6 +160,28 @@ def test_a_layers_plans_follow_its_tensors():
 
 
 @pytest.mark.cuda
+def test_a_layer_keeps_its_recent_plans_only():
+    """An MoE expert sees any number of rows: a layer keeps `PLANS_PER_LAYER` plans, the least recently used
+    dropped first, and every call is right whether its plan was kept, dropped or made again."""
+    from marlin_convert.runtime import backends, set_order
+
+    a = _make_layer(1088, K, 64, "asym", False, torch.bfloat16, 96, with_bias=True)
+    gen = torch.Generator(device="cuda").manual_seed(10)
+    set_order(["triton"])
+    try:
+        lin = _marlin_linear(a, torch.bfloat16, LayerSpec(64, "int", False, "bfloat16"), torch.bfloat16)
+        rows = [1, 2, 3, 1, 4, 5, 6, 7, 8, 9, 10, 1, 11, 12, 2, 70]
+        for m in rows:
+            x = torch.randn(m, K, device="cuda", generator=gen).bfloat16()
+            assert not _failures(a, x, lin(x)), m
+        plans = lin._prepared[("triton-plans",)]
+        assert len(plans) == backends.PLANS_PER_LAYER == 8
+        assert [key[2] for key in plans] == [6, 7, 8, 9, 10, 1, 11, 12, 2][-8:]  # 70 rows: above PLAN_MAX_ROWS
+    finally:
+        set_order(None)
+
+
+@pytest.mark.cuda
 def test_plans_under_cuda_graph_capture():
     """A layer's planned launches captured in a CUDA graph replay the product of the graph's input of the time."""
     from marlin_convert.runtime import set_order
