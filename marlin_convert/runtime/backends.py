@@ -68,8 +68,8 @@ from .dequant import dequantize_marlin
 if TYPE_CHECKING:
     from .linear import MarlinLinear
 
-__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "PLANS_PER_LAYER", "TRITON_FIRST_MAX_N", "TRITON_FIRST_GROUPS", "default_order",
-           "order", "set_order", "generation", "select", "dense_weight"]
+__all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "PLANS_PER_LAYER", "TRITON_FIRST_MAX_N",
+           "TRITON_FIRST_GROUPS", "default_order", "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
 
@@ -274,18 +274,24 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
         bias = None if layer.bias is None else layer.bias.to(x.dtype)
         return marlin_gemm(x, t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"), shift=t.get("shift"),
                            perm=t.get("perm"), bias=bias)
+    plans = _layer_plans(layer)
+    key = (x.device, x.dtype, m)
+    entry = plans.get(key)
+    if entry is None or not entry.current():
+        entry = plans[key] = _TritonPlan.make(layer, x, m)
+        if len(plans) > PLANS_PER_LAYER:
+            plans.popitem(last=False)
+    else:
+        plans.move_to_end(key)
+    return entry.gemm(x.reshape(m, k)).reshape(*x.shape[:-1], layer.out_features)
+
+
+def _layer_plans(layer: "MarlinLinear") -> "OrderedDict[tuple[torch.device, torch.dtype, int], _TritonPlan]":
+    """The layer's Triton launch plans by (device, dtype, rows), least recently used first."""
     plans = layer._prepared.get(("triton-plans",))
     if plans is None:
         plans = layer._prepared[("triton-plans",)] = OrderedDict()
-    key = (x.device, x.dtype, m)
-    entry = plans.get(key)  # type: ignore[attr-defined]
-    if entry is None or not entry.current():
-        entry = plans[key] = _TritonPlan.make(layer, x, m)  # type: ignore[index]
-        if len(plans) > PLANS_PER_LAYER:  # type: ignore[arg-type]
-            plans.popitem(last=False)  # type: ignore[attr-defined]
-    else:
-        plans.move_to_end(key)  # type: ignore[attr-defined]
-    return entry.gemm(x.reshape(m, k)).reshape(*x.shape[:-1], layer.out_features)
+    return plans  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- registry
