@@ -267,22 +267,18 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} input features, the layer {k}")
     m = x.numel() // k
-    if m > PLAN_MAX_ROWS:
-        from .triton_gemm import marlin_gemm
-
-        t = layer.tensors()
-        bias = None if layer.bias is None else layer.bias.to(x.dtype)
-        return marlin_gemm(x, t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"), shift=t.get("shift"),
-                           perm=t.get("perm"), bias=bias)
-    plans = _layer_plans(layer)
-    key = (x.device, x.dtype, m)
-    entry = plans.get(key)
-    if entry is None or not entry.current():
-        entry = plans[key] = _TritonPlan.make(layer, x, m)
-        if len(plans) > PLANS_PER_LAYER:
-            plans.popitem(last=False)
+    if m > PLAN_MAX_ROWS:  # planned for this call only
+        entry = _TritonPlan.make(layer, x, m)
     else:
-        plans.move_to_end(key)
+        plans = _layer_plans(layer)
+        key = (x.device, x.dtype, m)
+        entry = plans.get(key)
+        if entry is None or not entry.current():
+            entry = plans[key] = _TritonPlan.make(layer, x, m)
+            if len(plans) > PLANS_PER_LAYER:
+                plans.popitem(last=False)
+        else:
+            plans.move_to_end(key)
     return entry.gemm(x.reshape(m, k)).reshape(*x.shape[:-1], layer.out_features)
 
 
