@@ -47,6 +47,7 @@ act-order). `unsupported_reason` says when a layer's `g_idx` does not (unequal g
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -384,13 +385,10 @@ class GemmPlan:
             values["sums"] = torch.sum(xk.reshape(self.m, -1, self.sum_width), dim=-1, dtype=torch.float32)
         if self.counters:
             values["cnt"] = _counters(self.device, self.counters)
-        if self.device.type != "cuda" or torch.cuda.current_device() == (self.device.index or 0):
+        here = self.device.type != "cuda" or torch.cuda.current_device() == (self.device.index or 0)
+        with contextlib.nullcontext() if here else torch.cuda.device(self.device):
             for launch in self.launches:
                 launch(values)
-        else:
-            with torch.cuda.device(self.device):
-                for launch in self.launches:
-                    launch(values)
         return out
 
 
