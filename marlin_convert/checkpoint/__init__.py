@@ -8,6 +8,7 @@ from .atomic import TMP_MARKER, atomic_directory, check_output_path
 from .manifest import MANIFEST_NAME, build_manifest, dump_manifest, load_manifest, open_output
 from .safetensors_file import Hashed, SafetensorsHeader, TensorInfo, read_header
 from .source import CONFIG_NAME, INDEX_NAME, SINGLE_NAME, Checkpoint, open_checkpoint
+from .row_windows import RowView, RowWindows
 from .stored_rows import StoredRows
 from .writer import OutEntry, ShardPlan, index_json, order_in_shard, plan_shards, write_json, write_shards, write_text
 
@@ -20,6 +21,8 @@ __all__ = [
     "Checkpoint",
     "Hashed",
     "OutEntry",
+    "RowView",
+    "RowWindows",
     "SafetensorsHeader",
     "ShardPlan",
     "StoredRows",

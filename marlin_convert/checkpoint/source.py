@@ -22,6 +22,7 @@ from .direct_file import (DIRECT_READ_MIN, ReadAsUsed, direct_io_enabled, hash_a
 from .index_file import read_index
 from .json_file import read_json, read_json_text
 from .links import outside_link_message, stays_inside
+from .row_windows import RowWindows
 from .stored_rows import StoredRows
 from .unsupported import unsupported_checkpoint
 from .safetensors_file import (SafetensorsHeader, TensorInfo, array_from_bytes, read_bytes, read_header,
@@ -117,6 +118,12 @@ class Checkpoint:
         """A 2-D tensor read on demand by row ranges (`StoredRows`), never whole."""
         shard, info = self.location[name]
         return StoredRows(self._file(shard), info)
+
+    def row_windows(self, name: str) -> RowWindows:
+        """A 2-D tensor read once, window by window, for consumers that slice it by rows (`RowWindows`), past
+        the page cache where it would be (`read_raw`)."""
+        shard, info = self.location[name]
+        return RowWindows(self._file(shard), info, direct_fd=self._uncached_direct_fd(name))
 
     def read_array(self, name: str) -> np.ndarray:
         """One tensor as a numpy array, without torch (planning reads zero points and g_idx this way)."""

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, RowView, RowWindows
 from ..errors import MarlinConvertError, VerifyMismatch
 from ..formats import Format, LayerPlan, QuantizedLinear, marlin_specs
 from ._compare import made_equals, same_dequant_inputs, sha256_of
@@ -44,18 +44,19 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
     # words the source pass has hashed are read a row range at a time by the repack and the comparison with the
     # unpacked bytes (twice, from the page cache) instead of held whole; not for a GEMM check (it decodes all of
     # them) nor on a GPU (they are copied there whole)
+    # (with the helper, words not in the page cache are read once, window by window, for both: `RowWindows`)
     row_sliced = fmt.row_sliced(plan) if dev.type == "cpu" and not gemm else frozenset()
     source_read = None if src is None else _run(helper, lambda: read_layer(src, plan, digests, claim=claim_src,
-                                                                           row_sliced=row_sliced))
+                                                                           row_sliced=row_sliced,
+                                                                           windows=helper is not None))
     marlin = {}
     b_digest: Future[str] | None = None
     b_ready = None
     for suffix in marlin_specs(plan):
         name = f"{plan.prefix}.{suffix}"
         claimed = claim_out(name) if claim_out else None
-        if suffix == "B" and claimed is None and src is None and not gemm and dev.type == "cpu" \
-                and out.info(name).nbytes >= ROWS_ON_DEMAND_MIN:
-            # without the source: B unpacked and hashed while it is read, its sha256 checked once that is done
+        if suffix == "B" and claimed is None and not gemm and dev.type == "cpu" and out.info(name).nbytes >= ROWS_ON_DEMAND_MIN:
+            # B unpacked (and compared with the repack) and hashed while it is read, its sha256 checked once that is done
             marlin[suffix], digest, progress = out.read_hashed_as_used(name)
             if progress is not None:
                 b_digest, b_ready = digest, b_rows_ready(marlin[suffix], progress)
@@ -74,19 +75,19 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
         if gemm and tensors is not None:  # ... but the real kernel can show the damage against the source
             problems.insert(0, f"{plan.prefix}: {_gemm_check(fmt.decode(plan, tensors), marlin, gemm)[1]}")
         return check_row(plan.prefix, False, "; ".join(problems[:3]))
-    for name, digest in digests.items():  # the source's bytes against the manifest's sha256 (what unpack checks)
-        if (digest.result() if isinstance(digest, Future) else digest) != manifest["source_tensors"][name]["sha256"]:
-            problems.append(f"{name}: source bytes differ from the manifest")
-    repacked = None if tensors is None else _run(helper, lambda: _repack(fmt, plan, tensors, marlin, dev))
+    windows = {} if tensors is None else {role: t for role, t in tensors.items() if isinstance(t, RowWindows)}
+    repack_in, expected = (None, None) if tensors is None else (_views(tensors), _views(tensors))  # both before either reads
+    repacked = None if repack_in is None else _run(helper, lambda: _repack(fmt, plan, repack_in, _arriving(marlin, b_ready), dev))
     try:
         rec_marlin, restored = restore_layer(fmt, plan, marlin, stream=True, b_ready=b_ready)
     except VerifyMismatch as e:
+        _close_views(expected)
         if repacked is not None:
             repacked.result()
         return _b_checked(plan, b_digest, manifest) or check_row(plan.prefix, False, str(e))
     try:
         for role, name in plan.sources.items():  # unpack in memory: the source's bytes, or their recorded sha256
-            if not (made_equals(restored[role], tensors[role]) if tensors is not None
+            if not (made_equals(restored[role], expected[role]) if expected is not None
                     else sha256_of(restored[role]) == manifest["source_tensors"][name]["sha256"]):
                 problems.append(f"{name}: unpacking {plan.prefix}.* does not give the source bytes")
     except MarlinConvertError:  # a B whose bytes are wrong may not unpack: that is what to report, if so
@@ -94,6 +95,8 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
         if bad_b is None:
             raise
         return bad_b
+    finally:
+        _close_views(expected)
     bad_b = _b_checked(plan, b_digest, manifest)
     if bad_b is not None:  # B's own bytes are wrong: what its unpack gave proves nothing more
         return bad_b
@@ -103,6 +106,11 @@ def verify_layer(out: Checkpoint, src: Checkpoint | None, fmt: type[Format], pla
         problems += differ
         if not same_dequant_inputs(rec_src, rec_marlin):
             problems.append(f"{plan.prefix}: dequantized weights differ between source and Marlin tensors")
+    for role, rows in windows.items():  # read once for both and hashed as read: the rest of it now
+        digests[plan.sources[role]] = rows.finish()
+    problems[:0] = [f"{name}: source bytes differ from the manifest"  # the source's bytes against the manifest's
+                    for name, digest in digests.items()                # sha256 (what unpack checks)
+                    if (digest.result() if isinstance(digest, Future) else digest) != manifest["source_tensors"][name]["sha256"]]
     checks = "sha256, unpack" + (", repack, dequant" if src is not None else "") + " equal"
     if gemm:
         gemm_ok, note = _gemm_check(rec_src if rec_src is not None else rec_marlin, marlin, gemm)
@@ -124,9 +132,43 @@ def _b_checked(plan: LayerPlan, digest: Future[str] | None, manifest: dict[str, 
 def _repack(fmt: type[Format], plan: LayerPlan, tensors: dict[str, torch.Tensor], marlin: dict[str, torch.Tensor],
             dev: torch.device) -> tuple[QuantizedLinear, list[str]]:
     """(the source's record, problems) of a fresh pack of the source layer compared with its Marlin tensors."""
-    rec_src, repacked = convert_layer(fmt, plan, tensors, dev, stream=True)
-    return rec_src, [f"{plan.prefix}.{suffix}: differs from a fresh pack of the source"
-                     for suffix, made in repacked.items() if not made_equals(made, marlin[suffix])]
+    try:
+        rec_src, repacked = convert_layer(fmt, plan, tensors, dev, stream=True)
+        return rec_src, [f"{plan.prefix}.{suffix}: differs from a fresh pack of the source"
+                         for suffix, made in repacked.items() if not made_equals(made, marlin[suffix])]
+    finally:
+        _close_views(tensors)
+
+
+class _ArrivingRows:
+    """A 2-D tensor still being read (`marlin_tensors_as_used`): a row slice waits for its rows (`made_equals`)."""
+
+    def __init__(self, tensor: torch.Tensor, ready: Callable[[int], None]):
+        self._tensor, self._ready = tensor, ready
+        self.shape, self.dtype = tensor.shape, tensor.dtype
+
+    def dim(self) -> int:
+        return self._tensor.dim()
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        self._ready(rows.indices(self._tensor.shape[0])[1])
+        return self._tensor[rows]
+
+
+def _arriving(marlin: dict[str, torch.Tensor], b_ready: Callable[[int], None] | None) -> dict[str, Any]:
+    """The Marlin tensors, with a `B` still being read as `_ArrivingRows`."""
+    return marlin if b_ready is None else {**marlin, "B": _ArrivingRows(marlin["B"], b_ready)}
+
+
+def _views(tensors: dict[str, Any]) -> dict[str, Any]:
+    """`tensors` with a view of its own for each `RowWindows` (one consumer each)."""
+    return {role: t.view() if isinstance(t, RowWindows) else t for role, t in tensors.items()}
+
+
+def _close_views(tensors: dict[str, Any] | None) -> None:
+    for t in (tensors or {}).values():
+        if isinstance(t, RowView):
+            t.close()
 
 
 @contextmanager

@@ -29,7 +29,7 @@ unpacks while reading it (`marlin_tensors_as_used`)."""
 def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None = None,
                *, pinned: bool = False, hasher: Executor | None = None,
                claim: Callable[[str], Future[str] | None] | None = None,
-               row_sliced: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+               row_sliced: frozenset[str] = frozenset(), windows: bool = False) -> dict[str, torch.Tensor]:
     """The layer's source tensors by role; each one's sha256 goes into `digests` when given (a Future when
     hashed on `hasher`, beside the conversion, or when `claim(name)` gives one being computed elsewhere).
     A role in `row_sliced` (`Format.row_sliced`) of at least `ROWS_ON_DEMAND_MIN` bytes whose sha256 `claim` gives,
@@ -38,12 +38,19 @@ def read_layer(ckpt: Checkpoint, plan: LayerPlan, digests: dict[str, Any] | None
     in memory for nothing); one the pass has not reached is hashed from the page cache here (on `hasher`).
     Before, such a tensor was read whole: `verify SRC OUT` of a checkpoint in the page cache held its first
     layer's `qweight` and `B` whole at once, up to 2.9x the largest tensor above torch (BENCHMARKS.md, CPU). One
-    that is not in the page cache is still read whole, past it: through the page cache it measured 1.5x slower."""
-    tensors = {}
+    that is not in the page cache is read whole, past it (through the page cache it measured 1.5x slower), or with
+    `windows` comes as a `RowWindows` read once for several consumers, its sha256 from `RowWindows.finish` and not
+    in `digests`."""
+    tensors: dict[str, Any] = {}
     for role, name in plan.sources.items():
         digest = claim(name) if claim else None
-        if role in row_sliced and ckpt.info(name).nbytes >= ROWS_ON_DEMAND_MIN \
-                and (digest is not None or ckpt.is_cached(name)):
+        sliced = role in row_sliced and ckpt.info(name).nbytes >= ROWS_ON_DEMAND_MIN
+        if sliced and digest is None and not ckpt.is_cached(name):
+            if windows:
+                tensors[role] = ckpt.row_windows(name)
+                continue
+            sliced = False
+        if sliced:
             tensors[role] = ckpt.stored_rows(name)
             if digest is not None:
                 sha: Any = digest
