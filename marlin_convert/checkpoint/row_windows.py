@@ -40,10 +40,10 @@ STALL = 5.0
 
 class RowWindows:
     """The rows of a stored 2-D tensor, read window by window on a thread of the process (`AHEAD` windows beyond
-    the furthest row asked for, from the start), and hashed there, in file order. `view()` gives a
-    `StoredRows`-like consumer that must slice in increasing order of the first row; `finish()` reads and hashes
-    what was not read yet and returns the sha256 of the stored bytes; `close()` (or `finish()`) stops the reads.
-    Views may be used on different threads."""
+    the furthest row asked for, from the start) and hashed on another as they land, in file order. `view()` gives
+    a `StoredRows`-like consumer that must slice in increasing order of the first row; `finish()` reads and
+    hashes what was not read yet and returns the sha256 of the stored bytes. Views may be used on different
+    threads. Left unfinished, it reads nothing more than was asked for."""
 
     def __init__(self, f: BinaryIO, info: TensorInfo, *, direct_fd: int | None = None,
                  window: int | None = None, keep: int | None = None):
@@ -60,7 +60,7 @@ class RowWindows:
         self._read = 0  # windows read (and hashed) so far
         self._want = min(AHEAD, self._windows) - 1  # the last window to read before someone asks for more
         self._pending = False  # a read is under way on the thread
-        self._done = False  # finished or closed: nothing is kept any more
+        self._done = False  # finished: nothing is kept any more
         self._patient = True  # reads wait for views that have not started too
         self._error: BaseException | None = None
         self._sha = hashlib.sha256()
@@ -101,12 +101,6 @@ class RowWindows:
         for hashed in self._hashed:
             hashed.result()
         return self._sha.hexdigest()
-
-    def close(self) -> None:
-        """Stop reading (after the read under way) and let every window go."""
-        with self._changed:
-            self._done, self._want = True, -1
-            self._drop()
 
     def _rows(self, view: RowView, start: int, stop: int) -> torch.Tensor | None:
         """Rows start..stop-1 for `view` from the windows, or None when some of them were let go already."""
@@ -196,7 +190,7 @@ class RowWindows:
 
     def _drop(self) -> None:
         """Let go of windows below every open view's mark, then the oldest while more than `KEEP` are kept
-        (under the lock); all of them once finished or closed."""
+        (under the lock); all of them once finished."""
         if self._done:
             self._kept.clear()
             return
