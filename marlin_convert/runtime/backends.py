@@ -47,7 +47,9 @@ wherever it serves: in GEMM round 15 (three runs, 1 and 16 rows, fp16 group 128,
 act-order) the Triton GEMM first took 1.09-2.25x its time eagerly on 4096x4096 and 1024x4096, and 0.85-2.26x on
 28672x8192 and 8192x28672 (faster in 5 of 36 comparisons there, by at most 1.18x: the host's time swings
 between runs, the CUDA kernel's GPU-bound time does not). With optimum-quanto installed, the first eager call
-of any fp16 group-128 layer builds its extension (about 90 s).
+of any fp16 group-128 layer builds its extension (about 90 s). Eager Triton calls plan their own launch shape
+(`triton_gemm.for_eager`, GEMM round 16: 30-45 us a call on 4096x4096 and 1024x4096 instead of 46-84); quanto's
+kernel took 23-61 us there in the same runs, ahead at some modes and batches, so the eager rule stands.
 
 Choose the order with `set_order(...)` or the environment variable `MARLIN_CONVERT_BACKENDS`
 (comma-separated names, e.g. `reference` to run everything through the exact reference path).
@@ -245,13 +247,13 @@ class _TritonPlan:
     sources: tuple[tuple[dict[str, Any], str, torch.Tensor, int], ...]
 
     @classmethod
-    def make(cls, layer: "MarlinLinear", x: torch.Tensor, m: int) -> "_TritonPlan":
+    def make(cls, layer: "MarlinLinear", x: torch.Tensor, m: int, eager: bool) -> "_TritonPlan":
         from .triton_gemm import plan
 
         t = layer.tensors()
         bias = None if layer.bias is None else layer.bias.to(x.dtype)
         gemm = plan(m, x.dtype, x.device, t["B"], t["s"], group_size=layer.spec.group_size, z=t.get("z"),
-                    shift=t.get("shift"), perm=t.get("perm"), bias=bias)
+                    shift=t.get("shift"), perm=t.get("perm"), bias=bias, eager=eager)
         sources = tuple((layer._buffers, name, v, v._version) for name, v in t.items()) + (
             (layer._parameters, "bias", layer.bias, -1 if layer.bias is None else layer.bias._version),)
         return cls(gemm, sources)
@@ -267,14 +269,15 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} input features, the layer {k}")
     m = x.numel() // k
+    eager = not torch.cuda.is_current_stream_capturing()  # launched as it comes, or replayed (`for_eager`)
     if m > PLAN_MAX_ROWS:  # planned for this call only
-        entry = _TritonPlan.make(layer, x, m)
+        entry = _TritonPlan.make(layer, x, m, eager)
     else:
         plans = _layer_plans(layer)
-        key = (x.device, x.dtype, m)
+        key = (x.device, x.dtype, m, eager)
         entry = plans.get(key)
         if entry is None or not entry.current():
-            entry = plans[key] = _TritonPlan.make(layer, x, m)
+            entry = plans[key] = _TritonPlan.make(layer, x, m, eager)
             if len(plans) > PLANS_PER_LAYER:
                 plans.popitem(last=False)
         else:
@@ -282,8 +285,8 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
     return entry.gemm(x.reshape(m, k)).reshape(*x.shape[:-1], layer.out_features)
 
 
-def _layer_plans(layer: "MarlinLinear") -> "OrderedDict[tuple[torch.device, torch.dtype, int], _TritonPlan]":
-    """The layer's Triton launch plans by (device, dtype, rows), least recently used first."""
+def _layer_plans(layer: "MarlinLinear") -> "OrderedDict[tuple[torch.device, torch.dtype, int, bool], _TritonPlan]":
+    """The layer's Triton launch plans by (device, dtype, rows, eager), least recently used first."""
     plans = layer._prepared.get(("triton-plans",))
     if plans is None:
         plans = layer._prepared[("triton-plans",)] = OrderedDict()

@@ -59,7 +59,7 @@ import torch
 from .triton_launch import Launch, Slot
 
 __all__ = ["marlin_gemm", "plan", "GemmPlan", "unsupported_reason", "available", "KernelConfig", "pick_config",
-           "split_for", "group_steps"]
+           "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "group_steps"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -250,6 +250,22 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
 
 
+EAGER_ONE_LAUNCH_MAX = 1 << 24
+"""Weights (N x K) up to which an eager call of at most 16 rows runs without a K split (`for_eager`)."""
+
+
+def for_eager(cfg: KernelConfig, m: int, n: int, k: int) -> KernelConfig:
+    """`pick_config`'s shape adapted to a call outside CUDA-graph capture, whose time is the larger of its host
+    time and its GPU time (H200, 2026-12-03, bf16 group 128, symmetric and zero points, eager calls of a plan back
+    to back, GEMM round 16): words through plain loads, not TMA (Triton's launcher rebuilds the TMA descriptor
+    every launch: up to 27 us of host time where the call is host-bound, 0.7-2.7 us more GPU time where it is
+    not), and up to 16 rows no K split for layers of at most `EAGER_ONE_LAUNCH_MAX` weights (one launch and no
+    workspace: 18-30 us a call instead of 29-60 on 1024x4096 and 4096x4096, whose unsplit kernel takes 18-28 us
+    on the GPU; on 4096x14336 it took 84-98, so larger layers keep their split)."""
+    one = m <= 16 and n * k <= EAGER_ONE_LAUNCH_MAX
+    return dataclasses.replace(cfg, tma=False, split_k=1 if one else cfg.split_k)
+
+
 def group_steps(group_size: int) -> tuple[int, int]:
     """Tile rows a step (`BT`, 16 k each) and pipeline stages for a group size (the group spanning K given as
     K or -1): 8 rows (128 k) and 3 stages, or one group of 32 / 64 a step with 8 / 5 stages (about as many
@@ -394,16 +410,19 @@ class GemmPlan:
 
 def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: torch.Tensor, *, group_size: int,
          z: torch.Tensor | None = None, shift: torch.Tensor | None = None, perm: torch.Tensor | None = None,
-         bias: torch.Tensor | None = None, config: KernelConfig | None = None) -> GemmPlan:
+         bias: torch.Tensor | None = None, config: KernelConfig | None = None, eager: bool = False) -> GemmPlan:
     """The `GemmPlan` of `marlin_gemm` for `m` rows of `dtype` activations on `device` (m > 0; the arguments as
     `marlin_gemm` takes them, already checked by `unsupported_reason`). The plan holds these tensors (or
-    contiguous / int32 copies of them where they are not): it runs the weights it was made from."""
+    contiguous / int32 copies of them where they are not): it runs the weights it was made from. `eager`: for
+    calls outside CUDA-graph capture (`for_eager`'s launch shape, unless `config` is given)."""
     k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
     single = group_size == -1 or group_size >= k
     gs = k if single else group_size
     zmode = 2 if shift is not None else (1 if z is not None else 0)
     sms = _sm_count(device.index or 0) if device.type == "cuda" else 132
     cfg = config or pick_config(m, n, k, gs, sms, zmode)
+    if eager and config is None:
+        cfg = for_eager(cfg, m, n, k)
     tiles = k // 16
     bt = cfg.bt
     steps = tiles // bt

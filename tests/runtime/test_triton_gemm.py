@@ -459,6 +459,23 @@ def test_pick_config_folds_zero_points_only_where_it_measured_faster():
                     dataclasses.replace(shift, maxnreg=0), (n, k, m, gs)
 
 
+def test_eager_launch_shape_drops_tma_and_the_k_split_of_small_layers():
+    """Round 16: an eager call reads its words with plain loads, and up to 16 rows a layer of at most 2**24
+    weights runs unsplit (one launch); larger layers and more rows keep `pick_config`'s split; nothing else
+    changes."""
+    from marlin_convert.runtime import triton_gemm
+
+    for n, k in ((1024, 4096), (4096, 4096), (2048, 8192), (4096, 4352), (4096, 14336), (28672, 8192)):
+        for m in (1, 16, 17, 64, 256):
+            for gs in (32, 128, k):
+                for z in (0, 1, 2):
+                    graph = triton_gemm.pick_config(m, n, k, gs, zmode=z)
+                    eager = triton_gemm.for_eager(graph, m, n, k)
+                    one = m <= 16 and n * k <= 4096 * 4096
+                    assert not eager.tma and eager.split_k == (1 if one else graph.split_k), (n, k, m, gs, z)
+                    assert dataclasses.replace(eager, tma=graph.tma, split_k=graph.split_k) == graph
+
+
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
     """Triton first for symmetric layers of group 128 or per-column at any N, act-order or not, for per-column
     zero points without act-order, and for every layer of at most 1024 outputs (the shapes and modes measured,

@@ -183,8 +183,10 @@ def test_a_layer_keeps_its_recent_plans_only():
 
 @pytest.mark.cuda
 def test_plans_under_cuda_graph_capture():
-    """A layer's planned launches captured in a CUDA graph replay the product of the graph's input of the time."""
+    """A layer's planned launches captured in a CUDA graph replay the product of the graph's input of the time:
+    the bits of `marlin_gemm` (the captured launch shape, `pick_config`'s) and within the bounds."""
     from marlin_convert.runtime import set_order
+    from marlin_convert.runtime.triton_gemm import marlin_gemm
 
     spec = LayerSpec(128, None, False, "float16")
     a = _make_layer(1088, K, 128, "sym", False, torch.float16, 94, with_bias=False)
@@ -207,7 +209,48 @@ def test_plans_under_cuda_graph_capture():
             static_x.copy_(x)
             graph.replay()
             torch.cuda.synchronize()
-            assert torch.equal(static_y, lin(x)) and not _failures(a, x, static_y.clone())
+            want = marlin_gemm(x, a.marlin["B"], a.marlin["s"], group_size=128)
+            assert torch.equal(static_y, want) and not _failures(a, x, static_y.clone())
+    finally:
+        set_order(None)
+
+
+@pytest.mark.cuda
+def test_eager_and_captured_calls_keep_their_own_plans():
+    """Outside capture a layer plans `for_eager`'s launch shape (no TMA; one launch for a small layer at up to 16
+    rows), inside capture `pick_config`'s (here a K split: two launches); each plan is kept under its own key and
+    both products are within the bounds."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from marlin_convert.runtime import set_order
+    from marlin_convert.runtime.triton_gemm import EAGER_ONE_LAUNCH_MAX, pick_config
+
+    spec = LayerSpec(128, None, False, "bfloat16")
+    a = _make_layer(1088, K, 128, "sym", False, torch.bfloat16, 95, with_bias=True)
+    assert 1088 * K <= EAGER_ONE_LAUNCH_MAX and pick_config(2, 1088, K, 128, 132, 0).split_k > 1
+    gen = torch.Generator(device="cuda").manual_seed(9)
+    set_order(["triton"])
+    try:
+        lin = _marlin_linear(a, torch.bfloat16, spec, torch.bfloat16)
+        static_x = torch.randn(2, K, device="cuda", generator=gen).bfloat16()
+        eager_y = lin(static_x)
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            lin(static_x)
+        torch.cuda.current_stream().wait_stream(stream)
+        with torch.cuda.graph(graph):
+            static_y = lin(static_x)
+        graph.replay()
+        torch.cuda.synchronize()
+        plans = lin._prepared[("triton-plans",)]
+        assert sorted(key[2:] for key in plans) == [(2, False), (2, True)]
+        by_eager = {key[3]: entry.gemm for key, entry in plans.items()}
+        assert len(by_eager[True].launches) == 1 and by_eager[True].ws_splits == 0
+        assert not any(isinstance(arg, TensorDescriptor) for arg in by_eager[True].launches[0].args)
+        assert len(by_eager[False].launches) == 2 and by_eager[False].ws_splits > 1
+        assert not _failures(a, static_x, eager_y) and not _failures(a, static_x, static_y.clone())
     finally:
         set_order(None)
 
