@@ -138,10 +138,14 @@ class RowWindows:
         if self._error is not None:
             raise self._error
 
+    def _holding_marks(self) -> list[int]:
+        """The first rows the open views may still ask for, of those the reads wait for (under the lock)."""
+        return [max(mark, 0) for mark in self._marks.values() if mark >= 0 or self._patient]
+
     def _schedule(self) -> None:
         """Start the next read on the thread when one is wanted and none is under way (under the lock)."""
         limit = self._want
-        marks = [max(mark, 0) for mark in self._marks.values() if mark >= 0 or self._patient]
+        marks = self._holding_marks()
         if marks and not self._done:  # no further than `keep_windows` ahead of the slowest view
             limit = min(limit, min(marks) // self._rows_per + self.keep_windows - 1)
         if not self._pending and self._error is None and self._read <= limit:
@@ -194,7 +198,7 @@ class RowWindows:
         if self._done:
             self._kept.clear()
             return
-        low = max(0, min((mark for mark in self._marks.values() if mark >= 0 or self._patient), default=0))
+        low = min(self._holding_marks(), default=0)
         for index in list(self._kept):
             if (index + 1) * self._rows_per <= low:
                 del self._kept[index]
@@ -221,14 +225,9 @@ class RowView(StoredRows):
         super().__init__(windows._file, windows.info)
         self._windows = windows
 
-    def __getitem__(self, rows: slice) -> torch.Tensor:
-        if not isinstance(rows, slice) or rows.step not in (None, 1):
-            raise TypeError(f"{self._info.name}: only row ranges are read on demand, not {rows!r}")
-        start, stop, _ = rows.indices(self._info.shape[0])
-        if stop <= start:
-            return super().__getitem__(rows)
-        got = self._windows._rows(self, start, stop)
-        return got if got is not None else super().__getitem__(rows)
+    def _rows(self, start: int, stop: int) -> torch.Tensor:
+        got = None if stop == start else self._windows._rows(self, start, stop)
+        return got if got is not None else super()._rows(start, stop)
 
     def close(self) -> None:
         """Done with the rows: windows kept for this view alone are let go."""

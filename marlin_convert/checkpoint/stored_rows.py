@@ -57,7 +57,10 @@ class StoredRows:
         if not isinstance(rows, slice) or rows.step not in (None, 1):
             raise TypeError(f"{self._info.name}: only row ranges are read on demand, not {rows!r}")
         start, stop, _ = rows.indices(self._info.shape[0])
-        stop = max(start, stop)
+        return self._rows(start, max(start, stop))
+
+    def _rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows start..stop-1 (start <= stop), read from the file."""
         part = TensorInfo(self._info.name, self._info.dtype, (stop - start, self._info.shape[1]),
                           self._info.start + start * self._row_bytes, self._info.start + stop * self._row_bytes)
         return tensor_from_bytes(read_bytes(self._file, part), part)
