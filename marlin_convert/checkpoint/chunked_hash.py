@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import CheckpointError
 from ..stage_timers import add as add_time, enabled as timers_on
 
-__all__ = ["CHUNK", "hash_file", "hash_range"]
+__all__ = ["CHUNK", "hash_file", "hash_range", "release_buffer"]
 
 CHUNK = 8 << 20
 """Bytes read per step, into one buffer per thread, reused for every file it hashes (fresh pages are dear on a
@@ -41,6 +41,12 @@ def _hash_from(fd: int, start: int, nbytes: int | None, where: Path | str, cance
         digest.update(view[:got])
         done += got
     return digest.hexdigest(), done
+
+
+def release_buffer() -> None:
+    """Drop this thread's buffer (a thread that hashes no more, e.g. a pass that has finished, gives its
+    CHUNK bytes back before the command's peak)."""
+    _buffers.__dict__.pop("buf", None)
 
 
 def hash_file(path: Path) -> tuple[str, int]:

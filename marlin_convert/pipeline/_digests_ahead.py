@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable
 
 from ..checkpoint import Checkpoint
+from ..checkpoint.chunked_hash import release_buffer
 
 __all__ = ["DigestsAhead"]
 
@@ -35,9 +37,24 @@ class DigestsAhead:
         for name in sorted(names, key=lambda n: ckpt.info(n).start):
             by_shard.setdefault(ckpt.location[name][0], []).append(name)
         workers = max(1, min(workers, os.cpu_count() or 1, len(by_shard)))
+        self._shards = deque(by_shard.values())
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="marlin-convert-sha-ahead")
-        for names_in_shard in by_shard.values():
-            self._pool.submit(self._pass, names_in_shard)
+        for _ in range(workers):
+            self._pool.submit(self._work)
+
+    def _work(self) -> None:
+        """Shards one after another until none is left; then the thread's hashing buffer (`CHUNK` bytes) goes
+        back rather than being held to the command's end (verify SRC OUT with both checkpoints cached peaks after
+        its passes: 16 MiB less there). Once a thread, not once a shard: fresh pages are dear (`host_buffers`)."""
+        try:
+            while True:
+                try:
+                    names = self._shards.popleft()
+                except IndexError:
+                    return
+                self._pass(names)
+        finally:
+            release_buffer()
 
     def _pass(self, names: list[str]) -> None:
         for name in names:

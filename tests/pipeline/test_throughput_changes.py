@@ -288,3 +288,32 @@ def test_verify_compares_source_words_read_by_row_ranges_with_the_file(tmp_path,
     detail = report.failures[0]["detail"]
     assert f"{layer}: unpacking {prefix}.* does not give the source bytes" in detail, detail
     assert f"{prefix}.B: differs from a fresh pack of the source" in detail, detail
+
+
+def test_the_pass_ahead_hashes_every_shard_and_gives_its_buffers_back_once_per_thread(tmp_path, monkeypatch):
+    """The pass over a checkpoint's tensors hashes every shard's tensors (the digests of hashlib over the file's
+    bytes), with each of its threads going from shard to shard; a thread gives its hashing buffer back once, when
+    no shard is left (not after each one: fresh pages are dear), so the buffers are not held to the command's end."""
+    import hashlib
+    import threading
+
+    from marlin_convert.checkpoint import Checkpoint, open_checkpoint
+    from marlin_convert.pipeline import _digests_ahead
+    from marlin_convert.pipeline._digests_ahead import DigestsAhead
+
+    make_gptq_checkpoint(tmp_path / "src", seed=29, shards=3)
+    released: list[str] = []
+    monkeypatch.setattr(Checkpoint, "is_cached", lambda self, name: True)
+    monkeypatch.setattr(_digests_ahead, "release_buffer", lambda: released.append(threading.current_thread().name))
+    with open_checkpoint(tmp_path / "src") as ckpt:
+        names = [n for n in ckpt.location if n.endswith((".qweight", ".scales"))]
+        with DigestsAhead(ckpt, names, workers=2) as ahead:
+            ahead._pool.shutdown(wait=True)  # the pass is over: every tensor is its
+            futures = {name: ahead.claim(name) for name in names}
+        for name, future in futures.items():
+            shard, info = ckpt.location[name]
+            with open(tmp_path / "src" / shard, "rb") as f:
+                f.seek(info.start)
+                assert future is not None and future.result() == hashlib.sha256(f.read(info.nbytes)).hexdigest(), name
+    assert len({shard for shard, _ in (ckpt.location[n] for n in names)}) == 3
+    assert len(released) == 2 and len(set(released)) == 2, released
