@@ -194,7 +194,7 @@ def verify(
         "--gemm", help="Also run each layer through a Marlin GEMM on the GPU against a dense reference "
                        "(needs a CUDA GPU, see below).")] = False,
     gemm_backend: Annotated[str, typer.Option(
-        "--gemm-backend", help="GEMM for --gemm: triton (ours, no compiler) or quanto (optimum-quanto's "
+        "--gemm-backend", metavar="triton|quanto", help="GEMM for --gemm: triton (ours, no compiler) or quanto (optimum-quanto's "
                                "CUDA kernel, float16, group 128 or per-column).")] = "triton",
     forward: Annotated[bool, typer.Option(
         "--forward", help="Also run the same tokens through the dense source model and the converted one "

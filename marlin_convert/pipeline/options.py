@@ -12,7 +12,13 @@ from ..errors import MarlinConvertError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resolve_device", "check_device_name", "check_jobs", "default_jobs", "single_threaded_torch"]
+__all__ = ["GEMM_BACKENDS", "resolve_device", "check_device_name", "check_gemm_backend", "check_jobs", "default_jobs",
+           "single_threaded_torch"]
+
+GEMM_BACKENDS = ("quanto", "triton")
+"""The GEMMs `verify --gemm` can run (`runtime.gemm_check.check_layer`): optimum-quanto's Marlin CUDA kernel, or
+our Triton kernel (`runtime.triton_gemm`, no compiler needed; every group size, bf16 scales, act-order with equal
+groups). Named here so that a wrong name is refused before any work, without importing torch."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -31,6 +37,12 @@ def check_device_name(device: str) -> None:
     """`device` is one of the names `resolve_device` takes (checked without importing torch)."""
     if device not in ("auto", "cpu", "cuda"):
         raise MarlinConvertError(f"--device must be auto, cpu or cuda, not {device!r}")
+
+
+def check_gemm_backend(backend: str) -> None:
+    """`backend` is one of `GEMM_BACKENDS` (checked whether or not --gemm is given: a misspelt option is an error)."""
+    if backend not in GEMM_BACKENDS:
+        raise MarlinConvertError(f"unknown GEMM backend {backend!r}; choose one of {', '.join(GEMM_BACKENDS)}")
 
 
 def default_jobs() -> int:

@@ -15,7 +15,7 @@ from ..errors import MarlinConvertError, NotAnOutputError, VerifyMismatch
 from ..stage_timers import stage
 from ..formats import MARKER_FILES, Format, LayerPlan, marlin_specs
 from ._digests_ahead import DigestsAhead
-from .options import check_device_name, check_jobs, resolve_device, single_threaded_torch
+from .options import check_device_name, check_gemm_backend, check_jobs, resolve_device, single_threaded_torch
 from .progress import Reporter, choose_reporter
 from .manifest_plans import manifest_plans
 from .reports import VerifyReport, check_row
@@ -55,6 +55,7 @@ def verify_checkpoint(
     reporter = choose_reporter(reporter, progress)
     out_dir = Path(out_dir)
     check_device_name(device)
+    check_gemm_backend(gemm_backend)
     if gemm:
         from ..runtime.gemm_check import require_gemm
 

@@ -97,3 +97,18 @@ def test_verify_gemm_says_what_it_needs(cli, tmp_path, monkeypatch):
     assert res.code == 2 and "CUDA GPU" in res.err and "Traceback" not in res.err
     res = cli("verify", src, out, "--gemm", "--gemm-backend", "nope", "--device", "cpu")
     assert res.code == 2 and "unknown GEMM backend 'nope'" in res.err
+
+
+def test_a_misspelt_gemm_backend_is_a_usage_error_even_without_gemm(cli, tmp_path):
+    """`--gemm-backend` with a name that is not a backend stops verify before any check (exit 2, one line naming
+    the choices), also when `--gemm` is not given, where it used to be ignored and verify passed."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_gptq_checkpoint(src)
+    pack_checkpoint(src, out, device="cpu")
+    for args in ((out,), (src, out)):
+        res = cli("verify", *args, "--gemm-backend", "quant0")
+        assert res.code == 2, (res.out, res.err)
+        assert "unknown GEMM backend 'quant0'; choose one of quanto, triton" in res.err and "Traceback" not in res.err
+        assert "PASS" not in res.out
+    res = cli("verify", out, "--gemm-backend", "quant0", "--json")
+    assert res.code == 2 and "unknown GEMM backend" in json.loads(res.out)["error"]["message"]
