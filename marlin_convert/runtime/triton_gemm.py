@@ -164,6 +164,19 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+REDUCE_BLOCK_MIN, REDUCE_BLOCK_MAX = 128, 1024
+
+
+def _reduce_block(outputs: int, sms: int) -> int:
+    """Outputs a program of the split-K reduce sums (`splitk_reduce_kernel`'s BLOCK): `REDUCE_BLOCK_MAX`, or
+    fewer (a power of two, at least `REDUCE_BLOCK_MIN`) so that there is a program per multiprocessor. At one
+    row, 1024 a program left 8 programs for N = 8192 (ncu, GEMM round 17)."""
+    block = REDUCE_BLOCK_MAX
+    while block > REDUCE_BLOCK_MIN and outputs // block < sms:
+        block //= 2
+    return block
+
+
 _COUNTERS: dict[tuple[Any, ...], torch.Tensor] = {}
 
 
@@ -516,7 +529,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
             dict(ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps,
                  num_stages=cfg.stages), index))
     if split > 1 and not streamk and not (fast and cfg.fixup) and not zred:
-        block = 1024
+        block = _reduce_block(m * n, sms)
         launches.append(Launch(tk.splitk_reduce_kernel, (-(-m * n // block),), (
             WS, bias_arg, OUT, m, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block), index))
     return GemmPlan(m=m, n=n, k=k, dtype=dtype, device=device, launches=tuple(launches), ws_splits=ws_splits,

@@ -476,6 +476,20 @@ def test_eager_launch_shape_drops_tma_and_the_k_split_of_small_layers():
                     assert dataclasses.replace(eager, tma=graph.tma, split_k=graph.split_k) == graph
 
 
+def test_the_split_k_reduce_gives_every_multiprocessor_a_program_up_to_1024_outputs_each():
+    """Round 17: the reduce sums 1024 outputs a program where that leaves a program per multiprocessor, else
+    the largest power of two from 128 down that does (at 128 it takes what it gets)."""
+    from marlin_convert.runtime import triton_gemm
+
+    expected = {  # (outputs, multiprocessors) -> block, stated by hand
+        (8192, 132): 128, (28672, 132): 128, (16 * 4096, 132): 256, (16 * 8192, 132): 512,
+        (16 * 28672, 132): 1024, (64 * 4096, 132): 1024, (1024, 132): 128, (64, 132): 128,
+        (132 * 1024, 132): 1024, (132 * 1024 - 1, 132): 512, (132 * 128 - 1, 132): 128, (4096, 8): 512,
+    }
+    for (outputs, sms), block in expected.items():
+        assert triton_gemm._reduce_block(outputs, sms) == block, (outputs, sms)
+
+
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
     """Triton first for symmetric layers of group 128 or per-column at any N, act-order or not, for per-column
     zero points without act-order, and for every layer of at most 1024 outputs (the shapes and modes measured,
