@@ -5,8 +5,9 @@ Compute (issue #13):
     ncu --clock-control none --profile-from-start off --section SpeedOfLight --section Occupancy \\
         --section WarpStateStats python3 scripts/ncu_gemm.py 28672x8192:1:default 28672x8192:64:default
 
-Each argument is `NxK:M:NAME`, NAME a key of CONFIGS (`default`: `pick_config`'s shape). Every shape is
-compiled and run once before the profiled range opens, so only the timed launches are profiled.
+Each argument is `NxK:M:NAME[:MODE]`, NAME a key of CONFIGS (`default`: `pick_config`'s shape), MODE a layer mode
+of scripts/bench_gemm.py (`g128` by default; e.g. `g128+z` for Marlin zero points), fp16. Every shape is compiled
+and run once before the profiled range opens, so only the timed launches are profiled.
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from marlin_convert.layout import permute_scales  # noqa: E402
-from marlin_convert.layout.pack_triton import pack_codes_cuda  # noqa: E402
+from bench_gemm import Mode, mode_layers  # noqa: E402
+
 from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm  # noqa: E402
 
 CONFIGS = {
@@ -41,20 +43,20 @@ CONFIGS = {
 def main() -> None:
     runs = []
     for arg in sys.argv[1:]:
-        shape, m, name = arg.split(":")
+        shape, m, name, *mode = arg.split(":")
         n, k = (int(v) for v in shape.split("x"))
         gen = torch.Generator(device="cuda").manual_seed(n + k)
-        codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=gen)
-        scales = (torch.rand(k // 128, n, device="cuda", generator=gen) * 0.02 + 1e-3).half()
-        B, s = pack_codes_cuda(codes), permute_scales(scales, group_size=128, k=k)
+        layout = Mode.parse(mode[0] if mode else "g128")
+        t = mode_layers(n, k, layout, torch.float16, 1, gen)[0].tensors()
         x = torch.randn(int(m), k, device="cuda", generator=gen).half()
-        cfg = CONFIGS[name]
-        marlin_gemm(x, B, s, group_size=128, config=cfg)  # compile outside the profiled range
-        runs.append((B, s, x, cfg))
+        args = dict(group_size=layout.group_size, z=t.get("z"), shift=t.get("shift"), perm=t.get("perm"),
+                    config=CONFIGS[name])
+        marlin_gemm(x, t["B"], t["s"], **args)  # compile outside the profiled range
+        runs.append((x, t, args))
     torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStart()
-    for B, s, x, cfg in runs:
-        marlin_gemm(x, B, s, group_size=128, config=cfg)
+    for x, t, args in runs:
+        marlin_gemm(x, t["B"], t["s"], **args)
         torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStop()
 
