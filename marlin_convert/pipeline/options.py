@@ -16,9 +16,8 @@ __all__ = ["GEMM_BACKENDS", "resolve_device", "check_device_name", "check_gemm_b
            "single_threaded_torch"]
 
 GEMM_BACKENDS = ("quanto", "triton")
-"""The GEMMs `verify --gemm` can run (`runtime.gemm_check.check_layer`): optimum-quanto's Marlin CUDA kernel, or
-our Triton kernel (`runtime.triton_gemm`, no compiler needed; every group size, bf16 scales, act-order with equal
-groups). Named here so that a wrong name is refused before any work, without importing torch."""
+"""The GEMMs `verify --gemm` can run: `runtime.gemm_check.GEMM_BACKENDS`, named again here (a test keeps the two
+equal) so that a wrong name is refused before any work without importing torch, which `runtime` does."""
 
 
 def resolve_device(device: str) -> torch.device:

@@ -45,10 +45,13 @@ import torch
 from ..errors import MarlinConvertError
 from ..formats import DenseCodes, QuantizedLinear, dequantize, trivial_g_idx
 from ..layout import BLOCK_N, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
-from ..pipeline.options import GEMM_BACKENDS  # `check_layer`'s backends
 
 __all__ = ["GemmResult", "REL_BOUND", "MAX_BOUND", "INSTALL_HINT", "GEMM_BACKENDS", "quanto_lib", "marlin_gemm",
            "check_layer"]
+
+GEMM_BACKENDS = ("quanto", "triton")
+"""`check_layer` backends: optimum-quanto's Marlin CUDA kernel, or our Triton kernel (`runtime.triton_gemm`,
+no compiler needed; every group size, bf16 scales, act-order with equal groups)."""
 
 REL_BOUND = 2e-3
 """Largest accepted `||y - y_ref|| / ||y_ref||`."""

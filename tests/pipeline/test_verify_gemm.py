@@ -112,3 +112,11 @@ def test_a_misspelt_gemm_backend_is_a_usage_error_even_without_gemm(cli, tmp_pat
         assert "PASS" not in res.out
     res = cli("verify", out, "--gemm-backend", "quant0", "--json")
     assert res.code == 2 and "unknown GEMM backend" in json.loads(res.out)["error"]["message"]
+
+
+def test_verify_knows_the_gemm_backends_that_the_gemm_check_runs():
+    """`pipeline.options` names the backends without importing torch; they are those of `runtime.gemm_check`."""
+    from marlin_convert.pipeline import options
+    from marlin_convert.runtime import gemm_check
+
+    assert options.GEMM_BACKENDS == gemm_check.GEMM_BACKENDS
