@@ -54,6 +54,13 @@ def test_inspect_of_an_output_and_bad_input_import_no_torch(cli, tmp_path):
     assert code == 2 and not names & set(HEAVY)
 
 
+def test_a_misspelt_gemm_backend_is_refused_without_torch(cli, tmp_path):
+    """`verify OUT --gemm-backend <not a backend>` is a usage error found before any work: no torch imported."""
+    assert cli("pack", PRODUCERS / "gptqmodel_sym", "-o", tmp_path / "out").code == 0
+    code, _, names = _imports("verify", tmp_path / "out", "--gemm-backend", "tritn")
+    assert code == 2 and not names & {"torch", "triton", "transformers"}, sorted(names & set(HEAVY))
+
+
 def test_pack_does_import_torch(tmp_path):
     """The listing sees torch where it is imported: a conversion."""
     code, _, names = _imports("pack", PRODUCERS / "gptqmodel_sym", "-o", tmp_path / "out")
