@@ -145,8 +145,16 @@ def quanto_lib() -> Any:
         raise MarlinConvertError(f"optimum-quanto's CUDA extension could not be built or loaded: {e}") from None
 
 
+def _check_backend(backend: str) -> None:
+    """MarlinConvertError unless `backend` is one of `GEMM_BACKENDS` (`pipeline.options.check_gemm_backend` says
+    the same without importing torch)."""
+    if backend not in GEMM_BACKENDS:
+        raise MarlinConvertError(f"unknown GEMM backend {backend!r}; choose one of {', '.join(GEMM_BACKENDS)}")
+
+
 def require_gemm(backend: str) -> None:
     """Fail early, with what to install, when `backend`'s GEMM cannot run here (MarlinConvertError)."""
+    _check_backend(backend)
     if backend == "quanto":
         marlin_gemm()
     elif backend == "triton":
@@ -156,8 +164,6 @@ def require_gemm(backend: str) -> None:
             raise MarlinConvertError("verify --gemm (Triton backend) needs a CUDA GPU of compute capability 8.0+ "
                                      "and Triton; or use --gemm-backend quanto with "
                                      "pip install 'marlin-convert[gpu-verify]'")
-    else:
-        raise MarlinConvertError(f"unknown GEMM backend {backend!r}; choose one of {', '.join(GEMM_BACKENDS)}")
 
 
 def marlin_gemm() -> Callable[..., torch.Tensor]:
@@ -208,10 +214,9 @@ def check_layer(rec: QuantizedLinear, tensors: Mapping[str, torch.Tensor], *, ro
     Returns: a GemmResult (errors, or the reason the kernel cannot check this layer).
     Raises: MarlinConvertError when the GEMM is unavailable (see `INSTALL_HINT`).
     """
+    _check_backend(backend)
     if backend == "triton":
         return _check_layer_triton(rec, tensors, rows=rows, seed=seed)
-    if backend != "quanto":
-        raise MarlinConvertError(f"unknown GEMM backend {backend!r}; choose one of {', '.join(GEMM_BACKENDS)}")
     gemm = marlin_gemm()
     reason = _skip_reason(rec, tensors)
     if reason is not None:
