@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from . import _gc
 from ._malloc import share_one_arena
 from ._version import __version__
 from .cli_render import BarReporter, err_console, error_object, heading, inspect_tables, out_console, plural, size, text
@@ -285,8 +286,10 @@ def entry() -> None:
     process leaves without the interpreter's teardown, which spent 0.3-0.7 s unloading torch on the 2-core
     machine (issue #15: fixed start); `atexit` handlers (the --debug table) still run and stdio is flushed.
     Nothing is left to tear down by then: outputs are in place or removed, shards fsynced, pools shut down.
-    First, before any thread starts, glibc malloc is limited to one arena (`_malloc`: lower peak memory)."""
+    First, before any thread starts, glibc malloc is limited to one arena (`_malloc`: lower peak memory), and
+    the garbage collector is held off until torch is imported (`_gc`: the imports take 0.15 s less)."""
     share_one_arena()
+    _gc.hold()
     try:
         main()
         code: object = 0

@@ -6,6 +6,9 @@ Usage:
     python scripts/bench_startup.py --before /tmp/base/.venv/bin/marlin-convert --after .venv/bin/marlin-convert
     python scripts/bench_startup.py --after .venv/bin/marlin-convert --reps 3      # one side only
 
+A side may be a wrapper that runs `python -P -m marlin_convert` with `PYTHONPATH` set to a tree: without `-P`,
+`-m` puts the current folder (this repository) first on `sys.path`, and the wrapper runs this checkout instead.
+
 Commands timed: `--help`; `inspect` (text and --json) of a producer fixture, of a synthetic 256-layer GPTQ
 checkpoint (1,024 tensors, 8 shards) and of a synthetic 1,024-layer one (4,096 tensors, 32 shards), where
 header parsing and planning are all the work; `pack`, `verify SRC OUT`, `verify OUT` and `unpack` of a tiny
@@ -92,9 +95,10 @@ def main() -> None:
     ap.add_argument("--after", required=True, help="the marlin-convert console script under test")
     ap.add_argument("--before", help="a baseline marlin-convert console script (e.g. of the unchanged main)")
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--python", help="the interpreter of the reference rows (default: `python` beside --after)")
     args = ap.parse_args()
     sides = {"before": args.before, "after": args.after} if args.before else {"after": args.after}
-    python = str(Path(args.after).parent / "python")
+    python = args.python or str(Path(args.after).parent / "python")
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
@@ -128,7 +132,9 @@ def main() -> None:
             print(f"# {label}: " + ", ".join(f"{s} {ms(t)}" for s, t in times.items()), file=sys.stderr)
         reference = []
         for label, code in (("python -c pass", "pass"), ("python -c 'import numpy'", "import numpy"),
-                            ("python -c 'import torch'", "import torch")):
+                            ("python -c 'import torch'", "import torch"),
+                            ("`import torch`, leaving without teardown as the commands do", "import os, torch; os._exit(0)"),
+                            ("`import torch`, collector held off, no teardown", "import gc, os; gc.disable(); import torch; os._exit(0)")):
             reference.append((label, [run([python, "-c", code]) for _ in range(args.reps)]))
     print(f"\n{datetime.date.today().isoformat()}, {machine()}, {args.reps} runs each, sides taking turns; "
           f"`python scripts/bench_startup.py {' '.join(sys.argv[1:])}`\n")

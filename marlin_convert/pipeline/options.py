@@ -7,6 +7,7 @@ import inspect
 import os
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from .._gc import release as release_collector
 from ..errors import MarlinConvertError
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def single_threaded_torch(command: F) -> F:
     def run(*args: Any, **kwargs: Any) -> Any:
         import torch
 
+        release_collector()  # the console script held it off for the imports (`_gc`)
         device = kwargs.get("device", default_device)
         if (device if isinstance(device, torch.device) else resolve_device(device)).type != "cpu":
             return command(*args, **kwargs)
