@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 __all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "marlin_gemm_swap_kernel", "marlin_gemm_streamk_kernel",
-           "splitk_reduce_kernel", "splitk_zero_reduce_kernel"]
+           "splitk_reduce_kernel", "splitk_zero_reduce_kernel", "segment_reduce_kernel"]
 
 ZMODE_SYM = 0
 ZMODE_ZEROS = 1
@@ -773,7 +773,7 @@ def marlin_gemm_swap_kernel(
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, SCALE_ACC: tl.constexpr,
     FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False, XSUM: tl.constexpr = False,
-    ZLATE: tl.constexpr = False, PARTIAL: tl.constexpr = False,
+    ZLATE: tl.constexpr = False, PARTIAL: tl.constexpr = False, BALANCED: tl.constexpr = False,
 ):
     """`marlin_gemm_fast_kernel` with the operands swapped, `out.T = W x.T`: the weights are the first
     operand, a `[64 NB, 16 BT]` tile with rows n and columns k in order, made in registers from the words
@@ -790,18 +790,67 @@ def marlin_gemm_swap_kernel(
     (from the caller), instead of a sum of the x tile in the step. ZLATE (FOLD, groups, XSUM): the steps' loop is the
     symmetric one (`sums * scale`); the zero-point terms `e * sum_k x` of all its steps are added after it
     (`_late_zero_terms`), out of the pipelined loop. PARTIAL: the float32 sums go to the workspace even when
-    K is not split (for `splitk_zero_reduce_kernel`)."""
-    pid_n = tl.program_id(0)
+    K is not split (for `splitk_zero_reduce_kernel`). BALANCED: axis 0 is `split_k` programs that share all
+    column tiles' steps evenly (contiguous ranges, tile by tile), each writing its partial sums of every
+    column tile it touches to the workspace row of its place among that tile's programs
+    (`segment_reduce_kernel` adds them)."""
     pid_m = tl.program_id(1)
-    pid_k = tl.program_id(2)
-    s0 = (pid_k * steps_per_tile) // split_k
-    s1 = ((pid_k + 1) * steps_per_tile) // split_k
-    acc, n, n_ok, m, m_ok = _swap_tile(
-        x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
-        steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
-        FOLD, TMA, ZPRE, XSUM, ZLATE)
-    _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om, M,
-               N, pid_k, 0 if PARTIAL else split_k, has_bias)
+    if BALANCED:
+        pid = tl.program_id(0)
+        tiles_n = tl.cdiv(N, 64 * NB)
+        total = tiles_n * steps_per_tile
+        start = (pid * total) // split_k  # the host keeps total * split_k < 2**31
+        end = ((pid + 1) * total) // split_k
+        for pid_n in range(start // steps_per_tile, (end - 1) // steps_per_tile + 1):
+            base = pid_n * steps_per_tile
+            s0 = tl.maximum(start, base) - base
+            s1 = tl.minimum(end, base + steps_per_tile) - base
+            acc, n, n_ok, m, m_ok = _swap_tile(
+                x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT,
+                s1 - s0, steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
+                FOLD, TMA, ZPRE, XSUM, ZLATE)
+            seg = pid - _first_program(base, total, split_k)
+            _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr,
+                       stride_om, M, N, seg, 2, has_bias)
+    else:
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(2)
+        s0 = (pid_k * steps_per_tile) // split_k
+        s1 = ((pid_k + 1) * steps_per_tile) // split_k
+        acc, n, n_ok, m, m_ok = _swap_tile(
+            x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
+            steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
+            FOLD, TMA, ZPRE, XSUM, ZLATE)
+        _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om,
+                   M, N, pid_k, 0 if PARTIAL else split_k, has_bias)
+
+
+@triton.jit
+def _first_program(step, total, programs):
+    """The program of a balanced grid (`programs` equal ranges of `total` steps) whose range holds `step`."""
+    return ((step + 1) * programs - 1) // total
+
+
+@triton.jit(do_not_specialize=["M", "has_bias", "steps_per_tile", "programs"])
+def segment_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, steps_per_tile, programs,
+                          TILE_N: tl.constexpr, SEGMENTS: tl.constexpr, BLOCK: tl.constexpr):
+    """`splitk_reduce_kernel` for a balanced grid: out[m, n] = the sum, in segment order, of the partial sums
+    `ws[j, m, n]` of the programs that covered n's column tile (`TILE_N` columns; `SEGMENTS`: the most that
+    share a tile) (+ bias[n]), in float32, rounded once."""
+    pid = tl.program_id(0)
+    i = pid * BLOCK + tl.arange(0, BLOCK)
+    ok = i < M * N
+    n = i % N
+    base = (n // TILE_N) * steps_per_tile
+    total = tl.cdiv(N, TILE_N) * steps_per_tile
+    count = _first_program(base + steps_per_tile - 1, total, programs) - _first_program(base, total, programs) + 1
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for j in tl.static_range(SEGMENTS):
+        acc += tl.load(ws_ptr + j * M * N + i, mask=ok & (j < count), other=0)
+    if has_bias:
+        acc += tl.load(bias_ptr + n, mask=ok, other=0).to(tl.float32)
+    mm = i // N
+    tl.store(out_ptr + mm.to(tl.int64) * stride_om + n, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 FENCE_ASM = tl.constexpr("fence.acq_rel.gpu;\nmov.b32 $0, $1;")

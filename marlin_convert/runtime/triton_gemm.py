@@ -59,7 +59,7 @@ import torch
 from .triton_launch import Launch, Slot
 
 __all__ = ["marlin_gemm", "plan", "GemmPlan", "unsupported_reason", "available", "KernelConfig", "pick_config",
-           "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "group_steps"]
+           "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "group_steps", "balance_pays"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -133,6 +133,12 @@ class KernelConfig:
     other zero-point fields then have no effect. Measured slower than the rule's shapes at every batch and
     shape of round 14 (1.01-2.2x the time: the reduce's loop over all groups is latency-bound), so no rule
     picks it."""
+    balance: int = 0
+    """Swapped kernel (not `zred`): a balanced grid of about this many programs a multiprocessor per row tile
+    of x instead of the (column tile, row tile, split) grid; each sums an equal contiguous range of all
+    column tiles' steps (so a range may end inside a tile and the next begin there), its partial sums go to
+    the workspace, and `segment_reduce_kernel` adds each tile's in order. 0: the split grid; negative:
+    exactly `-balance` programs per row tile (tests: ranges that cross column tiles)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -243,7 +249,12 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     Round 13 (`zlate`): zero points of group 128 above 64 rows and 2**25 weights are folded too, their terms
     added after the symmetric loop, 16 steps to a float32 `dot` (1.16-1.38x at 256 rows of 28672x8192,
     8192x28672 and 14336x4096; on 4096x4096 0.95x fp16, 1.06x bf16). Not at 64 rows (0.66-1.06x) nor up to
-    16 rows (0.72-0.98x against the in-loop fold)."""
+    16 rows (0.72-0.98x against the in-loop fold).
+
+    Round 18 (`balance`): up to 16 rows, group 128 or one group, symmetric or zero points, a balanced grid of
+    the programs the GPU holds at once where `balance_pays` (one row: 0.92-0.95x the time on 28672x8192,
+    0.84-0.94x for the zero points of 8192x8192, 14336x4096 and 4096x14336, 0.58-0.74x on 3584x18944, whose
+    148 steps split only 4 ways; within +-4 % at 16 rows on the shapes it takes)."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
     big = n * k > 1 << 26
@@ -253,7 +264,11 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         cap = 128 if zmode == 0 or (fold and big) else 0
         cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=big, swap=True, maxnreg=cap,
                            fold=fold, tma=(grouped and zmode == 0) or ahead, zpre=ahead, xsum=ahead)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
+        cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
+        resident = 4 if cap else 3  # programs a multiprocessor holds: 128 registers, or the fold's 168
+        if bt == 8 and zmode != 2 and balance_pays(cfg, n, k, resident * sms):
+            cfg = dataclasses.replace(cfg, balance=resident, split_k=1)
+        return cfg
     if m <= 64:
         cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True, swap=True,
                            tma=big and grouped and zmode == 0)
@@ -261,6 +276,34 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     late = zmode == 1 and grouped and n * k > 1 << 25
     cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True, fold=late, zlate=late)
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
+
+
+BALANCE_COST_STEPS = 2
+"""What a program of a balanced grid pays beyond its share of the steps, counted in steps (a second column
+tile's pipeline start, and the reduce of segments), fitted to GEMM round 18's timings."""
+BALANCE_GAIN = 0.92
+"""A balanced grid is taken where it is expected to take at most this share of the split grid's time."""
+
+
+BALANCE_MIN_STEPS = 4
+"""The fewest steps a program of a balanced grid takes on average (fewer: many segments a tile to add, and
+slower on the 1024 x 8192, 3584 x 3584 and 4608 x 3584 layers of round 18)."""
+
+
+def balance_pays(cfg: KernelConfig, n: int, k: int, places: int) -> bool:
+    """Whether a balanced grid (`KernelConfig.balance`) beats `cfg`'s split grid, one row tile of x, with
+    `places` programs resident on the GPU at once (GEMM round 18). Up to 16 rows a program's time is set by its
+    steps, not by how many programs share its multiprocessor (one row of N x 8192: 44.4-44.7 us for N = 26624,
+    28672 and 30720, 416-480 programs of 32 steps on 528 places), so the split grid takes `waves x steps a
+    program` (the split as `plan` runs it: the largest that divides the steps) and the balanced one `all steps /
+    places + BALANCE_COST_STEPS`, taken when that is at least `BALANCE_MIN_STEPS` steps a program."""
+    tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * cfg.bt)
+    split = max(1, min(cfg.split_k, steps))
+    while steps % split:
+        split -= 1
+    share = tiles_n * steps / places
+    split_time = -(-tiles_n * split // places) * (steps // split)
+    return share >= BALANCE_MIN_STEPS and share + BALANCE_COST_STEPS <= BALANCE_GAIN * split_time
 
 
 EAGER_ONE_LAUNCH_MAX = 1 << 24
@@ -276,7 +319,7 @@ def for_eager(cfg: KernelConfig, m: int, n: int, k: int) -> KernelConfig:
     workspace: 18-30 us a call instead of 29-60 on 1024x4096 and 4096x4096, whose unsplit kernel takes 18-28 us
     on the GPU; on 4096x14336 it took 84-98, so larger layers keep their split)."""
     one = m <= 16 and n * k <= EAGER_ONE_LAUNCH_MAX
-    return dataclasses.replace(cfg, tma=False, split_k=1 if one else cfg.split_k)
+    return dataclasses.replace(cfg, tma=False, split_k=1 if one else cfg.split_k, balance=0 if one else cfg.balance)
 
 
 def group_steps(group_size: int) -> tuple[int, int]:
@@ -462,8 +505,14 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
             streamk = 0
     zred = (fast and cfg.swap and cfg.zred and zmode == 1 and not single and cfg.scale_acc and uniform
             and (perm is None or cfg.xperm))
-    if streamk:
-        ws_splits = -(-streamk // tiles_n) + 1  # the most programs that share one column tile
+    balanced = 0
+    if fast and cfg.swap and cfg.balance and not zred:
+        total = tiles_n * steps
+        balanced = min(-cfg.balance if cfg.balance < 0 else max(1, cfg.balance * sms // tiles_m), total)
+        if total * balanced >= 2**31:
+            balanced = 0
+    if streamk or balanced:
+        ws_splits = -(-(streamk or balanced) // tiles_n) + 1  # the most programs that share one column tile
     else:
         ws_splits = split if split > 1 or zred else 0
     counters = tiles_n * tiles_m if fast and (streamk or (cfg.fixup and split > 1)) else 0
@@ -506,10 +555,16 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
             xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
             if xsum:
                 sh_arg, sum_width = SUMS, 16 * bt
-            launches.append(Launch(tk.marlin_gemm_swap_kernel, grid, (
-                XK, b_arg, s, zt, sh_arg, *common[5:9], m, n, k, n, g_shift, steps, int(bias is not None), split),
+            launches.append(Launch(tk.marlin_gemm_swap_kernel, (balanced, tiles_m, 1) if balanced else grid, (
+                XK, b_arg, s, zt, sh_arg, *common[5:9], m, n, k, n, g_shift, steps, int(bias is not None),
+                balanced or split),
                 dict(FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum, ZLATE=zlate, PARTIAL=zred,
-                     **consts), index))
+                     BALANCED=bool(balanced), **consts), index))
+            if balanced:
+                block = _reduce_block(m * n, sms)
+                launches.append(Launch(tk.segment_reduce_kernel, (-(-m * n // block),), (
+                    WS, bias_arg, OUT, m, n, n, int(bias is not None), steps, balanced),
+                    dict(TILE_N=64 * cfg.nb, SEGMENTS=ws_splits, BLOCK=block), index))
             if zred:
                 sum_width = gs
                 launches.append(Launch(tk.splitk_zero_reduce_kernel, (-(-n // 64), -(-m // 16)), (
@@ -528,7 +583,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
             *common, int(single), int(perm is not None), int(bias is not None), split),
             dict(ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps,
                  num_stages=cfg.stages), index))
-    if split > 1 and not streamk and not (fast and cfg.fixup) and not zred:
+    if split > 1 and not streamk and not balanced and not (fast and cfg.fixup) and not zred:
         block = _reduce_block(m * n, sms)
         launches.append(Launch(tk.splitk_reduce_kernel, (-(-m * n // block),), (
             WS, bias_arg, OUT, m, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block), index))

@@ -216,7 +216,14 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 4, 2, swap=True, xperm=True, zred=True, split_k=4),
                 KernelConfig(16, 8, 1, swap=True, zred=True, split_k=2),
                 KernelConfig(64, 8, 2, xperm=True, swap=True, tma=True, zred=True, split_k=2),
-                KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, zred=True)):
+                KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, zred=True),
+                # round 18: balanced grids (`balance`): ranges that cross column tiles (-3, -5, -7 programs a row
+                # tile), one program for all tiles (-1), about 4 a multiprocessor (more than the steps: one each)
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, tma=True, balance=-3),
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-5),
+                KernelConfig(16, 8, 2, swap=True, fold=True, balance=-7), KernelConfig(16, 8, 1, swap=True, balance=-1),
+                KernelConfig(16, 4, 2, stages=5, swap=True, balance=4),
+                KernelConfig(64, 8, 2, xperm=True, swap=True, balance=-3)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -232,7 +239,7 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
 def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
     """K split 4 ways: the partials added inside the kernel (`fixup`, the last program of a tile adds them in
     split order) give the reduce kernel's output bit for bit, on every run (no dependence on which program
-    ends last); stream-K runs repeat bit for bit too."""
+    ends last); stream-K and balanced-grid runs repeat bit for bit too."""
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
     layer = _make_layer(1088, 2048, 128, "asym", False, dtype, 29, with_bias=True)
@@ -247,11 +254,12 @@ def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
     assert not _failures(layer, x, ref)
     for _ in range(3):
         assert torch.equal(run(dataclasses.replace(base, fixup=True)), ref)
-    sk = KernelConfig(16, 8, 2, words3d=True, streamk=-7)
-    first = run(sk)
-    assert not _failures(layer, x, first)
-    for _ in range(3):
-        assert torch.equal(run(sk), first)
+    for sk in (KernelConfig(16, 8, 2, words3d=True, streamk=-7),
+               KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-7)):
+        first = run(sk)
+        assert not _failures(layer, x, first)
+        for _ in range(3):
+            assert torch.equal(run(sk), first)
 
 
 @pytest.mark.cuda
@@ -455,8 +463,9 @@ def test_pick_config_folds_zero_points_only_where_it_measured_faster():
                 grouped, ahead = gs == 128, folded and m <= 16 and gs == 128 and n * k > 1 << 25
                 assert zeros.zpre == zeros.xsum == zeros.tma == ahead and not sym.zpre and not sym.xsum, (n, k, m, gs)
                 assert sym.tma == (grouped and (m <= 16 or m <= 64 and big)) and not shift.tma, (n, k, m, gs)
-                assert dataclasses.replace(zeros, fold=False, maxnreg=0, tma=False, zpre=False, xsum=False, zlate=False) == \
-                    dataclasses.replace(shift, maxnreg=0), (n, k, m, gs)
+                unbalanced = dataclasses.replace(zeros, balance=0, split_k=shift.split_k)
+                assert dataclasses.replace(unbalanced, fold=False, maxnreg=0, tma=False, zpre=False, xsum=False,
+                                           zlate=False) == dataclasses.replace(shift, maxnreg=0), (n, k, m, gs)
 
 
 def test_eager_launch_shape_drops_tma_and_the_k_split_of_small_layers():
@@ -473,7 +482,33 @@ def test_eager_launch_shape_drops_tma_and_the_k_split_of_small_layers():
                     eager = triton_gemm.for_eager(graph, m, n, k)
                     one = m <= 16 and n * k <= 4096 * 4096
                     assert not eager.tma and eager.split_k == (1 if one else graph.split_k), (n, k, m, gs, z)
-                    assert dataclasses.replace(eager, tma=graph.tma, split_k=graph.split_k) == graph
+                    assert eager.balance == (0 if one else graph.balance), (n, k, m, gs, z)
+                    assert dataclasses.replace(eager, tma=graph.tma, split_k=graph.split_k, balance=graph.balance) == graph
+
+
+def test_a_balanced_grid_is_taken_where_the_split_grid_leaves_places_or_steps_idle():
+    """Round 18: up to 16 rows, group 128 or one group, symmetric or zero points (not the shift), the launch
+    shape runs on a balanced grid of 4 programs a multiprocessor under the 128-register cap (3 for the uncapped
+    fold) where `balance_pays`; stated by hand for 132 multiprocessors (tiles of 128 columns, steps of 128 k):
+    28672 x 8192: 224 tiles of 64 steps, split 2, one wave of 32 steps against 27.2 + 2 balanced -> taken;
+    8192 x 28672: split 8, 28 steps against 29.2 -> not; 3584 x 18944: 148 steps, split 16 runs as 4 (the
+    largest that divides them), 37 steps against 7.8 + 2 -> taken; 4096 x 4096: 2 steps a program balanced,
+    under the 4-step floor -> not; zero points of 14336 x 4096 (uncapped, 3 a multiprocessor): split 4 gives
+    448 programs on 396 places, two waves of 8 steps against 9.1 + 2 -> taken, with 3; symmetric 14336 x 4096:
+    8 against 6.8 + 2 -> not. The shift, groups of 32 and more than 16 rows never."""
+    from marlin_convert.runtime import triton_gemm
+
+    expected = {  # (n, k, zmode) -> balance at one row
+        (28672, 8192, 0): 4, (28672, 8192, 1): 4, (8192, 28672, 0): 0, (8192, 28672, 1): 0,
+        (3584, 18944, 0): 4, (4096, 4096, 0): 0, (4096, 4096, 1): 0, (14336, 4096, 1): 3, (14336, 4096, 0): 0,
+        (28672, 8192, 2): 0,
+    }
+    for (n, k, z), balance in expected.items():
+        cfg = triton_gemm.pick_config(1, n, k, 128, 132, z)
+        assert cfg.balance == balance and (cfg.split_k == 1 or not balance), (n, k, z, cfg)
+        assert triton_gemm.pick_config(16, n, k, 128, 132, z).balance == balance, (n, k, z)
+        assert triton_gemm.pick_config(17, n, k, 128, 132, z).balance == 0
+        assert triton_gemm.pick_config(1, n, k, 32, 132, z).balance == 0
 
 
 def test_the_split_k_reduce_gives_every_multiprocessor_a_program_up_to_1024_outputs_each():
