@@ -53,8 +53,10 @@ def main() -> None:
                 zmode = 1 if "z" in mode else 0
                 for m in (int(v) for v in args.ms.split(",")):
                     cfg = triton_gemm.pick_config(m, n, k, 128, sms, zmode)
-                    split = dataclasses.replace(cfg, balance=0, split_k=1)
-                    split = dataclasses.replace(split, split_k=triton_gemm.split_for(split, m, n, k, 2 * sms, 4))
+                    split = cfg
+                    if cfg.balance:  # the split grid pick_config had before it took the balanced one
+                        split = dataclasses.replace(cfg, balance=0, split_k=1)
+                        split = dataclasses.replace(split, split_k=triton_gemm.split_for(split, m, n, k, 2 * sms, 4))
                     x = torch.randn(m, k, device="cuda", generator=gen).to(dtype)
                     row: dict[str, Any] = {"shape": shape, "dtype": dname, "mode": mode, "m": m,
                                            "served_balance": cfg.balance, "split": split.split_k}

@@ -254,7 +254,9 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     Round 18 (`balance`): up to 16 rows, group 128 or one group, symmetric or zero points, a balanced grid of
     the programs the GPU holds at once where `balance_pays` (one row: 0.92-0.95x the time on 28672x8192,
     0.84-0.94x for the zero points of 8192x8192, 14336x4096 and 4096x14336, 0.58-0.74x on 3584x18944, whose
-    148 steps split only 4 ways; within +-4 % at 16 rows on the shapes it takes)."""
+    148 steps split only 4 ways; within +-4 % at 16 rows on the shapes it takes); from 17 to 64 rows, big layers
+    only, 2 programs a multiprocessor, where it promises at most `BALANCE_GAIN_WIDE` of the split grid's time
+    (5120x27648, 3584x18944 and 18944x3584: 0.63-0.92x)."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
     big = n * k > 1 << 26
@@ -272,7 +274,10 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     if m <= 64:
         cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True, swap=True,
                            tma=big and grouped and zmode == 0)
-        return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
+        cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
+        if big and bt == 8 and zmode != 2 and balance_pays(cfg, n, k, 2 * sms, BALANCE_GAIN_WIDE):
+            cfg = dataclasses.replace(cfg, balance=2, split_k=1)  # 2 programs a multiprocessor (237-248 registers)
+        return cfg
     late = zmode == 1 and grouped and n * k > 1 << 25
     cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True, fold=late, zlate=late)
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
@@ -282,7 +287,11 @@ BALANCE_COST_STEPS = 2
 """What a program of a balanced grid pays beyond its share of the steps, counted in steps (a second column
 tile's pipeline start, and the reduce of segments), fitted to GEMM round 18's timings."""
 BALANCE_GAIN = 0.92
-"""A balanced grid is taken where it is expected to take at most this share of the split grid's time."""
+"""A balanced grid is taken where it is expected to take at most this share of the split grid's time (up to 16
+rows)."""
+BALANCE_GAIN_WIDE = 0.8
+"""`BALANCE_GAIN` for 17-64 rows (64-row tiles, 2 programs a multiprocessor), where the model promised more than
+the balanced grid gave: 28672 x 8192 and 27648 x 5120 (0.87-0.88 expected) measured 0.96-1.09x."""
 
 
 BALANCE_MIN_STEPS = 4
@@ -290,20 +299,21 @@ BALANCE_MIN_STEPS = 4
 slower on the 1024 x 8192, 3584 x 3584 and 4608 x 3584 layers of round 18)."""
 
 
-def balance_pays(cfg: KernelConfig, n: int, k: int, places: int) -> bool:
+def balance_pays(cfg: KernelConfig, n: int, k: int, places: int, gain: float = BALANCE_GAIN) -> bool:
     """Whether a balanced grid (`KernelConfig.balance`) beats `cfg`'s split grid, one row tile of x, with
     `places` programs resident on the GPU at once (GEMM round 18). Up to 16 rows a program's time is set by its
     steps, not by how many programs share its multiprocessor (one row of N x 8192: 44.4-44.7 us for N = 26624,
     28672 and 30720, 416-480 programs of 32 steps on 528 places), so the split grid takes `waves x steps a
     program` (the split as `plan` runs it: the largest that divides the steps) and the balanced one `all steps /
-    places + BALANCE_COST_STEPS`, taken when that is at least `BALANCE_MIN_STEPS` steps a program."""
+    places + BALANCE_COST_STEPS`, taken when that is at most `gain` of it and at least `BALANCE_MIN_STEPS` steps
+    a program."""
     tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * cfg.bt)
     split = max(1, min(cfg.split_k, steps))
     while steps % split:
         split -= 1
     share = tiles_n * steps / places
     split_time = -(-tiles_n * split // places) * (steps // split)
-    return share >= BALANCE_MIN_STEPS and share + BALANCE_COST_STEPS <= BALANCE_GAIN * split_time
+    return share >= BALANCE_MIN_STEPS and share + BALANCE_COST_STEPS <= gain * split_time
 
 
 EAGER_ONE_LAUNCH_MAX = 1 << 24

@@ -507,8 +507,25 @@ def test_a_balanced_grid_is_taken_where_the_split_grid_leaves_places_or_steps_id
         cfg = triton_gemm.pick_config(1, n, k, 128, 132, z)
         assert cfg.balance == balance and (cfg.split_k == 1 or not balance), (n, k, z, cfg)
         assert triton_gemm.pick_config(16, n, k, 128, 132, z).balance == balance, (n, k, z)
-        assert triton_gemm.pick_config(17, n, k, 128, 132, z).balance == 0
         assert triton_gemm.pick_config(1, n, k, 32, 132, z).balance == 0
+        assert triton_gemm.pick_config(65, n, k, 128, 132, z).balance == 0
+
+
+def test_from_17_to_64_rows_a_balanced_grid_only_where_it_promises_a_fifth_less_time():
+    """Round 18, 64-row tiles of big layers (2 programs a multiprocessor: 264 places on 132), by hand:
+    5120 x 27648: 40 tiles of 216 steps, split 4: 54 steps against 32.7 + 2 -> taken; 3584 x 18944: split 8
+    runs as 4, 37 steps against 15.7 + 2 -> taken; 18944 x 3584: 148 programs of 28 steps against 15.7 + 2 ->
+    taken; 28672 x 8192: 64 steps against 54.3 + 2 (0.88, above 0.8) -> not; 8192 x 8192 is not big (64-column
+    tiles) -> not; the shift never."""
+    from marlin_convert.runtime import triton_gemm
+
+    expected = {(5120, 27648, 0): 2, (5120, 27648, 1): 2, (3584, 18944, 0): 2, (18944, 3584, 1): 2,
+                (28672, 8192, 0): 0, (28672, 8192, 1): 0, (27648, 5120, 0): 0, (8192, 8192, 0): 0,
+                (5120, 27648, 2): 0}
+    for (n, k, z), balance in expected.items():
+        for m in (17, 64):
+            cfg = triton_gemm.pick_config(m, n, k, 128, 132, z)
+            assert cfg.balance == balance and cfg.bm == 64 and (cfg.split_k == 1 or not balance), (n, k, z, m, cfg)
 
 
 def test_the_split_k_reduce_gives_every_multiprocessor_a_program_up_to_1024_outputs_each():
