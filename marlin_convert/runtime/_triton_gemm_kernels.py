@@ -765,6 +765,21 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     return acc, n, n_ok, m, m_ok
 
 
+@triton.jit
+def _first_program(step, total, programs):
+    """The program of a stream-K or balanced grid (`programs` equal ranges of `total` steps) whose range holds
+    `step`."""
+    return ((step + 1) * programs - 1) // total
+
+
+@triton.jit
+def _tile_range(start, end, pid_n, steps_per_tile):
+    """Where column tile `pid_n`'s steps begin in the run of all tiles' steps, and the part `[s0, s1)` of them that
+    the range `[start, end)` of a stream-K or balanced program holds."""
+    base = pid_n * steps_per_tile
+    return base, tl.maximum(start, base) - base, tl.minimum(end, base + steps_per_tile) - base
+
+
 @triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "has_bias", "split_k"])
 def marlin_gemm_swap_kernel(
     x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
@@ -802,9 +817,7 @@ def marlin_gemm_swap_kernel(
         start = (pid * total) // split_k  # the host keeps total * split_k < 2**31
         end = ((pid + 1) * total) // split_k
         for pid_n in range(start // steps_per_tile, (end - 1) // steps_per_tile + 1):
-            base = pid_n * steps_per_tile
-            s0 = tl.maximum(start, base) - base
-            s1 = tl.minimum(end, base + steps_per_tile) - base
+            base, s0, s1 = _tile_range(start, end, pid_n, steps_per_tile)
             acc, n, n_ok, m, m_ok = _swap_tile(
                 x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT,
                 s1 - s0, steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
@@ -823,12 +836,6 @@ def marlin_gemm_swap_kernel(
             FOLD, TMA, ZPRE, XSUM, ZLATE)
         _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om,
                    M, N, pid_k, 0 if PARTIAL else split_k, has_bias)
-
-
-@triton.jit
-def _first_program(step, total, programs):
-    """The program of a balanced grid (`programs` equal ranges of `total` steps) whose range holds `step`."""
-    return ((step + 1) * programs - 1) // total
 
 
 @triton.jit(do_not_specialize=["M", "has_bias", "steps_per_tile", "programs"])
@@ -909,9 +916,7 @@ def marlin_gemm_streamk_kernel(
     start = (pid * total_steps) // programs  # the host keeps total_steps * programs < 2**31
     end = ((pid + 1) * total_steps) // programs
     for pid_n in range(start // steps_per_tile, (end - 1) // steps_per_tile + 1):
-        base = pid_n * steps_per_tile
-        s0 = tl.maximum(start, base) - base
-        s1 = tl.minimum(end, base + steps_per_tile) - base
+        base, s0, s1 = _tile_range(start, end, pid_n, steps_per_tile)
         acc0, acc1, m, m_ok, n0, n1, col_ok = _fast_tile(
             x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
             ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC, XLOAD)
@@ -919,8 +924,7 @@ def marlin_gemm_streamk_kernel(
             _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1,
                          has_bias)
         else:
-            # the programs covering this tile: owner(step) = ((step + 1) * programs - 1) // total_steps
-            first = ((base + 1) * programs - 1) // total_steps
-            last = ((base + steps_per_tile) * programs - 1) // total_steps
+            first = _first_program(base, total_steps, programs)  # the programs covering this tile
+            last = _first_program(base + steps_per_tile - 1, total_steps, programs)
             _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, cnt_ptr + pid_m * tiles_n + pid_n,
                         bias_ptr, stride_om, M, N, pid - first, last - first + 1, has_bias, BM, NB, THREADS)
