@@ -822,9 +822,9 @@ def marlin_gemm_swap_kernel(
                 x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT,
                 s1 - s0, steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
                 FOLD, TMA, ZPRE, XSUM, ZLATE)
-            seg = pid - _first_program(base, total, split_k)
+            seg = pid - _first_program(base, total, split_k)  # its place among the tile's programs
             _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr,
-                       stride_om, M, N, seg, 2, has_bias)
+                       stride_om, M, N, seg, 2, has_bias)  # 2: any split but 1, so workspace row `seg`
     else:
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(2)

@@ -292,11 +292,18 @@ rows)."""
 BALANCE_GAIN_WIDE = 0.8
 """`BALANCE_GAIN` for 17-64 rows (64-row tiles, 2 programs a multiprocessor), where the model promised more than
 the balanced grid gave: 28672 x 8192 and 27648 x 5120 (0.87-0.88 expected) measured 0.96-1.09x."""
-
-
 BALANCE_MIN_STEPS = 4
 """The fewest steps a program of a balanced grid takes on average (fewer: many segments a tile to add, and
 slower on the 1024 x 8192, 3584 x 3584 and 4608 x 3584 layers of round 18)."""
+
+
+def _even_split(split_k: int, steps: int) -> int:
+    """The split of K a launch runs for `split_k` over `steps` steps: the largest at most `split_k` (and the
+    steps) that divides them, so every split gets the same whole number of steps."""
+    split = max(1, min(split_k, steps))
+    while steps % split:
+        split -= 1
+    return split
 
 
 def balance_pays(cfg: KernelConfig, n: int, k: int, places: int, gain: float = BALANCE_GAIN) -> bool:
@@ -308,9 +315,7 @@ def balance_pays(cfg: KernelConfig, n: int, k: int, places: int, gain: float = B
     places + BALANCE_COST_STEPS`, taken when that is at most `gain` of it and at least `BALANCE_MIN_STEPS` steps
     a program."""
     tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * cfg.bt)
-    split = max(1, min(cfg.split_k, steps))
-    while steps % split:
-        split -= 1
+    split = _even_split(cfg.split_k, steps)
     share = tiles_n * steps / places
     split_time = -(-tiles_n * split // places) * (steps // split)
     return share >= BALANCE_MIN_STEPS and share + BALANCE_COST_STEPS <= gain * split_time
@@ -493,10 +498,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     bt = cfg.bt
     steps = tiles // bt
     fast = cfg.fast and s.dtype == dtype and (shift is None or shift.dtype == dtype)
-    split = max(1, min(cfg.split_k, steps))
-    if not (fast and cfg.fixup):
-        while steps % split:  # every split gets the same whole number of BT-row steps
-            split -= 1
+    split = max(1, min(cfg.split_k, steps)) if fast and cfg.fixup else _even_split(cfg.split_k, steps)
     per_split = tiles // split
     uniform = single or gs % (16 * bt) == 0
     B = B.contiguous()
