@@ -8,7 +8,7 @@ from pathlib import Path
 import marlin_convert
 
 ROOT = Path(marlin_convert.__file__).parent
-FLOOR = {"_version", "_lazy", "errors", "dtypes", "tensor_spec", "stage_timers", "_malloc", "_gc"}
+FLOOR = {"_version", "_lazy", "errors", "dtypes", "tensor_spec", "stage_timers", "_malloc", "_gc", "gemm_backends"}
 ROOM_OF = {**{m: "floor" for m in FLOOR}, "cli_render": "cli", "_transformers_hook": "runtime"}
 MAY_IMPORT = {
     "floor": set(),

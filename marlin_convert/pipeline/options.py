@@ -9,16 +9,13 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .._gc import release as release_collector
 from ..errors import MarlinConvertError
+from ..gemm_backends import GEMM_BACKENDS, check_gemm_backend  # verify checks the name whether or not --gemm is given
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["GEMM_BACKENDS", "resolve_device", "check_device_name", "check_gemm_backend", "check_jobs", "default_jobs",
            "single_threaded_torch"]
-
-GEMM_BACKENDS = ("quanto", "triton")
-"""The GEMMs `verify --gemm` can run: `runtime.gemm_check.GEMM_BACKENDS`, named again here (a test keeps the two
-equal) so that a wrong name is refused before any work without importing torch, which `runtime` does."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -37,12 +34,6 @@ def check_device_name(device: str) -> None:
     """`device` is one of the names `resolve_device` takes (checked without importing torch)."""
     if device not in ("auto", "cpu", "cuda"):
         raise MarlinConvertError(f"--device must be auto, cpu or cuda, not {device!r}")
-
-
-def check_gemm_backend(backend: str) -> None:
-    """`backend` is one of `GEMM_BACKENDS` (checked whether or not --gemm is given: a misspelt option is an error)."""
-    if backend not in GEMM_BACKENDS:
-        raise MarlinConvertError(f"unknown GEMM backend {backend!r}; choose one of {', '.join(GEMM_BACKENDS)}")
 
 
 def default_jobs() -> int:

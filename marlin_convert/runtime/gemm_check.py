@@ -43,15 +43,15 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..errors import MarlinConvertError
+from ..gemm_backends import GEMM_BACKENDS, check_gemm_backend
 from ..formats import DenseCodes, QuantizedLinear, dequantize, trivial_g_idx
 from ..layout import BLOCK_N, permute_scales, unpack_zeros, unpermute_scales, uses_single_scale_perm
 
 __all__ = ["GemmResult", "REL_BOUND", "MAX_BOUND", "INSTALL_HINT", "GEMM_BACKENDS", "quanto_lib", "marlin_gemm",
            "check_layer"]
 
-GEMM_BACKENDS = ("quanto", "triton")
-"""`check_layer` backends: optimum-quanto's Marlin CUDA kernel, or our Triton kernel (`runtime.triton_gemm`,
-no compiler needed; every group size, bf16 scales, act-order with equal groups)."""
+# `check_layer`'s backends (`GEMM_BACKENDS`): optimum-quanto's Marlin CUDA kernel, or our Triton kernel
+# (`runtime.triton_gemm`, no compiler needed; every group size, bf16 scales, act-order with equal groups).
 
 REL_BOUND = 2e-3
 """Largest accepted `||y - y_ref|| / ||y_ref||`."""
@@ -145,16 +145,9 @@ def quanto_lib() -> Any:
         raise MarlinConvertError(f"optimum-quanto's CUDA extension could not be built or loaded: {e}") from None
 
 
-def _check_backend(backend: str) -> None:
-    """MarlinConvertError unless `backend` is one of `GEMM_BACKENDS` (`pipeline.options.check_gemm_backend` says
-    the same without importing torch)."""
-    if backend not in GEMM_BACKENDS:
-        raise MarlinConvertError(f"unknown GEMM backend {backend!r}; choose one of {', '.join(GEMM_BACKENDS)}")
-
-
 def require_gemm(backend: str) -> None:
     """Fail early, with what to install, when `backend`'s GEMM cannot run here (MarlinConvertError)."""
-    _check_backend(backend)
+    check_gemm_backend(backend)
     if backend == "quanto":
         marlin_gemm()
     elif backend == "triton":
@@ -214,7 +207,7 @@ def check_layer(rec: QuantizedLinear, tensors: Mapping[str, torch.Tensor], *, ro
     Returns: a GemmResult (errors, or the reason the kernel cannot check this layer).
     Raises: MarlinConvertError when the GEMM is unavailable (see `INSTALL_HINT`).
     """
-    _check_backend(backend)
+    check_gemm_backend(backend)
     if backend == "triton":
         return _check_layer_triton(rec, tensors, rows=rows, seed=seed)
     gemm = marlin_gemm()
