@@ -120,7 +120,9 @@ class KernelConfig:
     """Swapped kernel with `fold`: load the next step's scales and zero-point words a step ahead."""
     xsum: bool = False
     """Swapped kernel with `fold`, groups: the sums of x over each step's k computed once per call (one
-    `torch.sum`) and loaded a step, instead of summed from the x tile in the kernel."""
+    `torch.sum`) and loaded a step, instead of summed from the x tile in the kernel (`zlate` implies it; up to 16
+    rows no rule takes it since GEMM round 19: under the 128-register cap the loads spilled, the in-kernel sum
+    does not)."""
     zlate: bool = False
     """Swapped kernel with `fold`, groups, x not gathered by `perm` in the kernel: the steps' loop is the
     symmetric one, and the zero-point terms of all steps are added after it, 16 steps to a float32 `dot`,
@@ -256,16 +258,22 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     0.84-0.94x for the zero points of 8192x8192, 14336x4096 and 4096x14336, 0.58-0.74x on 3584x18944, whose
     148 steps split only 4 ways; within +-4 % at 16 rows on the shapes it takes); from 17 to 64 rows, big layers
     only, 2 programs a multiprocessor, where it promises at most `BALANCE_GAIN_WIDE` of the split grid's time
-    (5120x27648, 3584x18944 and 18944x3584: 0.63-0.92x)."""
+    (5120x27648, 3584x18944 and 18944x3584: 0.63-0.92x).
+
+    Round 19: up to 16 rows, folded zero points of group 128 above 2**25 weights run under the 128-register cap
+    (4 programs a multiprocessor, so `balance_pays` counts 4) and sum x per step from the x tile (`xsum` off): with
+    the fold's two fused multiply-adds the kernel spills nothing at 128 registers, where before it spilled 16
+    bytes (above 2**26 weights) or ran uncapped at 168 (3 a multiprocessor). 0.85-0.97x the time on the ten shapes
+    timed, fp16 and bf16, 1-16 rows."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
     big = n * k > 1 << 26
     if m <= 16:
         fold = zmode == 1 and bt == 8
         ahead = fold and grouped and n * k > 1 << 25
-        cap = 128 if zmode == 0 or (fold and big) else 0
+        cap = 128 if zmode == 0 or (fold and (big or ahead)) else 0
         cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=big, swap=True, maxnreg=cap,
-                           fold=fold, tma=(grouped and zmode == 0) or ahead, zpre=ahead, xsum=ahead)
+                           fold=fold, tma=(grouped and zmode == 0) or ahead, zpre=ahead)
         cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
         resident = 4 if cap else 3  # programs a multiprocessor holds: 128 registers, or the fold's 168
         if bt == 8 and zmode != 2 and balance_pays(cfg, n, k, resident * sms):

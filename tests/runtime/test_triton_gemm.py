@@ -446,7 +446,10 @@ def test_pick_config_folds_zero_points_only_where_it_measured_faster():
     Round 12: symmetric group 128 reads its words through TMA up to 16 rows, and up to 64 above 2**26 weights;
     folded zero points of group 128 above 2**25 weights do too, load their scales and zero words a step ahead
     and take the sums of x per step from the caller. Round 13: zero points of group 128 above 64 rows and 2**25
-    weights are folded with their terms added after the loop (`zlate`), at the 128-row tile, uncapped."""
+    weights are folded with their terms added after the loop (`zlate`), at the 128-row tile, uncapped.
+    Round 19: up to 16 rows, folded zero points of group 128 above 2**25 weights are capped at 128 registers too
+    (the fold's two fused multiply-adds spill nothing there) and sum x per step in the kernel, not from the
+    caller (`xsum` off)."""
     from marlin_convert.runtime import triton_gemm
 
     for n, k in ((28672, 8192), (8192, 28672), (14336, 4096), (4096, 6144), (4096, 4096), (512, 3584)):
@@ -458,10 +461,11 @@ def test_pick_config_folds_zero_points_only_where_it_measured_faster():
                 folded = m <= 16 and gs in (128, k) or late
                 assert zeros.fold == folded and zeros.zlate == late and not sym.fold and not shift.fold, (n, k, m, gs)
                 assert not sym.zlate and not shift.zlate and zeros.bm == sym.bm, (n, k, m, gs)
-                assert zeros.maxnreg == (128 if folded and big and m <= 16 else 0), (n, k, m, gs, zeros)
-                assert sym.maxnreg == (128 if m <= 16 else 0) and shift.maxnreg == 0, (n, k, m, gs)
                 grouped, ahead = gs == 128, folded and m <= 16 and gs == 128 and n * k > 1 << 25
-                assert zeros.zpre == zeros.xsum == zeros.tma == ahead and not sym.zpre and not sym.xsum, (n, k, m, gs)
+                assert zeros.maxnreg == (128 if folded and m <= 16 and (big or ahead) else 0), (n, k, m, gs, zeros)
+                assert sym.maxnreg == (128 if m <= 16 else 0) and shift.maxnreg == 0, (n, k, m, gs)
+                assert zeros.zpre == zeros.tma == ahead and not sym.zpre and not sym.xsum, (n, k, m, gs)
+                assert not zeros.xsum or late, (n, k, m, gs)
                 assert sym.tma == (grouped and (m <= 16 or m <= 64 and big)) and not shift.tma, (n, k, m, gs)
                 unbalanced = dataclasses.replace(zeros, balance=0, split_k=shift.split_k)
                 assert dataclasses.replace(unbalanced, fold=False, maxnreg=0, tma=False, zpre=False, xsum=False,
@@ -493,14 +497,16 @@ def test_a_balanced_grid_is_taken_where_the_split_grid_leaves_places_or_steps_id
     28672 x 8192: 224 tiles of 64 steps, split 2, one wave of 32 steps against 27.2 + 2 balanced -> taken;
     8192 x 28672: split 8, 28 steps against 29.2 -> not; 3584 x 18944: 148 steps, split 16 runs as 4 (the
     largest that divides them), 37 steps against 7.8 + 2 -> taken; 4096 x 4096: 2 steps a program balanced,
-    under the 4-step floor -> not; zero points of 14336 x 4096 (uncapped, 3 a multiprocessor): split 4 gives
-    448 programs on 396 places, two waves of 8 steps against 9.1 + 2 -> taken, with 3; symmetric 14336 x 4096:
-    8 against 6.8 + 2 -> not. The shift, groups of 32 and more than 16 rows never."""
+    under the 4-step floor -> not; zero points of 8192 x 4096 (2**25 weights: uncapped, 3 a multiprocessor):
+    split 8 gives 512 programs on 396 places, two waves of 4 steps against 5.2 + 2 -> taken, with 3; 14336 x 4096,
+    symmetric or zero points (capped from round 19): 8 against 6.8 + 2 -> not. The shift, groups of 32 and more
+    than 16 rows never."""
     from marlin_convert.runtime import triton_gemm
 
     expected = {  # (n, k, zmode) -> balance at one row
         (28672, 8192, 0): 4, (28672, 8192, 1): 4, (8192, 28672, 0): 0, (8192, 28672, 1): 0,
-        (3584, 18944, 0): 4, (4096, 4096, 0): 0, (4096, 4096, 1): 0, (14336, 4096, 1): 3, (14336, 4096, 0): 0,
+        (3584, 18944, 0): 4, (4096, 4096, 0): 0, (4096, 4096, 1): 0, (8192, 4096, 1): 3, (14336, 4096, 1): 0,
+        (14336, 4096, 0): 0,
         (28672, 8192, 2): 0,
     }
     for (n, k, z), balance in expected.items():
