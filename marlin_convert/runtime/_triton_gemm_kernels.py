@@ -745,8 +745,8 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
             else:
                 xsum = tl.sum(xtile.to(tl.float32), axis=1)[None, :]
         if SCALE_ACC and not SINGLE:
-            if FOLD and not ZLATE:  # two fused multiply-adds an output: `acc += dot * sf + e * xsum` compiled to a
-                # multiply, an fma and an add, one rounding and 16 instructions a step more (GEMM round 19)
+            if FOLD and not ZLATE:  # two fused multiply-adds an output (GEMM round 19; `acc += dot * sf + e * xsum`
+                # compiled to a multiply, an fma and an add: one rounding and 16 instructions a step more)
                 acc = tl.fma(e, xsum, tl.fma(tl.dot(wt, xt), sf, acc))
             else:
                 acc += tl.dot(wt, xt) * sf

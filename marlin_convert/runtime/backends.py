@@ -33,9 +33,9 @@ Those are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the
 measured faster at some batch (at N >= 3584; 1024 < N < 3584 was not timed; round 11): zero points of group 128
 (Triton 0.69-0.87x at every batch of the large shapes, 0.92-0.95x at 1, 16 and 256 rows of 3584x3584, 0.93x
 at 256 rows of 4096x4096; since round 19 level at 1-16 rows of 28672x8192 and 8192x28672, 0.98-1.00x, and still
-slower at 64 rows, 0.75-0.90x on three big shapes in round 18), with act-order too (0.76-0.87x; 0.86-0.96x at 16 and 256 rows of 3584x3584 and
-4096x4096), and quanto's shift (0.85-0.96x at all but 64 rows of the large shapes, 0.95-0.96x at 256 rows of
-3584x3584 and 4096x4096); per-column zero points with act-order were not
+slower at 64 rows, 0.75-0.90x on three big shapes in round 18), with act-order too (0.76-0.87x; 0.86-0.96x at
+16 and 256 rows of 3584x3584 and 4096x4096), and quanto's shift (0.85-0.96x at all but 64 rows of the large
+shapes, 0.95-0.96x at 256 rows of 3584x3584 and 4096x4096); per-column zero points with act-order were not
 timed. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
 The choice is made once per layer and (device, dtype, eager), not per batch size.
 
