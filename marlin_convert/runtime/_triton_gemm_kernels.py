@@ -286,11 +286,7 @@ def splitk_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, S
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for s in tl.static_range(SPLIT):
         acc += tl.load(ws_ptr + s * M * N + i, mask=ok, other=0)
-    n = i % N
-    if has_bias:
-        acc += tl.load(bias_ptr + n, mask=ok, other=0).to(tl.float32)
-    mm = i // N
-    tl.store(out_ptr + mm.to(tl.int64) * stride_om + n, acc.to(out_ptr.dtype.element_ty), mask=ok)
+    _store_acc(acc, i // N, i % N, ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
 
 
 @triton.jit
@@ -333,9 +329,7 @@ def splitk_zero_reduce_kernel(ws_ptr, xs_ptr, s_ptr, z_ptr, bias_ptr, out_ptr, M
         e = _folded_zero(zwords, zshn[None, :], sf)
         xs = tl.load(xs_ptr + m[:, None] * groups + g[None, :], mask=m_ok[:, None] & (g < groups)[None, :], other=0)
         acc = tl.dot(xs, e, acc, input_precision="ieee")
-    if has_bias:
-        acc += tl.load(bias_ptr + n, mask=n_ok, other=0).to(tl.float32)[None, :]
-    tl.store(out_ptr + m[:, None].to(tl.int64) * stride_om + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
+    _store_acc(acc, m[:, None], n[None, :], ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
 
 
 @triton.jit
@@ -855,10 +849,7 @@ def segment_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, 
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for j in tl.static_range(SEGMENTS):
         acc += tl.load(ws_ptr + j * M * N + i, mask=ok & (j < count), other=0)
-    if has_bias:
-        acc += tl.load(bias_ptr + n, mask=ok, other=0).to(tl.float32)
-    mm = i // N
-    tl.store(out_ptr + mm.to(tl.int64) * stride_om + n, acc.to(out_ptr.dtype.element_ty), mask=ok)
+    _store_acc(acc, i // N, n, ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
 
 
 FENCE_ASM = tl.constexpr("fence.acq_rel.gpu;\nmov.b32 $0, $1;")
