@@ -10,8 +10,8 @@ fp16 unless `--bf16`), `pick_config`'s launch shape for `M` rows with the given 
 `triton_gemm.plan` builds the launches from CPU tensors (TMA where the shape asks for it, as on an H200), and each
 launch is compiled as Triton would compile it for an H200 (pointers and multiples of 16 specialized as 16-aligned).
 `--tree PATH` compiles another checkout's kernels and rule (e.g. `git archive` of the commit before a change).
-Per launch: registers and spilled bytes a thread (ptxas), shared memory, and for the loop holding the `HGMMA`s
-(the longest backward branch around them) its instruction count and mix. `--dump DIR` keeps TTGIR, PTX and SASS.
+Per launch: registers and spilled bytes a thread (ptxas), shared memory, and for the steps' loop (the innermost
+backward branch around the `HGMMA`s) its instruction count and mix. `--dump DIR` keeps TTGIR, PTX and SASS.
 """
 from __future__ import annotations
 
@@ -113,14 +113,15 @@ def cuobjdump(cubin: bytes, *flags: str) -> str:
 
 
 def main_loop(sass: str) -> list[str]:
-    """The instructions of the longest loop (backward branch) that holds `HGMMA`s, or [] if none."""
+    """The instructions of the innermost loop (backward branch) that holds `HGMMA`s (the steps' loop; a balanced
+    grid's loop over column tiles holds it), or [] if none."""
     code = [(int(a, 16), text) for a, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
     best: list[str] = []
     for addr, text in code:
         target = re.search(r"BRA\b.*?0x([0-9a-f]+)", text)
         if target and int(target.group(1), 16) < addr:
             body = [t for a, t in code if int(target.group(1), 16) <= a <= addr]
-            if any("HGMMA" in t for t in body) and len(body) > len(best):
+            if any("HGMMA" in t for t in body) and (not best or len(body) < len(best)):
                 best = body
     return best
 

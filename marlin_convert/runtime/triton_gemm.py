@@ -262,8 +262,8 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
 
     Round 19: up to 16 rows, folded zero points of group 128 above 2**25 weights run under the 128-register cap
     (4 programs a multiprocessor, so `balance_pays` counts 4) and sum x per step from the x tile (`xsum` off): with
-    the fold's two fused multiply-adds the kernel spills nothing at 128 registers, where before it spilled 16
-    bytes (above 2**26 weights) or ran uncapped at 168 (3 a multiprocessor). 0.85-0.98x the time on the ten shapes
+    the fold's two fused multiply-adds the kernel spills nothing at 128 registers, where before it spilled (above
+    2**26 weights) or ran uncapped at 168 (3 a multiprocessor). 0.85-0.98x the time on the ten shapes
     timed, fp16 and bf16, 1-16 rows."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
