@@ -26,13 +26,27 @@ SCRIPTS = Path(__file__).resolve().parent
 SHAPES = "28672x8192,8192x28672,8192x8192,14336x4096,4096x14336,3584x18944,18944x3584,27648x5120,5120x27648,4096x4096"
 
 
+def parse_fields(text: str) -> dict[str, int]:
+    """`'f=v,f=v'` -> {field: value}."""
+    return {f: int(v) for f, v in (kv.split("=") for kv in filter(None, text.split(",")))}
+
+
 def parse_variants(text: str) -> list[tuple[str, dict[str, int]]]:
     """`'name:f=v,f=v;name2:...'` -> [(name, {field: value})]."""
     out = []
     for part in filter(None, text.split(";")):
         name, _, fields = part.partition(":")
-        out.append((name, {f: int(v) for f, v in (kv.split("=") for kv in filter(None, fields.split(",")))}))
+        out.append((name, parse_fields(fields)))
     return out
+
+
+def with_fields(cfg: Any, fields: dict[str, int], m: int, n: int, k: int, sms: int, triton_gemm: Any) -> Any:
+    """`cfg` (a `KernelConfig`) with `fields` replaced (a bool field from 0 / 1); `balance=0` without `split_k`
+    also takes the split `split_for` gives the unbalanced shape (as `pick_config` would)."""
+    cfg = dataclasses.replace(cfg, **{f: bool(v) if isinstance(getattr(cfg, f), bool) else v for f, v in fields.items()})
+    if fields.get("balance") == 0 and "split_k" not in fields:
+        cfg = dataclasses.replace(cfg, split_k=triton_gemm.split_for(cfg, m, n, k, 2 * sms, 4))
+    return cfg
 
 
 def main() -> None:
@@ -75,10 +89,7 @@ def main() -> None:
                                        "served_config": _short(served)}
                 ref = None
                 for name, fields in [("served", {})] + variants:
-                    cfg = dataclasses.replace(served, **{
-                        f: bool(v) if isinstance(getattr(served, f), bool) else v for f, v in fields.items()})
-                    if fields.get("balance") == 0 and "split_k" not in fields:
-                        cfg = dataclasses.replace(cfg, split_k=triton_gemm.split_for(cfg, m, n, k, 2 * sms, 4))
+                    cfg = with_fields(served, fields, m, n, k, sms, triton_gemm)
                     plans = [triton_gemm.plan(m, dtype, x.device, t["B"], t["s"], group_size=gs, z=t.get("z"),
                                               shift=t.get("shift"), perm=t.get("perm"), config=cfg) for t in layers]
                     y = plans[0](x).float()

@@ -6,7 +6,8 @@
     PYTHONPATH=. python3 scripts/sass_gemm.py 28672x8192:1:g128+z 28672x8192:1:g128+z:maxnreg=0,balance=3
 
 Each argument is `NxK:M:MODE[:field=value,...]`: a layer of `MODE` (`g128`, `g128+z`, `g-1`, `g32+shift`, ...,
-fp16 unless `--bf16`), `pick_config`'s launch shape for `M` rows with the given `KernelConfig` fields replaced.
+fp16 unless `--bf16`), `pick_config`'s launch shape for `M` rows with the given `KernelConfig` fields replaced (as
+`bench_launch_variants.py` replaces them: `balance=0` alone also takes the unbalanced split).
 `triton_gemm.plan` builds the launches from CPU tensors (TMA where the shape asks for it, as on an H200), and each
 launch is compiled as Triton would compile it for an H200 (pointers and multiples of 16 specialized as 16-aligned).
 `--tree PATH` compiles another checkout's kernels and rule (e.g. `git archive` of the commit before a change).
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import re
 import subprocess
 import sys
@@ -34,6 +34,8 @@ SCRIPTS = Path(__file__).resolve().parent
 triton_gemm: Any = None  # marlin_convert.runtime.triton_gemm of --tree, and the rest, set by main()
 Slot: Any = None
 Mode: Any = None
+parse_fields: Any = None
+with_fields: Any = None
 TARGET = GPUTarget("cuda", 90, 32)
 SMS = 132
 """The H200's multiprocessors, for `pick_config`."""
@@ -66,9 +68,7 @@ def launches(spec: str, dtype: torch.dtype) -> tuple[Any, list[Any]]:
     zmode = 1 if mode.zero_point == "int" else (2 if mode.zero_point == "float" else 0)
     cfg = triton_gemm.pick_config(int(m), n, k, gs, SMS, zmode)
     if rest:
-        fields = dict(kv.split("=") for kv in rest[0].split(","))
-        cfg = dataclasses.replace(cfg, **{f: bool(int(v)) if isinstance(getattr(cfg, f), bool) else int(v)
-                                          for f, v in fields.items()})
+        cfg = with_fields(cfg, parse_fields(rest[0]), int(m), n, k, SMS, triton_gemm)
     t = layer_tensors(n, k, mode, dtype)
     triton_gemm._tma_ok = lambda B: True  # an H200's answer for a 16-byte aligned B
     p = triton_gemm.plan(int(m), dtype, torch.device("cpu"), t["B"], t["s"], group_size=gs, z=t.get("z"),
@@ -137,12 +137,13 @@ def main() -> None:
     ap.add_argument("--dump", type=Path)
     ap.add_argument("--tree", type=Path, default=SCRIPTS.parent, help="the checkout whose kernels are compiled")
     args = ap.parse_args()
-    global triton_gemm, Slot, Mode
+    global triton_gemm, Slot, Mode, parse_fields, with_fields
     sys.path[:0] = [str(args.tree.resolve()), str(SCRIPTS)]
     from marlin_convert.runtime import triton_gemm
     from marlin_convert.runtime.triton_launch import Slot
 
     from bench_gemm import Mode
+    from bench_launch_variants import parse_fields, with_fields
 
     print(f"marlin_convert from {Path(triton_gemm.__file__).parents[2]}")
     dtype = torch.bfloat16 if args.bf16 else torch.float16

@@ -176,9 +176,10 @@ REDUCE_BLOCK_MIN, REDUCE_BLOCK_MAX = 128, 1024
 
 
 def _reduce_block(outputs: int, sms: int) -> int:
-    """Outputs a program of the split-K reduce sums (`splitk_reduce_kernel`'s BLOCK): `REDUCE_BLOCK_MAX`, or
-    fewer (a power of two, at least `REDUCE_BLOCK_MIN`) so that there is a program per multiprocessor. At one
-    row, 1024 a program left 8 programs for N = 8192 (ncu, GEMM round 17)."""
+    """Outputs a program of the split-K or balanced grid's reduce sums (`splitk_reduce_kernel`'s and
+    `segment_reduce_kernel`'s BLOCK): `REDUCE_BLOCK_MAX`, or fewer (a power of two, at least `REDUCE_BLOCK_MIN`)
+    so that there is a program per multiprocessor. At one row, 1024 a program left 8 programs for N = 8192 (ncu,
+    GEMM round 17)."""
     block = REDUCE_BLOCK_MAX
     while block > REDUCE_BLOCK_MIN and outputs // block < sms:
         block //= 2
