@@ -59,7 +59,7 @@ import torch
 from .triton_launch import Launch, Slot
 
 __all__ = ["marlin_gemm", "plan", "GemmPlan", "unsupported_reason", "available", "KernelConfig", "pick_config",
-           "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "group_steps", "balance_pays"]
+           "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "one_wave_split", "group_steps", "balance_pays"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -265,7 +265,13 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     (4 programs a multiprocessor, so `balance_pays` counts 4) and sum x per step from the x tile (`xsum` off): with
     the fold's two fused multiply-adds the kernel spills nothing at 128 registers, where before it spilled (above
     2**26 weights) or ran uncapped at 168 (3 a multiprocessor). 0.85-0.98x the time on the ten shapes
-    timed, fp16 and bf16, 1-16 rows."""
+    timed, fp16 and bf16, 1-16 rows.
+
+    Round 20: up to 16 rows, group 128 or one group, symmetric or zero points, a split grid that leaves the GPU
+    mostly idle (`RESPLIT_BELOW`) is re-split to one wave of programs of at least 2 steps (`one_wave_split`):
+    0.54-0.97x the time on 512x3584, 1024x4096, 1024x5120, 2048x3584, 3584x3584, 4096x1024, 4608x3584 and
+    512x8192 (0.92-1.01x at 16 rows of 3584x3584), 0.14-0.23x on 256x11008, whose 86 steps the power-of-two split
+    ran as 2; 1024x14336: zero points 0.93-0.97x, symmetric level (0.97-1.03x)."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
     big = n * k > 1 << 26
@@ -277,6 +283,11 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
                            fold=fold, tma=(grouped and zmode == 0) or ahead, zpre=ahead)
         cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
         resident = 4 if cap else 3  # programs a multiprocessor holds: 128 registers, or the fold's 168
+        tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * bt)
+        split = _even_split(cfg.split_k, steps)
+        if bt == 8 and zmode != 2 and tiles_n * split < RESPLIT_BELOW * sms and (
+                steps // split > 4 or 2 * tiles_n * split < sms):
+            cfg = dataclasses.replace(cfg, split_k=one_wave_split(tiles_n, steps, resident * sms))
         if bt == 8 and zmode != 2 and balance_pays(cfg, n, k, resident * sms):
             cfg = dataclasses.replace(cfg, balance=resident, split_k=1)
         return cfg
@@ -301,6 +312,21 @@ rows)."""
 BALANCE_GAIN_WIDE = 0.8
 """`BALANCE_GAIN` for 17-64 rows (64-row tiles, 2 programs a multiprocessor), where the model promised more than
 the balanced grid gave: 28672 x 8192 and 27648 x 5120 (0.87-0.88 expected) measured 0.96-1.09x."""
+RESPLIT_BELOW = 1.25
+"""Programs a multiprocessor under which a split grid of up to 16 rows, if it leaves more than 4 steps a program
+(a power-of-two split of steps that are not: 28, 86, 148) or has fewer than half a program a multiprocessor, is
+re-split by `one_wave_split` (GEMM round 20). There a program's steps take longer (about 0.45 us each, a memory
+round trip) than the memory takes to stream the whole layer at about 3 TB/s (8 KB a step: all steps / 166
+programs' worth), so fewer steps a program pay. 4608x3584 (1.09 programs a multiprocessor, 7 steps) took
+0.73-0.90x the time re-split; 4096x4096 (1.94) was level; 1024x8192 and 2048x4096 (0.97, 4 steps) 0.90-1.09x,
+so they keep their split."""
+ONE_WAVE_MIN_STEPS = 2
+"""The fewest steps a split keeps where `one_wave_split` re-splits a small layer (one step a split was as fast or
+slower than two on 1024x4096 and 3584x3584, and 0.89-1.00x on 512x3584, GEMM round 20)."""
+ONE_WAVE_SPLIT_COST = 1 / 12
+"""What one more split of K costs a small layer's call in `one_wave_split`, in a program's steps (the reduce sums
+one more partial an output), fitted to GEMM round 20: 1024x14336 took 0.93-0.99x the time at split 28 (4 steps a
+program) as at 56 (2 steps), and 3584x3584 0.87-0.95x at split 14 (2 steps) as at 7 (4 steps)."""
 BALANCE_MIN_STEPS = 4
 """The fewest steps a program of a balanced grid takes on average (fewer: many segments a tile to add, and
 slower on the 1024 x 8192, 3584 x 3584 and 4608 x 3584 layers of round 18)."""
@@ -353,6 +379,15 @@ def group_steps(group_size: int) -> tuple[int, int]:
     if group_size in (32, 64):
         return group_size // 16, {32: 8, 64: 5}[group_size]
     return 8, 3
+
+
+def one_wave_split(tiles: int, steps: int, places: int, min_steps: int = ONE_WAVE_MIN_STEPS) -> int:
+    """The split of `steps` for a small layer's grid (GEMM round 20: up to 16 rows, where a program's steps, not
+    the memory, set the time): among the splits that divide the steps, keep at least `min_steps` steps a split
+    and give `tiles` column tiles at most `places` programs (one wave of the programs the GPU holds at once), the
+    one of least `steps / split + split * ONE_WAVE_SPLIT_COST`; 1 if none fits."""
+    fits = [d for d in range(1, steps + 1) if steps % d == 0 and steps // d >= min_steps and tiles * d <= places]
+    return min(fits, key=lambda d: steps / d + d * ONE_WAVE_SPLIT_COST, default=1)
 
 
 def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:

@@ -426,8 +426,8 @@ def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
 def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
     """Groups of 32 / 64: one group a step (2 / 4 tile rows) at every tile height, so each step's sums are
     scaled once (the loop Triton compiles well); 128 and one group: 8 rows; x gathered once (`xperm`) above
-    16 rows, and up to 16 rows above 2**26 weights; the K split keeps at least 512 k a split at 16 rows and
-    1024 k above."""
+    16 rows, and up to 16 rows above 2**26 weights; the K split keeps at least 512 k a split at 16 rows (256
+    where round 20 re-splits a small layer of group 128 or one group) and 1024 k above."""
     from marlin_convert.runtime import triton_gemm
 
     for m in (1, 16, 64, 256):
@@ -435,7 +435,8 @@ def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
             for gs, bt in ((32, 2), (64, 4), (128, 8), (k, 8)):
                 cfg = triton_gemm.pick_config(m, n, k, gs)
                 assert cfg.swap and cfg.bt == bt and cfg.xperm == (m > 16 or n * k > 1 << 26), (m, n, k, gs, cfg)
-                assert k // (16 * bt * cfg.split_k) >= (512 if m <= 16 else 1024) // 16 // bt or cfg.split_k == 1
+                least = (256 if bt == 8 and n * k <= 1 << 22 else 512) if m <= 16 else 1024
+                assert k // (16 * bt * cfg.split_k) >= least // 16 // bt or cfg.split_k == 1, (m, n, k, gs, cfg)
     assert triton_gemm.group_steps(32) == (2, 8) and triton_gemm.group_steps(-1) == (8, 3)
 
 
@@ -515,6 +516,36 @@ def test_a_balanced_grid_is_taken_where_the_split_grid_leaves_places_or_steps_id
         assert triton_gemm.pick_config(16, n, k, 128, 132, z).balance == balance, (n, k, z)
         assert triton_gemm.pick_config(1, n, k, 32, 132, z).balance == 0
         assert triton_gemm.pick_config(65, n, k, 128, 132, z).balance == 0
+
+
+def test_up_to_16_rows_a_small_layer_is_split_to_one_wave_of_two_step_programs():
+    """Round 20, by hand (132 multiprocessors; 4 places each when capped, 3 for the uncapped fold of zero points at
+    or below 2**25 weights): a split grid of fewer than 1.25 programs a multiprocessor (165) that leaves more than
+    4 steps a program or has fewer than 66 programs is re-split: of the divisors of the steps that keep 2 steps a
+    split and one wave, the one of least `steps / split + split / 12` (one more split costs the reduce a
+    twelfth of a step). 512 x 3584: 4 tiles x split 4 (16 programs of 7 steps) -> 14 (3.2 against 4.6 for 7);
+    1024 x 14336: 8 x 16 (128 of 7) -> 28 (6.3 against 6.7 for 56); 1024 x 4096: 8 x 8 (64 of 4) -> 16; 3584 x
+    3584: 28 x 4 (112 of 7) -> 14; 4608 x 3584: 36 x 4 (144 of 7) -> 14, zero points on 396 places -> 7 (14 would
+    be 504); 256 x 11008: 86 steps, split 32 ran as 2 -> 43; 1024 x 8192 (8 x 16: 128 of 4) and 2048 x 4096 (16 x
+    8: 128 of 4) keep theirs; 4096 x 4096: 32 x 8 (256) and 6144 x 4096: 48 x 8 (384) keep 8; 14336 x 4096 keeps
+    4. Groups of 32, the shift and more than 16 rows keep `split_for`'s split."""
+    from marlin_convert.runtime import triton_gemm
+
+    expected = {  # (n, k, zmode) -> the split `plan` runs at 1 and 16 rows, group 128
+        (512, 3584, 0): 14, (512, 3584, 1): 14, (1024, 4096, 0): 16, (1024, 4096, 1): 16, (3584, 3584, 0): 14,
+        (3584, 3584, 1): 14, (4608, 3584, 0): 14, (4608, 3584, 1): 7, (256, 11008, 0): 43, (4096, 4096, 0): 8,
+        (4096, 4096, 1): 8, (6144, 4096, 0): 8, (14336, 4096, 0): 4, (512, 3584, 2): 4, (1024, 8192, 0): 16,
+        (1024, 8192, 1): 16, (2048, 4096, 0): 8, (2048, 4096, 1): 8, (1024, 14336, 0): 28, (1024, 14336, 1): 28,
+    }
+    for (n, k, z), split in expected.items():
+        for m in (1, 16):
+            cfg = triton_gemm.pick_config(m, n, k, 128, 132, z)
+            assert triton_gemm._even_split(cfg.split_k, k // 128) == split and not cfg.balance, (n, k, z, m, cfg)
+        assert k // triton_gemm.pick_config(1, n, k, 32, 132, z).split_k >= 512, (n, k, z)  # 16 groups of 32
+        assert k // triton_gemm.pick_config(17, n, k, 128, 132, z).split_k >= 1024, (n, k, z)
+    assert triton_gemm.one_wave_split(4, 28, 528) == 14 and triton_gemm.one_wave_split(36, 28, 396) == 7
+    assert triton_gemm.one_wave_split(600, 28, 528) == 1 and triton_gemm.one_wave_split(1, 3, 528) == 1
+    assert triton_gemm.one_wave_split(8, 112, 528) == 28 and triton_gemm.one_wave_split(2, 86, 528) == 43
 
 
 def test_from_17_to_64_rows_a_balanced_grid_only_where_it_promises_a_fifth_less_time():
