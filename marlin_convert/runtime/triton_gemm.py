@@ -523,6 +523,15 @@ class GemmPlan:
         return out
 
 
+def _grid_programs(per_sm: int, sms: int, tiles_m: int, total: int, most: int) -> int:
+    """Programs a row tile of a stream-K or balanced grid of `total` steps a row tile: exactly `-per_sm` when it
+    is negative (tests), else `per_sm` a multiprocessor shared by the `tiles_m` row tiles, at least 1 and at most
+    `most`; never more than the steps, and 0 (no such grid) where a program's step indices would pass int32."""
+    programs = -per_sm if per_sm < 0 else max(1, min(per_sm * sms // tiles_m, most))
+    programs = min(programs, total)
+    return 0 if total * programs >= 2**31 else programs
+
+
 def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: torch.Tensor, *, group_size: int,
          z: torch.Tensor | None = None, shift: torch.Tensor | None = None, perm: torch.Tensor | None = None,
          bias: torch.Tensor | None = None, config: KernelConfig | None = None, eager: bool = False) -> GemmPlan:
@@ -551,22 +560,14 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
         s = s.clone()
     tk = _kernels()
     tiles_n, tiles_m = -(-n // (64 * cfg.nb)), -(-m // cfg.bm)
-    streamk = 0
-    if fast and cfg.streamk:
-        total = tiles_n * steps
-        # programs per row tile, at least ~4 steps each
-        streamk = -cfg.streamk if cfg.streamk < 0 else max(1, min(cfg.streamk * sms // tiles_m, total // 4))
-        streamk = min(streamk, total)
-        if total * streamk >= 2**31:
-            streamk = 0
+    total = tiles_n * steps
+    # stream-K: programs of at least ~4 steps each
+    streamk = _grid_programs(cfg.streamk, sms, tiles_m, total, total // 4) if fast and cfg.streamk else 0
     zred = (fast and cfg.swap and cfg.zred and zmode == 1 and not single and cfg.scale_acc and uniform
             and (perm is None or cfg.xperm))
     balanced = 0
     if fast and cfg.swap and cfg.balance and not zred:
-        total = tiles_n * steps
-        balanced = min(-cfg.balance if cfg.balance < 0 else max(1, cfg.balance * sms // tiles_m), total)
-        if total * balanced >= 2**31:
-            balanced = 0
+        balanced = _grid_programs(cfg.balance, sms, tiles_m, total, total)
     if streamk or balanced:
         ws_splits = -(-(streamk or balanced) // tiles_n) + 1  # the most programs that share one column tile
     else:
