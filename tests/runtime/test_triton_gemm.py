@@ -565,6 +565,21 @@ def test_from_17_to_64_rows_a_balanced_grid_only_where_it_promises_a_fifth_less_
             assert cfg.balance == balance and cfg.bm == 64 and (cfg.split_k == 1 or not balance), (n, k, z, m, cfg)
 
 
+def test_stream_k_and_balanced_grids_size_their_programs_by_hand():
+    """`_grid_programs`, by hand: 4 a multiprocessor on 132 over 1 row tile is 528, over 3 row tiles 176; capped at
+    `most` (stream-K's quarter of the steps) and at the steps; at least 1; a negative count taken as is (tests)
+    but not above the steps; no grid (0) where the steps times the programs pass int32."""
+    from marlin_convert.runtime.triton_gemm import _grid_programs
+
+    assert _grid_programs(4, 132, 1, 14336, 14336) == 528
+    assert _grid_programs(4, 132, 3, 14336, 14336) == 176
+    assert _grid_programs(3, 132, 1, 1000, 250) == 250
+    assert _grid_programs(4, 132, 1, 100, 100) == 100
+    assert _grid_programs(1, 132, 200, 64, 64) == 1 and _grid_programs(3, 132, 1, 3, 0) == 1
+    assert _grid_programs(-5, 132, 7, 64, 16) == 5 and _grid_programs(-5, 132, 1, 3, 3) == 3
+    assert _grid_programs(4, 132, 1, 2**22, 2**22) == 0 and _grid_programs(4, 132, 1, 2**21, 2**21) == 528
+
+
 def test_the_split_k_reduce_gives_every_multiprocessor_a_program_up_to_1024_outputs_each():
     """Round 17: the reduce sums 1024 outputs a program where that leaves a program per multiprocessor, else
     the largest power of two from 128 down that does (at 128 it takes what it gets)."""
