@@ -27,17 +27,26 @@ batch (m = 1, 16, 64, 256, fp16, the runtime's two backends timed side by side):
   in after the dot at 1-16 rows), the H200 run of 2026-12-03 07:02 UTC (round 11, "zero points folded");
 - every layer of at most `TRITON_FIRST_MAX_N` (1024) output features, zero points, quanto shift and
   act-order included: 1.09-10x on 1024x4096 (Marlin's kernel takes 21-82 us there whatever the mode, ours
-  6-28). Smaller N was not timed: Marlin's fixed cost is taken to hold below.
-Those are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin kernel", round
-10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin first, it
+  6-28). Smaller N was not timed: Marlin's fixed cost is taken to hold below;
+- per call, not per layer: zero points of group 128 without act-order, at most
+  `TRITON_FIRST_ZERO_POINTS_MAX_N` (4608) output features, in calls of at most
+  `TRITON_FIRST_ZERO_POINTS_MAX_ROWS` (16) rows of x (a decode step's batch): 1.07-1.44x Marlin's speed at 1
+  and 16 rows on 3584x3584, 4096x4096, 4608x3584 (round 20, `bench_gemm.py --modes g128+z`, the runtime's two
+  backends side by side, H200 2026-12-03 22:48 UTC), 4096x14336 and 3584x18944 (round 19, 21:17 UTC), and
+  2048x4096 1.9x (timed at split 16; its served split 8 took 1.07-1.11x that time); level or slower above 4608
+  outputs (8192x8192 and 14336x4096 0.93-0.97x, 28672x8192 and
+  8192x28672 0.98-1.00x) and above 16 rows (below).
+All but the last bullet are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin
+kernel", round 10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin
+first, it
 measured faster at some batch (at N >= 3584; 1024 < N < 3584 was not timed; round 11): zero points of group 128
 (Triton 0.69-0.87x at every batch of the large shapes, 0.92-0.95x at 1, 16 and 256 rows of 3584x3584, 0.93x
-at 256 rows of 4096x4096; since round 19 level at 1-16 rows of 28672x8192 and 8192x28672, 0.98-1.00x, and still
+at 256 rows of 4096x4096, before rounds 19 and 20 made 1-16 rows of the smaller layers faster (above); since round 19 level at 1-16 rows of 28672x8192 and 8192x28672, 0.98-1.00x, and still
 slower at 64 rows, 0.75-0.90x on three big shapes in round 18), with act-order too (0.76-0.87x; 0.86-0.96x at
 16 and 256 rows of 3584x3584 and 4096x4096), and quanto's shift (0.85-0.96x at all but 64 rows of the large
 shapes, 0.95-0.96x at 256 rows of 3584x3584 and 4096x4096); per-column zero points with act-order were not
 timed. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
-The choice is made once per layer and (device, dtype, eager), not per batch size.
+The choice is made once per layer and (device, dtype, eager, at most 16 rows of x or more).
 
 Those timings are CUDA-graph replays, and the rule above is for calls captured in a CUDA graph. Called eagerly
 (transformers' `generate` without graph capture), a call costs its host time where that exceeds the GPU's:
@@ -72,7 +81,7 @@ if TYPE_CHECKING:
     from .linear import MarlinLinear
 
 __all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "PLANS_PER_LAYER", "TRITON_FIRST_MAX_N",
-           "TRITON_FIRST_GROUPS", "default_order", "order", "set_order", "generation", "select", "dense_weight"]
+           "TRITON_FIRST_GROUPS", "TRITON_FIRST_ZERO_POINTS_MAX_N", "TRITON_FIRST_ZERO_POINTS_MAX_ROWS", "default_order", "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
 
@@ -306,29 +315,40 @@ TRITON_FIRST_MAX_N = 1024
 """Output features up to which every layer prefers the Triton GEMM (see above)."""
 TRITON_FIRST_GROUPS = (128, -1)
 """Group sizes whose symmetric layers (with or without act-order) prefer the Triton GEMM at any N (see above)."""
+TRITON_FIRST_ZERO_POINTS_MAX_N = 4608
+"""Output features up to which layers of group-128 Marlin zero points (no act-order) prefer the Triton GEMM in
+calls of at most `TRITON_FIRST_ZERO_POINTS_MAX_ROWS` rows (see above)."""
+TRITON_FIRST_ZERO_POINTS_MAX_ROWS = 16
 _order: list[tuple[str, ...]] = []
 _said: set[tuple[str, str]] = set()
 
 
-def default_order(layer: "MarlinLinear | None" = None, *, eager: bool = False) -> tuple[str, ...]:
-    """`DEFAULT_ORDER`, with the Triton GEMM first for the layers where it measured faster in CUDA graphs (module
-    docstring), unless `eager` (a CUDA call outside graph capture): then `DEFAULT_ORDER`, the CUDA kernel first
-    wherever it serves (GEMM round 15)."""
+def default_order(layer: "MarlinLinear | None" = None, *, eager: bool = False, rows: int | None = None
+                  ) -> tuple[str, ...]:
+    """`DEFAULT_ORDER`, with the Triton GEMM first for the layers (and, given `rows`, the rows of x a call) where
+    it measured faster in CUDA graphs (module docstring), unless `eager` (a CUDA call outside graph capture): then
+    `DEFAULT_ORDER`, the CUDA kernel first wherever it serves (GEMM round 15)."""
+    spec = layer.spec if layer is not None else None
     if layer is not None and not eager and (
             layer.out_features <= TRITON_FIRST_MAX_N
-            or (layer.spec.zero_point is None and layer.spec.group_size in TRITON_FIRST_GROUPS)
-            or (layer.spec.zero_point == "int" and layer.spec.group_size == -1 and not layer.spec.act_order)):
+            or (spec.zero_point is None and spec.group_size in TRITON_FIRST_GROUPS)
+            or (spec.zero_point == "int" and spec.group_size == -1 and not spec.act_order)
+            or (spec.zero_point == "int" and spec.group_size == 128 and not spec.act_order
+                and layer.out_features <= TRITON_FIRST_ZERO_POINTS_MAX_N
+                and rows is not None and rows <= TRITON_FIRST_ZERO_POINTS_MAX_ROWS)):
         return ("triton",) + tuple(n for n in DEFAULT_ORDER if n != "triton")
     return DEFAULT_ORDER
 
 
-def order(layer: "MarlinLinear | None" = None, *, eager: bool = False) -> tuple[str, ...]:
+def order(layer: "MarlinLinear | None" = None, *, eager: bool = False, rows: int | None = None) -> tuple[str, ...]:
     """Backend names in order of preference: `set_order`, else `$MARLIN_CONVERT_BACKENDS`, else
-    `default_order(layer, eager=eager)`."""
+    `default_order(layer, eager=eager, rows=rows)`."""
     if _order:
         return _order[-1]
     env = os.environ.get("MARLIN_CONVERT_BACKENDS")
-    return tuple(n.strip() for n in env.split(",") if n.strip()) if env else default_order(layer, eager=eager)
+    if env:
+        return tuple(n.strip() for n in env.split(",") if n.strip())
+    return default_order(layer, eager=eager, rows=rows)
 
 
 def set_order(names: Sequence[str] | None) -> None:
@@ -351,10 +371,10 @@ def generation() -> int:
 
 
 def select(layer: "MarlinLinear", x: torch.Tensor, *, eager: bool = False) -> Backend:
-    """The first backend of `order(layer, eager=eager)` that serves this layer for this input; logs a fallback
-    once."""
+    """The first backend of `order(layer, eager=eager, rows=...)` that serves this layer for this input (rows: of
+    x, as the layer multiplies it); logs a fallback once."""
     refused = []
-    for name in order(layer, eager=eager):
+    for name in order(layer, eager=eager, rows=x.numel() // max(1, layer.in_features)):
         backend = BACKENDS.get(name)
         if backend is None:
             raise ValueError(f"unknown backend {name!r} in MARLIN_CONVERT_BACKENDS; known: {', '.join(BACKENDS)}")

@@ -57,7 +57,7 @@ class MarlinLinear(nn.Module):
         self._prepared: dict[tuple[Any, ...], object] = {}
         """Per (backend, device, dtype, ...): what that backend derived once from the tensors (e.g. kernel zero
         points, launch plans)."""
-        self._chosen: dict[tuple[torch.device, torch.dtype, int, bool], object] = {}
+        self._chosen: dict[tuple[torch.device, torch.dtype, int, bool, bool], object] = {}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The Marlin tensors present, by suffix."""
@@ -75,7 +75,8 @@ class MarlinLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eager = x.is_cuda and not torch.cuda.is_current_stream_capturing()  # the backend rule differs (backends)
-        key = (x.device, x.dtype, backends.generation(), eager)
+        few = x.numel() <= backends.TRITON_FIRST_ZERO_POINTS_MAX_ROWS * self.in_features  # so may the rows' count
+        key = (x.device, x.dtype, backends.generation(), eager, few)
         backend = self._chosen.get(key)
         if backend is None:
             backend = self._chosen[key] = backends.select(self, x, eager=eager)

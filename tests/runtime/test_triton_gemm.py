@@ -565,6 +565,27 @@ def test_from_17_to_64_rows_a_balanced_grid_only_where_it_promises_a_fifth_less_
             assert cfg.balance == balance and cfg.bm == 64 and (cfg.split_k == 1 or not balance), (n, k, z, m, cfg)
 
 
+def test_a_layer_chooses_its_backend_again_between_few_and_many_rows(monkeypatch):
+    """`MarlinLinear.forward` hands `select` the rows of x (all dimensions but the last) and keeps one choice per
+    (device, dtype, order generation, eager, at most 16 rows or more): the default order depends on the rows for
+    zero points of group 128 (GEMM round 20)."""
+    from marlin_convert.runtime import backends
+    from marlin_convert.runtime.linear import MarlinLinear
+    from marlin_convert.runtime.spec import LayerSpec
+
+    monkeypatch.delenv("MARLIN_CONVERT_BACKENDS", raising=False)
+    seen = []
+    real = backends.order
+    monkeypatch.setattr(backends, "order", lambda layer=None, *, eager=False, rows=None: (
+        seen.append(rows), real(layer, eager=eager, rows=rows))[1])
+    lin = MarlinLinear(128, 64, LayerSpec(128, "int", False, "float16"))
+    lin.B.zero_(), lin.s.fill_(1), lin.z.zero_()
+    for shape in ((1, 128), (3, 5, 128), (2, 9, 128), (16, 128), (40, 128)):
+        assert lin(torch.ones(shape)).shape == (*shape[:-1], 64)
+    assert seen == [1, 18]
+    assert sorted(key[4] for key in lin._chosen) == [False, True]
+
+
 def test_stream_k_and_balanced_grids_size_their_programs_by_hand():
     """`_grid_programs`, by hand: 4 a multiprocessor on 132 over 1 row tile is 528, over 3 row tiles 176; capped at
     `most` (stream-K's quarter of the steps) and at the steps; at least 1; a negative count taken as is (tests)
@@ -597,8 +618,9 @@ def test_the_split_k_reduce_gives_every_multiprocessor_a_program_up_to_1024_outp
 def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkeypatch):
     """Triton first for symmetric layers of group 128 or per-column at any N, act-order or not, for per-column
     zero points without act-order, and for every layer of at most 1024 outputs (the shapes and modes measured,
-    BENCHMARKS.md GEMM rounds 10 and 11); Marlin's kernel first for the rest (zero points of group 128 and the
-    shift above 1024 outputs), in CUDA graphs; eager calls put the CUDA kernel first (round 15); an explicit
+    BENCHMARKS.md GEMM rounds 10 and 11); for zero points of group 128 without act-order up to 4608 outputs in
+    calls of at most 16 rows (rounds 19 and 20); Marlin's kernel first for the rest (zero points of group 128 and
+    the shift above 1024 outputs), in CUDA graphs; eager calls put the CUDA kernel first (round 15); an explicit
     order still wins."""
     from marlin_convert.runtime import backends
     from marlin_convert.runtime.linear import MarlinLinear
@@ -627,6 +649,18 @@ def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkey
         assert first(n, group_size=-1, zero_point="int") == "triton", n  # per-column zero points (round 11)
         assert first(n, group_size=64) == first(n, group_size=32) == "quanto", n  # Marlin refuses these: no matter
     assert backends.order() == backends.DEFAULT_ORDER
+    # zero points of group 128, no act-order, 1025 to 4608 outputs: Triton in calls of 1 to 16 rows (rounds 19, 20)
+    for n, k in ((2048, 4096), (3584, 3584), (4096, 4096), (4608, 3584), (4096, 14336), (3584, 18944)):
+        layer = MarlinLinear(k, n, LayerSpec(128, "int", False, "float16"), device="meta")
+        for rows in (1, 7, 16):
+            assert backends.order(layer, rows=rows)[0] == "triton", (n, k, rows)
+            assert backends.order(layer, rows=rows, eager=True) == backends.DEFAULT_ORDER, (n, k, rows)
+        assert backends.order(layer, rows=17)[0] == backends.order(layer)[0] == "quanto", (n, k)
+        for spec in (LayerSpec(128, "int", True, "float16"), LayerSpec(128, "float", False, "float16")):
+            assert backends.order(MarlinLinear(k, n, spec, device="meta"), rows=1)[0] == "quanto", (n, k, spec)
+    for n, k in ((5120, 5120), (8192, 8192), (14336, 4096), (28672, 8192)):
+        layer = MarlinLinear(k, n, LayerSpec(128, "int", False, "float16"), device="meta")
+        assert backends.order(layer, rows=1)[0] == "quanto", (n, k)
     # eager calls (not captured in a CUDA graph): the CUDA kernel first wherever it serves (round 15)
     for n, k in ((28672, 8192), (4096, 4096), (1024, 4096)):
         for spec in ({}, {"group_size": -1}, {"act_order": True}, {"zero_point": "int", "group_size": -1}):
