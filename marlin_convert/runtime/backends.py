@@ -34,15 +34,14 @@ batch (m = 1, 16, 64, 256, fp16, the runtime's two backends timed side by side):
   and 16 rows on 3584x3584, 4096x4096, 4608x3584 (round 20, `bench_gemm.py --modes g128+z`, the runtime's two
   backends side by side, H200 2026-12-03 22:48 UTC), 4096x14336 and 3584x18944 (round 19, 21:17 UTC), and
   2048x4096 1.9x (timed at split 16; its served split 8 took 1.07-1.11x that time); level or slower above 4608
-  outputs (8192x8192 and 14336x4096 0.93-0.97x, 28672x8192 and
-  8192x28672 0.98-1.00x) and above 16 rows (below).
+  outputs (8192x8192 and 14336x4096 0.93-0.97x, 28672x8192 and 8192x28672 0.98-1.00x) and above 16 rows (below).
 All but the last bullet are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin
 kernel", round 10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin
-first, it
-measured faster at some batch (at N >= 3584; 1024 < N < 3584 was not timed; round 11): zero points of group 128
-(Triton 0.69-0.87x at every batch of the large shapes, 0.92-0.95x at 1, 16 and 256 rows of 3584x3584, 0.93x
-at 256 rows of 4096x4096, before rounds 19 and 20 made 1-16 rows of the smaller layers faster (above); since round 19 level at 1-16 rows of 28672x8192 and 8192x28672, 0.98-1.00x, and still
-slower at 64 rows, 0.75-0.90x on three big shapes in round 18), with act-order too (0.76-0.87x; 0.86-0.96x at
+first, it measured faster at some batch (at N >= 3584; 1024 < N < 3584 was not timed; round 11): zero points of
+group 128 (Triton 0.69-0.87x at every batch of the large shapes, 0.92-0.95x at 1, 16 and 256 rows of 3584x3584,
+0.93x at 256 rows of 4096x4096, before rounds 19 and 20 made 1-16 rows of the smaller layers faster (above); since
+round 19 level at 1-16 rows of 28672x8192 and 8192x28672, 0.98-1.00x, and still slower at 64 rows, 0.75-0.90x on
+three big shapes in round 18), with act-order too (0.76-0.87x; 0.86-0.96x at
 16 and 256 rows of 3584x3584 and 4096x4096), and quanto's shift (0.85-0.96x at all but 64 rows of the large
 shapes, 0.95-0.96x at 256 rows of 3584x3584 and 4096x4096); per-column zero points with act-order were not
 timed. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
@@ -81,7 +80,8 @@ if TYPE_CHECKING:
     from .linear import MarlinLinear
 
 __all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "PLANS_PER_LAYER", "TRITON_FIRST_MAX_N",
-           "TRITON_FIRST_GROUPS", "TRITON_FIRST_ZERO_POINTS_MAX_N", "TRITON_FIRST_ZERO_POINTS_MAX_ROWS", "default_order", "order", "set_order", "generation", "select", "dense_weight"]
+           "TRITON_FIRST_GROUPS", "TRITON_FIRST_ZERO_POINTS_MAX_N", "TRITON_FIRST_ZERO_POINTS_MAX_ROWS",
+           "default_order", "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
 

@@ -75,7 +75,7 @@ class MarlinLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eager = x.is_cuda and not torch.cuda.is_current_stream_capturing()  # the backend rule differs (backends)
-        few = x.numel() <= backends.TRITON_FIRST_ZERO_POINTS_MAX_ROWS * self.in_features  # so may the rows' count
+        few = x.numel() <= backends.TRITON_FIRST_ZERO_POINTS_MAX_ROWS * self.in_features  # and on x's rows
         key = (x.device, x.dtype, backends.generation(), eager, few)
         backend = self._chosen.get(key)
         if backend is None:
