@@ -223,7 +223,13 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-5),
                 KernelConfig(16, 8, 2, swap=True, fold=True, balance=-7), KernelConfig(16, 8, 1, swap=True, balance=-1),
                 KernelConfig(16, 4, 2, stages=5, swap=True, balance=4),
-                KernelConfig(64, 8, 2, xperm=True, swap=True, balance=-3)):
+                KernelConfig(64, 8, 2, xperm=True, swap=True, balance=-3),
+                # round 20: the swapped kernel's K split summed in the kernel (`fixup`, not served yet): ragged
+                # (8 steps in 3), the fold through TMA, one group of 32 a step, 64-row tiles
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fixup=True, split_k=3),
+                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, fixup=True, split_k=4),
+                KernelConfig(16, 2, 2, stages=8, swap=True, fixup=True, split_k=4),
+                KernelConfig(64, 8, 2, xperm=True, swap=True, fixup=True, split_k=2)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -239,7 +245,8 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
 def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
     """K split 4 ways: the partials added inside the kernel (`fixup`, the last program of a tile adds them in
     split order) give the reduce kernel's output bit for bit, on every run (no dependence on which program
-    ends last); stream-K and balanced-grid runs repeat bit for bit too."""
+    ends last), in the fast kernel and in the swapped one; stream-K and balanced-grid runs repeat bit for bit
+    too."""
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
     layer = _make_layer(1088, 2048, 128, "asym", False, dtype, 29, with_bias=True)
@@ -254,6 +261,11 @@ def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
     assert not _failures(layer, x, ref)
     for _ in range(3):
         assert torch.equal(run(dataclasses.replace(base, fixup=True)), ref)
+    swapped = KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, split_k=4)
+    ref = run(swapped)
+    assert not _failures(layer, x, ref)
+    for _ in range(3):
+        assert torch.equal(run(dataclasses.replace(swapped, fixup=True)), ref)
     for sk in (KernelConfig(16, 8, 2, words3d=True, streamk=-7),
                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-7)):
         first = run(sk)
