@@ -804,8 +804,9 @@ def marlin_gemm_swap_kernel(
     K is not split (for `splitk_zero_reduce_kernel`). BALANCED: axis 0 is `split_k` programs that share all
     column tiles' steps evenly (contiguous ranges, tile by tile), each writing its partial sums of every
     column tile it touches to the workspace row of its place among that tile's programs
-    (`segment_reduce_kernel` adds them). FIXUP (split grid, not PARTIAL): the splits add up in the kernel
-    (`_fixup_acc`, counts in `cnt[row tile, column tile]`) instead of in `splitk_reduce_kernel`."""
+    (`segment_reduce_kernel` adds them). FIXUP (not PARTIAL): a tile's splits or segments add up in the kernel
+    (`_fixup_acc`, counts in `cnt[row tile, column tile]`) instead of in `splitk_reduce_kernel` or
+    `segment_reduce_kernel`."""
     pid_m = tl.program_id(1)
     if BALANCED:
         pid = tl.program_id(0)
@@ -819,9 +820,16 @@ def marlin_gemm_swap_kernel(
                 x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT,
                 s1 - s0, steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
                 FOLD, TMA, ZPRE, XSUM, ZLATE)
-            seg = pid - _first_program(base, total, split_k)  # its place among the tile's programs
-            _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr,
-                       stride_om, M, N, seg, 2, has_bias)  # 2: any split but 1, so workspace row `seg`
+            first = _first_program(base, total, split_k)
+            seg = pid - first  # its place among the tile's programs
+            if FIXUP:  # the tile's programs add up here: the last to count sums them (a whole tile: stored)
+                nseg = _first_program(base + steps_per_tile - 1, total, split_k) - first + 1
+                _fixup_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr,
+                           cnt_ptr + pid_m * tiles_n + pid_n, bias_ptr, stride_om, M, N, seg, nseg, has_bias,
+                           THREADS)
+            else:
+                _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr,
+                           stride_om, M, N, seg, 2, has_bias)  # 2: any split but 1, so workspace row `seg`
     else:
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(2)
@@ -899,19 +907,23 @@ def _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, cnt, bias_
 def _fixup_acc(acc, m2, n2, mask, out_ptr, ws_ptr, cnt, bias_ptr, stride_om, M, N, seg, nseg, has_bias,
                THREADS: tl.constexpr):
     """`_fixup_tile` for one accumulator tile whose element is `out[m2, n2]` (`_store_acc`'s indexing): the
-    partial goes to the workspace row of split `seg`, and the program that counts last adds the `nseg` partials
-    in split order, as `splitk_reduce_kernel` does (the same bits whichever program ends last)."""
-    tl.store(ws_ptr + (seg * M + m2).to(tl.int64) * N + n2, acc, mask=mask)
-    f = _fence_all(THREADS)  # every thread's partials reach the GPU scope before the count
-    tl.debug_barrier()
-    arrived = tl.atomic_add(cnt, 1 + f, sem="acq_rel", scope="gpu")
-    if arrived == nseg - 1:
-        f = _fence_all(THREADS)
-        r = tl.zeros(acc.shape, dtype=tl.float32)
-        for j in range(0, nseg + f):
-            r += tl.load(ws_ptr + (j * M + m2).to(tl.int64) * N + n2, mask=mask, other=0, cache_modifier=".cg")
-        _store_acc(r, m2, n2, mask, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
-        tl.atomic_xchg(cnt, 0, sem="relaxed", scope="gpu")
+    partial goes to the workspace row of split (or segment) `seg`, and the program that counts last adds the
+    `nseg` partials in that order, as `splitk_reduce_kernel` and `segment_reduce_kernel` do (the same bits
+    whichever program ends last). One part (`nseg` 1) goes straight to `out`."""
+    if nseg == 1:
+        _store_acc(acc, m2, n2, mask, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
+    else:
+        tl.store(ws_ptr + (seg * M + m2).to(tl.int64) * N + n2, acc, mask=mask)
+        f = _fence_all(THREADS)  # every thread's partials reach the GPU scope before the count
+        tl.debug_barrier()
+        arrived = tl.atomic_add(cnt, 1 + f, sem="acq_rel", scope="gpu")
+        if arrived == nseg - 1:
+            f = _fence_all(THREADS)
+            r = tl.zeros(acc.shape, dtype=tl.float32)
+            for j in range(0, nseg + f):
+                r += tl.load(ws_ptr + (j * M + m2).to(tl.int64) * N + n2, mask=mask, other=0, cache_modifier=".cg")
+            _store_acc(r, m2, n2, mask, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
+            tl.atomic_xchg(cnt, 0, sem="relaxed", scope="gpu")
 
 
 @triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "tiles_n", "total_steps", "programs", "has_bias"])

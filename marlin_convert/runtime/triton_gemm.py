@@ -91,8 +91,9 @@ class KernelConfig:
     fixup: bool = False
     """Fast kernel with K split, swapped or not: the splits add up inside the kernel (the last one to finish a
     tile adds the float32 partials in split order, the reduce kernel's sum) instead of in a second launch; the
-    split need not divide the steps (split j takes steps `j S // split` to `(j + 1) S // split`). Not with a
-    balanced grid or `zred`; `pick_config` does not choose it for the swapped kernel (untimed, GEMM round 20)."""
+    split need not divide the steps (split j takes steps `j S // split` to `(j + 1) S // split`). Swapped: the
+    segments of a balanced grid too (no `segment_reduce_kernel`); not with `zred`; `pick_config` does not choose
+    it for the swapped kernel (untimed, GEMM round 20)."""
     streamk: int = 0
     """Fast kernel on a stream-K grid (`marlin_gemm_streamk_kernel`, `split_k` ignored): about this many
     programs per multiprocessor (all of them resident at once), shared evenly by the row tiles of x; each
@@ -574,7 +575,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
         ws_splits = -(-(streamk or balanced) // tiles_n) + 1  # the most programs that share one column tile
     else:
         ws_splits = split if split > 1 or zred else 0
-    counters = tiles_n * tiles_m if fast and (streamk or (cfg.fixup and split > 1)) else 0
+    counters = tiles_n * tiles_m if fast and (streamk or (cfg.fixup and (split > 1 or balanced))) else 0
     cnt: Any = Slot("cnt") if counters else B
     grid = (tiles_n, tiles_m, split)
     dummy = B
@@ -614,14 +615,14 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
             xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
             if xsum:
                 sh_arg, sum_width = SUMS, 16 * bt
-            fixup = cfg.fixup and split > 1 and not balanced and not zred
+            fixup = cfg.fixup and (split > 1 or balanced) and not zred
             launches.append(Launch(tk.marlin_gemm_swap_kernel, (balanced, tiles_m, 1) if balanced else grid, (
                 XK, b_arg, s, zt, sh_arg, *common[5:9], cnt, m, n, k, n, g_shift, steps, int(bias is not None),
                 balanced or split),
                 dict(FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum, ZLATE=zlate, PARTIAL=zred,
                      BALANCED=bool(balanced), **consts,
                      **({"FIXUP": True, "THREADS": 32 * cfg.warps} if fixup else {})), index))
-            if balanced:
+            if balanced and not fixup:
                 block = _reduce_block(m * n, sms)
                 launches.append(Launch(tk.segment_reduce_kernel, (-(-m * n // block),), (
                     WS, bias_arg, OUT, m, n, n, int(bias is not None), steps, balanced),
