@@ -171,13 +171,10 @@ class Mode:
             ("+act" if self.act_order else "")
 
 
-def mode_layers(n: int, k: int, mode: Mode, dtype: torch.dtype, copies: int, gen: torch.Generator,
-                device: str = "cuda") -> list[Any]:
-    """`copies` `MarlinLinear`s (the same weights, separate tensors) of this mode, scales (and shift) in
-    `dtype`, built by the package's converter (`to_marlin`) from random codes, scales and zero points."""
-    from marlin_convert.formats import DenseCodes, QuantizedLinear, to_marlin
-    from marlin_convert.runtime.linear import MarlinLinear
-    from marlin_convert.runtime.spec import LayerSpec
+def mode_record(n: int, k: int, mode: Mode, dtype: torch.dtype, gen: torch.Generator, device: str = "cuda") -> Any:
+    """A random source layer (`QuantizedLinear`) of this mode: codes, scales (and shift) in `dtype`, zero points,
+    an act-order `g_idx` of equal groups."""
+    from marlin_convert.formats import DenseCodes, QuantizedLinear
 
     groups = 1 if mode.group_size == -1 else k // mode.group_size
     codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device=device, generator=gen)
@@ -190,7 +187,18 @@ def mode_layers(n: int, k: int, mode: Mode, dtype: torch.dtype, copies: int, gen
     if mode.act_order:
         g_idx = (torch.arange(k, device=device) // (k if mode.group_size == -1 else mode.group_size))
         g_idx = g_idx[torch.randperm(k, device=device, generator=gen)].to(torch.int32)
-    rec = QuantizedLinear(DenseCodes(codes), scales, zeros, shift, g_idx, mode.group_size, {})
+    return QuantizedLinear(DenseCodes(codes), scales, zeros, shift, g_idx, mode.group_size, {})
+
+
+def mode_layers(n: int, k: int, mode: Mode, dtype: torch.dtype, copies: int, gen: torch.Generator,
+                device: str = "cuda") -> list[Any]:
+    """`copies` `MarlinLinear`s (the same weights, separate tensors) of this mode, scales (and shift) in
+    `dtype`, built by the package's converter (`to_marlin`) from a random source layer (`mode_record`)."""
+    from marlin_convert.formats import to_marlin
+    from marlin_convert.runtime.linear import MarlinLinear
+    from marlin_convert.runtime.spec import LayerSpec
+
+    rec = mode_record(n, k, mode, dtype, gen, device)
     tensors = {name: t.to(device) for name, t in to_marlin(rec).items()}
     spec = LayerSpec(mode.group_size, mode.zero_point, mode.act_order,
                      "float16" if dtype == torch.float16 else "bfloat16")

@@ -39,8 +39,9 @@ def main() -> None:
     import torch
 
     import _ptx_emulation
+    from bench_gemm import Mode, mode_record
     from bench_launch_variants import parse_fields, with_fields
-    from marlin_convert.formats import DenseCodes, QuantizedLinear, to_marlin
+    from marlin_convert.formats import to_marlin
     from marlin_convert.runtime import triton_gemm
 
     _ptx_emulation.install()
@@ -49,30 +50,20 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     failed = []
     for spec in args.layers:
-        shape, m, mode, *fields = spec.split(":")
+        shape, m, mode_text, *fields = spec.split(":")
         n, k = (int(v) for v in shape.split("x"))
-        m = int(m)
-        group, *extras = mode[1:].split("+")
-        if set(extras) - {"z", "shift", "act"} or {"z", "shift"} <= set(extras):
-            sys.exit(f"{spec}: mode {mode!r} (gG, then +z or +shift, and +act)")
-        gs = int(group)
-        groups = 1 if gs == -1 else k // gs
-        codes = torch.randint(0, 16, (n, k), generator=gen, dtype=torch.uint8)
-        scales = (torch.rand(groups, n, generator=gen) * 0.02 + 0.001).to(dtype)
-        zeros = torch.randint(0, 16, (groups, n), generator=gen, dtype=torch.uint8) if "z" in extras else None
-        shift = ((torch.rand(groups, n, generator=gen) - 0.3) * 0.1).to(dtype) if "shift" in extras else None
-        g_idx = torch.arange(k) // (k if gs == -1 else gs)
-        if "act" in extras:
-            g_idx = g_idx[torch.randperm(k, generator=gen)]
-        rec = QuantizedLinear(DenseCodes(codes), scales, zeros, shift,
-                              g_idx.to(torch.int32) if "act" in extras else None, gs, {})
+        m, mode = int(m), Mode.parse(mode_text)
+        gs = mode.group_size
+        rec = mode_record(n, k, mode, dtype, gen, "cpu")
         t = to_marlin(rec)
         # the weights from the source record (not from the Marlin tensors): the layout is checked too
-        sg = scales.double()[g_idx].t()
+        g_idx = rec.g_idx.long() if rec.g_idx is not None else torch.arange(k) // (k if gs == -1 else gs)
+        codes, zeros, shift = rec.codes.full().double(), rec.zeros, rec.shift
+        sg = rec.scales.double()[g_idx].t()
         if shift is not None:
-            w = sg * codes.double() - shift.double()[g_idx].t()
+            w = sg * codes - shift.double()[g_idx].t()
         else:
-            w = (codes.double() - (zeros.double()[g_idx].t() if zeros is not None else 8.0)) * sg
+            w = (codes - (zeros.double()[g_idx].t() if zeros is not None else 8.0)) * sg
         zmode = 1 if zeros is not None else (2 if shift is not None else 0)
         cfg = triton_gemm.pick_config(m, n, k, k if gs == -1 else gs, 132, zmode)
         cfg = with_fields(cfg, parse_fields(fields[0]) if fields else {}, m, n, k, 132, triton_gemm)
