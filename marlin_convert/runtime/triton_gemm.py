@@ -228,7 +228,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     or 64 x 64 for layers of at most 2**26 weights (faster on the three such shapes, slower on the two
     larger ones), K split up to about one program per multiprocessor (keeping 8 steps a split); above:
     128 x 128 tiles of 8 warps, K split up to about half a program per multiprocessor (where N = 4096 at
-    256 rows: 64 programs, split 2). x gathered
+    256 rows: 64 programs, split 2); round 21 re-splits the smaller layers of both. x gathered
     once under act-order (`xperm`) above 16 rows, and up to 16 rows for layers of more than 2**26 weights
     (round 10: 52-56 us instead of 62-195 at 1-16 rows of 28672x8192 / 8192x28672; on 4096x4096 and 1024x4096
     the gather's two extra launches made it 0.58-0.70x as fast at one row, so smaller layers look perm up in
@@ -274,7 +274,16 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     mostly idle (`RESPLIT_BELOW`) is re-split to one wave of programs of at least 2 steps (`one_wave_split`):
     0.54-0.97x the time on 512x3584, 1024x4096, 1024x5120, 2048x3584, 3584x3584, 4096x1024, 4608x3584 and
     512x8192 (0.92-1.01x at 16 rows of 3584x3584), 0.14-0.23x on 256x11008, whose 86 steps the power-of-two split
-    ran as 2; 1024x14336: zero points 0.93-0.97x, symmetric level (0.97-1.03x)."""
+    ran as 2; 1024x14336: zero points 0.93-0.97x, symmetric level (0.97-1.03x).
+
+    Round 21: the same for layers of at most 2**26 weights above 16 rows, group 128 or one group, symmetric or
+    zero points. From 17 to 64 rows a split grid that leaves the GPU mostly idle is re-split by `one_wave_split` on
+    3 places a multiprocessor (166 registers), one more split costing a twelfth of a step per 16 rows of x:
+    0.38-0.99x the time on 512x3584, 1024x4096, 2048x3584, 3584x3584, 4608x3584, 1024x8192, 1024x14336 and 2048x4096
+    (0.19-0.27x on 256x11008), fp16 / bf16, 17, 32 and 64 rows. Above 64 rows K is split to the one wave of at most
+    one program a multiprocessor over all tiles (`split_for` gave half a program a multiprocessor and 8 steps a
+    split): 0.14-0.79x the time where it changed the split at 128-512 rows of 512x3584, 1024x4096, 1536x4096,
+    2048x3584, 3584x3584 and 256x11008, level where it did not."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
     big = n * k > 1 << 26
@@ -287,9 +296,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
         resident = 4 if cap else 3  # programs a multiprocessor holds: 128 registers, or the fold's 168
         tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * bt)
-        split = _even_split(cfg.split_k, steps)
-        if bt == 8 and zmode != 2 and tiles_n * split < RESPLIT_BELOW * sms and (
-                steps // split > 4 or 2 * tiles_n * split < sms):
+        if bt == 8 and zmode != 2 and _leaves_idle(tiles_n, steps, _even_split(cfg.split_k, steps), sms):
             cfg = dataclasses.replace(cfg, split_k=one_wave_split(tiles_n, steps, resident * sms))
         if bt == 8 and zmode != 2 and balance_pays(cfg, n, k, resident * sms):
             cfg = dataclasses.replace(cfg, balance=resident, split_k=1)
@@ -298,11 +305,18 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True, swap=True,
                            tma=big and grouped and zmode == 0)
         cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
+        tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * bt)
+        split = _even_split(cfg.split_k, steps)
+        if not big and bt == 8 and zmode != 2 and split > 1 and _leaves_idle(tiles_n, steps, split, sms):
+            cost = ONE_WAVE_SPLIT_COST * -(-m // 16)  # the reduce sums m rows of each partial
+            cfg = dataclasses.replace(cfg, split_k=one_wave_split(tiles_n, steps, 3 * sms, cost=cost))  # 166 regs
         if big and bt == 8 and zmode != 2 and balance_pays(cfg, n, k, 2 * sms, BALANCE_GAIN_WIDE):
             cfg = dataclasses.replace(cfg, balance=2, split_k=1)  # 2 programs a multiprocessor (237-248 registers)
         return cfg
     late = zmode == 1 and grouped and n * k > 1 << 25
     cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True, fold=late, zlate=late)
+    if not big and bt == 8 and zmode != 2:  # one program a multiprocessor at most (round 21)
+        return dataclasses.replace(cfg, split_k=one_wave_split(-(-n // 128) * -(-m // 128), k // 128, sms))
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
 
 
@@ -316,7 +330,8 @@ BALANCE_GAIN_WIDE = 0.8
 """`BALANCE_GAIN` for 17-64 rows (64-row tiles, 2 programs a multiprocessor), where the model promised more than
 the balanced grid gave: 28672 x 8192 and 27648 x 5120 (0.87-0.88 expected) measured 0.96-1.09x."""
 RESPLIT_BELOW = 1.25
-"""Programs a multiprocessor under which a split grid of up to 16 rows, if it leaves more than 4 steps a program
+"""Programs a multiprocessor under which a split grid of up to 16 rows (and, round 21, of 17-64 rows of a layer of
+at most 2**26 weights already split), if it leaves more than 4 steps a program
 (a power-of-two split of steps that are not: 28, 86, 148) or has fewer than half a program a multiprocessor, is
 re-split by `one_wave_split` (GEMM round 20). There a program's steps take longer (about 0.45 us each, a memory
 round trip) than the memory takes to stream the whole layer at about 3 TB/s (8 KB a step: all steps / 166
@@ -384,13 +399,22 @@ def group_steps(group_size: int) -> tuple[int, int]:
     return 8, 3
 
 
-def one_wave_split(tiles: int, steps: int, places: int, min_steps: int = ONE_WAVE_MIN_STEPS) -> int:
-    """The split of `steps` for a small layer's grid (GEMM round 20: up to 16 rows, where a program's steps, not
-    the memory, set the time): among the splits that divide the steps, keep at least `min_steps` steps a split
-    and give `tiles` column tiles at most `places` programs (one wave of the programs the GPU holds at once), the
-    one of least `steps / split + split * ONE_WAVE_SPLIT_COST`; 1 if none fits."""
+def _leaves_idle(tiles: int, steps: int, split: int, sms: int) -> bool:
+    """Whether a split grid of `tiles` column tiles (one row tile) leaves a GPU of `sms` multiprocessors mostly
+    idle (`RESPLIT_BELOW`): few programs, each of more than 4 steps, or fewer than half a program a
+    multiprocessor (GEMM rounds 20 and 21)."""
+    return tiles * split < RESPLIT_BELOW * sms and (steps // split > 4 or 2 * tiles * split < sms)
+
+
+def one_wave_split(tiles: int, steps: int, places: int, min_steps: int = ONE_WAVE_MIN_STEPS,
+                   cost: float = ONE_WAVE_SPLIT_COST) -> int:
+    """The split of `steps` for a small layer's grid (GEMM rounds 20 and 21: where a program's steps, not the
+    memory, set the time): among the splits that divide the steps, keep at least `min_steps` steps a split and
+    give `tiles` column tiles at most `places` programs (one wave of the programs the GPU holds at once), the one
+    of least `steps / split + split * cost` (`cost`: what one more split costs the reduce, in a program's steps);
+    1 if none fits."""
     fits = [d for d in range(1, steps + 1) if steps % d == 0 and steps // d >= min_steps and tiles * d <= places]
-    return min(fits, key=lambda d: steps / d + d * ONE_WAVE_SPLIT_COST, default=1)
+    return min(fits, key=lambda d: steps / d + d * cost, default=1)
 
 
 def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:

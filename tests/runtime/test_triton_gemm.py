@@ -443,8 +443,8 @@ def test_unsupported_reason_without_gpu_names_the_need(monkeypatch):
 def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
     """Groups of 32 / 64: one group a step (2 / 4 tile rows) at every tile height, so each step's sums are
     scaled once (the loop Triton compiles well); 128 and one group: 8 rows; x gathered once (`xperm`) above
-    16 rows, and up to 16 rows above 2**26 weights; the K split keeps at least 512 k a split at 16 rows (256
-    where round 20 re-splits a small layer of group 128 or one group) and 1024 k above."""
+    16 rows, and up to 16 rows above 2**26 weights; the K split keeps at least 512 k a split at 16 rows, 1024 k
+    above (256 where rounds 20 and 21 re-split a small layer of group 128 or one group)."""
     from marlin_convert.runtime import triton_gemm
 
     for m in (1, 16, 64, 256):
@@ -452,7 +452,8 @@ def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
             for gs, bt in ((32, 2), (64, 4), (128, 8), (k, 8)):
                 cfg = triton_gemm.pick_config(m, n, k, gs)
                 assert cfg.swap and cfg.bt == bt and cfg.xperm == (m > 16 or n * k > 1 << 26), (m, n, k, gs, cfg)
-                least = (256 if bt == 8 and n * k <= 1 << 22 else 512) if m <= 16 else 1024
+                small = n * k <= (1 << 22 if m <= 16 else 1 << 26)  # re-split by rounds 20 / 21
+                least = 256 if bt == 8 and small else 512 if m <= 16 else 1024
                 assert k // (16 * bt * cfg.split_k) >= least // 16 // bt or cfg.split_k == 1, (m, n, k, gs, cfg)
     assert triton_gemm.group_steps(32) == (2, 8) and triton_gemm.group_steps(-1) == (8, 3)
 
@@ -559,10 +560,67 @@ def test_up_to_16_rows_a_small_layer_is_split_to_one_wave_of_two_step_programs()
             cfg = triton_gemm.pick_config(m, n, k, 128, 132, z)
             assert triton_gemm._even_split(cfg.split_k, k // 128) == split and not cfg.balance, (n, k, z, m, cfg)
         assert k // triton_gemm.pick_config(1, n, k, 32, 132, z).split_k >= 512, (n, k, z)  # 16 groups of 32
-        assert k // triton_gemm.pick_config(17, n, k, 128, 132, z).split_k >= 1024, (n, k, z)
     assert triton_gemm.one_wave_split(4, 28, 528) == 14 and triton_gemm.one_wave_split(36, 28, 396) == 7
     assert triton_gemm.one_wave_split(600, 28, 528) == 1 and triton_gemm.one_wave_split(1, 3, 528) == 1
     assert triton_gemm.one_wave_split(8, 112, 528) == 28 and triton_gemm.one_wave_split(2, 86, 528) == 43
+
+
+def test_from_17_to_64_rows_a_small_split_layer_is_split_to_one_wave_too():
+    """Round 21, by hand (132 multiprocessors; 64 x 64 tiles, 166 registers: 3 places each, 396): a split grid
+    (`split_for`: up to one program a multiprocessor, 8 steps a split) that leaves the GPU mostly idle as in round
+    20 is re-split by `one_wave_split`, one more split costing a twelfth of a step per 16 rows of x (17-32 rows:
+    1/6, 33-64: 1/3). 512 x 3584: 8 tiles x split 2 (16 programs of 14 steps) -> 14 at 17-32 rows (2 + 2.3
+    against 4 + 1.2 for 7), 7 at 64 (4 + 2.3 against 2 + 4.7); 1024 x 4096: 16 x 4 -> 16 / 8; 2048 x 3584: 32 x 2
+    -> 7 (224 programs; 14 would be 448); 3584 x 3584: 56 x 2 -> 7 (392); 4608 x 3584: 72 x 2 -> 4 (288; 7 would
+    be 504); 256 x 11008: 86 steps, split 8 ran as 2 -> 43; 1024 x 14336 and 1024 x 8192: 16 x 8 -> 16; 2048 x
+    4096: 32 x 4 -> 8. Kept: 4096 x 4096 (64 x 4 = 256 programs, above 1.25 a multiprocessor), 4096 x 1024
+    (unsplit: no reduce to share), 14336 x 4096 (224 x 1), the shift, groups of 32."""
+    from marlin_convert.runtime import triton_gemm
+
+    expected = {  # (n, k) -> the split `plan` runs at (17, 32, 64) rows, group 128, symmetric and zero points
+        (512, 3584): (14, 14, 7), (1024, 4096): (16, 16, 8), (2048, 3584): (7, 7, 7), (3584, 3584): (7, 7, 7),
+        (4608, 3584): (4, 4, 4), (256, 11008): (43, 43, 43), (1024, 14336): (16, 16, 16),
+        (1024, 8192): (16, 16, 16), (2048, 4096): (8, 8, 8), (4096, 4096): (4, 4, 4), (4096, 1024): (1, 1, 1),
+        (14336, 4096): (1, 1, 1),
+    }
+    for (n, k), splits in expected.items():
+        for z in (0, 1):
+            for m, split in zip((17, 32, 64), splits):
+                cfg = triton_gemm.pick_config(m, n, k, 128, 132, z)
+                assert (cfg.bm, cfg.nb, cfg.balance) == (64, 1, 0), (n, k, z, m, cfg)
+                assert triton_gemm._even_split(cfg.split_k, k // 128) == split, (n, k, z, m, cfg)
+        assert triton_gemm._even_split(triton_gemm.pick_config(64, n, k, 128, 132, 2).split_k, k // 128) <= 8
+        assert k // triton_gemm.pick_config(64, n, k, 32, 132, 0).split_k >= 256, (n, k)  # 8 groups of 32
+    assert triton_gemm.one_wave_split(8, 28, 396, cost=1 / 3) == 7
+    assert triton_gemm.one_wave_split(8, 28, 396, cost=1 / 6) == 14
+
+
+def test_above_64_rows_a_small_layer_runs_one_wave_of_at_most_a_program_a_multiprocessor():
+    """Round 21, by hand (132 multiprocessors; 128 x 128 tiles): layers of at most 2**26 weights, group 128 or one
+    group, symmetric or zero points, split K by `one_wave_split` over all their tiles (column tiles x row tiles)
+    on 132 places, at least 2 steps a split, a twelfth of a step a split: 512 x 3584 (4 tiles, 28 steps) -> 14 at
+    65-256 rows (16 programs ... 56 at 256), 7 at 512 (16 tiles); 2048 x 3584 (16 tiles) -> 7 at 128 (112), 4 at
+    256 (32 tiles, 128), 2 at 512; 3584 x 3584 (28) -> 4, 2, 1; 4608 x 3584 (36) -> 2, 1; 256 x 11008 (2 tiles,
+    86 steps) -> 43 at 128 rows, 2 at 256 (4 tiles x 43 = 172 > 132); 1024 x 4096 -> 16, 8, 4, 2 at 128-1024
+    rows. Big layers (28672 x 8192, 8192 x 28672), the shift and groups of 32 keep `split_for`'s split (at
+    least 8 steps, half a program a multiprocessor)."""
+    from marlin_convert.runtime import triton_gemm
+
+    expected = {  # (n, k) -> the split `plan` runs at (65, 128, 256, 512, 1024) rows
+        (512, 3584): (14, 14, 14, 7, 4), (2048, 3584): (7, 7, 4, 2, 1), (3584, 3584): (4, 4, 2, 1, 1),
+        (4608, 3584): (2, 2, 1, 1, 1), (256, 11008): (43, 43, 2, 2, 2), (1024, 4096): (16, 16, 8, 4, 2),
+        (4096, 4096): (4, 4, 2, 1, 1), (8192, 8192): (2, 2, 1, 1, 1), (28672, 8192): (1, 1, 1, 1, 1),
+        (8192, 28672): (2, 2, 1, 1, 1),
+    }
+    for (n, k), splits in expected.items():
+        for z in (0, 1):
+            for m, split in zip((65, 128, 256, 512, 1024), splits):
+                cfg = triton_gemm.pick_config(m, n, k, 128, 132, z)
+                assert (cfg.bm, cfg.nb, cfg.balance) == (128, 2, 0), (n, k, z, m, cfg)
+                assert triton_gemm._even_split(cfg.split_k, k // 128) == split, (n, k, z, m, cfg)
+        assert k // triton_gemm.pick_config(128, n, k, 128, 132, 2).split_k >= 1024, (n, k)
+        assert k // triton_gemm.pick_config(128, n, k, 32, 132, 0).split_k >= 1024, (n, k)
+    assert triton_gemm.one_wave_split(4, 28, 132) == 14 and triton_gemm.one_wave_split(36, 28, 132) == 2
 
 
 def test_from_17_to_64_rows_a_balanced_grid_only_where_it_promises_a_fifth_less_time():
