@@ -30,11 +30,17 @@ batch (m = 1, 16, 64, 256, fp16, the runtime's two backends timed side by side):
   6-28). Smaller N was not timed: Marlin's fixed cost is taken to hold below;
 - per call, not per layer: zero points of group 128 without act-order, at most
   `TRITON_FIRST_ZERO_POINTS_MAX_N` (4608) output features, in calls of at most
-  `TRITON_FIRST_ZERO_POINTS_MAX_ROWS` (16) rows of x (a decode step's batch): 1.07-1.44x Marlin's speed at 1
-  and 16 rows on 3584x3584, 4096x4096, 4608x3584 (round 20, `bench_gemm.py --modes g128+z`, the runtime's two
-  backends side by side, H200 2026-12-03 22:48 UTC), 4096x14336 and 3584x18944 (round 19, 21:17 UTC), and
-  2048x4096 1.9x (timed at split 16; its served split 8 took 1.07-1.11x that time); level or slower above 4608
-  outputs (8192x8192 and 14336x4096 0.93-0.97x, 28672x8192 and 8192x28672 0.98-1.00x) and above 16 rows (below).
+  `TRITON_FIRST_ZERO_POINTS_MAX_ROWS` (16) rows of x (a decode step's batch), and of at most
+  `TRITON_FIRST_ZERO_POINTS_WIDE_ROWS` (64) rows for layers of at most `TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS`
+  (2**24) weights: 1.07-1.44x Marlin's speed at 1 and 16 rows on 3584x3584, 4096x4096, 4608x3584 (round 20,
+  `bench_gemm.py --modes g128+z`, the runtime's two backends side by side, H200 2026-12-03 22:48 UTC), 4096x14336
+  and 3584x18944 (round 19, 21:17 UTC), and 2048x4096 1.9x (timed at split 16; its served split 8 took
+  1.07-1.11x that time); at 17, 32 and 64 rows (round 21, H200 2026-12-04 01:10-01:20 UTC, after round 21's
+  re-split) 1.18-1.52x on 4608x3584, 1.40-1.77x on 4096x4096, 1.96-2.36x on 3584x3584, 2.73-3.77x on 1536x4096,
+  2048x3584 and 2048x4096. Level or slower above 4608 outputs (8192x8192 and 14336x4096 0.93-0.97x, 28672x8192
+  and 8192x28672 0.98-1.00x at 1-16 rows; 6144x4096 0.87x at 32 rows), at 17 rows of the larger 4096x14336 and
+  3584x18944 (0.86-0.90x; 1.10-1.12x at 64), and above 64 rows (0.67-0.93x at 128 or 256 rows of 3584x3584,
+  4096x4096 and 4608x3584, round 21).
 All but the last bullet are the H200 runs of 2026-12-02 23:05-23:09 UTC (BENCHMARKS.md, "GEMM: the Triton Marlin
 kernel", round 10: `scripts/bench_gemm.py`, and `--modes` for the modes and 1024x4096). Where the rule keeps Marlin
 first, it measured faster at some batch (at N >= 3584; 1024 < N < 3584 was not timed; round 11): zero points of
@@ -45,7 +51,7 @@ three big shapes in round 18), with act-order too (0.76-0.87x; 0.86-0.96x at
 16 and 256 rows of 3584x3584 and 4096x4096), and quanto's shift (0.85-0.96x at all but 64 rows of the large
 shapes, 0.95-0.96x at 256 rows of 3584x3584 and 4096x4096); per-column zero points with act-order were not
 timed. Groups of 32/64 and bfloat16 run on the Triton GEMM whatever the order (Marlin's kernel refuses them).
-The choice is made once per layer and (device, dtype, eager, at most 16 rows of x or more).
+The choice is made once per layer and (device, dtype, eager, `row_band` of x's rows: at most 16, 64, or more).
 
 Those timings are CUDA-graph replays, and the rule above is for calls captured in a CUDA graph. Called eagerly
 (transformers' `generate` without graph capture), a call costs its host time where that exceeds the GPU's:
@@ -81,6 +87,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "PLANS_PER_LAYER", "TRITON_FIRST_MAX_N",
            "TRITON_FIRST_GROUPS", "TRITON_FIRST_ZERO_POINTS_MAX_N", "TRITON_FIRST_ZERO_POINTS_MAX_ROWS",
+           "TRITON_FIRST_ZERO_POINTS_WIDE_ROWS", "TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS", "row_band",
            "default_order", "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
@@ -319,6 +326,10 @@ TRITON_FIRST_ZERO_POINTS_MAX_N = 4608
 """Output features up to which layers of group-128 Marlin zero points (no act-order) prefer the Triton GEMM in
 calls of at most `TRITON_FIRST_ZERO_POINTS_MAX_ROWS` rows (see above)."""
 TRITON_FIRST_ZERO_POINTS_MAX_ROWS = 16
+TRITON_FIRST_ZERO_POINTS_WIDE_ROWS = 64
+"""Rows of x up to which layers of group-128 Marlin zero points (no act-order) of at most
+`TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS` weights prefer the Triton GEMM (see above; GEMM round 21)."""
+TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS = 1 << 24
 _order: list[tuple[str, ...]] = []
 _said: set[tuple[str, str]] = set()
 
@@ -334,10 +345,19 @@ def default_order(layer: "MarlinLinear | None" = None, *, eager: bool = False, r
             or (spec.zero_point is None and spec.group_size in TRITON_FIRST_GROUPS)
             or (spec.zero_point == "int" and spec.group_size == -1 and not spec.act_order)
             or (spec.zero_point == "int" and spec.group_size == 128 and not spec.act_order
-                and layer.out_features <= TRITON_FIRST_ZERO_POINTS_MAX_N
-                and rows is not None and rows <= TRITON_FIRST_ZERO_POINTS_MAX_ROWS)):
+                and layer.out_features <= TRITON_FIRST_ZERO_POINTS_MAX_N and rows is not None
+                and (rows <= TRITON_FIRST_ZERO_POINTS_MAX_ROWS
+                     or (rows <= TRITON_FIRST_ZERO_POINTS_WIDE_ROWS
+                         and layer.out_features * layer.in_features <= TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS)))):
         return ("triton",) + tuple(n for n in DEFAULT_ORDER if n != "triton")
     return DEFAULT_ORDER
+
+
+def row_band(rows: int) -> int:
+    """Which of `default_order`'s row ranges a call of `rows` rows of x falls in: 0 up to
+    `TRITON_FIRST_ZERO_POINTS_MAX_ROWS`, 1 up to `TRITON_FIRST_ZERO_POINTS_WIDE_ROWS`, 2 above (a layer keeps one
+    backend choice per band)."""
+    return 0 if rows <= TRITON_FIRST_ZERO_POINTS_MAX_ROWS else 1 if rows <= TRITON_FIRST_ZERO_POINTS_WIDE_ROWS else 2
 
 
 def order(layer: "MarlinLinear | None" = None, *, eager: bool = False, rows: int | None = None) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ class MarlinLinear(nn.Module):
         self._prepared: dict[tuple[Any, ...], object] = {}
         """Per (backend, device, dtype, ...): what that backend derived once from the tensors (e.g. kernel zero
         points, launch plans)."""
-        self._chosen: dict[tuple[torch.device, torch.dtype, int, bool, bool], object] = {}
+        self._chosen: dict[tuple[torch.device, torch.dtype, int, bool, int], object] = {}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The Marlin tensors present, by suffix."""
@@ -75,8 +75,8 @@ class MarlinLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eager = x.is_cuda and not torch.cuda.is_current_stream_capturing()  # the backend rule differs (backends)
-        few = x.numel() <= backends.TRITON_FIRST_ZERO_POINTS_MAX_ROWS * self.in_features  # and on x's rows
-        key = (x.device, x.dtype, backends.generation(), eager, few)
+        band = backends.row_band(x.numel() // max(1, self.in_features))  # and on x's rows
+        key = (x.device, x.dtype, backends.generation(), eager, band)
         backend = self._chosen.get(key)
         if backend is None:
             backend = self._chosen[key] = backends.select(self, x, eager=eager)

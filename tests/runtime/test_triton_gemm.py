@@ -642,8 +642,8 @@ def test_from_17_to_64_rows_a_balanced_grid_only_where_it_promises_a_fifth_less_
 
 def test_a_layer_chooses_its_backend_again_between_few_and_many_rows(monkeypatch):
     """`MarlinLinear.forward` hands `select` the rows of x (all dimensions but the last) and keeps one choice per
-    (device, dtype, order generation, eager, at most 16 rows or more): the default order depends on the rows for
-    zero points of group 128 (GEMM round 20)."""
+    (device, dtype, order generation, eager, rows up to 16, up to 64, or more): the default order depends on the
+    rows for zero points of group 128 (GEMM rounds 20 and 21)."""
     from marlin_convert.runtime import backends
     from marlin_convert.runtime.linear import MarlinLinear
     from marlin_convert.runtime.spec import LayerSpec
@@ -655,10 +655,10 @@ def test_a_layer_chooses_its_backend_again_between_few_and_many_rows(monkeypatch
         seen.append(rows), real(layer, eager=eager, rows=rows))[1])
     lin = MarlinLinear(128, 64, LayerSpec(128, "int", False, "float16"))
     lin.B.zero_(), lin.s.fill_(1), lin.z.zero_()
-    for shape in ((1, 128), (3, 5, 128), (2, 9, 128), (16, 128), (40, 128)):
+    for shape in ((1, 128), (3, 5, 128), (2, 9, 128), (64, 128), (65, 128), (5, 20, 128)):
         assert lin(torch.ones(shape)).shape == (*shape[:-1], 64)
-    assert seen == [1, 18]
-    assert sorted(key[4] for key in lin._chosen) == [False, True]
+    assert seen == [1, 18, 65]
+    assert sorted(key[4] for key in lin._chosen) == [0, 1, 2]
 
 
 def test_stream_k_and_balanced_grids_size_their_programs_by_hand():
@@ -724,13 +724,15 @@ def test_default_backend_order_puts_triton_first_where_it_measured_faster(monkey
         assert first(n, group_size=-1, zero_point="int") == "triton", n  # per-column zero points (round 11)
         assert first(n, group_size=64) == first(n, group_size=32) == "quanto", n  # Marlin refuses these: no matter
     assert backends.order() == backends.DEFAULT_ORDER
-    # zero points of group 128, no act-order, 1025 to 4608 outputs: Triton in calls of 1 to 16 rows (rounds 19, 20)
+    # zero points of group 128, no act-order, 1025 to 4608 outputs: Triton in calls of 1 to 16 rows (rounds 19,
+    # 20), and of 17 to 64 rows up to 2**24 weights (round 21)
     for n, k in ((2048, 4096), (3584, 3584), (4096, 4096), (4608, 3584), (4096, 14336), (3584, 18944)):
         layer = MarlinLinear(k, n, LayerSpec(128, "int", False, "float16"), device="meta")
-        for rows in (1, 7, 16):
-            assert backends.order(layer, rows=rows)[0] == "triton", (n, k, rows)
+        for rows in (1, 7, 16, 17, 32, 64):
+            wide = rows <= 16 or n * k <= 4096 * 4096
+            assert backends.order(layer, rows=rows)[0] == ("triton" if wide else "quanto"), (n, k, rows)
             assert backends.order(layer, rows=rows, eager=True) == backends.DEFAULT_ORDER, (n, k, rows)
-        assert backends.order(layer, rows=17)[0] == backends.order(layer)[0] == "quanto", (n, k)
+        assert backends.order(layer, rows=65)[0] == backends.order(layer)[0] == "quanto", (n, k)
         for spec in (LayerSpec(128, "int", True, "float16"), LayerSpec(128, "float", False, "float16")):
             assert backends.order(MarlinLinear(k, n, spec, device="meta"), rows=1)[0] == "quanto", (n, k, spec)
     for n, k in ((5120, 5120), (8192, 8192), (14336, 4096), (28672, 8192)):
