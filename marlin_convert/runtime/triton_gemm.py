@@ -279,7 +279,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     Round 21: the same for layers of at most 2**26 weights above 16 rows, group 128 or one group, symmetric or
     zero points. From 17 to 64 rows a split grid that leaves the GPU mostly idle is re-split by `one_wave_split` on
     3 places a multiprocessor (166 registers), one more split costing a twelfth of a step per 16 rows of x:
-    0.38-0.99x the time on 512x3584, 1024x4096, 2048x3584, 3584x3584, 4608x3584, 1024x8192, 1024x14336 and 2048x4096
+    0.38-1.01x the time on 512x3584, 1024x4096, 2048x3584, 3584x3584, 4608x3584, 1024x8192, 1024x14336 and 2048x4096
     (0.19-0.27x on 256x11008), fp16 / bf16, 17, 32 and 64 rows. Above 64 rows K is split to the one wave of at most
     one program a multiprocessor over all tiles (`split_for` gave half a program a multiprocessor and 8 steps a
     split): 0.14-0.79x the time where it changed the split at 128-512 rows of 512x3584, 1024x4096, 1536x4096,
