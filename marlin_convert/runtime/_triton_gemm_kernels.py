@@ -777,14 +777,13 @@ def _tile_range(start, end, pid_n, steps_per_tile):
 
 @triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "has_bias", "split_k"])
 def marlin_gemm_swap_kernel(
-    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
+    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
     M, N, stride_xm, stride_om, g_shift, steps_per_tile,
     has_bias, split_k,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, SCALE_ACC: tl.constexpr,
     FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False, XSUM: tl.constexpr = False,
     ZLATE: tl.constexpr = False, PARTIAL: tl.constexpr = False, BALANCED: tl.constexpr = False,
-    FIXUP: tl.constexpr = False, THREADS: tl.constexpr = 128,
 ):
     """`marlin_gemm_fast_kernel` with the operands swapped, `out.T = W x.T`: the weights are the first
     operand, a `[64 NB, 16 BT]` tile with rows n and columns k in order, made in registers from the words
@@ -804,9 +803,7 @@ def marlin_gemm_swap_kernel(
     K is not split (for `splitk_zero_reduce_kernel`). BALANCED: axis 0 is `split_k` programs that share all
     column tiles' steps evenly (contiguous ranges, tile by tile), each writing its partial sums of every
     column tile it touches to the workspace row of its place among that tile's programs
-    (`segment_reduce_kernel` adds them). FIXUP (not PARTIAL): a tile's splits or segments add up in the kernel
-    (`_fixup_acc`, counts in `cnt[row tile, column tile]`) instead of in `splitk_reduce_kernel` or
-    `segment_reduce_kernel`."""
+    (`segment_reduce_kernel` adds them)."""
     pid_m = tl.program_id(1)
     if BALANCED:
         pid = tl.program_id(0)
@@ -820,16 +817,9 @@ def marlin_gemm_swap_kernel(
                 x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT,
                 s1 - s0, steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
                 FOLD, TMA, ZPRE, XSUM, ZLATE)
-            first = _first_program(base, total, split_k)
-            seg = pid - first  # its place among the tile's programs
-            if FIXUP:  # the tile's programs add up here: the last to count sums them (a whole tile: stored)
-                nseg = _first_program(base + steps_per_tile - 1, total, split_k) - first + 1
-                _fixup_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr,
-                           cnt_ptr + pid_m * tiles_n + pid_n, bias_ptr, stride_om, M, N, seg, nseg, has_bias,
-                           THREADS)
-            else:
-                _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr,
-                           stride_om, M, N, seg, 2, has_bias)  # 2: any split but 1, so workspace row `seg`
+            seg = pid - _first_program(base, total, split_k)  # its place among the tile's programs
+            _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr,
+                       stride_om, M, N, seg, 2, has_bias)  # 2: any split but 1, so workspace row `seg`
     else:
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(2)
@@ -839,13 +829,8 @@ def marlin_gemm_swap_kernel(
             x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
             steps_per_tile, ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, SCALE_ACC,
             FOLD, TMA, ZPRE, XSUM, ZLATE)
-        if FIXUP and not PARTIAL and split_k > 1:
-            _fixup_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr,
-                       cnt_ptr + pid_m * tl.num_programs(0) + pid_n, bias_ptr, stride_om, M, N, pid_k, split_k,
-                       has_bias, THREADS)
-        else:
-            _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr,
-                       stride_om, M, N, pid_k, 0 if PARTIAL else split_k, has_bias)
+        _store_acc(acc, m[None, :], n[:, None], n_ok[:, None] & m_ok[None, :], out_ptr, ws_ptr, bias_ptr, stride_om,
+                   M, N, pid_k, 0 if PARTIAL else split_k, has_bias)
 
 
 @triton.jit(do_not_specialize=["M", "has_bias", "steps_per_tile", "programs"])
@@ -901,29 +886,6 @@ def _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, cnt, bias_
             r1 += tl.load(ws_j + n1[None, :], mask=mask, other=0, cache_modifier=".cg")
         _store_tiles(r0, r1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
         tl.atomic_xchg(cnt, 0, sem="relaxed", scope="gpu")
-
-
-@triton.jit
-def _fixup_acc(acc, m2, n2, mask, out_ptr, ws_ptr, cnt, bias_ptr, stride_om, M, N, seg, nseg, has_bias,
-               THREADS: tl.constexpr):
-    """`_fixup_tile` for one accumulator tile whose element is `out[m2, n2]` (`_store_acc`'s indexing): the
-    partial goes to the workspace row of split (or segment) `seg`, and the program that counts last adds the
-    `nseg` partials in that order, as `splitk_reduce_kernel` and `segment_reduce_kernel` do (the same bits
-    whichever program ends last). One part (`nseg` 1) goes straight to `out`."""
-    if nseg == 1:
-        _store_acc(acc, m2, n2, mask, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
-    else:
-        tl.store(ws_ptr + (seg * M + m2).to(tl.int64) * N + n2, acc, mask=mask)
-        f = _fence_all(THREADS)  # every thread's partials reach the GPU scope before the count
-        tl.debug_barrier()
-        arrived = tl.atomic_add(cnt, 1 + f, sem="acq_rel", scope="gpu")
-        if arrived == nseg - 1:
-            f = _fence_all(THREADS)
-            r = tl.zeros(acc.shape, dtype=tl.float32)
-            for j in range(0, nseg + f):
-                r += tl.load(ws_ptr + (j * M + m2).to(tl.int64) * N + n2, mask=mask, other=0, cache_modifier=".cg")
-            _store_acc(r, m2, n2, mask, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
-            tl.atomic_xchg(cnt, 0, sem="relaxed", scope="gpu")
 
 
 @triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "tiles_n", "total_steps", "programs", "has_bias"])

@@ -89,11 +89,9 @@ class KernelConfig:
     """Fast kernel, where a step lies in one group and there is no quanto shift: dequantize to the exact
     integers `code - zero` and scale each step's float32 sums (`SCALE_ACC`); False: scale every weight."""
     fixup: bool = False
-    """Fast kernel with K split, swapped or not: the splits add up inside the kernel (the last one to finish a
-    tile adds the float32 partials in split order, the reduce kernel's sum) instead of in a second launch; the
-    split need not divide the steps (split j takes steps `j S // split` to `(j + 1) S // split`). Swapped: the
-    segments of a balanced grid too (no `segment_reduce_kernel`); not with `zred`; `pick_config` does not choose
-    it for the swapped kernel (untimed, GEMM round 20)."""
+    """Fast kernel with K split: the splits add up inside the kernel (the last one to finish a tile adds the
+    float32 partials in split order, the reduce kernel's sum) instead of in a second launch; the split need
+    not divide the steps (split j takes steps `j S // split` to `(j + 1) S // split`)."""
     streamk: int = 0
     """Fast kernel on a stream-K grid (`marlin_gemm_streamk_kernel`, `split_k` ignored): about this many
     programs per multiprocessor (all of them resident at once), shared evenly by the row tiles of x; each
@@ -110,8 +108,7 @@ class KernelConfig:
     swap: bool = False
     """Fast kernel with the operands swapped (`marlin_gemm_swap_kernel`, `out.T = W x.T`): the decoded weights
     are the first operand, so sm_90 `wgmma` takes them from registers; the words are loaded as they lie
-    (`words3d`, `xload` ignored); the K split is summed by the reduce kernel, or in the kernel (`fixup`); no
-    `streamk`."""
+    (`words3d`, `xload` ignored); the K split is summed by the reduce kernel (no `fixup`, `streamk`)."""
     fold: bool = False
     """Swapped kernel with `scale_acc`, Marlin zero points: decode the symmetric `code - 8` and add
     `(8 - zero) * scale * sum_k x` per group after the dot (`FOLD`), instead of decoding `code - zero`: the
@@ -491,8 +488,8 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     reason = unsupported_reason(B, s, group_size=group_size, dtype=x.dtype, z=z, shift=shift, perm=perm)
     if reason is not None:
         raise ValueError(reason)
-    if config is not None and config.swap and config.streamk:
-        raise ValueError("the swapped kernel (swap=True) has no stream-K grid")
+    if config is not None and config.swap and (config.fixup or config.streamk):
+        raise ValueError("the swapped kernel (swap=True) has no fixup or stream-K grid")
     k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} input features, the layer {k}")
@@ -599,7 +596,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
         ws_splits = -(-(streamk or balanced) // tiles_n) + 1  # the most programs that share one column tile
     else:
         ws_splits = split if split > 1 or zred else 0
-    counters = tiles_n * tiles_m if fast and (streamk or (cfg.fixup and (split > 1 or balanced))) else 0
+    counters = tiles_n * tiles_m if fast and (streamk or (cfg.fixup and split > 1)) else 0
     cnt: Any = Slot("cnt") if counters else B
     grid = (tiles_n, tiles_m, split)
     dummy = B
@@ -639,14 +636,12 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
             xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
             if xsum:
                 sh_arg, sum_width = SUMS, 16 * bt
-            fixup = cfg.fixup and (split > 1 or balanced) and not zred
             launches.append(Launch(tk.marlin_gemm_swap_kernel, (balanced, tiles_m, 1) if balanced else grid, (
-                XK, b_arg, s, zt, sh_arg, *common[5:9], cnt, m, n, k, n, g_shift, steps, int(bias is not None),
+                XK, b_arg, s, zt, sh_arg, *common[5:9], m, n, k, n, g_shift, steps, int(bias is not None),
                 balanced or split),
                 dict(FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum, ZLATE=zlate, PARTIAL=zred,
-                     BALANCED=bool(balanced), **consts,
-                     **({"FIXUP": True, "THREADS": 32 * cfg.warps} if fixup else {})), index))
-            if balanced and not fixup:
+                     BALANCED=bool(balanced), **consts), index))
+            if balanced:
                 block = _reduce_block(m * n, sms)
                 launches.append(Launch(tk.segment_reduce_kernel, (-(-m * n // block),), (
                     WS, bias_arg, OUT, m, n, n, int(bias is not None), steps, balanced),
