@@ -292,7 +292,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
                            fold=fold, tma=(grouped and zmode == 0) or ahead, zpre=ahead)
         cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
         resident = 4 if cap else 3  # programs a multiprocessor holds: 128 registers, or the fold's 168
-        tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * bt)
+        tiles_n, steps = _tiles_and_steps(cfg, n, k)
         if bt == 8 and zmode != 2 and _leaves_idle(tiles_n, steps, _even_split(cfg.split_k, steps), sms):
             cfg = dataclasses.replace(cfg, split_k=one_wave_split(tiles_n, steps, resident * sms))
         if bt == 8 and zmode != 2 and balance_pays(cfg, n, k, resident * sms):
@@ -302,7 +302,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True, swap=True,
                            tma=big and grouped and zmode == 0)
         cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
-        tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * bt)
+        tiles_n, steps = _tiles_and_steps(cfg, n, k)
         split = _even_split(cfg.split_k, steps)
         if not big and bt == 8 and zmode != 2 and split > 1 and _leaves_idle(tiles_n, steps, split, sms):
             cost = ONE_WAVE_SPLIT_COST * -(-m // 16)  # the reduce sums m rows of each partial
@@ -364,7 +364,7 @@ def balance_pays(cfg: KernelConfig, n: int, k: int, places: int, gain: float = B
     program` (the split as `plan` runs it: the largest that divides the steps) and the balanced one `all steps /
     places + BALANCE_COST_STEPS`, taken when that is at most `gain` of it and at least `BALANCE_MIN_STEPS` steps
     a program."""
-    tiles_n, steps = -(-n // (64 * cfg.nb)), k // (16 * cfg.bt)
+    tiles_n, steps = _tiles_and_steps(cfg, n, k)
     split = _even_split(cfg.split_k, steps)
     share = tiles_n * steps / places
     split_time = -(-tiles_n * split // places) * (steps // split)
@@ -396,6 +396,11 @@ def group_steps(group_size: int) -> tuple[int, int]:
     return 8, 3
 
 
+def _tiles_and_steps(cfg: KernelConfig, n: int, k: int) -> tuple[int, int]:
+    """`cfg`'s column tiles over `n` outputs and its steps over `k`."""
+    return -(-n // (64 * cfg.nb)), k // (16 * cfg.bt)
+
+
 def _leaves_idle(tiles: int, steps: int, split: int, sms: int) -> bool:
     """Whether a split grid of `tiles` column tiles (one row tile) leaves a GPU of `sms` multiprocessors mostly
     idle (`RESPLIT_BELOW`): few programs, each of more than 4 steps, or fewer than half a program a
@@ -417,8 +422,8 @@ def one_wave_split(tiles: int, steps: int, places: int, min_steps: int = ONE_WAV
 def split_for(cfg: KernelConfig, m: int, n: int, k: int, target: int, min_steps: int = 4) -> int:
     """The power-of-two split of K that brings `cfg`'s grid to at least `target` programs, keeping at
     least `min_steps` steps (of `cfg.bt` tile rows) a split."""
-    programs = -(-n // (64 * cfg.nb)) * -(-m // cfg.bm)
-    steps = k // (16 * cfg.bt)
+    tiles_n, steps = _tiles_and_steps(cfg, n, k)
+    programs = tiles_n * -(-m // cfg.bm)
     split = 1
     while programs * split < target and steps // (2 * split) >= min_steps:
         split *= 2
