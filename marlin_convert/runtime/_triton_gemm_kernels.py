@@ -290,6 +290,14 @@ def splitk_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, S
 
 
 @triton.jit
+def _single_places(n):
+    """Where output row n's scale sits in the Marlin-permuted scales of one group spanning K (n = 64 nb + 16 w +
+    8 b + c: `64 nb + 32 (w // 2) + 8 (c // 2) + 4 (w % 2) + 2 b + c % 2`)."""
+    return ((n // 64) * 64 + ((n // 32) % 2) * 32 + ((n % 8) // 2) * 8 + ((n // 16) % 2) * 4 + ((n // 8) % 2) * 2
+            + n % 2)
+
+
+@triton.jit
 def _grouped_places(n):
     """Where output row n's grouped scale, zero-point word and zero-point nibble shift sit in a group's row of
     the Marlin-permuted `s` and `z` (n = 64 nb + 16 w + 8 b + c: scale `64 nb + 8 c + 2 w + b`, zero point
@@ -653,8 +661,7 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
     n = pid_n * NB * 64 + tl.arange(0, 64 * NB)
     n_ok = n < N
     if SINGLE:
-        spn = ((n // 64) * 64 + ((n // 32) % 2) * 32 + ((n % 8) // 2) * 8 + ((n // 16) % 2) * 4 + ((n // 8) % 2) * 2
-               + n % 2)
+        spn = _single_places(n)
     else:
         spn, _, _ = _grouped_places(n)
     if SINGLE:
