@@ -112,16 +112,16 @@ def cuobjdump(cubin: bytes, *flags: str) -> str:
         return subprocess.run([str(tool), *flags, f.name], capture_output=True, text=True, check=True).stdout
 
 
-def main_loop(sass: str) -> list[str]:
-    """The instructions of the innermost loop (backward branch) that holds `HGMMA`s (the steps' loop; a balanced
-    grid's loop over column tiles holds it), or [] if none."""
+def main_loop(sass: str, marker: str = "HGMMA") -> list[str]:
+    """The instructions of the innermost loop (backward branch) that holds `marker` instructions (`HGMMA`: the
+    steps' loop; a balanced grid's loop over column tiles holds it), or [] if none."""
     code = [(int(a, 16), text) for a, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
     best: list[str] = []
     for addr, text in code:
         target = re.search(r"BRA\b.*?0x([0-9a-f]+)", text)
         if target and int(target.group(1), 16) < addr:
             body = [t for a, t in code if int(target.group(1), 16) <= a <= addr]
-            if any("HGMMA" in t for t in body) and (not best or len(body) < len(best)):
+            if any(marker in t for t in body) and (not best or len(body) < len(best)):
                 best = body
     return best
 

@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""A one-row Marlin GEMV on the CUDA cores, a prototype beside the served tensor-core GEMM (issue #13: ≥ 3×
+dense fp16 at one row; not part of the runtime).
+
+Round 12 found the served one-row kernel bound by its loop (wait, decode, `wgmma`) at 16 warps a multiprocessor,
+not by the loads, which reach dense fp16's 4.1 TB/s only with about twice the programs resident. A matrix-vector
+product needs no tensor core: each weight is decoded (`_int8`, the served kernel's exact `code - 8`), widened to
+float32 and multiplied by its x in one fused multiply-add. The words are read as they lie, `[t, nb, c, q, w]` a
+tile row (weight `4a + 2h + b` of word (nb, c, q, w) is row n = 64 nb + 16 w + 8 b + c, column k = 16 t + 8 h +
+2 q + a: `_swap_tile`'s order), so x is needed as `[t, q, h, a]`, loaded once a step; the sums over a step's
+tile rows are scaled by the step's group (group 128: one group a step) and the sums over q are taken once, at
+the end. A few registers a thread (two float32 accumulators of 2 NB a thread at 4 warps), so many programs fit a
+multiprocessor. Symmetric layers of group 128 or one group, fp16 or bf16, one row.
+
+    PYTHONPATH=. python3 scripts/gemv_prototype.py check 256x1024 512x2048:g-1 --split 2      # CPU, interpreter
+    PYTHONPATH=. python3 scripts/gemv_prototype.py sass 28672x8192 --nb 2 --warps 4           # CPU, sm_90 SASS
+    PYTHONPATH=. python3 scripts/gemv_prototype.py bench 28672x8192 8192x28672 --split 1,2,4 --nb 1,2 --warps 4,8
+
+`check` runs the kernel in Triton's interpreter with its inline PTX emulated (`_ptx_emulation.py`; a side venv
+with Triton 3.6 and numpy < 2.3, as `interpret_gemm.py`) against `x @ W.T` in float64 from the source record, and
+exits non-zero past the tolerance. `sass` compiles for sm_90 (`sass_gemm.py`'s helpers) and counts the steps'
+loop. `bench` (a CUDA GPU) times, CUDA graphs, four copies of the weights in turn: the served plan
+(`triton_gemm.plan`), each GEMV shape (the split's partials summed by `splitk_reduce_kernel`), and dense
+`F.linear` of the same dtype; JSON lines, then a table.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parent
+if len(sys.argv) > 1 and sys.argv[1] == "check":
+    os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported
+sys.path[:0] = [str(SCRIPTS.parent), str(SCRIPTS)]
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from marlin_convert.runtime._triton_gemm_kernels import (  # noqa: E402
+    _grouped_places, _int8, _single_places, splitk_reduce_kernel)
+
+
+@triton.jit
+def _scales(s_ptr, N, g, n, SINGLE: tl.constexpr):
+    """The float32 scales of rows `n` in group `g`."""
+    if SINGLE:
+        return tl.load(s_ptr + _single_places(n)).to(tl.float32)
+    else:
+        spn, _, _ = _grouped_places(n)
+        return tl.load(s_ptr + g * N + spn).to(tl.float32)
+
+
+@triton.jit
+def _word_sums(w8, B: tl.constexpr, x00, x01, x10, x11):
+    """float32 sum of the four weights of column b = `B` of each word (a, h = 0, 1) times their x: `x{a}{h}`."""
+    r = w8[B].to(tl.float32) * x00
+    r = tl.fma(w8[4 + B].to(tl.float32), x10, r)
+    r = tl.fma(w8[2 + B].to(tl.float32), x01, r)
+    return tl.fma(w8[6 + B].to(tl.float32), x11, r)
+
+
+@triton.jit(do_not_specialize=["steps_per_split", "g_shift"])
+def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shift,
+                SINGLE: tl.constexpr, IS_FP16: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
+                SPLIT: tl.constexpr, AHEAD: tl.constexpr):
+    """`out[n] = sum_k x[k] W[n, k]` for one row of x, a program a (column tile of 64 NB rows n, split of K);
+    with SPLIT > 1 the float32 partials go to `ws[split, n]`. The accumulators are shaped like a step's words
+    (one a column b), so a weight costs its decode, a widening and one fused multiply-add, and a word column
+    one more a step for its group's scale; the sums over tile rows and q are taken once, at the end. AHEAD: the
+    next step's words are loaded before this step's are used (a second set of registers)."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    jj = tl.arange(0, 128 * NB)
+    off = tl.arange(0, BT)[:, None] * (2 * N) + (pid_n * NB * 128 + jj)[None, :]
+    # x of a step as [t, q, h, a]: column 16 t + 8 h + 2 q + a
+    xoff = (16 * tl.arange(0, BT)[:, None, None, None] + 2 * tl.arange(0, 4)[None, :, None, None]
+            + 8 * tl.arange(0, 2)[None, None, :, None] + tl.arange(0, 2)[None, None, None, :])
+    # the rows n of (nb, c, w) for b = 0 (b = 1: + 8)
+    n0 = (64 * (pid_n * NB + tl.arange(0, NB)[:, None, None]) + 16 * tl.arange(0, 4)[None, None, :]
+          + tl.arange(0, 8)[None, :, None])
+    acc0 = tl.zeros((BT, NB, 8, 4, 4), dtype=tl.float32)  # [t, nb, c, q, w], b = 0
+    acc1 = tl.zeros((BT, NB, 8, 4, 4), dtype=tl.float32)
+    t_first = pid_k * steps_per_split * BT
+    if AHEAD:
+        ahead = tl.load(b_ptr + t_first.to(tl.int64) * (2 * N) + off)
+    for step in range(0, steps_per_split):
+        t0 = t_first + step * BT
+        if AHEAD:
+            here = ahead
+            more = step + 1 < steps_per_split
+            ahead = tl.load(b_ptr + (t0 + BT * more).to(tl.int64) * (2 * N) + off)  # the last step: again
+        else:
+            here = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + off)
+        words = tl.reshape(here, (BT, NB, 8, 4, 4))
+        w8 = _int8(words, words, words, 0, IS_FP16)  # weight 4a + 2h + b: code - 8, exact
+        xv = tl.load(x_ptr + 16 * t0 + xoff).to(tl.float32)
+        xa0, xa1 = tl.split(xv)  # [t, q, h]
+        x00, x01 = tl.split(xa0)  # a = 0: h = 0, 1 -> [t, q]
+        x10, x11 = tl.split(xa1)
+        x00 = tl.reshape(x00, (BT, 1, 1, 4, 1))
+        x01 = tl.reshape(x01, (BT, 1, 1, 4, 1))
+        x10 = tl.reshape(x10, (BT, 1, 1, 4, 1))
+        x11 = tl.reshape(x11, (BT, 1, 1, 4, 1))
+        p0 = _word_sums(w8, 0, x00, x01, x10, x11)
+        p1 = _word_sums(w8, 1, x00, x01, x10, x11)
+        if SINGLE:
+            acc0 += p0
+            acc1 += p1
+        else:
+            g = (16 * t0) >> g_shift
+            acc0 = tl.fma(p0, tl.reshape(_scales(s_ptr, N, g, n0, False), (1, NB, 8, 1, 4)), acc0)
+            acc1 = tl.fma(p1, tl.reshape(_scales(s_ptr, N, g, n0 + 8, False), (1, NB, 8, 1, 4)), acc1)
+    r0 = tl.sum(tl.sum(acc0, axis=3), axis=0)  # [nb, c, w]
+    r1 = tl.sum(tl.sum(acc1, axis=3), axis=0)
+    if SINGLE:
+        r0 = r0 * _scales(s_ptr, N, 0, n0, True)
+        r1 = r1 * _scales(s_ptr, N, 0, n0 + 8, True)
+    if SPLIT == 1:
+        tl.store(out_ptr + n0, r0.to(out_ptr.dtype.element_ty))
+        tl.store(out_ptr + n0 + 8, r1.to(out_ptr.dtype.element_ty))
+    else:
+        tl.store(ws_ptr + pid_k * N + n0, r0)
+        tl.store(ws_ptr + pid_k * N + n0 + 8, r1)
+
+
+class Gemv:
+    """One launch shape of the GEMV for one layer's `B` and `s`: `__call__(x)` -> `[1, N]`."""
+
+    def __init__(self, B: torch.Tensor, s: torch.Tensor, group_size: int, dtype: torch.dtype, *, nb: int = 2,
+                 split: int = 1, warps: int = 4, stages: int = 3, ahead: bool = False) -> None:
+        k, n = 16 * B.shape[0], B.shape[1] // 2
+        single = group_size == -1 or group_size >= k
+        steps = k // 128
+        if n % (64 * nb) or steps % split:
+            raise ValueError(f"N={n} is not a multiple of {64 * nb} or split {split} does not divide {steps} steps")
+        self.B, self.s, self.n, self.k, self.dtype = B, s, n, k, dtype
+        self.grid = (n // (64 * nb), split)
+        self.consts = dict(SINGLE=single, IS_FP16=dtype == torch.float16, BT=8, NB=nb, SPLIT=split, AHEAD=ahead,
+                           num_warps=warps, num_stages=stages)
+        self.args = (n, steps // split, 0 if single else group_size.bit_length() - 1)
+        self.out = torch.empty(1, n, dtype=dtype, device=B.device)
+        self.ws = torch.empty(split, n, dtype=torch.float32, device=B.device) if split > 1 else self.out
+        self.split = split
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        gemv_kernel[self.grid](x, self.B, self.s, self.out, self.ws, *self.args, **self.consts)
+        if self.split > 1:
+            block = 1024
+            splitk_reduce_kernel[(-(-self.n // block),)](self.ws, self.s, self.out, 1, self.n, self.n, 0,
+                                                         SPLIT=self.split, BLOCK=block)
+        return self.out
+
+
+def _layer(n: int, k: int, group_size: int, dtype: torch.dtype, gen: torch.Generator, device: str) -> tuple[Any, dict]:
+    from bench_gemm import Mode, mode_record
+
+    from marlin_convert.formats import to_marlin
+
+    rec = mode_record(n, k, Mode.parse(f"g{group_size}"), dtype, gen, device)
+    return rec, {name: t.to(device) for name, t in to_marlin(rec).items()}
+
+
+def _spec(text: str) -> tuple[int, int, int]:
+    shape, _, group = text.partition(":")
+    n, k = (int(v) for v in shape.split("x"))
+    return n, k, int(group[1:]) if group else 128
+
+
+def check(args: argparse.Namespace) -> None:
+    import _ptx_emulation
+
+    _ptx_emulation.install()
+    dtype = torch.bfloat16 if args.bf16 else torch.float16
+    tol = 1.6e-2 if args.bf16 else 2e-3
+    gen = torch.Generator().manual_seed(21)
+    failed = []
+    for text in args.layers:
+        n, k, gs = _spec(text)
+        rec, t = _layer(n, k, gs, dtype, gen, "cpu")
+        g_idx = torch.arange(k) // (k if gs == -1 else gs)
+        w = (rec.codes.full().double() - 8.0) * rec.scales.double()[g_idx].t()
+        x = torch.randn(1, k, generator=gen).to(dtype)
+        ref = x.double() @ w.t()
+        for nb, split, ahead in itertools.product(_ints(args.nb), _ints(args.split), _ints(args.ahead)):
+            y = Gemv(t["B"], t["s"], gs, dtype, nb=nb, split=split, ahead=bool(ahead))(x).double()
+            err = float((y - ref).abs().max() / ref.abs().max())
+            name = f"{text} nb={nb} split={split} ahead={ahead}"
+            print(f"{name}{' bf16' if args.bf16 else ''}: max error {err:.2e} of the largest output")
+            if not err <= tol:
+                failed.append(name)
+    if failed:
+        sys.exit(f"max error above {tol:g}: {', '.join(failed)}")
+
+
+def sass(args: argparse.Namespace) -> None:
+    import collections
+    import re
+
+    import sass_gemm
+    from marlin_convert.runtime.triton_launch import Launch, Slot
+
+    sass_gemm.Slot = Slot
+    dtype = torch.bfloat16 if args.bf16 else torch.float16
+    for text in args.layers:
+        n, k, gs = _spec(text)
+        for nb, split, warps, ahead in itertools.product(_ints(args.nb), _ints(args.split), _ints(args.warps),
+                                                         _ints(args.ahead)):
+            g = Gemv(torch.zeros(k // 16, 2 * n, dtype=torch.int32), torch.ones(1 if gs == -1 else k // gs, n, dtype=dtype),
+                     gs, dtype, nb=nb, split=split, warps=warps, ahead=bool(ahead))
+            launch = Launch(gemv_kernel, g.grid, (Slot("x"), g.B, g.s, Slot("out"), Slot("ws"), *g.args), g.consts, None)
+            kernel = sass_gemm.compile_launch(launch, dtype)
+            usage = sass_gemm.cuobjdump(kernel.asm["cubin"], "-res-usage")
+            code = sass_gemm.cuobjdump(kernel.asm["cubin"], "-sass")
+            loop = sass_gemm.main_loop(code, marker="FFMA")
+            mix = collections.Counter(sass_gemm.opcode(t) for t in loop)
+            weights = 8 * 128 * nb * 8  # a step: 8 tile rows of 128 NB words of 8 weights
+            regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
+            print(f"{text} nb={nb} split={split} warps={warps} ahead={ahead}: {regs.group(1) if regs else '?'} registers, "
+                  f"{stack.group(1) if stack else '?'} bytes of stack; loop {len(loop)} instructions a thread "
+                  f"({len(loop) * 32 * warps / weights:.2f} a weight): "
+                  + ", ".join(f"{o} {c}" for o, c in mix.most_common(12)))
+
+
+def bench(args: argparse.Namespace) -> None:
+    import torch.nn.functional as F
+    from _cuda_timing import graph_time_us
+
+    from marlin_convert.runtime import triton_gemm
+
+    dtype = torch.bfloat16 if args.bf16 else torch.float16
+    gen = torch.Generator(device="cuda").manual_seed(21)
+    rows = []
+    for text in args.layers:
+        n, k, gs = _spec(text)
+        layers = [_layer(n, k, gs, dtype, gen, "cuda") for _ in range(4)]
+        x = torch.randn(1, k, device="cuda", generator=gen).to(dtype)
+        served = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs) for _, t in layers]
+        ref = served[0](x).float()
+        row: dict[str, Any] = {"shape": text, "dtype": str(dtype), "served": round(graph_time_us([lambda p=p: p(x) for p in served]), 1)}
+        dense = [torch.randn(n, k, device="cuda", generator=gen).to(dtype) for _ in range(4)]
+        row["dense"] = round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense]), 1)
+        for nb, split, warps, stages, ahead in itertools.product(_ints(args.nb), _ints(args.split), _ints(args.warps),
+                                                                 _ints(args.stages), _ints(args.ahead)):
+            try:
+                gemvs = [Gemv(t["B"], t["s"], gs, dtype, nb=nb, split=split, warps=warps, stages=stages,
+                              ahead=bool(ahead)) for _, t in layers]
+            except ValueError:
+                continue
+            name = f"nb{nb} s{split} w{warps} st{stages} a{ahead}"
+            y = gemvs[0](x).float()
+            row[name + "_diff"] = float((y - ref).abs().max() / ref.abs().max())
+            row[name] = round(graph_time_us([lambda g=g: g(x) for g in gemvs]), 1)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    for r in rows:
+        shapes = {key: v for key, v in r.items() if key.startswith("nb") and not key.endswith("_diff")}
+        best = min(shapes, key=shapes.get) if shapes else None
+        print(f"{r['shape']} {r['dtype']}: dense {r['dense']} µs, served {r['served']} ({r['dense'] / r['served']:.2f}× dense)"
+              + (f", best GEMV {best}: {shapes[best]} ({r['dense'] / shapes[best]:.2f}× dense)" if best else ""))
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("check", "sass", "bench"))
+    ap.add_argument("layers", nargs="+", help="NxK[:gG], group G 128 (default) or -1")
+    ap.add_argument("--nb", default="2")
+    ap.add_argument("--split", default="1")
+    ap.add_argument("--warps", default="4")
+    ap.add_argument("--stages", default="3")
+    ap.add_argument("--ahead", default="0", help="0 and/or 1: load the next step's words a step ahead")
+    ap.add_argument("--bf16", action="store_true")
+    args = ap.parse_args()
+    {"check": check, "sass": sass, "bench": bench}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
