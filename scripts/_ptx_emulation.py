@@ -108,6 +108,12 @@ def run_asm(asm: str, n_out: int, inputs: Sequence[np.ndarray]) -> list[np.ndarr
             regs[d] = _lanes(lambda x, y: x - y, val(srcs[0]), val(srcs[1]), unpack=_f16, pack=_to_f16)
         elif op == "fma.rn.f16x2":
             regs[d] = _lanes(lambda x, y, z: x * y + z, *(val(s) for s in srcs), unpack=_f16, pack=_to_f16)
+        elif op == "mul.f16x2":
+            regs[d] = _lanes(lambda x, y: x * y, val(srcs[0]), val(srcs[1]), unpack=_f16, pack=_to_f16)
+        elif op == "cvt.f32.f16":
+            regs[d] = _f16(val(srcs[0]) & 0xFFFF).astype(np.float32).view(_U32)
+        elif op == "add.f32":
+            regs[d] = (val(srcs[0]).view(np.float32) + val(srcs[1]).view(np.float32)).view(_U32)
         elif op == "fma.rn.bf16x2":
             regs[d] = _lanes(lambda x, y, z: x * y + z, *(val(s) for s in srcs), unpack=_bf16, pack=_to_bf16)
         else:

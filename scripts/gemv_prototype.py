@@ -10,11 +10,13 @@ tile row (weight `4a + 2h + b` of word (nb, c, q, w) is row n = 64 nb + 16 w + 8
 2 q + a: `_swap_tile`'s order), so x is needed as `[t, q, h, a]`, loaded once a step; the sums over a step's
 tile rows are scaled by the step's group (group 128: one group a step) and the sums over q are taken once, at
 the end. A few registers a thread (two float32 accumulators of 2 NB a thread at 4 warps), so many programs fit a
-multiprocessor. Symmetric layers of group 128 or one group, fp16 or bf16, one row.
+multiprocessor. Symmetric layers of group 128 or one group, fp16 or bf16, one row. `--half 1` (fp16): the products
+and their pair sums in fp16 inside the decode's PTX (`_half_dot_asm`), fewer instructions a weight, each product
+rounded once to fp16.
 
     PYTHONPATH=. python3 scripts/gemv_prototype.py check 256x1024 512x2048:g-1 --split 2      # CPU, interpreter
     PYTHONPATH=. python3 scripts/gemv_prototype.py sass 28672x8192 --nb 2 --warps 4           # CPU, sm_90 SASS
-    PYTHONPATH=. python3 scripts/gemv_prototype.py bench 28672x8192 8192x28672 --split 1,2,4 --nb 1,2 --warps 4,8
+    PYTHONPATH=. python3 scripts/gemv_prototype.py bench 28672x8192 8192x28672 --split 1,2,4 --nb 1,2 --half 0,1
 
 `check` runs the kernel in Triton's interpreter with its inline PTX emulated (`_ptx_emulation.py`; a side venv
 with Triton 3.6 and numpy < 2.3, as `interpret_gemm.py`) against `x @ W.T` in float64 from the source record, and
@@ -29,6 +31,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,26 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from marlin_convert.runtime._triton_gemm_kernels import (  # noqa: E402
-    _grouped_places, _int8, _single_places, splitk_reduce_kernel)
+    _dequant_asm, _grouped_places, _int8, _single_places, splitk_reduce_kernel)
+
+
+def _half_dot_asm() -> str:
+    """PTX for one word and its x (fp16, symmetric): `$0`, `$1` the float32 sums, b = 0 and 1, of the word's
+    four weights (a, h = 0, 1) times x, each product and the sum of a pair over h rounded to fp16; `$2` the
+    word, `$3` / `$4` the x pairs (a = 0, 1 as the low and high halves) of h = 0 / 1. The decode is the served
+    kernel's (`_dequant_asm(True, 0, scaled=False)`: exact `code - 8` pairs), kept in registers `v{h}{b}`."""
+    decode = _dequant_asm(True, 0, scaled=False).replace("$8", "$2")
+    decode = re.sub(r"mov\.b32 \{\$(\d+), \$\d+\}, v;", lambda m: f"mov.b32 v{int(m.group(1)) // 2}{int(m.group(1)) % 2}, v;",
+                    decode)
+    head, body = decode.rstrip().rstrip("}").split("\n", 1)  # "{", then the decode
+    lines = [head, ".reg .b32 v00, v01, v10, v11, d;", ".reg .b16 lo, hi;", ".reg .f32 f0, f1;", body]
+    for b in range(2):
+        lines += [f"mul.f16x2 d, v0{b}, $3;", f"fma.rn.f16x2 d, v1{b}, $4, d;", "mov.b32 {lo, hi}, d;",
+                  "cvt.f32.f16 f0, lo;", "cvt.f32.f16 f1, hi;", f"add.f32 ${b}, f0, f1;"]
+    return "\n".join(lines + ["}"])
+
+
+HALF_DOT = tl.constexpr(_half_dot_asm())
 
 
 @triton.jit
@@ -68,12 +90,14 @@ def _word_sums(w8, B: tl.constexpr, x00, x01, x10, x11):
 @triton.jit(do_not_specialize=["steps_per_split", "g_shift"])
 def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shift,
                 SINGLE: tl.constexpr, IS_FP16: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
-                SPLIT: tl.constexpr, AHEAD: tl.constexpr):
+                SPLIT: tl.constexpr, AHEAD: tl.constexpr, HALF: tl.constexpr):
     """`out[n] = sum_k x[k] W[n, k]` for one row of x, a program a (column tile of 64 NB rows n, split of K);
     with SPLIT > 1 the float32 partials go to `ws[split, n]`. The accumulators are shaped like a step's words
     (one a column b), so a weight costs its decode, a widening and one fused multiply-add, and a word column
     one more a step for its group's scale; the sums over tile rows and q are taken once, at the end. AHEAD: the
-    next step's words are loaded before this step's are used (a second set of registers)."""
+    next step's words are loaded before this step's are used (a second set of registers). HALF (fp16): a word's
+    products and pair sums in fp16 (`_half_dot_asm`), x taken at 1/8 (exact) so that they cannot overflow, the
+    result times 8."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     jj = tl.arange(0, 128 * NB)
@@ -98,17 +122,26 @@ def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shif
         else:
             here = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + off)
         words = tl.reshape(here, (BT, NB, 8, 4, 4))
-        w8 = _int8(words, words, words, 0, IS_FP16)  # weight 4a + 2h + b: code - 8, exact
-        xv = tl.load(x_ptr + 16 * t0 + xoff).to(tl.float32)
-        xa0, xa1 = tl.split(xv)  # [t, q, h]
-        x00, x01 = tl.split(xa0)  # a = 0: h = 0, 1 -> [t, q]
-        x10, x11 = tl.split(xa1)
-        x00 = tl.reshape(x00, (BT, 1, 1, 4, 1))
-        x01 = tl.reshape(x01, (BT, 1, 1, 4, 1))
-        x10 = tl.reshape(x10, (BT, 1, 1, 4, 1))
-        x11 = tl.reshape(x11, (BT, 1, 1, 4, 1))
-        p0 = _word_sums(w8, 0, x00, x01, x10, x11)
-        p1 = _word_sums(w8, 1, x00, x01, x10, x11)
+        if HALF:
+            x8 = (tl.load(x_ptr + 16 * t0 + xoff) * 0.125).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            xa0, xa1 = tl.split(x8)  # [t, q, h]
+            xh0, xh1 = tl.split(xa0 | (xa1 << 16))  # the pairs (a = 0, 1) of h = 0, 1: [t, q]
+            xh0 = tl.broadcast_to(tl.reshape(xh0, (BT, 1, 1, 4, 1)), words.shape)
+            xh1 = tl.broadcast_to(tl.reshape(xh1, (BT, 1, 1, 4, 1)), words.shape)
+            p0, p1 = tl.inline_asm_elementwise(HALF_DOT, "=f,=f,r,r,r", [words, xh0, xh1],
+                                               dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+        else:
+            w8 = _int8(words, words, words, 0, IS_FP16)  # weight 4a + 2h + b: code - 8, exact
+            xv = tl.load(x_ptr + 16 * t0 + xoff).to(tl.float32)
+            xa0, xa1 = tl.split(xv)  # [t, q, h]
+            x00, x01 = tl.split(xa0)  # a = 0: h = 0, 1 -> [t, q]
+            x10, x11 = tl.split(xa1)
+            x00 = tl.reshape(x00, (BT, 1, 1, 4, 1))
+            x01 = tl.reshape(x01, (BT, 1, 1, 4, 1))
+            x10 = tl.reshape(x10, (BT, 1, 1, 4, 1))
+            x11 = tl.reshape(x11, (BT, 1, 1, 4, 1))
+            p0 = _word_sums(w8, 0, x00, x01, x10, x11)
+            p1 = _word_sums(w8, 1, x00, x01, x10, x11)
         if SINGLE:
             acc0 += p0
             acc1 += p1
@@ -121,6 +154,9 @@ def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shif
     if SINGLE:
         r0 = r0 * _scales(s_ptr, N, 0, n0, True)
         r1 = r1 * _scales(s_ptr, N, 0, n0 + 8, True)
+    if HALF:
+        r0 = r0 * 8.0
+        r1 = r1 * 8.0
     if SPLIT == 1:
         tl.store(out_ptr + n0, r0.to(out_ptr.dtype.element_ty))
         tl.store(out_ptr + n0 + 8, r1.to(out_ptr.dtype.element_ty))
@@ -133,16 +169,18 @@ class Gemv:
     """One launch shape of the GEMV for one layer's `B` and `s`: `__call__(x)` -> `[1, N]`."""
 
     def __init__(self, B: torch.Tensor, s: torch.Tensor, group_size: int, dtype: torch.dtype, *, nb: int = 2,
-                 split: int = 1, warps: int = 4, stages: int = 3, ahead: bool = False) -> None:
+                 split: int = 1, warps: int = 4, stages: int = 3, ahead: bool = False, half: bool = False) -> None:
         k, n = 16 * B.shape[0], B.shape[1] // 2
         single = group_size == -1 or group_size >= k
         steps = k // 128
+        if half and dtype != torch.float16:
+            raise ValueError("half: float16 activations only")
         if n % (64 * nb) or steps % split:
             raise ValueError(f"N={n} is not a multiple of {64 * nb} or split {split} does not divide {steps} steps")
         self.B, self.s, self.n, self.k, self.dtype = B, s, n, k, dtype
         self.grid = (n // (64 * nb), split)
         self.consts = dict(SINGLE=single, IS_FP16=dtype == torch.float16, BT=8, NB=nb, SPLIT=split, AHEAD=ahead,
-                           num_warps=warps, num_stages=stages)
+                           HALF=half, num_warps=warps, num_stages=stages)
         self.args = (n, steps // split, 0 if single else group_size.bit_length() - 1)
         self.out = torch.empty(1, n, dtype=dtype, device=B.device)
         self.ws = torch.empty(split, n, dtype=torch.float32, device=B.device) if split > 1 else self.out
@@ -187,10 +225,10 @@ def check(args: argparse.Namespace) -> None:
         w = (rec.codes.full().double() - 8.0) * rec.scales.double()[g_idx].t()
         x = torch.randn(1, k, generator=gen).to(dtype)
         ref = x.double() @ w.t()
-        for nb, split, ahead in itertools.product(_ints(args.nb), _ints(args.split), _ints(args.ahead)):
-            y = Gemv(t["B"], t["s"], gs, dtype, nb=nb, split=split, ahead=bool(ahead))(x).double()
+        for kw in _shapes(args, dtype):
+            y = Gemv(t["B"], t["s"], gs, dtype, **kw)(x).double()
             err = float((y - ref).abs().max() / ref.abs().max())
-            name = f"{text} nb={nb} split={split} ahead={ahead}"
+            name = f"{text} {_name(kw)}"
             print(f"{name}{' bf16' if args.bf16 else ''}: max error {err:.2e} of the largest output")
             if not err <= tol:
                 failed.append(name)
@@ -209,10 +247,10 @@ def sass(args: argparse.Namespace) -> None:
     dtype = torch.bfloat16 if args.bf16 else torch.float16
     for text in args.layers:
         n, k, gs = _spec(text)
-        for nb, split, warps, ahead in itertools.product(_ints(args.nb), _ints(args.split), _ints(args.warps),
-                                                         _ints(args.ahead)):
+        for kw in _shapes(args, dtype):
             g = Gemv(torch.zeros(k // 16, 2 * n, dtype=torch.int32), torch.ones(1 if gs == -1 else k // gs, n, dtype=dtype),
-                     gs, dtype, nb=nb, split=split, warps=warps, ahead=bool(ahead))
+                     gs, dtype, **kw)
+            nb, warps = kw["nb"], kw["warps"]
             launch = Launch(gemv_kernel, g.grid, (Slot("x"), g.B, g.s, Slot("out"), Slot("ws"), *g.args), g.consts, None)
             kernel = sass_gemm.compile_launch(launch, dtype)
             usage = sass_gemm.cuobjdump(kernel.asm["cubin"], "-res-usage")
@@ -221,7 +259,7 @@ def sass(args: argparse.Namespace) -> None:
             mix = collections.Counter(sass_gemm.opcode(t) for t in loop)
             weights = 8 * 128 * nb * 8  # a step: 8 tile rows of 128 NB words of 8 weights
             regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
-            print(f"{text} nb={nb} split={split} warps={warps} ahead={ahead}: {regs.group(1) if regs else '?'} registers, "
+            print(f"{text} {_name(kw)}: {regs.group(1) if regs else '?'} registers, "
                   f"{stack.group(1) if stack else '?'} bytes of stack; loop {len(loop)} instructions a thread "
                   f"({len(loop) * 32 * warps / weights:.2f} a weight): "
                   + ", ".join(f"{o} {c}" for o, c in mix.most_common(12)))
@@ -245,21 +283,19 @@ def bench(args: argparse.Namespace) -> None:
         row: dict[str, Any] = {"shape": text, "dtype": str(dtype), "served": round(graph_time_us([lambda p=p: p(x) for p in served]), 1)}
         dense = [torch.randn(n, k, device="cuda", generator=gen).to(dtype) for _ in range(4)]
         row["dense"] = round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense]), 1)
-        for nb, split, warps, stages, ahead in itertools.product(_ints(args.nb), _ints(args.split), _ints(args.warps),
-                                                                 _ints(args.stages), _ints(args.ahead)):
+        for kw in _shapes(args, dtype):
             try:
-                gemvs = [Gemv(t["B"], t["s"], gs, dtype, nb=nb, split=split, warps=warps, stages=stages,
-                              ahead=bool(ahead)) for _, t in layers]
+                gemvs = [Gemv(t["B"], t["s"], gs, dtype, **kw) for _, t in layers]
             except ValueError:
                 continue
-            name = f"nb{nb} s{split} w{warps} st{stages} a{ahead}"
+            name = _name(kw)
             y = gemvs[0](x).float()
             row[name + "_diff"] = float((y - ref).abs().max() / ref.abs().max())
             row[name] = round(graph_time_us([lambda g=g: g(x) for g in gemvs]), 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
     for r in rows:
-        shapes = {key: v for key, v in r.items() if key.startswith("nb") and not key.endswith("_diff")}
+        shapes = {key: v for key, v in r.items() if key.startswith("nb=") and not key.endswith("_diff")}
         best = min(shapes, key=shapes.get) if shapes else None
         print(f"{r['shape']} {r['dtype']}: dense {r['dense']} µs, served {r['served']} ({r['dense'] / r['served']:.2f}× dense)"
               + (f", best GEMV {best}: {shapes[best]} ({r['dense'] / shapes[best]:.2f}× dense)" if best else ""))
@@ -267,6 +303,22 @@ def bench(args: argparse.Namespace) -> None:
 
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
+
+
+def _shapes(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]:
+    """Every launch shape the options name (`half` only for float16)."""
+    keys = ("nb", "split", "warps", "stages", "ahead", "half")
+    out = []
+    for values in itertools.product(*(_ints(getattr(args, key)) for key in keys)):
+        kw = dict(zip(keys, values))
+        kw["ahead"], kw["half"] = bool(kw["ahead"]), bool(kw["half"])
+        if not kw["half"] or dtype == torch.float16:
+            out.append(kw)
+    return out
+
+
+def _name(kw: dict[str, Any]) -> str:
+    return " ".join(f"{key}={int(value)}" for key, value in kw.items())
 
 
 def main() -> None:
@@ -278,6 +330,7 @@ def main() -> None:
     ap.add_argument("--warps", default="4")
     ap.add_argument("--stages", default="3")
     ap.add_argument("--ahead", default="0", help="0 and/or 1: load the next step's words a step ahead")
+    ap.add_argument("--half", default="0", help="0 and/or 1: products and pair sums in fp16 (float16 only)")
     ap.add_argument("--bf16", action="store_true")
     args = ap.parse_args()
     {"check": check, "sass": sass, "bench": bench}[args.what](args)
