@@ -17,6 +17,7 @@ rounded once to fp16.
     PYTHONPATH=. python3 scripts/gemv_prototype.py check 256x1024 512x2048:g-1 --split 2      # CPU, interpreter
     PYTHONPATH=. python3 scripts/gemv_prototype.py sass 28672x8192 --nb 2 --warps 4           # CPU, sm_90 SASS
     PYTHONPATH=. python3 scripts/gemv_prototype.py bench 28672x8192 8192x28672 --split 1,2,4 --nb 1,2 --half 0,1
+    PYTHONPATH=. python3 scripts/gemv_prototype.py bench 256x1024 --half 0,1 --dry-run      # CPU: the bench untimed
 
 `check` runs the kernel in Triton's interpreter with its inline PTX emulated (`_ptx_emulation.py`; a side venv
 with Triton 3.6 and numpy < 2.3, as `interpret_gemm.py`) against `x @ W.T` in float64 from the source record, and
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent
-if len(sys.argv) > 1 and sys.argv[1] == "check":
+if len(sys.argv) > 1 and (sys.argv[1] == "check" or "--dry-run" in sys.argv):
     os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported
 sys.path[:0] = [str(SCRIPTS.parent), str(SCRIPTS)]
 
@@ -272,16 +273,22 @@ def bench(args: argparse.Namespace) -> None:
     from marlin_convert.runtime import triton_gemm
 
     dtype = torch.bfloat16 if args.bf16 else torch.float16
-    gen = torch.Generator(device="cuda").manual_seed(21)
+    device = "cpu" if args.dry_run else "cuda"
+    if args.dry_run:  # every call once, in the interpreter: the script's own check
+        import _ptx_emulation
+
+        _ptx_emulation.install()
+        graph_time_us = lambda fns: [f() for f in fns] and 1.0  # noqa: E731
+    gen = torch.Generator(device=device).manual_seed(21)
     rows = []
     for text in args.layers:
         n, k, gs = _spec(text)
-        layers = [_layer(n, k, gs, dtype, gen, "cuda") for _ in range(4)]
-        x = torch.randn(1, k, device="cuda", generator=gen).to(dtype)
+        layers = [_layer(n, k, gs, dtype, gen, device) for _ in range(4)]
+        x = torch.randn(1, k, device=device, generator=gen).to(dtype)
         served = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs) for _, t in layers]
         ref = served[0](x).float()
         row: dict[str, Any] = {"shape": text, "dtype": str(dtype), "served": round(graph_time_us([lambda p=p: p(x) for p in served]), 1)}
-        dense = [torch.randn(n, k, device="cuda", generator=gen).to(dtype) for _ in range(4)]
+        dense = [torch.randn(n, k, device=device, generator=gen).to(dtype) for _ in range(4)]
         row["dense"] = round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense]), 1)
         for kw in _shapes(args, dtype):
             try:
@@ -332,6 +339,7 @@ def main() -> None:
     ap.add_argument("--ahead", default="0", help="0 and/or 1: load the next step's words a step ahead")
     ap.add_argument("--half", default="0", help="0 and/or 1: products and pair sums in fp16 (float16 only)")
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--dry-run", action="store_true", help="bench: on the CPU in the interpreter, untimed")
     args = ap.parse_args()
     {"check": check, "sass": sass, "bench": bench}[args.what](args)
 
