@@ -19,7 +19,7 @@ rounded once to fp16.
     PYTHONPATH=. python3 scripts/gemv_prototype.py bench 28672x8192 8192x28672 --split 1,2,4 --nb 1,2 --half 0,1
     PYTHONPATH=. python3 scripts/gemv_prototype.py bench 256x1024 --half 0,1 --dry-run      # CPU: the bench untimed
 
-`check` runs the kernel in Triton's interpreter with its inline PTX emulated (`_ptx_emulation.py`; a side venv
+`check` runs the kernel in Triton's interpreter with its inline PTX emulated (`tests/_support/ptx_emulation.py`; a side venv
 with Triton 3.6 and numpy < 2.3, as `interpret_gemm.py`) against `x @ W.T` in float64 from the source record, and
 exits non-zero past the tolerance. `sass` compiles for sm_90 (`sass_gemm.py`'s helpers) and counts the steps'
 loop. `bench` (a CUDA GPU) times, CUDA graphs, four copies of the weights in turn: the served plan
@@ -212,9 +212,9 @@ def _spec(text: str) -> tuple[int, int, int]:
 
 
 def check(args: argparse.Namespace) -> None:
-    import _ptx_emulation
+    from tests._support import ptx_emulation
 
-    _ptx_emulation.install()
+    ptx_emulation.install()
     dtype = torch.bfloat16 if args.bf16 else torch.float16
     tol = 1.6e-2 if args.bf16 else 2e-3
     gen = torch.Generator().manual_seed(21)
@@ -275,9 +275,9 @@ def bench(args: argparse.Namespace) -> None:
     dtype = torch.bfloat16 if args.bf16 else torch.float16
     device = "cpu" if args.dry_run else "cuda"
     if args.dry_run:  # every call once, in the interpreter: the script's own check
-        import _ptx_emulation
+        from tests._support import ptx_emulation
 
-        _ptx_emulation.install()
+        ptx_emulation.install()
         graph_time_us = lambda fns: [f() for f in fns] and 1.0  # noqa: E731
     gen = torch.Generator(device=device).manual_seed(21)
     rows = []

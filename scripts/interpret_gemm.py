@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Run the Triton GEMM's kernels on the CPU, in Triton's interpreter with their inline PTX emulated
-(`_ptx_emulation.py`), against float64 weights of the source layer, to check a kernel or launch-shape change
+(`tests/_support/ptx_emulation.py`), against float64 weights of the source layer, to check a kernel or launch-shape change
 before spending device time on it (issue #13). Needs torch, numpy and Triton (the CPU build of torch will do).
 
     PYTHONPATH=. python3 scripts/interpret_gemm.py 256x512:1:g128 256x512:16:g128+z:balance=-3 \\
@@ -38,13 +38,13 @@ def main() -> None:
     sys.path[:0] = [str(SCRIPTS.parent), str(SCRIPTS)]
     import torch
 
-    import _ptx_emulation
+    from tests._support import ptx_emulation
     from bench_gemm import Mode, mode_record
     from bench_launch_variants import parse_fields, with_fields
     from marlin_convert.formats import to_marlin
     from marlin_convert.runtime import triton_gemm
 
-    _ptx_emulation.install()
+    ptx_emulation.install()
     dtype = torch.bfloat16 if args.bf16 else torch.float16
     tol = args.tol if args.tol is not None else (1.6e-2 if args.bf16 else 2e-3)
     gen = torch.Generator().manual_seed(args.seed)

@@ -6,6 +6,7 @@
 - `cli`: the `marlin-convert` CLI run in process.
 - `files`: hashes of a directory tree (to prove an input was left untouched).
 - `seeds`: stable seeds for parametrized cases (`hash()` of a string changes between runs).
+- `ptx_emulation`: Triton's CPU interpreter with the GEMM kernels' inline PTX emulated (needs Triton).
 
 None of it imports from the package under test, except `cli`, which runs it.
 """

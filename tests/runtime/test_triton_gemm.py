@@ -56,16 +56,16 @@ class Layer:
 
 
 def _make_layer(n: int, k: int, group_size: int, mode: str, act_order: bool, dtype: torch.dtype, seed: int,
-                with_bias: bool) -> Layer:
-    gen = torch.Generator(device="cuda").manual_seed(seed)
+                with_bias: bool, device: str = "cuda") -> Layer:
+    gen = torch.Generator(device=device).manual_seed(seed)
     groups = 1 if group_size == -1 else k // group_size
-    codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda", generator=gen)
-    scales = (torch.rand(groups, n, device="cuda", generator=gen) * 0.02 + 1e-3).to(dtype)
-    zeros = torch.randint(0, 16, (groups, n), dtype=torch.uint8, device="cuda", generator=gen) if mode == "asym" else None
-    shift = ((torch.rand(groups, n, device="cuda", generator=gen) - 0.3) * 0.1).to(dtype) if mode == "shift" else None
-    g_idx = torch.arange(k, device="cuda") // (k if group_size == -1 else group_size)
+    codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device=device, generator=gen)
+    scales = (torch.rand(groups, n, device=device, generator=gen) * 0.02 + 1e-3).to(dtype)
+    zeros = torch.randint(0, 16, (groups, n), dtype=torch.uint8, device=device, generator=gen) if mode == "asym" else None
+    shift = ((torch.rand(groups, n, device=device, generator=gen) - 0.3) * 0.1).to(dtype) if mode == "shift" else None
+    g_idx = torch.arange(k, device=device) // (k if group_size == -1 else group_size)
     if act_order:
-        g_idx = g_idx[torch.randperm(k, device="cuda", generator=gen)]
+        g_idx = g_idx[torch.randperm(k, device=device, generator=gen)]
     rec = QuantizedLinear(DenseCodes(codes), scales, zeros, shift, g_idx.to(torch.int32) if act_order else None,
                           group_size, {})
     # the test's own dequantization of the source record, in float64
@@ -78,8 +78,8 @@ def _make_layer(n: int, k: int, group_size: int, mode: str, act_order: bool, dty
         w = (codes.double() - zero) * s
         # folded zero points: sums of |code - 8| s, then |8 - zero| s times a sum of x
         wmag = ((codes.double() - 8.0).abs() + abs(zero - 8.0)) * s
-    marlin = {name: t.cuda() for name, t in to_marlin(rec).items()}
-    bias = (torch.randn(n, device="cuda", generator=gen) * 0.1).to(dtype) if with_bias else None
+    marlin = {name: t.to(device) for name, t in to_marlin(rec).items()}
+    bias = (torch.randn(n, device=device, generator=gen) * 0.1).to(dtype) if with_bias else None
     return Layer(rec, w, wmag, marlin, bias)
 
 
@@ -87,7 +87,7 @@ def _run(layer: Layer, x: torch.Tensor, config: object = None, **override: torch
     from marlin_convert.runtime.triton_gemm import marlin_gemm
 
     t = {**layer.marlin, **override}
-    block = torch.full((x.shape[0] * t["B"].shape[1] * 4,), float("nan"), dtype=x.dtype, device="cuda")
+    block = torch.full((x.shape[0] * t["B"].shape[1] * 4,), float("nan"), dtype=x.dtype, device=x.device)
     del block  # a freed NaN block in the caching allocator: an unwritten output element shows
     return marlin_gemm(x, t["B"], t["s"], group_size=layer.rec.group_size, z=t.get("z"), shift=t.get("shift"),
                        perm=t.get("perm"), bias=layer.bias, config=config)

@@ -4,7 +4,8 @@ kernels run on a machine without a GPU (issue #13: check a kernel change before 
 Triton 3.6's interpreter raises on `tl.inline_asm_elementwise`; `install()` replaces that builder method with
 an emulation of the PTX the GEMM's kernels issue (`_triton_gemm_kernels`: the dequantization asm, `_settled`'s
 `mov`, stream-K's fence): `prmt.b32`, `mov.b32` (immediates, registers, and `{lo, hi}` unpacking), `shr.b32`,
-`lop3.b32`, `sub.f16x2`, `fma.rn.f16x2` and `fma.rn.bf16x2`, element by element (pack 1); `fence.*` is a no-op
+`lop3.b32`, `sub.f16x2`, `mul.f16x2`, `fma.rn.f16x2`, `fma.rn.bf16x2`, `cvt.f32.f16` and `add.f32` (the GEMV
+prototype's, `scripts/gemv_prototype.py`), element by element (pack 1); `fence.*` is a no-op
 (the interpreter runs one program at a time). Half-precision arithmetic is done in float64 and rounded once to
 nearest even, as the hardware does for fp16; bf16 results are rounded through float32, which can round twice only
 where the float64 value needs more than 24 bits (not for the symmetric and zero-point decodes, whose products are

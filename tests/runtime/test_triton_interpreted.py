@@ -1,0 +1,86 @@
+"""The Triton GEMM's kernels on the CPU, in Triton's interpreter with their inline PTX emulated
+(`tests._support.ptx_emulation`), against float64 `x @ W.T` from the source record with `test_triton_gemm`'s
+bounds: the served launch shapes of every mode (and the launch-shape variants that rules pick) checked by CI
+without a GPU. Marked `interpret`; they run only where `TRITON_INTERPRET=1` was set before Triton was imported
+and numpy is older than 2.3 (Triton 3.6's interpreter takes `int()` of one-element arrays, which numpy 2.3
+refuses): `.ci/run`'s second environment (`pip install -e '.[test,interpret]'`). Layers are small: the
+interpreter runs each program in numpy. The GPU runs the same kernels in `test_triton_gemm` (`-m cuda`)."""
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.interpret,  # the interpreter's own `int()` of one-element arrays (numpy 1.25+ warns)
+              pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")]
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("needs TRITON_INTERPRET=1 before Triton is imported", allow_module_level=True)
+pytest.importorskip("triton")
+np = pytest.importorskip("numpy")
+if tuple(int(v) for v in np.__version__.split(".")[:2]) >= (2, 3):
+    pytest.skip(f"Triton 3.6's interpreter needs numpy < 2.3, not {np.__version__}", allow_module_level=True)
+
+from marlin_convert.runtime.triton_gemm import KernelConfig  # noqa: E402
+from tests._support import ptx_emulation  # noqa: E402
+from tests.runtime.test_triton_gemm import _failures, _make_layer, _run  # noqa: E402
+
+ptx_emulation.install()
+
+CASES = [  # (N, K, group, mode, act-order, dtype, rows): the served shape for each
+    (64, 128, 128, "sym", False, torch.float16, (1, 7)),
+    (192, 384, 128, "asym", False, torch.float16, (1, 16, 64)),
+    (192, 384, 128, "shift", False, torch.bfloat16, (1, 70)),
+    (192, 384, -1, "sym", False, torch.bfloat16, (5, 130)),
+    (192, 384, -1, "asym", False, torch.float16, (1, 70)),
+    (256, 512, 32, "asym", False, torch.float16, (3, 33)),
+    (256, 512, 64, "shift", False, torch.float16, (1,)),
+    (256, 512, 128, "sym", True, torch.float16, (1, 70)),
+    (256, 512, 128, "asym", True, torch.bfloat16, (16,)),
+    (512, 1024, 128, "sym", False, torch.float16, (1, 32, 130)),  # re-split to one wave (rounds 20, 21)
+]
+
+
+@pytest.mark.parametrize("n,k,group_size,mode,act_order,dtype,rows", CASES,
+                         ids=[f"{c[0]}x{c[1]}-g{c[2]}-{c[3]}{'-act' if c[4] else ''}-{str(c[5])[6:]}" for c in CASES])
+def test_served_launch_shapes_match_the_source_dequant(n, k, group_size, mode, act_order, dtype, rows):
+    seed = zlib.crc32(repr((n, k, group_size, mode, act_order, str(dtype))).encode())
+    layer = _make_layer(n, k, group_size, mode, act_order, dtype, seed, with_bias=group_size == -1, device="cpu")
+    gen = torch.Generator().manual_seed(seed + 1)
+    bad = {}
+    for m in rows:
+        x = torch.randn(m, k, generator=gen).to(dtype)
+        fails = _failures(layer, x, _run(layer, x))
+        if fails:
+            bad[m] = fails
+    assert not bad, bad
+
+
+VARIANTS = [  # launch shapes that rules take for other layers: balanced grids, K splits, folded zero points
+    KernelConfig(16, 8, 2, swap=True, maxnreg=128, balance=-3),
+    KernelConfig(16, 8, 2, swap=True, fold=True, balance=-5),
+    KernelConfig(16, 8, 2, swap=True, fold=True, split_k=4),
+    KernelConfig(64, 8, 1, xperm=True, swap=True, split_k=4),
+    KernelConfig(64, 8, 2, xperm=True, swap=True, balance=-3),
+    KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, fold=True, zlate=True, split_k=2),
+]
+
+
+@pytest.mark.parametrize("config", VARIANTS, ids=[f"v{i}" for i in range(len(VARIANTS))])
+def test_launch_shape_variants_match_the_source_dequant(config):
+    layer = _make_layer(256, 1024, 128, "asym", False, torch.float16, 22, with_bias=True, device="cpu")
+    gen = torch.Generator().manual_seed(23)
+    for m in (1, 9) if config.bm == 16 else (40, 130):
+        x = torch.randn(m, 1024, generator=gen).to(torch.float16)
+        assert not _failures(layer, x, _run(layer, x, config)), (config, m)
+
+
+def test_the_bounds_reject_a_swapped_column_block():
+    """The check can fail: two 64-column blocks of `B` swapped move their outputs by O(|y|)."""
+    layer = _make_layer(192, 384, 128, "asym", False, torch.float16, 24, with_bias=False, device="cpu")
+    B = layer.marlin["B"].clone()
+    B[:, :128], B[:, 128:256] = layer.marlin["B"][:, 128:256], layer.marlin["B"][:, :128]
+    x = torch.randn(1, 384, generator=torch.Generator().manual_seed(25)).to(torch.float16)
+    assert _failures(layer, x, _run(layer, x, B=B))
