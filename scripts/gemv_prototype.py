@@ -12,7 +12,7 @@ tile rows are scaled by the step's group (group 128: one group a step) and the s
 the end. A few registers a thread (two float32 accumulators of 2 NB a thread at 4 warps), so many programs fit a
 multiprocessor. Symmetric layers of group 128 or one group, fp16 or bf16, one row. `--half 1` (fp16): the products
 and their pair sums in fp16 inside the decode's PTX (`_half_dot_asm`), fewer instructions a weight, each product
-rounded once to fp16.
+rounded once to fp16; `--half 2`: a word column's four products summed in fp16 too, widened once.
 
     PYTHONPATH=. python3 scripts/gemv_prototype.py check 256x1024 512x2048:g-1 --split 2      # CPU, interpreter
     PYTHONPATH=. python3 scripts/gemv_prototype.py sass 28672x8192 --nb 2 --warps 4           # CPU, sm_90 SASS
@@ -50,23 +50,28 @@ from marlin_convert.runtime._triton_gemm_kernels import (  # noqa: E402
     _dequant_asm, _grouped_places, _int8, _single_places, splitk_reduce_kernel)
 
 
-def _half_dot_asm() -> str:
+def _half_dot_asm(lanes_in_f16: bool) -> str:
     """PTX for one word and its x (fp16, symmetric): `$0`, `$1` the float32 sums, b = 0 and 1, of the word's
-    four weights (a, h = 0, 1) times x, each product and the sum of a pair over h rounded to fp16; `$2` the
-    word, `$3` / `$4` the x pairs (a = 0, 1 as the low and high halves) of h = 0 / 1. The decode is the served
-    kernel's (`_dequant_asm(True, 0, scaled=False)`: exact `code - 8` pairs), kept in registers `v{h}{b}`."""
+    four weights (a, h = 0, 1) times x, each product and the sum of a pair over h rounded to fp16 (and, with
+    `lanes_in_f16`, the sum over a too, then widened once); `$2` the word, `$3` / `$4` the x pairs (a = 0, 1 as
+    the low and high halves) of h = 0 / 1. The decode is the served kernel's (`_dequant_asm(True, 0,
+    scaled=False)`: exact `code - 8` pairs), kept in registers `v{h}{b}`."""
     decode = _dequant_asm(True, 0, scaled=False).replace("$8", "$2")
     decode = re.sub(r"mov\.b32 \{\$(\d+), \$\d+\}, v;", lambda m: f"mov.b32 v{int(m.group(1)) // 2}{int(m.group(1)) % 2}, v;",
                     decode)
     head, body = decode.rstrip().rstrip("}").split("\n", 1)  # "{", then the decode
-    lines = [head, ".reg .b32 v00, v01, v10, v11, d;", ".reg .b16 lo, hi;", ".reg .f32 f0, f1;", body]
+    lines = [head, ".reg .b32 v00, v01, v10, v11, d;", ".reg .b16 lo, hi, e;", ".reg .f32 f0, f1;", body]
     for b in range(2):
-        lines += [f"mul.f16x2 d, v0{b}, $3;", f"fma.rn.f16x2 d, v1{b}, $4, d;", "mov.b32 {lo, hi}, d;",
-                  "cvt.f32.f16 f0, lo;", "cvt.f32.f16 f1, hi;", f"add.f32 ${b}, f0, f1;"]
+        lines += [f"mul.f16x2 d, v0{b}, $3;", f"fma.rn.f16x2 d, v1{b}, $4, d;", "mov.b32 {lo, hi}, d;"]
+        if lanes_in_f16:
+            lines += ["add.f16 e, lo, hi;", f"cvt.f32.f16 ${b}, e;"]
+        else:
+            lines += ["cvt.f32.f16 f0, lo;", "cvt.f32.f16 f1, hi;", f"add.f32 ${b}, f0, f1;"]
     return "\n".join(lines + ["}"])
 
 
-HALF_DOT = tl.constexpr(_half_dot_asm())
+HALF_DOT = tl.constexpr(_half_dot_asm(False))
+HALF_DOT_F16 = tl.constexpr(_half_dot_asm(True))
 
 
 @triton.jit
@@ -97,8 +102,8 @@ def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shif
     (one a column b), so a weight costs its decode, a widening and one fused multiply-add, and a word column
     one more a step for its group's scale; the sums over tile rows and q are taken once, at the end. AHEAD: the
     next step's words are loaded before this step's are used (a second set of registers). HALF (fp16): a word's
-    products and pair sums in fp16 (`_half_dot_asm`), x taken at 1/8 (exact) so that they cannot overflow, the
-    result times 8."""
+    products and pair sums in fp16 (`_half_dot_asm`; 2: its four-term sums too), x taken at 1/8 (exact) so that
+    they cannot overflow, the result times 8."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     jj = tl.arange(0, 128 * NB)
@@ -129,8 +134,9 @@ def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shif
             xh0, xh1 = tl.split(xa0 | (xa1 << 16))  # the pairs (a = 0, 1) of h = 0, 1: [t, q]
             xh0 = tl.broadcast_to(tl.reshape(xh0, (BT, 1, 1, 4, 1)), words.shape)
             xh1 = tl.broadcast_to(tl.reshape(xh1, (BT, 1, 1, 4, 1)), words.shape)
-            p0, p1 = tl.inline_asm_elementwise(HALF_DOT, "=f,=f,r,r,r", [words, xh0, xh1],
-                                               dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+            p0, p1 = tl.inline_asm_elementwise(HALF_DOT if HALF == 1 else HALF_DOT_F16, "=f,=f,r,r,r",
+                                               [words, xh0, xh1], dtype=(tl.float32, tl.float32), is_pure=True,
+                                               pack=1)
         else:
             w8 = _int8(words, words, words, 0, IS_FP16)  # weight 4a + 2h + b: code - 8, exact
             xv = tl.load(x_ptr + 16 * t0 + xoff).to(tl.float32)
@@ -170,7 +176,7 @@ class Gemv:
     """One launch shape of the GEMV for one layer's `B` and `s`: `__call__(x)` -> `[1, N]`."""
 
     def __init__(self, B: torch.Tensor, s: torch.Tensor, group_size: int, dtype: torch.dtype, *, nb: int = 2,
-                 split: int = 1, warps: int = 4, stages: int = 3, ahead: bool = False, half: bool = False) -> None:
+                 split: int = 1, warps: int = 4, stages: int = 3, ahead: bool = False, half: int = 0) -> None:
         k, n = 16 * B.shape[0], B.shape[1] // 2
         single = group_size == -1 or group_size >= k
         steps = k // 128
@@ -318,7 +324,7 @@ def _shapes(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]
     out = []
     for values in itertools.product(*(_ints(getattr(args, key)) for key in keys)):
         kw = dict(zip(keys, values))
-        kw["ahead"], kw["half"] = bool(kw["ahead"]), bool(kw["half"])
+        kw["ahead"] = bool(kw["ahead"])
         if not kw["half"] or dtype == torch.float16:
             out.append(kw)
     return out
@@ -337,7 +343,8 @@ def main() -> None:
     ap.add_argument("--warps", default="4")
     ap.add_argument("--stages", default="3")
     ap.add_argument("--ahead", default="0", help="0 and/or 1: load the next step's words a step ahead")
-    ap.add_argument("--half", default="0", help="0 and/or 1: products and pair sums in fp16 (float16 only)")
+    ap.add_argument("--half", default="0", help="0, 1, 2: products and pair sums in fp16 (2: four-term sums too;"
+                                                " float16 only)")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="bench: on the CPU in the interpreter, untimed")
     args = ap.parse_args()

@@ -4,7 +4,7 @@ kernels run on a machine without a GPU (issue #13: check a kernel change before 
 Triton 3.6's interpreter raises on `tl.inline_asm_elementwise`; `install()` replaces that builder method with
 an emulation of the PTX the GEMM's kernels issue (`_triton_gemm_kernels`: the dequantization asm, `_settled`'s
 `mov`, stream-K's fence): `prmt.b32`, `mov.b32` (immediates, registers, and `{lo, hi}` unpacking), `shr.b32`,
-`lop3.b32`, `sub.f16x2`, `mul.f16x2`, `fma.rn.f16x2`, `fma.rn.bf16x2`, `cvt.f32.f16` and `add.f32` (the GEMV
+`lop3.b32`, `sub.f16x2`, `mul.f16x2`, `fma.rn.f16x2`, `fma.rn.bf16x2`, `add.f16`, `cvt.f32.f16` and `add.f32` (the GEMV
 prototype's, `scripts/gemv_prototype.py`), element by element (pack 1); `fence.*` is a no-op
 (the interpreter runs one program at a time). Half-precision arithmetic is done in float64 and rounded once to
 nearest even, as the hardware does for fp16; bf16 results are rounded through float32, which can round twice only
@@ -111,6 +111,8 @@ def run_asm(asm: str, n_out: int, inputs: Sequence[np.ndarray]) -> list[np.ndarr
             regs[d] = _lanes(lambda x, y, z: x * y + z, *(val(s) for s in srcs), unpack=_f16, pack=_to_f16)
         elif op == "mul.f16x2":
             regs[d] = _lanes(lambda x, y: x * y, val(srcs[0]), val(srcs[1]), unpack=_f16, pack=_to_f16)
+        elif op == "add.f16":
+            regs[d] = _to_f16(_f16(val(srcs[0])) + _f16(val(srcs[1])))
         elif op == "cvt.f32.f16":
             regs[d] = _f16(val(srcs[0]) & 0xFFFF).astype(np.float32).view(_U32)
         elif op == "add.f32":
