@@ -65,6 +65,8 @@ VARIANTS = [  # launch shapes that rules take for other layers: balanced grids, 
     KernelConfig(64, 8, 1, xperm=True, swap=True, split_k=4),
     KernelConfig(64, 8, 2, xperm=True, swap=True, balance=-3),
     KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, fold=True, zlate=True, split_k=2),
+    KernelConfig(16, 8, 2, swap=True, fold=True, zpre=True, xsum=True, split_k=2),
+    KernelConfig(16, 8, 2, swap=True, maxnreg=128, xperm=True, zred=True, split_k=2),
 ]
 
 
@@ -75,6 +77,19 @@ def test_launch_shape_variants_match_the_source_dequant(config):
     for m in (1, 9) if config.bm == 16 else (40, 130):
         x = torch.randn(m, 1024, generator=gen).to(torch.float16)
         assert not _failures(layer, x, _run(layer, x, config)), (config, m)
+
+
+def test_eager_launch_shapes_match_the_source_dequant():
+    """`plan(..., eager=True)`: `for_eager`'s shape (no K split for small layers up to 16 rows, plain loads)."""
+    from marlin_convert.runtime import triton_gemm
+
+    for mode, m in (("asym", 1), ("sym", 16), ("shift", 40)):
+        layer = _make_layer(192, 1024, 128, mode, False, torch.bfloat16, 26, with_bias=True, device="cpu")
+        t = layer.marlin
+        p = triton_gemm.plan(m, torch.bfloat16, torch.device("cpu"), t["B"], t["s"], group_size=128, z=t.get("z"),
+                             shift=t.get("shift"), bias=layer.bias, eager=True)
+        x = torch.randn(m, 1024, generator=torch.Generator().manual_seed(27)).to(torch.bfloat16)
+        assert not _failures(layer, x, p(x)), (mode, m)
 
 
 def test_the_bounds_reject_a_swapped_column_block():
