@@ -10,11 +10,11 @@ tile row (weight `4a + 2h + b` of word (nb, c, q, w) is row n = 64 nb + 16 w + 8
 2 q + a: `_swap_tile`'s order), so x is needed as `[t, q, h, a]`, loaded once a step; the sums over a step's
 tile rows are scaled by the step's group (group 128: one group a step) and the sums over q are taken once, at
 the end. A few registers a thread (two float32 accumulators of 2 NB a thread at 4 warps), so many programs fit a
-multiprocessor. Symmetric layers of group 128 or one group, fp16 or bf16, one row. `--half 1` (fp16): the products
+multiprocessor. Group 128 or one group, symmetric or Marlin zero points, fp16 or bf16, one row. `--half 1` (fp16): the products
 and their pair sums in fp16 inside the decode's PTX (`_half_dot_asm`), fewer instructions a weight, each product
 rounded once to fp16; `--half 2`: a word column's four products summed in fp16 too, widened once.
 
-    PYTHONPATH=. python3 scripts/gemv_prototype.py check 256x1024 512x2048:g-1 --split 2      # CPU, interpreter
+    PYTHONPATH=. python3 scripts/gemv_prototype.py check 256x1024 512x2048:g-1+z --split 2      # CPU, interpreter
     PYTHONPATH=. python3 scripts/gemv_prototype.py sass 28672x8192 --nb 2 --warps 4           # CPU, sm_90 SASS
     PYTHONPATH=. python3 scripts/gemv_prototype.py bench 28672x8192 8192x28672 --split 1,2,4 --nb 1,2 --half 0,1
     PYTHONPATH=. python3 scripts/gemv_prototype.py bench 256x1024 --half 0,1 --dry-run      # CPU: the bench untimed
@@ -47,7 +47,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from marlin_convert.runtime._triton_gemm_kernels import (  # noqa: E402
-    _dequant_asm, _grouped_places, _int8, _single_places, splitk_reduce_kernel)
+    _dequant_asm, _grouped_places, _int8, _single_places, _zero_point_cols, _zero_terms, splitk_reduce_kernel)
 
 
 def _half_dot_asm(lanes_in_f16: bool) -> str:
@@ -94,16 +94,17 @@ def _word_sums(w8, B: tl.constexpr, x00, x01, x10, x11):
 
 
 @triton.jit(do_not_specialize=["steps_per_split", "g_shift"])
-def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shift,
+def gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shift,
                 SINGLE: tl.constexpr, IS_FP16: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr,
-                SPLIT: tl.constexpr, AHEAD: tl.constexpr, HALF: tl.constexpr):
+                SPLIT: tl.constexpr, AHEAD: tl.constexpr, HALF: tl.constexpr, ZMODE: tl.constexpr):
     """`out[n] = sum_k x[k] W[n, k]` for one row of x, a program a (column tile of 64 NB rows n, split of K);
     with SPLIT > 1 the float32 partials go to `ws[split, n]`. The accumulators are shaped like a step's words
     (one a column b), so a weight costs its decode, a widening and one fused multiply-add, and a word column
     one more a step for its group's scale; the sums over tile rows and q are taken once, at the end. AHEAD: the
     next step's words are loaded before this step's are used (a second set of registers). HALF (fp16): a word's
     products and pair sums in fp16 (`_half_dot_asm`; 2: its four-term sums too), x taken at 1/8 (exact) so that
-    they cannot overflow, the result times 8."""
+    they cannot overflow, the result times 8. ZMODE 1 (not HALF): Marlin zero points, decoded as the served
+    kernel does (`_int8`'s exact `code - zero`, its terms from `_zero_terms`)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     jj = tl.arange(0, 128 * NB)
@@ -114,6 +115,10 @@ def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shif
     # the rows n of (nb, c, w) for b = 0 (b = 1: + 8)
     n0 = (64 * (pid_n * NB + tl.arange(0, NB)[:, None, None]) + 16 * tl.arange(0, 4)[None, None, :]
           + tl.arange(0, 8)[None, :, None])
+    # zero points (ZMODE 1): word columns (nb, c, w) in `_swap_tile`'s order
+    col = tl.arange(0, 32 * NB)
+    zw, zsh0, zsh1 = _zero_point_cols(pid_n * NB + col // 32, (col // 4) % 8, col % 4)
+    zm = (pid_n * NB + col // 32 < N // 64)[None, :]
     acc0 = tl.zeros((BT, NB, 8, 4, 4), dtype=tl.float32)  # [t, nb, c, q, w], b = 0
     acc1 = tl.zeros((BT, NB, 8, 4, 4), dtype=tl.float32)
     t_first = pid_k * steps_per_split * BT
@@ -138,7 +143,13 @@ def gemv_kernel(x_ptr, b_ptr, s_ptr, out_ptr, ws_ptr, N, steps_per_split, g_shif
                                                [words, xh0, xh1], dtype=(tl.float32, tl.float32), is_pure=True,
                                                pack=1)
         else:
-            w8 = _int8(words, words, words, 0, IS_FP16)  # weight 4a + 2h + b: code - 8, exact
+            if ZMODE == 1:
+                e0, e1 = _zero_terms(z_ptr, N, 0 if SINGLE else (16 * t0) >> g_shift, zw, zsh0, zsh1, zm, IS_FP16)
+                e0 = tl.broadcast_to(tl.reshape(e0, (1, NB, 8, 1, 4)), words.shape)
+                e1 = tl.broadcast_to(tl.reshape(e1, (1, NB, 8, 1, 4)), words.shape)
+                w8 = _int8(words, e0, e1, 1, IS_FP16)  # code - zero, exact
+            else:
+                w8 = _int8(words, words, words, 0, IS_FP16)  # weight 4a + 2h + b: code - 8, exact
             xv = tl.load(x_ptr + 16 * t0 + xoff).to(tl.float32)
             xa0, xa1 = tl.split(xv)  # [t, q, h]
             x00, x01 = tl.split(xa0)  # a = 0: h = 0, 1 -> [t, q]
@@ -176,25 +187,26 @@ class Gemv:
     """One launch shape of the GEMV for one layer's `B` and `s`: `__call__(x)` -> `[1, N]`."""
 
     def __init__(self, B: torch.Tensor, s: torch.Tensor, group_size: int, dtype: torch.dtype, *, nb: int = 2,
-                 split: int = 1, warps: int = 4, stages: int = 3, ahead: bool = False, half: int = 0) -> None:
+                 split: int = 1, warps: int = 4, stages: int = 3, ahead: bool = False, half: int = 0,
+                 z: torch.Tensor | None = None) -> None:
         k, n = 16 * B.shape[0], B.shape[1] // 2
         single = group_size == -1 or group_size >= k
         steps = k // 128
-        if half and dtype != torch.float16:
-            raise ValueError("half: float16 activations only")
+        if half and (dtype != torch.float16 or z is not None):
+            raise ValueError("half: float16 activations and symmetric layers only")
         if n % (64 * nb) or steps % split:
             raise ValueError(f"N={n} is not a multiple of {64 * nb} or split {split} does not divide {steps} steps")
-        self.B, self.s, self.n, self.k, self.dtype = B, s, n, k, dtype
+        self.B, self.s, self.z, self.n, self.k, self.dtype = B, s, z if z is not None else B, n, k, dtype
         self.grid = (n // (64 * nb), split)
         self.consts = dict(SINGLE=single, IS_FP16=dtype == torch.float16, BT=8, NB=nb, SPLIT=split, AHEAD=ahead,
-                           HALF=half, num_warps=warps, num_stages=stages)
+                           HALF=half, ZMODE=int(z is not None), num_warps=warps, num_stages=stages)
         self.args = (n, steps // split, 0 if single else group_size.bit_length() - 1)
         self.out = torch.empty(1, n, dtype=dtype, device=B.device)
         self.ws = torch.empty(split, n, dtype=torch.float32, device=B.device) if split > 1 else self.out
         self.split = split
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        gemv_kernel[self.grid](x, self.B, self.s, self.out, self.ws, *self.args, **self.consts)
+        gemv_kernel[self.grid](x, self.B, self.s, self.z, self.out, self.ws, *self.args, **self.consts)
         if self.split > 1:
             block = 1024
             splitk_reduce_kernel[(-(-self.n // block),)](self.ws, self.s, self.out, 1, self.n, self.n, 0,
@@ -202,19 +214,25 @@ class Gemv:
         return self.out
 
 
-def _layer(n: int, k: int, group_size: int, dtype: torch.dtype, gen: torch.Generator, device: str) -> tuple[Any, dict]:
-    from bench_gemm import Mode, mode_record
+def _layer(n: int, k: int, mode: Any, dtype: torch.dtype, gen: torch.Generator, device: str) -> tuple[Any, dict]:
+    from bench_gemm import mode_record
 
     from marlin_convert.formats import to_marlin
 
-    rec = mode_record(n, k, Mode.parse(f"g{group_size}"), dtype, gen, device)
+    rec = mode_record(n, k, mode, dtype, gen, device)
     return rec, {name: t.to(device) for name, t in to_marlin(rec).items()}
 
 
-def _spec(text: str) -> tuple[int, int, int]:
-    shape, _, group = text.partition(":")
+def _spec(text: str) -> tuple[int, int, Any]:
+    """`NxK[:MODE]` (`bench_gemm.py`'s modes: g128 (default), g-1, g128+z, g-1+z) -> (N, K, Mode)."""
+    from bench_gemm import Mode
+
+    shape, _, mode = text.partition(":")
     n, k = (int(v) for v in shape.split("x"))
-    return n, k, int(group[1:]) if group else 128
+    parsed = Mode.parse(mode or "g128")
+    if parsed.group_size not in (-1, 128) or parsed.zero_point not in (None, "int") or parsed.act_order:
+        raise SystemExit(f"{text}: the prototype takes group 128 or -1, symmetric or Marlin zero points")
+    return n, k, parsed
 
 
 def check(args: argparse.Namespace) -> None:
@@ -226,14 +244,16 @@ def check(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(21)
     failed = []
     for text in args.layers:
-        n, k, gs = _spec(text)
-        rec, t = _layer(n, k, gs, dtype, gen, "cpu")
+        n, k, mode = _spec(text)
+        gs = mode.group_size
+        rec, t = _layer(n, k, mode, dtype, gen, "cpu")
         g_idx = torch.arange(k) // (k if gs == -1 else gs)
-        w = (rec.codes.full().double() - 8.0) * rec.scales.double()[g_idx].t()
+        zero = rec.zeros.double()[g_idx].t() if rec.zeros is not None else 8.0
+        w = (rec.codes.full().double() - zero) * rec.scales.double()[g_idx].t()
         x = torch.randn(1, k, generator=gen).to(dtype)
         ref = x.double() @ w.t()
-        for kw in _shapes(args, dtype):
-            y = Gemv(t["B"], t["s"], gs, dtype, **kw)(x).double()
+        for kw in _shapes(args, dtype, t.get("z") is not None):
+            y = Gemv(t["B"], t["s"], gs, dtype, z=t.get("z"), **kw)(x).double()
             err = float((y - ref).abs().max() / ref.abs().max())
             name = f"{text} {_name(kw)}"
             print(f"{name}{' bf16' if args.bf16 else ''}: max error {err:.2e} of the largest output")
@@ -253,12 +273,15 @@ def sass(args: argparse.Namespace) -> None:
     sass_gemm.Slot = Slot
     dtype = torch.bfloat16 if args.bf16 else torch.float16
     for text in args.layers:
-        n, k, gs = _spec(text)
-        for kw in _shapes(args, dtype):
-            g = Gemv(torch.zeros(k // 16, 2 * n, dtype=torch.int32), torch.ones(1 if gs == -1 else k // gs, n, dtype=dtype),
-                     gs, dtype, **kw)
+        n, k, mode = _spec(text)
+        gs, groups = mode.group_size, 1 if mode.group_size == -1 else k // mode.group_size
+        z = torch.zeros(groups, n // 8, dtype=torch.int32) if mode.zero_point else None
+        for kw in _shapes(args, dtype, z is not None):
+            g = Gemv(torch.zeros(k // 16, 2 * n, dtype=torch.int32), torch.ones(groups, n, dtype=dtype), gs, dtype, z=z,
+                     **kw)
             nb, warps = kw["nb"], kw["warps"]
-            launch = Launch(gemv_kernel, g.grid, (Slot("x"), g.B, g.s, Slot("out"), Slot("ws"), *g.args), g.consts, None)
+            launch = Launch(gemv_kernel, g.grid, (Slot("x"), g.B, g.s, g.z, Slot("out"), Slot("ws"), *g.args), g.consts,
+                            None)
             kernel = sass_gemm.compile_launch(launch, dtype)
             usage = sass_gemm.cuobjdump(kernel.asm["cubin"], "-res-usage")
             code = sass_gemm.cuobjdump(kernel.asm["cubin"], "-sass")
@@ -288,17 +311,18 @@ def bench(args: argparse.Namespace) -> None:
     gen = torch.Generator(device=device).manual_seed(21)
     rows = []
     for text in args.layers:
-        n, k, gs = _spec(text)
-        layers = [_layer(n, k, gs, dtype, gen, device) for _ in range(4)]
+        n, k, mode = _spec(text)
+        gs = mode.group_size
+        layers = [_layer(n, k, mode, dtype, gen, device) for _ in range(4)]
         x = torch.randn(1, k, device=device, generator=gen).to(dtype)
-        served = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs) for _, t in layers]
+        served = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs, z=t.get("z")) for _, t in layers]
         ref = served[0](x).float()
         row: dict[str, Any] = {"shape": text, "dtype": str(dtype), "served": round(graph_time_us([lambda p=p: p(x) for p in served]), 1)}
         dense = [torch.randn(n, k, device=device, generator=gen).to(dtype) for _ in range(4)]
         row["dense"] = round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense]), 1)
-        for kw in _shapes(args, dtype):
+        for kw in _shapes(args, dtype, mode.zero_point is not None):
             try:
-                gemvs = [Gemv(t["B"], t["s"], gs, dtype, **kw) for _, t in layers]
+                gemvs = [Gemv(t["B"], t["s"], gs, dtype, z=t.get("z"), **kw) for _, t in layers]
             except ValueError:
                 continue
             name = _name(kw)
@@ -318,14 +342,14 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def _shapes(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]:
-    """Every launch shape the options name (`half` only for float16)."""
+def _shapes(args: argparse.Namespace, dtype: torch.dtype, zeros: bool) -> list[dict[str, Any]]:
+    """Every launch shape the options name (`half` only for float16 and symmetric layers)."""
     keys = ("nb", "split", "warps", "stages", "ahead", "half")
     out = []
     for values in itertools.product(*(_ints(getattr(args, key)) for key in keys)):
         kw = dict(zip(keys, values))
         kw["ahead"] = bool(kw["ahead"])
-        if not kw["half"] or dtype == torch.float16:
+        if not kw["half"] or (dtype == torch.float16 and not zeros):
             out.append(kw)
     return out
 
@@ -337,7 +361,7 @@ def _name(kw: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("check", "sass", "bench"))
-    ap.add_argument("layers", nargs="+", help="NxK[:gG], group G 128 (default) or -1")
+    ap.add_argument("layers", nargs="+", help="NxK[:MODE]: g128 (default), g-1, g128+z or g-1+z")
     ap.add_argument("--nb", default="2")
     ap.add_argument("--split", default="1")
     ap.add_argument("--warps", default="4")
