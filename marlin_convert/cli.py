@@ -282,9 +282,10 @@ out_console.on_broken_pipe = _stdout_closed  # type: ignore[method-assign]
 
 
 def entry() -> None:
-    """The console script and `python -m marlin_convert`: `main`, then, when the command imported torch, the
-    process leaves without the interpreter's teardown, which spent 0.3-0.7 s unloading torch on the 2-core
-    machine (issue #15: fixed start); `atexit` handlers (the --debug table) still run and stdio is flushed.
+    """The console script and `python -m marlin_convert`: `main`, then, when the command imported torch (or part of
+    it: `_torch_loaded`), the process leaves without the interpreter's teardown, which spent 0.3-0.7 s unloading
+    torch on the 2-core machine (issue #15: fixed start); `atexit` handlers (the --debug table) still run and
+    stdio is flushed.
     Nothing is left to tear down by then: outputs are in place or removed, shards fsynced, pools shut down.
     First, before any thread starts, glibc malloc is limited to one arena (`_malloc`: lower peak memory), and
     the garbage collector is held off until torch is imported (`_gc`: the start takes 0.12-0.19 s less)."""
@@ -294,10 +295,10 @@ def entry() -> None:
         main()
         code: object = 0
     except SystemExit as e:
-        if "torch" not in sys.modules:
+        if not _torch_loaded():
             raise
         code = e.code
-    if "torch" not in sys.modules:
+    if not _torch_loaded():
         return
     if isinstance(code, str):  # sys.exit("message") semantics
         sys.stderr.write(code + "\n")
@@ -309,6 +310,13 @@ def entry() -> None:
         except (OSError, ValueError):  # a reader that went away, a closed stream
             pass
     os._exit(status)
+
+
+def _torch_loaded() -> bool:
+    """Whether any of torch is loaded: `torch` itself, or a part of it left by an import that an interruption cut
+    short (then `torch` is gone from `sys.modules` but its C++ library is in the process, and the interpreter's
+    teardown could abort in its destructors: "terminate called without an active exception")."""
+    return any(name == "torch" or name.startswith("torch.") for name in sys.modules)
 
 
 def main() -> None:

@@ -75,3 +75,31 @@ entry()
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "at-exit False True True" in out.stdout, out.stdout + out.stderr
+
+
+TEARDOWN_PROBE = """
+import sys, types
+from marlin_convert import cli
+if sys.argv[1] == "cut":  # what an interruption during `import torch` leaves: torch gone, a part of it loaded
+    sys.modules["torch._C"] = types.ModuleType("torch._C")
+class Late:
+    def __del__(self):
+        sys.stdout.write("teardown\\n")
+        sys.stdout.flush()
+keep = Late()  # a module global: only the interpreter's teardown finalizes it
+def interrupted():
+    raise SystemExit(130)
+cli.main = interrupted
+cli.entry()
+"""
+
+
+def test_an_import_of_torch_cut_short_leaves_without_the_teardown():
+    """A SIGTERM that lands while `import torch` runs takes torch out of `sys.modules` but leaves its C++ library
+    in the process, whose destructors aborted the interpreter's teardown ("terminate called without an active
+    exception", exit -6 instead of 130, once in a CI-like run of test_interrupts). The entry leaves by `os._exit`
+    whenever any part of torch is loaded; with none, the teardown runs as before."""
+    cut = subprocess.run([sys.executable, "-c", TEARDOWN_PROBE, "cut"], capture_output=True, timeout=120)
+    assert cut.returncode == 130 and b"teardown" not in cut.stdout, cut
+    clean = subprocess.run([sys.executable, "-c", TEARDOWN_PROBE, "clean"], capture_output=True, timeout=120)
+    assert clean.returncode == 130 and b"teardown" in clean.stdout, clean
