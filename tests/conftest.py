@@ -1,9 +1,26 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from tests._support.cli import run_cli
+
+_PYTEST_PID = os.getpid()
+_os_exit = os._exit
+
+
+def _exit_elsewhere(code: int) -> None:
+    """`os._exit` in the pytest process would end the run with that code and no report (the console script's
+    entry leaves that way once torch is loaded, and a test that ran it in process once ended a CI run early
+    with 0): it fails the test instead. Forked children and subprocesses exit as usual."""
+    if os.getpid() == _PYTEST_PID:
+        raise RuntimeError(f"os._exit({code}) called in the pytest process")
+    _os_exit(code)
+
+
+os._exit = _exit_elsewhere
 
 
 @pytest.fixture
