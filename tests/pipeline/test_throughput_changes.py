@@ -292,8 +292,10 @@ def test_verify_compares_source_words_read_by_row_ranges_with_the_file(tmp_path,
 
 def test_the_pass_ahead_hashes_every_shard_and_gives_its_buffers_back_once_per_thread(tmp_path, monkeypatch):
     """The pass over a checkpoint's tensors hashes every shard's tensors (the digests of hashlib over the file's
-    bytes), with each of its threads going from shard to shard; a thread gives its hashing buffer back once, when
-    no shard is left (not after each one: fresh pages are dear), so the buffers are not held to the command's end."""
+    bytes), with each of its workers going from shard to shard; a worker gives its thread's hashing buffer back
+    once, when no shard is left (not after each one: fresh pages are dear), so the buffers are not held to the
+    command's end. (Two workers may run on one pool thread, one after the other, when the first finds no shard
+    left for the second to wait on: then that thread gives back twice, the second time nothing.)"""
     import hashlib
     import threading
 
@@ -316,4 +318,4 @@ def test_the_pass_ahead_hashes_every_shard_and_gives_its_buffers_back_once_per_t
                 f.seek(info.start)
                 assert future is not None and future.result() == hashlib.sha256(f.read(info.nbytes)).hexdigest(), name
     assert len({shard for shard, _ in (ckpt.location[n] for n in names)}) == 3
-    assert len(released) == 2 and len(set(released)) == 2, released
+    assert len(released) == 2, released  # one a worker (2), not one a shard (3)
