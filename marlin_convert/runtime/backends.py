@@ -87,7 +87,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Backend", "BACKENDS", "DEFAULT_ORDER", "PLAN_MAX_ROWS", "PLANS_PER_LAYER", "TRITON_FIRST_MAX_N",
            "TRITON_FIRST_GROUPS", "TRITON_FIRST_ZERO_POINTS_MAX_N", "TRITON_FIRST_ZERO_POINTS_MAX_ROWS",
-           "TRITON_FIRST_ZERO_POINTS_WIDE_ROWS", "TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS", "row_band",
+           "TRITON_FIRST_ZERO_POINTS_WIDE_ROWS", "TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS", "row_band", "rows_of",
            "default_order", "order", "set_order", "generation", "select", "dense_weight"]
 
 log = logging.getLogger("marlin_convert")
@@ -346,9 +346,8 @@ def default_order(layer: "MarlinLinear | None" = None, *, eager: bool = False, r
             or (spec.zero_point == "int" and spec.group_size == -1 and not spec.act_order)
             or (spec.zero_point == "int" and spec.group_size == 128 and not spec.act_order
                 and layer.out_features <= TRITON_FIRST_ZERO_POINTS_MAX_N and rows is not None
-                and (rows <= TRITON_FIRST_ZERO_POINTS_MAX_ROWS
-                     or (rows <= TRITON_FIRST_ZERO_POINTS_WIDE_ROWS
-                         and layer.out_features * layer.in_features <= TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS)))):
+                and (row_band(rows) == 0 or (row_band(rows) == 1 and layer.out_features * layer.in_features
+                                             <= TRITON_FIRST_ZERO_POINTS_WIDE_WEIGHTS)))):
         return ("triton",) + tuple(n for n in DEFAULT_ORDER if n != "triton")
     return DEFAULT_ORDER
 
@@ -358,6 +357,11 @@ def row_band(rows: int) -> int:
     `TRITON_FIRST_ZERO_POINTS_MAX_ROWS`, 1 up to `TRITON_FIRST_ZERO_POINTS_WIDE_ROWS`, 2 above (a layer keeps one
     backend choice per band)."""
     return 0 if rows <= TRITON_FIRST_ZERO_POINTS_MAX_ROWS else 1 if rows <= TRITON_FIRST_ZERO_POINTS_WIDE_ROWS else 2
+
+
+def rows_of(layer: "MarlinLinear", x: torch.Tensor) -> int:
+    """The rows of x as the layer multiplies it (all dimensions but the last)."""
+    return x.numel() // max(1, layer.in_features)
 
 
 def order(layer: "MarlinLinear | None" = None, *, eager: bool = False, rows: int | None = None) -> tuple[str, ...]:
@@ -394,7 +398,7 @@ def select(layer: "MarlinLinear", x: torch.Tensor, *, eager: bool = False) -> Ba
     """The first backend of `order(layer, eager=eager, rows=...)` that serves this layer for this input (rows: of
     x, as the layer multiplies it); logs a fallback once."""
     refused = []
-    for name in order(layer, eager=eager, rows=x.numel() // max(1, layer.in_features)):
+    for name in order(layer, eager=eager, rows=rows_of(layer, x)):
         backend = BACKENDS.get(name)
         if backend is None:
             raise ValueError(f"unknown backend {name!r} in MARLIN_CONVERT_BACKENDS; known: {', '.join(BACKENDS)}")
