@@ -265,7 +265,6 @@ def check(args: argparse.Namespace) -> None:
 
 def sass(args: argparse.Namespace) -> None:
     import collections
-    import re
 
     import sass_gemm
     from marlin_convert.runtime.triton_launch import Launch, Slot
