@@ -313,7 +313,8 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     late = zmode == 1 and grouped and n * k > 1 << 25
     cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True, fold=late, zlate=late)
     if not big and bt == 8 and zmode != 2:  # one program a multiprocessor at most (round 21)
-        return dataclasses.replace(cfg, split_k=one_wave_split(-(-n // 128) * -(-m // 128), k // 128, sms))
+        tiles_n, steps = _tiles_and_steps(cfg, n, k)
+        return dataclasses.replace(cfg, split_k=one_wave_split(tiles_n * -(-m // cfg.bm), steps, sms))
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
 
 
