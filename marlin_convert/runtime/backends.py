@@ -291,7 +291,7 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
         entry = _TritonPlan.make(layer, x, m, eager)
     else:
         plans = _layer_plans(layer)
-        key = (x.device, x.dtype, m, eager)
+        key = (x.device, x.dtype, m, eager, torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)
         entry = plans.get(key)
         if entry is None or not entry.current():
             entry = plans[key] = _TritonPlan.make(layer, x, m, eager)

@@ -59,7 +59,8 @@ import torch
 from .triton_launch import Launch, Slot
 
 __all__ = ["marlin_gemm", "plan", "GemmPlan", "unsupported_reason", "available", "KernelConfig", "pick_config",
-           "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "one_wave_split", "group_steps", "balance_pays"]
+           "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "one_wave_split", "group_steps", "balance_pays",
+           "gemv_config", "gemv_fits"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -141,6 +142,11 @@ class KernelConfig:
     column tiles' steps (so a range may end inside a tile and the next begin there), its partial sums go to
     the workspace, and `segment_reduce_kernel` adds each tile's in order. 0: the split grid; negative:
     exactly `-balance` programs per row tile (tests: ranges that cross column tiles)."""
+    gemv: bool = False
+    """One row of float16 x, symmetric, group 128 or one group: the CUDA-core GEMV (`marlin_gemv_kernel`, fp16
+    product chains: `gemv_config`) on a (column tile of 64 `nb`, split) grid, `split_k` splits of the steps
+    (need not divide them), its float32 partials summed by the reduce kernel; `bm`, `bt`, `warps`,
+    `stages` and the other fields are ignored (4 warps, 128 k a step)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,6 +171,13 @@ def _kernels() -> Any:
     from . import _triton_gemm_kernels as tk
 
     return tk
+
+
+@functools.lru_cache(maxsize=None)
+def _gemv_kernel() -> Any:
+    from ._triton_gemv_kernel import marlin_gemv_kernel
+
+    return marlin_gemv_kernel
 
 
 @functools.lru_cache(maxsize=None)
@@ -388,6 +401,40 @@ def for_eager(cfg: KernelConfig, m: int, n: int, k: int) -> KernelConfig:
     return dataclasses.replace(cfg, tma=False, split_k=1 if one else cfg.split_k, balance=0 if one else cfg.balance)
 
 
+GEMV_MIN_WEIGHTS = 1 << 24
+"""Weights (N x K) from which a one-row float16 call of a symmetric layer runs the GEMV (`gemv_config`)."""
+GEMV_PER_SM = 7
+"""GEMV programs a multiprocessor holds at once (72 registers a thread, 4 warps; sm_90 `ptxas`)."""
+GEMV_MIN_STEPS = 4
+"""Steps (of 128 k) a GEMV program keeps at least."""
+
+
+def gemv_config(n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig | None:
+    """The one-row GEMV's launch (`KernelConfig.gemv`) for a symmetric N x K layer of group 128 or one group
+    (`group_size` K), or None where it does not apply or is slower than the tensor-core kernel: where the
+    layer has fewer than `GEMV_MIN_WEIGHTS` weights or K is not a multiple of 128. H200, 2026-12-04 (GEMM
+    round 22, one float16 row, group 128, CUDA graphs): 33.8-33.9 us on 28672x8192 and 8192x28672 against the
+    tensor-core kernel's 39.6-41.7 and Marlin's CUDA kernel's 50.1-51.7 (3.22x and 3.38x dense fp16's speed);
+    0.78-0.88x the tensor-core time on 4096x4096, 14336x4096, 18944x3584 and 8192x8192; 0.89-0.96x on
+    4096x14336 and 3584x18944 (a first build of the kernel, 1.12-1.24x slower); on the layers of fewer weights that
+    build took 1.16-1.46x at this rule's split (0.95-1.00x at splits of 1-3 steps a program). The split: one wave of `GEMV_PER_SM` programs a multiprocessor over the column tiles (896
+    programs on 28672x8192 and 8192x28672, the best of each sweep), at least `GEMV_MIN_STEPS` steps a program."""
+    if group_size not in (128, k) or k % 128 or n % 64 or n * k < GEMV_MIN_WEIGHTS:
+        return None
+    nb = 2 if n % 128 == 0 else 1
+    steps = k // 128
+    split = max(1, min(GEMV_PER_SM * sms // (n // (64 * nb)), steps // GEMV_MIN_STEPS))
+    return KernelConfig(1, 8, nb, split_k=split, gemv=True)
+
+
+def gemv_fits(m: int, dtype: torch.dtype, zmode: int, perm: torch.Tensor | None) -> bool:
+    """Whether a call may run the GEMV: one row of float16, a symmetric layer without act-order, and fp16 sums
+    allowed (`torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction`, PyTorch's switch for
+    float16 GEMMs that sum in float16; on by default)."""
+    return (m == 1 and dtype == torch.float16 and zmode == 0 and perm is None
+            and torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)
+
+
 def group_steps(group_size: int) -> tuple[int, int]:
     """Tile rows a step (`BT`, 16 k each) and pipeline stages for a group size (the group spanning K given as
     K or -1): 8 rows (128 k) and 3 stages, or one group of 32 / 64 a step with 8 / 5 stages (about as many
@@ -531,12 +578,16 @@ class GemmPlan:
     """Sums of x over consecutive runs of this many columns, in float32, passed to the kernels (0: none)."""
     counters: int = 0
     """In-kernel split-K sums: at least this many int32 counters of the current stream (`_counters`)."""
+    x_align: int = 0
+    """Bytes x's start must be a multiple of (the GEMV reads x as int32 pairs); x is copied where it is not."""
 
     def __call__(self, x2: torch.Tensor) -> torch.Tensor:
         if x2.shape != (self.m, self.k):
             raise ValueError(f"this plan takes x of shape [{self.m}, {self.k}], got {tuple(x2.shape)}")
         if x2.stride(-1) != 1 or (self.m > 1 and x2.stride(0) != self.k):  # the kernels take rows k apart
             x2 = x2.contiguous()
+        if self.x_align and x2.data_ptr() % self.x_align:
+            x2 = x2.clone()
         out = torch.empty((self.m, self.n), dtype=self.dtype, device=self.device)
         ws = out if not self.ws_splits else torch.empty(
             (self.ws_splits, self.m, self.n), dtype=torch.float32, device=self.device)
@@ -562,6 +613,28 @@ def _grid_programs(per_sm: int, sms: int, tiles_m: int, total: int, most: int) -
     return 0 if total * programs >= 2**31 else programs
 
 
+def _gemv_plan(cfg: KernelConfig, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: torch.Tensor,
+               single: bool, bias: torch.Tensor | None, fits: bool) -> GemmPlan:
+    """The `GemmPlan` of the one-row GEMV (`KernelConfig.gemv`): the GEMV's partials, then the reduce."""
+    k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
+    if not fits or n % (64 * cfg.nb):
+        raise ValueError("the GEMV takes one row of float16 x, a symmetric layer of group 128 or one group, "
+                         f"K a multiple of 128 and N of {64 * cfg.nb}")
+    steps = k // 128
+    split = max(1, min(cfg.split_k, steps))
+    index = device.index or 0 if device.type == "cuda" else None
+    s = s.contiguous()
+    OUT, WS = Slot("out"), Slot("ws")
+    gemv = Launch(_gemv_kernel(), (n // (64 * cfg.nb), split), (Slot("x"), B.contiguous(), s, WS, n, steps, 7),
+                  dict(SINGLE=single, NB=cfg.nb, SPLIT=split, num_warps=4, num_stages=3), index)
+    block = _reduce_block(n, _sm_count(index) if index is not None else 132)
+    reduce = Launch(_kernels().splitk_reduce_kernel, (-(-n // block),), (
+        WS, bias if bias is not None else s, OUT, 1, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block),
+        index)
+    return GemmPlan(m=1, n=n, k=k, dtype=dtype, device=device, launches=(gemv, reduce), ws_splits=split,
+                    x_align=4)
+
+
 def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: torch.Tensor, *, group_size: int,
          z: torch.Tensor | None = None, shift: torch.Tensor | None = None, perm: torch.Tensor | None = None,
          bias: torch.Tensor | None = None, config: KernelConfig | None = None, eager: bool = False) -> GemmPlan:
@@ -574,7 +647,10 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     gs = k if single else group_size
     zmode = 2 if shift is not None else (1 if z is not None else 0)
     sms = _sm_count(device.index or 0) if device.type == "cuda" else 132
-    cfg = config or pick_config(m, n, k, gs, sms, zmode)
+    fits = gemv_fits(m, dtype, zmode, perm)
+    cfg = config or (fits and gemv_config(n, k, gs, sms)) or pick_config(m, n, k, gs, sms, zmode)
+    if cfg.gemv:
+        return _gemv_plan(cfg, dtype, device, B, s, gs == k, bias, fits and gs in (128, k) and k % 128 == 0)
     if eager and config is None:
         cfg = for_eager(cfg, m, n, k)
     tiles = k // 16

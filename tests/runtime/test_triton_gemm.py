@@ -22,6 +22,15 @@ float32 sum instead: exact weights, two more float32 roundings per group of at l
 K * 2^-22 allowance.)
 The elementwise bound holds for any input; for random inputs the rounding errors are independent with rms
 about u / sqrt(3) per weight and per output, so `||y - ref|| / ||ref||` is about 0.8 u: NORM_BOUND = 2 u.
+The one-row GEMV (`KernelConfig.gemv`, float16, symmetric) sums in float16: each weight `(code - 8) / 8` is
+exact, and each chain of 16 products (8 a lane: a product and 7 fused multiply-adds, then the lanes' sum)
+rounds 9 times, so each term errs by at most gamma_9 = 9u / (1 - 9u) of it, relative to the chain's sum of
+|terms|, which sums to `|x| @ |W|`: its ELEMENT bound adds gamma_9 `(|x| @ |W|.T)`, and, for products below
+fp16's normal range (absolute errors of at most 2^-25 an operation in units of x / 8, 18 a chain of both
+lanes, K / 16 chains an output, times 8 max s), `K / 16 * 18 * 2^-22 * max s`. Its rounding errors are
+independent: partial sums of j terms of a lane have variance j var(term), so a chain's error variance is
+about u^2 / 3 (2 (1 + ... + 8) + 16) var(term) = 29 u^2 var(term) against the chain's own 16 var(term); with
+the output's rounding the normwise error is about sqrt(29 / 16 + 1 / 3) u = 1.5 u: GEMV_NORM_BOUND = 3 u.
 A wrong tile, block, scale or zero-point order moves each affected output by O(|y|) (checked below: the
 bounds must reject a swapped 64-column block, unpermuted scales, unpermuted zero points, a missing perm).
 """
@@ -93,8 +102,12 @@ def _run(layer: Layer, x: torch.Tensor, config: object = None, **override: torch
                        perm=t.get("perm"), bias=layer.bias, config=config)
 
 
-def _failures(layer: Layer, x: torch.Tensor, y: torch.Tensor) -> list[str]:
-    """Empty when y is within both bounds of `x @ W.T (+ bias)`; else what broke them."""
+GAMMA_9 = 9 * 2.0**-11 / (1 - 9 * 2.0**-11)
+
+
+def _failures(layer: Layer, x: torch.Tensor, y: torch.Tensor, gemv: bool = False) -> list[str]:
+    """Empty when y is within both bounds of `x @ W.T (+ bias)` (`gemv`: the one-row GEMV's); else what broke
+    them."""
     dtype, k = x.dtype, x.shape[1]
     u = UNIT[dtype]
     ref = x.double() @ layer.w.t()
@@ -109,12 +122,15 @@ def _failures(layer: Layer, x: torch.Tensor, y: torch.Tensor) -> list[str]:
         return ["non-finite output (unwritten or overflowed)"]
     err = (y.double() - ref).abs()
     bound = (u * (1 + 2.0**-22) + k * 2.0**-22) * mag + u * ref.abs() + 1e-30
+    if gemv:
+        bound = bound + GAMMA_9 * mag + k / 16 * 18 * 2.0**-22 * float(layer.rec.scales.double().abs().max())
     worst = float((err / bound).max())
     if worst > 1.0:
         out.append(f"element bound exceeded {worst:.2f}x")
     rel = float(err.norm() / ref.norm())
-    if rel > 2 * u:
-        out.append(f"normwise rel err {rel:.2e} > {2 * u:.2e}")
+    norm_bound = (3 if gemv else 2) * u
+    if rel > norm_bound:
+        out.append(f"normwise rel err {rel:.2e} > {norm_bound:.2e}")
     return out
 
 
@@ -382,6 +398,57 @@ def test_layout_damage_fails_the_bounds(dtype, group_size):
         _assert_damage_caught(layer, x, config)
 
 
+GEMV_SHAPES = [(64, 128), (192, 384), (1088, 2048), (256, 4096)]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("group_size", [-1, 128])
+@pytest.mark.parametrize("n,k", GEMV_SHAPES, ids=[f"{n}x{k}" for n, k in GEMV_SHAPES])
+def test_one_row_gemv_matches_source_dequant(n, k, group_size):
+    """The one-row GEMV (`KernelConfig.gemv`) at one, two, an uneven and the most splits of its steps, one or two
+    column blocks a program, with the GEMV's bounds; and x starting at an odd float16 (copied to read it as
+    int32 pairs)."""
+    from marlin_convert.runtime.triton_gemm import KernelConfig
+
+    seed = zlib.crc32(repr(("gemv", n, k, group_size)).encode())
+    layer = _make_layer(n, k, group_size, "sym", False, torch.float16, seed, with_bias=group_size == -1)
+    gen = torch.Generator(device="cuda").manual_seed(seed + 1)
+    bad = {}
+    for split in sorted({1, 2, 3, k // 128}):
+        for nb in (1, 2) if n % 128 == 0 else (1,):
+            x = torch.randn(1, k, device="cuda", generator=gen).to(torch.float16)
+            fails = _failures(layer, x, _run(layer, x, KernelConfig(1, 8, nb, split_k=split, gemv=True)), gemv=True)
+            if fails:
+                bad[split, nb] = fails
+    odd = torch.randn(k + 1, device="cuda", generator=gen).to(torch.float16)[1:].view(1, k)
+    assert odd.data_ptr() % 4
+    fails = _failures(layer, odd, _run(layer, odd, KernelConfig(1, 8, 1, split_k=2, gemv=True)), gemv=True)
+    if fails:
+        bad["odd x"] = fails
+    assert not bad, bad
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("group_size", [-1, 128])
+def test_gemv_layout_damage_fails_the_bounds(group_size):
+    """The GEMV's check can fail: a swapped 64-column block and scales in source order are rejected (the
+    undamaged layer passes); a call the GEMV does not take (two rows, bf16, zero points) is refused."""
+    from marlin_convert.runtime.triton_gemm import KernelConfig
+
+    layer = _make_layer(256, 1024, group_size, "sym", False, torch.float16, 12, with_bias=False)
+    x = torch.randn(1, 1024, device="cuda", generator=torch.Generator(device="cuda").manual_seed(4)).to(torch.float16)
+    cfg = KernelConfig(1, 8, 2, split_k=3, gemv=True)
+    assert not _failures(layer, x, _run(layer, x, cfg), gemv=True)
+    damaged = {"swapped 64-column block": {"B": _swap_block(layer.marlin["B"])},
+               "scales in source order": {"s": layer.rec.scales.contiguous()}}
+    for what, override in damaged.items():
+        assert _failures(layer, x, _run(layer, x, cfg, **override), gemv=True), f"{what} was not caught"
+    with pytest.raises(ValueError, match="GEMV takes one row of float16"):
+        _run(layer, torch.cat([x, x]), cfg)
+    with pytest.raises(ValueError, match="GEMV takes one row of float16"):
+        _run(layer, x.to(torch.bfloat16), cfg)
+
+
 def _assert_damage_caught(layer: Layer, x: torch.Tensor, config: object) -> None:
     assert not _failures(layer, x, _run(layer, x, config))
     rec = layer.rec
@@ -604,6 +671,43 @@ def test_above_64_rows_a_small_layer_runs_one_wave_of_at_most_a_program_a_multip
         assert k // triton_gemm.pick_config(128, n, k, 128, 132, 2).split_k >= 1024, (n, k)
         assert k // triton_gemm.pick_config(128, n, k, 32, 132, 0).split_k >= 1024, (n, k)
     assert triton_gemm.one_wave_split(4, 28, 132) == 14 and triton_gemm.one_wave_split(36, 28, 132) == 2
+
+
+def test_one_row_float16_calls_of_big_symmetric_layers_take_the_gemv():
+    """Round 22, by hand (132 multiprocessors, 7 GEMV programs each: 924 places): symmetric layers of at least
+    2**24 weights, group 128 or one group, K a multiple of 128, split their 128-k steps to at most 924 programs
+    over their column tiles of 128 outputs (64 where N is not a multiple of 128), at least 4 steps a program,
+    any split (uneven ones too); one row of float16, no act-order, and PyTorch's switch for float16 sums on."""
+    from marlin_convert.runtime import triton_gemm
+    from marlin_convert.runtime.triton_gemm import KernelConfig
+
+    expected = {  # (n, k) -> split: min(924 // (n / 128), k / 128 / 4)
+        (28672, 8192): 4, (8192, 28672): 14, (4096, 4096): 8, (14336, 4096): 8, (4096, 14336): 28,
+        (8192, 8192): 14, (18944, 3584): 6, (3584, 18944): 33,
+    }
+    for (n, k), split in expected.items():
+        for gs in (128, k):
+            assert triton_gemm.gemv_config(n, k, gs, 132) == KernelConfig(1, 8, 2, split_k=split, gemv=True), (n, k)
+    assert triton_gemm.gemv_config(4160, 4096, 128, 132) == KernelConfig(1, 8, 1, split_k=8, gemv=True)  # 65 tiles
+    assert triton_gemm.gemv_config(4096, 4096, 128, 66) == KernelConfig(1, 8, 2, split_k=8, gemv=True)  # 462 // 32
+    assert triton_gemm.gemv_config(28672, 8192, 128, 66) == KernelConfig(1, 8, 2, split_k=2, gemv=True)
+    for n, k in ((3584, 3584), (1024, 4096), (512, 3584), (1024, 8192)):  # fewer than 2**24 weights
+        assert triton_gemm.gemv_config(n, k, 128, 132) is None, (n, k)
+    assert triton_gemm.gemv_config(4096, 4096, 64, 132) is None and triton_gemm.gemv_config(4096, 4096, 32, 132) is None
+    assert triton_gemm.gemv_config(4096, 4112, 4112, 132) is None  # K not a multiple of 128
+
+    fits = triton_gemm.gemv_fits
+    f16 = torch.float16
+    assert fits(1, f16, 0, None)
+    assert not fits(2, f16, 0, None) and not fits(1, torch.bfloat16, 0, None)
+    assert not fits(1, f16, 1, None) and not fits(1, f16, 2, None) and not fits(1, f16, 0, torch.arange(8))
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_fp16_reduced_precision_reduction
+    matmul.allow_fp16_reduced_precision_reduction = False
+    try:
+        assert not fits(1, f16, 0, None)
+    finally:
+        matmul.allow_fp16_reduced_precision_reduction = before
 
 
 def test_from_17_to_64_rows_a_balanced_grid_only_where_it_promises_a_fifth_less_time():

@@ -92,6 +92,25 @@ def test_eager_launch_shapes_match_the_source_dequant():
         assert not _failures(layer, x, p(x)), (mode, m)
 
 
+def test_the_one_row_gemv_matches_the_source_dequant():
+    """The one-row GEMV (`KernelConfig.gemv`, float16 sums: the GEMV's bounds): one and two column blocks a
+    program, uneven and single splits, bias, one group; and `plan` takes it, split by `gemv_config`, for one
+    float16 row of a symmetric layer of 2**24 weights."""
+    from marlin_convert.runtime import triton_gemm
+    from marlin_convert.runtime._triton_gemv_kernel import marlin_gemv_kernel
+
+    for n, k, group_size, nb, split, bias in ((192, 512, 128, 1, 3, True), (256, 1024, -1, 2, 3, False),
+                                              (256, 384, 128, 2, 1, True)):
+        layer = _make_layer(n, k, group_size, "sym", False, torch.float16, 31, with_bias=bias, device="cpu")
+        x = torch.randn(1, k, generator=torch.Generator().manual_seed(32)).to(torch.float16)
+        y = _run(layer, x, KernelConfig(1, 8, nb, split_k=split, gemv=True))
+        assert not _failures(layer, x, y, gemv=True), (n, k, group_size, nb, split)
+    B, s = torch.zeros(256, 8192, dtype=torch.int32), torch.ones(32, 4096, dtype=torch.float16)
+    gemv = triton_gemm.plan(1, torch.float16, torch.device("cpu"), B, s, group_size=128).launches[0]
+    assert gemv.fn is marlin_gemv_kernel and gemv.grid == (32, 8, 1)
+    assert triton_gemm.plan(2, torch.float16, torch.device("cpu"), B, s, group_size=128).launches[0].fn is not gemv.fn
+
+
 def test_the_bounds_reject_a_swapped_column_block():
     """The check can fail: two 64-column blocks of `B` swapped move their outputs by O(|y|)."""
     layer = _make_layer(192, 384, 128, "asym", False, torch.float16, 24, with_bias=False, device="cpu")

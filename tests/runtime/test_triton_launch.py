@@ -245,7 +245,7 @@ def test_eager_and_captured_calls_keep_their_own_plans():
         graph.replay()
         torch.cuda.synchronize()
         plans = lin._prepared[("triton-plans",)]
-        assert sorted(key[2:] for key in plans) == [(2, False), (2, True)]
+        assert sorted(key[2:4] for key in plans) == [(2, False), (2, True)]
         by_eager = {key[3]: entry.gemm for key, entry in plans.items()}
         assert len(by_eager[True].launches) == 1 and by_eager[True].ws_splits == 0
         assert not any(isinstance(arg, TensorDescriptor) for arg in by_eager[True].launches[0].args)

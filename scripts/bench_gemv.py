@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""The one-row GEMV (`KernelConfig.gemv`) against the tensor-core kernel and dense fp16, side by side (issue #13,
+GEMM round 22). Per shape: CUDA-graph µs of one float16 row through `triton_gemm.plan` (four copies of the
+weights in turn) with `gemv_config`'s split (the rule), with `pick_config`'s tensor-core shape (the kernel the
+GEMV replaces), with the GEMV at each `--splits` value, and dense `F.linear`; how far each GEMV output lies
+from the tensor-core one's (max |diff| / max |y|). JSON lines, then a table.
+
+    PYTHONPATH=. python3 scripts/bench_gemv.py --shapes 28672x8192,8192x28672 --splits 4,8,14 --mode g128
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(SCRIPTS.parent), str(SCRIPTS)]
+SHAPES = ("28672x8192,8192x28672,4096x4096,14336x4096,4096x14336,8192x8192,18944x3584,3584x18944,3584x3584,"
+          "1024x4096,512x3584,1024x8192")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default=SHAPES)
+    ap.add_argument("--splits", default="", help="GEMV splits timed beside the rule's (comma-separated)")
+    ap.add_argument("--mode", default="g128", choices=("g128", "g-1"))
+    args = ap.parse_args()
+    import torch
+    import torch.nn.functional as F
+
+    from _cuda_timing import graph_time_us
+    from bench_gemm import Mode, mode_layers
+
+    from marlin_convert.runtime import triton_gemm
+
+    mode = Mode.parse(args.mode)
+    gen = torch.Generator(device="cuda").manual_seed(22)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    dtype = torch.float16
+    rows = []
+    for shape in args.shapes.split(","):
+        n, k = (int(v) for v in shape.split("x"))
+        gs = k if mode.group_size == -1 else mode.group_size
+        layers = [layer.tensors() for layer in mode_layers(n, k, mode, dtype, 4, gen)]
+        x = torch.randn(1, k, device="cuda", generator=gen).to(dtype)
+        rule = triton_gemm.gemv_config(n, k, gs, sms)
+        configs: dict[str, Any] = {"tensor_cores": triton_gemm.pick_config(1, n, k, gs, sms, 0)}
+        if rule is not None:
+            configs["rule"] = rule
+        nb = 2 if n % 128 == 0 else 1
+        for split in (int(v) for v in args.splits.split(",") if v):
+            configs[f"split{split}"] = triton_gemm.KernelConfig(1, 8, nb, split_k=split, gemv=True)
+        row: dict[str, Any] = {"shape": shape, "mode": args.mode, "rule_split": rule.split_k if rule else None}
+        ref = None
+        for name, cfg in configs.items():
+            plans = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs, config=cfg) for t in layers]
+            y = plans[0](x).float()
+            if ref is None:
+                ref = y
+            else:
+                row[f"{name}_diff"] = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+            row[name] = round(graph_time_us([lambda p=p: p(x) for p in plans], reps=7), 1)
+        dense = [torch.randn(n, k, device="cuda", generator=gen).to(dtype) for _ in range(4)]
+        row["dense"] = round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense], reps=7), 1)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print("\nN x K | dense µs | tensor cores µs (× dense) | GEMV, rule's split µs (÷ tensor cores, × dense)"
+          " | splits µs")
+    for r in rows:
+        rule = (f"{r['rule']} (split {r['rule_split']}; {r['rule'] / r['tensor_cores']:.2f}, "
+                f"{r['dense'] / r['rule']:.2f}×)" if "rule" in r else "-")
+        splits = ", ".join(f"{key[5:]}: {v}" for key, v in r.items() if key.startswith("split") and not
+                           key.endswith("_diff"))
+        print(f"{r['shape']} | {r['dense']} | {r['tensor_cores']} ({r['dense'] / r['tensor_cores']:.2f}×) | {rule} | "
+              f"{splits}")
+
+
+if __name__ == "__main__":
+    main()
