@@ -1,4 +1,4 @@
-"""CUDA-graph timing shared by the GPU benchmarks (scripts/bench_gemm.py, scripts/bench_runtime.py)."""
+"""CUDA-graph timing shared by the GPU benchmarks (scripts/bench_gemm.py, scripts/bench_runtime.py, ...)."""
 from __future__ import annotations
 
 import statistics
@@ -33,3 +33,15 @@ def graph_time_us(fns: list[Callable[[], Any]], reps: int = 5, inner: int = 20) 
         times.append(a.elapsed_time(b) * 1e3 / (inner * len(fns)))
     del g
     return statistics.median(times)
+
+
+def time_beside(row: dict[str, Any], name: str, calls: list[Callable[[], torch.Tensor]], ref: torch.Tensor | None,
+                reps: int = 7) -> torch.Tensor:
+    """`row[name]`: `graph_time_us` of `calls` (0.1 µs); given `ref`, `row[name + "_diff"]`: max |diff| / max |ref|
+    of the first call's output against it. Returns `ref`, or the first call's float32 output where there is none
+    (the reference of the calls timed after)."""
+    y = calls[0]().float()
+    if ref is not None:
+        row[f"{name}_diff"] = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+    row[name] = round(graph_time_us(calls, reps=reps), 1)
+    return y if ref is None else ref

@@ -30,7 +30,7 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from _cuda_timing import graph_time_us
+    from _cuda_timing import graph_time_us, time_beside
     from bench_gemm import Mode, mode_layers
 
     from marlin_convert.runtime import triton_gemm
@@ -56,12 +56,7 @@ def main() -> None:
         ref = None
         for name, cfg in configs.items():
             plans = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs, config=cfg) for t in layers]
-            y = plans[0](x).float()
-            if ref is None:
-                ref = y
-            else:
-                row[f"{name}_diff"] = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
-            row[name] = round(graph_time_us([lambda p=p: p(x) for p in plans], reps=7), 1)
+            ref = time_beside(row, name, [lambda p=p: p(x) for p in plans], ref)
         dense = [torch.randn(n, k, device="cuda", generator=gen).to(dtype) for _ in range(4)]
         row["dense"] = round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense], reps=7), 1)
         print(json.dumps(row), flush=True)

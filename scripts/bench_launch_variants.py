@@ -64,7 +64,7 @@ def main() -> None:
 
     from marlin_convert.runtime import triton_gemm  # before bench_gemm, which puts this checkout first on the path
 
-    from _cuda_timing import graph_time_us
+    from _cuda_timing import time_beside
     from bench_gemm import Mode, mode_layers
 
     if not Path(triton_gemm.__file__).resolve().is_relative_to(tree):
@@ -92,12 +92,7 @@ def main() -> None:
                     cfg = with_fields(served, fields, m, n, k, sms, triton_gemm)
                     plans = [triton_gemm.plan(m, dtype, x.device, t["B"], t["s"], group_size=gs, z=t.get("z"),
                                               shift=t.get("shift"), perm=t.get("perm"), config=cfg) for t in layers]
-                    y = plans[0](x).float()
-                    if ref is None:
-                        ref = y
-                    else:
-                        row[f"{name}_diff"] = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
-                    row[name] = round(graph_time_us([lambda p=p: p(x) for p in plans], reps=7), 1)
+                    ref = time_beside(row, name, [lambda p=p: p(x) for p in plans], ref)
                     row[f"{name}_regs"] = [f"{launch.fn.__name__}:{getattr(kern, 'n_regs', '?')}/"
                                            f"{getattr(kern, 'n_spills', '?')}"
                                            for launch in plans[0].launches for kern in launch.compiled.values()]
