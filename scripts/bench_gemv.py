@@ -2,7 +2,7 @@
 """The one-row GEMV (`KernelConfig.gemv`) against the tensor-core kernel and dense fp16, side by side (issue #13,
 GEMM round 22). Per shape: CUDA-graph µs of one float16 row through `triton_gemm.plan` (four copies of the
 weights in turn) with `gemv_config`'s split (the rule), with `pick_config`'s tensor-core shape (the kernel the
-GEMV replaces), with the GEMV at each `--splits` value, and dense `F.linear`; how far each GEMV output lies
+GEMV replaces; for `--mode g128+z` the zero-point shape), with the GEMV at each `--splits` value, and dense `F.linear`; how far each GEMV output lies
 from the tensor-core one's (max |diff| / max |y|). JSON lines, then a table.
 
     PYTHONPATH=. python3 scripts/bench_gemv.py --shapes 28672x8192,8192x28672 --splits 4,8,14 --mode g128
@@ -25,7 +25,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default=SHAPES)
     ap.add_argument("--splits", default="", help="GEMV splits timed beside the rule's (comma-separated)")
-    ap.add_argument("--mode", default="g128", choices=("g128", "g-1"))
+    ap.add_argument("--mode", default="g128", choices=("g128", "g-1", "g128+z", "g-1+z"),
+                    help="+z: Marlin zero points (the GEMV runs them by an explicit config only, GEMV_ZMODES)")
     args = ap.parse_args()
     import torch
     import torch.nn.functional as F
@@ -46,7 +47,8 @@ def main() -> None:
         layers = [layer.tensors() for layer in mode_layers(n, k, mode, dtype, 4, gen)]
         x = torch.randn(1, k, device="cuda", generator=gen).to(dtype)
         rule = triton_gemm.gemv_config(n, k, gs, sms)
-        configs: dict[str, Any] = {"tensor_cores": triton_gemm.pick_config(1, n, k, gs, sms, 0)}
+        zmode = 1 if mode.zero_point else 0
+        configs: dict[str, Any] = {"tensor_cores": triton_gemm.pick_config(1, n, k, gs, sms, zmode)}
         if rule is not None:
             configs["rule"] = rule
         nb = 2 if n % 128 == 0 else 1
@@ -55,7 +57,8 @@ def main() -> None:
         row: dict[str, Any] = {"shape": shape, "mode": args.mode, "rule_split": rule.split_k if rule else None}
         ref = None
         for name, cfg in configs.items():
-            plans = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs, config=cfg) for t in layers]
+            plans = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs, z=t.get("z"), config=cfg)
+                     for t in layers]
             ref = time_beside(row, name, [lambda p=p: p(x) for p in plans], ref)
         dense = [torch.randn(n, k, device="cuda", generator=gen).to(dtype) for _ in range(4)]
         row["dense"] = round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense], reps=7), 1)

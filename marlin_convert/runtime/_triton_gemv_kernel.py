@@ -1,5 +1,5 @@
 """The one-row Marlin GEMV on the CUDA cores (issue #13, GEMM round 22): `y = x @ W.T` for one float16 row of x
-and a symmetric layer of group 128 or one group, the weights read as they lie in `B`.
+and a layer of group 128 or one group, symmetric or with Marlin zero points, the weights read as they lie in `B`.
 
 At one row the tensor cores idle and the served kernel's 16-row tile wastes 15/16 of each `wgmma`; what sets
 the time is how many weight bytes the GPU keeps in flight against the instructions a weight costs. This
@@ -22,7 +22,9 @@ Precision (fp16 sums: `torch.backends.cuda.matmul.allow_fp16_reduced_precision_r
 fp16), the lanes' sum one more, so each term of a chain errs by at most gamma_9 = 9u / (1 - 9u) of it (u =
 2^-11), relative to the sum of the chain's |terms|; products under fp16's normal range err by at most 2^-25
 (absolute, in units of x / 8) each operation. Everything after is float32 (the scale, the sum over chains,
-steps and splits) and the output is rounded once to float16. A chain's partial sums stay below
+steps and splits; with zero points the folded term `(8 - zero) s sum x`, so that, as for the tensor-core kernel's
+`fold`, the chains' errors are relative to `|x| @ (|code - 8| s)` and the whole to `|x| @ (|code - 8| s + |8 -
+zero| s)`) and the output is rounded once to float16. A chain's partial sums stay below
 8 max |x|: fp16 overflows only where |x| passes 8188.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._triton_gemm_kernels import _grouped_places, _single_places
+from ._triton_gemm_kernels import _folded_zero, _grouped_places, _single_places
 
 __all__ = ["marlin_gemv_kernel", "chain_dot_asm"]
 
@@ -78,12 +80,14 @@ def _rows_of_i(v, NB: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["steps", "g_shift"])
-def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, N, steps, g_shift, SINGLE: tl.constexpr, NB: tl.constexpr,
-                       SPLIT: tl.constexpr):
+def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SINGLE: tl.constexpr,
+                       NB: tl.constexpr, SPLIT: tl.constexpr, ZEROS: tl.constexpr):
     """float32 partials `ws[split, n] = sum over split's k of x[k] W[n, k]` for one float16 row x (K = 128
     `steps`; x 4-byte aligned), a program a (column tile of 64 NB rows n, split of the steps: split j takes
     steps `j steps // SPLIT` to `(j + 1) steps // SPLIT`, at least one). Scales: one group a step (group 128,
-    `g_shift` 7) or one spanning K (`SINGLE`)."""
+    `g_shift` 7) or one spanning K (`SINGLE`). ZEROS: Marlin zero points `z` (`W = (code - zero) s`), folded
+    in as the tensor-core kernel's `fold` does: the chains sum the symmetric `(code - 8) / 8`, and each output
+    adds `(8 - zero) s` times the float32 sum of the step's x (one group: of all its x, at the end)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     s_first = (pid_k * steps) // SPLIT
@@ -98,6 +102,11 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, N, steps, g_shift, SINGLE: t
           + tl.arange(0, 8)[None, :, None])
     acc0 = tl.zeros((2, NB, 8, 4, 4), dtype=tl.float32)  # [j, nb, c, q, w], b = 0
     acc1 = tl.zeros((2, NB, 8, 4, 4), dtype=tl.float32)
+    spn0, zwn0, zsh0 = _grouped_places(n0)
+    spn1, zwn1, zsh1 = _grouped_places(n0 + 8)
+    zacc0 = tl.zeros((NB, 8, 4), dtype=tl.float32)  # ZEROS: [nb, c, w], the folded terms
+    zacc1 = tl.zeros((NB, 8, 4), dtype=tl.float32)
+    xtotal = 0.0  # ZEROS, SINGLE: the sum of the split's x
     count = s_last + 1 - s_first
     t_first = 8 * s_first
     ahead = tl.load(b_ptr + t_first.to(tl.int64) * (2 * N) + off)
@@ -117,21 +126,35 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, N, steps, g_shift, SINGLE: t
         p0, p1 = tl.inline_asm_elementwise(_CHAIN_DOT, "=f,=f" + ",r" * 12,
                                            [w0, w1, w2, w3, a0, c0, a1, c1, a2, c2, a3, c3],
                                            dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+        if ZEROS:
+            xsum = tl.sum(tl.load(x_ptr + 128 * step + tl.arange(0, 128)).to(tl.float32), axis=0)
         if SINGLE:
             acc0 += p0
             acc1 += p1
+            if ZEROS:
+                xtotal += xsum
         else:
             g = (128 * step) >> g_shift
-            spn, _, _ = _grouped_places(n0)
-            s0 = tl.load(s_ptr + g * N + spn).to(tl.float32)
-            spn, _, _ = _grouped_places(n0 + 8)
-            s1 = tl.load(s_ptr + g * N + spn).to(tl.float32)
+            s0 = tl.load(s_ptr + g * N + spn0).to(tl.float32)
+            s1 = tl.load(s_ptr + g * N + spn1).to(tl.float32)
             acc0 = tl.fma(p0, tl.reshape(s0, (1, NB, 8, 1, 4)), acc0)
             acc1 = tl.fma(p1, tl.reshape(s1, (1, NB, 8, 1, 4)), acc1)
+            if ZEROS:
+                zacc0 = tl.fma(_folded_zero(tl.load(z_ptr + g * (N // 8) + zwn0), zsh0, s0), xsum, zacc0)
+                zacc1 = tl.fma(_folded_zero(tl.load(z_ptr + g * (N // 8) + zwn1), zsh1, s1), xsum, zacc1)
     r0 = tl.sum(tl.sum(acc0, axis=3), axis=0) * 8.0  # [nb, c, w]
     r1 = tl.sum(tl.sum(acc1, axis=3), axis=0) * 8.0
     if SINGLE:
-        r0 = r0 * tl.load(s_ptr + _single_places(n0)).to(tl.float32)
-        r1 = r1 * tl.load(s_ptr + _single_places(n0 + 8)).to(tl.float32)
+        sc0 = tl.load(s_ptr + _single_places(n0)).to(tl.float32)
+        sc1 = tl.load(s_ptr + _single_places(n0 + 8)).to(tl.float32)
+        if ZEROS:
+            r0 = tl.fma(_folded_zero(tl.load(z_ptr + zwn0), zsh0, sc0), xtotal, r0 * sc0)
+            r1 = tl.fma(_folded_zero(tl.load(z_ptr + zwn1), zsh1, sc1), xtotal, r1 * sc1)
+        else:
+            r0 = r0 * sc0
+            r1 = r1 * sc1
+    elif ZEROS:
+        r0 += zacc0
+        r1 += zacc1
     tl.store(ws_ptr + pid_k * N + n0, r0)
     tl.store(ws_ptr + pid_k * N + n0 + 8, r1)

@@ -60,7 +60,7 @@ from .triton_launch import Launch, Slot
 
 __all__ = ["marlin_gemm", "plan", "GemmPlan", "unsupported_reason", "available", "KernelConfig", "pick_config",
            "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "one_wave_split", "group_steps", "balance_pays",
-           "gemv_config", "gemv_fits"]
+           "gemv_config", "gemv_fits", "GEMV_ZMODES"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -143,10 +143,10 @@ class KernelConfig:
     the workspace, and `segment_reduce_kernel` adds each tile's in order. 0: the split grid; negative:
     exactly `-balance` programs per row tile (tests: ranges that cross column tiles)."""
     gemv: bool = False
-    """One row of float16 x, symmetric, group 128 or one group: the CUDA-core GEMV (`marlin_gemv_kernel`, fp16
-    product chains: `gemv_config`) on a (column tile of 64 `nb`, split) grid, `split_k` splits of the steps
-    (need not divide them), its float32 partials summed by the reduce kernel; `bm`, `bt`, `warps`,
-    `stages` and the other fields are ignored (4 warps, 128 k a step)."""
+    """One row of float16 x, symmetric or Marlin zero points, group 128 or one group: the CUDA-core GEMV
+    (`marlin_gemv_kernel`, fp16 product chains: `gemv_config`) on a (column tile of 64 `nb`, split) grid,
+    `split_k` splits of the steps (need not divide them), its float32 partials summed by the reduce kernel;
+    `bm`, `bt`, `warps`, `stages` and the other fields are ignored (4 warps, 128 k a step)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -427,11 +427,17 @@ def gemv_config(n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig
     return KernelConfig(1, 8, nb, split_k=split, gemv=True)
 
 
+GEMV_ZMODES = (0,)
+"""The layers `plan` gives the GEMV by default: symmetric. Marlin zero points (`zmode` 1) run on it only by an
+explicit `KernelConfig(gemv=True)` until the device has timed them."""
+
+
 def gemv_fits(m: int, dtype: torch.dtype, zmode: int, perm: torch.Tensor | None) -> bool:
-    """Whether a call may run the GEMV: one row of float16, a symmetric layer without act-order, and fp16 sums
-    allowed (`torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction`, PyTorch's switch for
-    float16 GEMMs that sum in float16; on by default)."""
-    return (m == 1 and dtype == torch.float16 and zmode == 0 and perm is None
+    """Whether a call runs the GEMV where `gemv_config` gives a launch: one row of float16, a layer of
+    `GEMV_ZMODES` without act-order, and fp16 sums allowed (`torch.backends.cuda.matmul.
+    allow_fp16_reduced_precision_reduction`, PyTorch's switch for float16 GEMMs that sum in float16; on by
+    default)."""
+    return (m == 1 and dtype == torch.float16 and zmode in GEMV_ZMODES and perm is None
             and torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)
 
 
@@ -614,19 +620,23 @@ def _grid_programs(per_sm: int, sms: int, tiles_m: int, total: int, most: int) -
 
 
 def _gemv_plan(cfg: KernelConfig, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: torch.Tensor,
-               single: bool, bias: torch.Tensor | None, fits: bool) -> GemmPlan:
-    """The `GemmPlan` of the one-row GEMV (`KernelConfig.gemv`): the GEMV's partials, then the reduce."""
+               z: torch.Tensor | None, single: bool, bias: torch.Tensor | None, takes: bool) -> GemmPlan:
+    """The `GemmPlan` of the one-row GEMV (`KernelConfig.gemv`): the GEMV's partials, then the reduce. `takes`:
+    the call is one the kernel runs (one float16 row, symmetric or Marlin zero points, no act-order, group 128
+    or one group, K a multiple of 128)."""
     k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
-    if not fits or n % (64 * cfg.nb):
-        raise ValueError("the GEMV takes one row of float16 x, a symmetric layer of group 128 or one group, "
-                         f"K a multiple of 128 and N of {64 * cfg.nb}")
+    if not takes or n % (64 * cfg.nb):
+        raise ValueError("the GEMV takes one row of float16 x, a layer of group 128 or one group, symmetric or "
+                         f"with Marlin zero points, no act-order, K a multiple of 128 and N of {64 * cfg.nb}")
     steps = k // 128
     split = max(1, min(cfg.split_k, steps))
     index = device.index or 0 if device.type == "cuda" else None
     s = s.contiguous()
     OUT, WS = Slot("out"), Slot("ws")
-    gemv = Launch(_gemv_kernel(), (n // (64 * cfg.nb), split), (Slot("x"), B.contiguous(), s, WS, n, steps, 7),
-                  dict(SINGLE=single, NB=cfg.nb, SPLIT=split, num_warps=4, num_stages=3), index)
+    B = B.contiguous()
+    gemv = Launch(_gemv_kernel(), (n // (64 * cfg.nb), split), (
+        Slot("x"), B, s, z.contiguous() if z is not None else B, WS, n, steps, 7),
+        dict(SINGLE=single, NB=cfg.nb, SPLIT=split, ZEROS=z is not None, num_warps=4, num_stages=3), index)
     block = _reduce_block(n, _sm_count(index) if index is not None else 132)
     reduce = Launch(_kernels().splitk_reduce_kernel, (-(-n // block),), (
         WS, bias if bias is not None else s, OUT, 1, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block),
@@ -650,7 +660,9 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     fits = gemv_fits(m, dtype, zmode, perm)
     cfg = config or (fits and gemv_config(n, k, gs, sms)) or pick_config(m, n, k, gs, sms, zmode)
     if cfg.gemv:
-        return _gemv_plan(cfg, dtype, device, B, s, gs == k, bias, fits and gs in (128, k) and k % 128 == 0)
+        takes = (m == 1 and dtype == torch.float16 and zmode in (0, 1) and perm is None and gs in (128, k)
+                 and k % 128 == 0)
+        return _gemv_plan(cfg, dtype, device, B, s, z, gs == k, bias, takes)
     if eager and config is None:
         cfg = for_eager(cfg, m, n, k)
     tiles = k // 16

@@ -402,16 +402,17 @@ GEMV_SHAPES = [(64, 128), (192, 384), (1088, 2048), (256, 4096)]
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["sym", "asym"])
 @pytest.mark.parametrize("group_size", [-1, 128])
 @pytest.mark.parametrize("n,k", GEMV_SHAPES, ids=[f"{n}x{k}" for n, k in GEMV_SHAPES])
-def test_one_row_gemv_matches_source_dequant(n, k, group_size):
-    """The one-row GEMV (`KernelConfig.gemv`) at one, two, an uneven and the most splits of its steps, one or two
-    column blocks a program, with the GEMV's bounds; and x starting at an odd float16 (copied to read it as
-    int32 pairs)."""
+def test_one_row_gemv_matches_source_dequant(n, k, group_size, mode):
+    """The one-row GEMV (`KernelConfig.gemv`), symmetric or with Marlin zero points (folded: the bound's `wmag`),
+    at one, two, an uneven and the most splits of its steps, one or two column blocks a program, with the
+    GEMV's bounds; and x starting at an odd float16 (copied to read it as int32 pairs)."""
     from marlin_convert.runtime.triton_gemm import KernelConfig
 
-    seed = zlib.crc32(repr(("gemv", n, k, group_size)).encode())
-    layer = _make_layer(n, k, group_size, "sym", False, torch.float16, seed, with_bias=group_size == -1)
+    seed = zlib.crc32(repr(("gemv", n, k, group_size, mode)).encode())
+    layer = _make_layer(n, k, group_size, mode, False, torch.float16, seed, with_bias=group_size == -1)
     gen = torch.Generator(device="cuda").manual_seed(seed + 1)
     bad = {}
     for split in sorted({1, 2, 3, k // 128}):
@@ -431,16 +432,17 @@ def test_one_row_gemv_matches_source_dequant(n, k, group_size):
 @pytest.mark.cuda
 @pytest.mark.parametrize("group_size", [-1, 128])
 def test_gemv_layout_damage_fails_the_bounds(group_size):
-    """The GEMV's check can fail: a swapped 64-column block and scales in source order are rejected (the
-    undamaged layer passes); a call the GEMV does not take (two rows, bf16, zero points) is refused."""
+    """The GEMV's check can fail: a swapped 64-column block, scales and zero points in source order are
+    rejected (the undamaged layer passes); a call the GEMV does not take (two rows, bf16) is refused."""
     from marlin_convert.runtime.triton_gemm import KernelConfig
 
-    layer = _make_layer(256, 1024, group_size, "sym", False, torch.float16, 12, with_bias=False)
+    layer = _make_layer(256, 1024, group_size, "asym", False, torch.float16, 12, with_bias=False)
     x = torch.randn(1, 1024, device="cuda", generator=torch.Generator(device="cuda").manual_seed(4)).to(torch.float16)
     cfg = KernelConfig(1, 8, 2, split_k=3, gemv=True)
     assert not _failures(layer, x, _run(layer, x, cfg), gemv=True)
     damaged = {"swapped 64-column block": {"B": _swap_block(layer.marlin["B"])},
-               "scales in source order": {"s": layer.rec.scales.contiguous()}}
+               "scales in source order": {"s": layer.rec.scales.contiguous()},
+               "zero points in source order": {"z": pack_nibbles(layer.rec.zeros.cpu()).cuda()}}
     for what, override in damaged.items():
         assert _failures(layer, x, _run(layer, x, cfg, **override), gemv=True), f"{what} was not caught"
     with pytest.raises(ValueError, match="GEMV takes one row of float16"):
@@ -701,6 +703,7 @@ def test_one_row_float16_calls_of_big_symmetric_layers_take_the_gemv():
     assert fits(1, f16, 0, None)
     assert not fits(2, f16, 0, None) and not fits(1, torch.bfloat16, 0, None)
     assert not fits(1, f16, 1, None) and not fits(1, f16, 2, None) and not fits(1, f16, 0, torch.arange(8))
+    assert triton_gemm.GEMV_ZMODES == (0,)  # zero points: only by an explicit config until timed
     matmul = torch.backends.cuda.matmul
     before = matmul.allow_fp16_reduced_precision_reduction
     matmul.allow_fp16_reduced_precision_reduction = False

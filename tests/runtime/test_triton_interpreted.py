@@ -94,21 +94,39 @@ def test_eager_launch_shapes_match_the_source_dequant():
 
 def test_the_one_row_gemv_matches_the_source_dequant():
     """The one-row GEMV (`KernelConfig.gemv`, float16 sums: the GEMV's bounds): one and two column blocks a
-    program, uneven and single splits, bias, one group; and `plan` takes it, split by `gemv_config`, for one
+    program, uneven and single splits, bias, one group, Marlin zero points; and `plan` takes it, split by `gemv_config`, for one
     float16 row of a symmetric layer of 2**24 weights."""
     from marlin_convert.runtime import triton_gemm
     from marlin_convert.runtime._triton_gemv_kernel import marlin_gemv_kernel
 
-    for n, k, group_size, nb, split, bias in ((192, 512, 128, 1, 3, True), (256, 1024, -1, 2, 3, False),
-                                              (256, 384, 128, 2, 1, True)):
-        layer = _make_layer(n, k, group_size, "sym", False, torch.float16, 31, with_bias=bias, device="cpu")
+    for n, k, group_size, mode, nb, split, bias in ((192, 512, 128, "sym", 1, 3, True),
+                                                    (256, 1024, -1, "sym", 2, 3, False),
+                                                    (256, 384, 128, "sym", 2, 1, True),
+                                                    (256, 1024, 128, "asym", 2, 3, True),
+                                                    (192, 512, -1, "asym", 1, 2, False)):
+        layer = _make_layer(n, k, group_size, mode, False, torch.float16, 31, with_bias=bias, device="cpu")
         x = torch.randn(1, k, generator=torch.Generator().manual_seed(32)).to(torch.float16)
         y = _run(layer, x, KernelConfig(1, 8, nb, split_k=split, gemv=True))
-        assert not _failures(layer, x, y, gemv=True), (n, k, group_size, nb, split)
+        assert not _failures(layer, x, y, gemv=True), (n, k, group_size, mode, nb, split)
     B, s = torch.zeros(256, 8192, dtype=torch.int32), torch.ones(32, 4096, dtype=torch.float16)
     gemv = triton_gemm.plan(1, torch.float16, torch.device("cpu"), B, s, group_size=128).launches[0]
     assert gemv.fn is marlin_gemv_kernel and gemv.grid == (32, 8, 1)
     assert triton_gemm.plan(2, torch.float16, torch.device("cpu"), B, s, group_size=128).launches[0].fn is not gemv.fn
+
+
+def test_the_gemv_bounds_reject_layout_damage():
+    """The GEMV's check can fail: a swapped 64-column block, scales or zero points in source order."""
+    from marlin_convert.layout import pack_nibbles
+    from tests.runtime.test_triton_gemm import _swap_block
+
+    layer = _make_layer(256, 1024, 128, "asym", False, torch.float16, 12, with_bias=False, device="cpu")
+    x = torch.randn(1, 1024, generator=torch.Generator().manual_seed(4)).to(torch.float16)
+    cfg = KernelConfig(1, 8, 2, split_k=3, gemv=True)
+    assert not _failures(layer, x, _run(layer, x, cfg), gemv=True)
+    for what, override in {"swapped block": {"B": _swap_block(layer.marlin["B"])},
+                           "scales in source order": {"s": layer.rec.scales.contiguous()},
+                           "zero points in source order": {"z": pack_nibbles(layer.rec.zeros)}}.items():
+        assert _failures(layer, x, _run(layer, x, cfg, **override), gemv=True), what
 
 
 def test_the_bounds_reject_a_swapped_column_block():
