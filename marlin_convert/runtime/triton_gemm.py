@@ -416,9 +416,10 @@ def gemv_config(n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig
     round 22, one float16 row, group 128, CUDA graphs): 33.8-33.9 us on 28672x8192 and 8192x28672 against the
     tensor-core kernel's 39.6-41.7 and Marlin's CUDA kernel's 50.1-51.7 (3.22x and 3.38x dense fp16's speed);
     0.78-0.88x the tensor-core time on 4096x4096, 14336x4096, 18944x3584 and 8192x8192; 0.89-0.96x on
-    4096x14336 and 3584x18944 (a first build of the kernel, 1.12-1.24x slower); on the layers of fewer weights that
-    build took 1.16-1.46x at this rule's split (0.95-1.00x at splits of 1-3 steps a program). The split: one wave of `GEMV_PER_SM` programs a multiprocessor over the column tiles (896
-    programs on 28672x8192 and 8192x28672, the best of each sweep), at least `GEMV_MIN_STEPS` steps a program."""
+    4096x14336 and 3584x18944 (a first build of the kernel, 1.12-1.24x slower); on the layers of fewer weights
+    that build took 1.16-1.46x at this rule's split (0.95-1.00x at splits of 1-3 steps a program). The split:
+    one wave of `GEMV_PER_SM` programs a multiprocessor over the column tiles (896 programs on 28672x8192 and
+    8192x28672, the best of each sweep), at least `GEMV_MIN_STEPS` steps a program."""
     if group_size not in (128, k) or k % 128 or n % 64 or n * k < GEMV_MIN_WEIGHTS:
         return None
     nb = 2 if n % 128 == 0 else 1
