@@ -3,7 +3,7 @@ and a layer of group 128 or one group, symmetric or with Marlin zero points, the
 
 At one row the tensor cores idle and the served kernel's 16-row tile wastes 15/16 of each `wgmma`; what sets
 the time is how many weight bytes the GPU keeps in flight against the instructions a weight costs. This
-kernel decodes each word with Marlin's `lop3` trick straight to the exact `(code - 8) / 8` (two k-adjacent
+kernel decodes each word with Marlin's `lop3` trick straight to the exact `(code - zero) / 64` (two k-adjacent
 weights a half2 register) and multiplies by x's own fp16 pairs with packed half2 fused multiply-adds, 16
 weights (8 a lane) to one fp16 chain (`_CHAIN_DOT`); the chain's two lanes are added in fp16, widened to
 float32 once and scaled by the group's float32 scale. About 2.7 instructions a weight and 72 registers a
@@ -18,36 +18,59 @@ nibble `4a + 2h + b`, is the code of k = 16t + 8h + 2q + a, n = 64nb + 16w + 8b 
 layout gives one thread). x is read as int32 words (its fp16 pairs a = 0, 1 of (t, q, h): word 8t + 4h + q).
 
 Precision (fp16 sums: `torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction`): the weights
-`(code - 8) / 8` are exact; each lane's chain is one product and seven fused multiply-adds (8 roundings to
-fp16), the lanes' sum one more, so each term of a chain errs by at most gamma_9 = 9u / (1 - 9u) of it (u =
-2^-11), relative to the sum of the chain's |terms|; products under fp16's normal range err by at most 2^-25
-(absolute, in units of x / 8) each operation. Everything after is float32 (the scale, the sum over chains,
-steps and splits; with zero points the folded term `(8 - zero) s sum x`, so that, as for the tensor-core kernel's
-`fold`, the chains' errors are relative to `|x| @ (|code - 8| s)` and the whole to `|x| @ (|code - 8| s + |8 -
-zero| s)`) and the output is rounded once to float16. A chain's partial sums stay below
-8 max |x|: fp16 overflows only where |x| passes 8188.
+`(code - zero) / 64` (zero 8 where symmetric; `WEIGHT_SCALE`) are exact; each lane's chain is one product and seven fused
+multiply-adds (8 roundings to fp16), the lanes' sum one more, so each term of a chain errs by at most gamma_9 =
+9u / (1 - 9u) of it (u = 2^-11), relative to the sum of the chain's |terms|; products under fp16's normal range
+err by at most 2^-25 (absolute, in units of x / 64) each operation. Everything after is float32 (the scale, the
+sum over chains, steps and splits) and the output is rounded once to float16. A chain's sums (both lanes: 16
+weights of |weight| <= 8 / 64, or 15 / 64 with zero points) stay below 2 max |x| or 3.75 max |x|, so fp16
+overflows only where |x| passes 32752 or 17467.
 """
 from __future__ import annotations
+
+import struct
 
 import triton
 import triton.language as tl
 
-from ._triton_gemm_kernels import _folded_zero, _grouped_places, _single_places
+from ._triton_gemm_kernels import _grouped_places, _single_places
 
-__all__ = ["marlin_gemv_kernel", "chain_dot_asm"]
+__all__ = ["marlin_gemv_kernel", "chain_dot_asm", "WEIGHT_SCALE"]
+
+WEIGHT_SCALE = 64
+"""The decode gives `(code - zero) / WEIGHT_SCALE`, exact in fp16 (a power of two at most 64: `1024 /
+WEIGHT_SCALE` has an ulp of `1 / WEIGHT_SCALE`), so that a chain's sums stay far from fp16's largest value."""
 
 
-def chain_dot_asm(words: int = 4) -> str:
+def _fp16_pair(value: float) -> int:
+    """The int32 of the fp16 pair (value, value)."""
+    bits = struct.unpack("<H", struct.pack("<e", value))[0]
+    return bits | bits << 16
+
+
+def _signed(word: int) -> int:
+    return word - (1 << 32) if word >= 1 << 31 else word
+
+
+def chain_dot_asm(words: int = 4, zeros: bool = False) -> str:
     """PTX for `words` words of one column (tile rows apart) and their x: `$0`, `$1` the float32 sums, b = 0
-    and 1, of their weights `(code - 8) / 8` times x, summed in one fp16 chain a lane (a = 0, 1), then the
+    and 1, of their weights `(code - zero) / S` times x, summed in one fp16 chain a lane (a = 0, 1), then the
     lanes in fp16, widened once. Inputs: `$2 ...` the words, then each word's x pairs of h = 0 and 1 (x's
-    fp16 pairs as int32). Decode of nibble j (a = 0) and j + 4 (a = 1), j = 2b + h, bits 4j (j < 2) or
-    4j - 8 after a shift by 8: OR into fp16 1024 (`0x6400`, ulp 1) gives 1024 + code (mask `0x000F000F`) or
-    1024 + 16 code (mask `0x00F000F0`); one fma, `* 1/8 - 129` or `* 1/128 - 9`, gives `(code - 8) / 8`
-    exactly."""
-    lines = ["{", ".reg .b32 p, v, d0, d1, k0, k1, y0, y1, w00, w01, w10, w11;", ".reg .b16 lo, hi, e;",
-             "mov.b32 k0, 0x30003000;", "mov.b32 y0, 0xD808D808;",  # 1/8, -129
-             "mov.b32 k1, 0x20002000;", "mov.b32 y1, 0xC880C880;"]  # 1/128, -9
+    fp16 pairs as int32), then (`zeros`) the offsets `y{h}{b}` of the columns' zero points, in the order
+    y00, y10, y01, y11 (`_zero_offsets`; symmetric: zero 8, constants). Decode of nibble j (a = 0) and j + 4
+    (a = 1), j = 2b + h, bits 4j (j < 2) or 4j - 8 after a shift by 8: OR into fp16 1024 (`0x6400`, ulp 1)
+    gives 1024 + code (mask `0x000F000F`) or 1024 + 16 code (mask `0x00F000F0`); one fma, `* 1/8 + y0` or
+    `* 1/(16 S) + y1` (S = `WEIGHT_SCALE`) with `y0 = -(1024 + zero) / S`, `y1 = -(64 + zero) / S` (exact in
+    fp16), gives `(code - zero) / S` exactly."""
+    lines = ["{", ".reg .b32 p, v, d0, d1, k0, k1, w00, w01, w10, w11;", ".reg .b16 lo, hi, e;",
+             f"mov.b32 k0, {_fp16_pair(1 / WEIGHT_SCALE):#x};", f"mov.b32 k1, {_fp16_pair(1 / (16 * WEIGHT_SCALE)):#x};"]
+    if zeros:
+        first = 2 + 3 * words
+        y = {(h, b): f"${first + 2 * b + h}" for h in range(2) for b in range(2)}
+    else:
+        lines += [".reg .b32 y0, y1;", f"mov.b32 y0, {_fp16_pair(-(1024 + 8) / WEIGHT_SCALE):#x};",
+                  f"mov.b32 y1, {_fp16_pair(-(64 + 8) / WEIGHT_SCALE):#x};"]
+        y = {(h, b): f"y{h}" for h in range(2) for b in range(2)}
     for i in range(words):
         word, x0, x1 = f"${2 + i}", f"${2 + words + 2 * i}", f"${3 + words + 2 * i}"
         for b in range(2):
@@ -57,7 +80,7 @@ def chain_dot_asm(words: int = 4) -> str:
             for h in range(2):
                 mask = "0x000F000F" if h == 0 else "0x00F000F0"
                 lines += [f"lop3.b32 v, {src}, {mask}, 0x64006400, 0xEA;",
-                          f"fma.rn.f16x2 w{h}{b}, v, k{h}, y{h};"]
+                          f"fma.rn.f16x2 w{h}{b}, v, k{h}, {y[h, b]};"]
         for b in range(2):
             first = f"mul.f16x2 d{b}, w0{b}, {x0};" if i == 0 else f"fma.rn.f16x2 d{b}, w0{b}, {x0}, d{b};"
             lines += [first, f"fma.rn.f16x2 d{b}, w1{b}, {x1}, d{b};"]
@@ -67,6 +90,20 @@ def chain_dot_asm(words: int = 4) -> str:
 
 
 _CHAIN_DOT = tl.constexpr(chain_dot_asm(4))
+_CHAIN_DOT_ZEROS = tl.constexpr(chain_dot_asm(4, zeros=True))
+_Y0 = tl.constexpr(_signed(_fp16_pair(-1024 / WEIGHT_SCALE)))  # zero's bits: the lowest of y0's mantissa
+_Y1 = tl.constexpr(_signed(_fp16_pair(-64 / WEIGHT_SCALE)))  # and 16 zero: bits 4-7 of y1's
+_SCALE_BACK = tl.constexpr(float(WEIGHT_SCALE))
+
+
+@triton.jit
+def _zero_offsets(zwords, w):
+    """The decode's offsets (`chain_dot_asm`) of zero points: fp16 pairs `y0 = -(1024 + zero) / S` (the bits of
+    `-1024 / S` with zero in the lowest of its mantissa, whose ulp is 1 / S) and `y1 = -(64 + zero) / S` (`-64 /
+    S` with 16 zero) for b = 0 and 1, from the zero-point words of the columns' (nb, c) (nibble w + 4 b)."""
+    z0 = (zwords >> (4 * w)) & 0xF
+    z1 = (zwords >> (4 * w + 16)) & 0xF
+    return (z0 * 0x10001) | _Y0, (z0 * 0x100010) | _Y1, (z1 * 0x10001) | _Y0, (z1 * 0x100010) | _Y1
 
 
 @triton.jit
@@ -85,9 +122,9 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SI
     """float32 partials `ws[split, n] = sum over split's k of x[k] W[n, k]` for one float16 row x (K = 128
     `steps`; x 4-byte aligned), a program a (column tile of 64 NB rows n, split of the steps: split j takes
     steps `j steps // SPLIT` to `(j + 1) steps // SPLIT`, at least one). Scales: one group a step (group 128,
-    `g_shift` 7) or one spanning K (`SINGLE`). ZEROS: Marlin zero points `z` (`W = (code - zero) s`), folded
-    in as the tensor-core kernel's `fold` does: the chains sum the symmetric `(code - 8) / 8`, and each output
-    adds `(8 - zero) s` times the float32 sum of the step's x (one group: of all its x, at the end)."""
+    `g_shift` 7) or one spanning K (`SINGLE`). ZEROS: Marlin zero points `z` (`W = (code - zero) s`), decoded
+    into the exact `(code - zero) / 64` by the same one fma a pair, its offsets from the step's zero points
+    (`_zero_offsets`)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     s_first = (pid_k * steps) // SPLIT
@@ -102,11 +139,13 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SI
           + tl.arange(0, 8)[None, :, None])
     acc0 = tl.zeros((2, NB, 8, 4, 4), dtype=tl.float32)  # [j, nb, c, q, w], b = 0
     acc1 = tl.zeros((2, NB, 8, 4, 4), dtype=tl.float32)
-    spn0, zwn0, zsh0 = _grouped_places(n0)
-    spn1, zwn1, zsh1 = _grouped_places(n0 + 8)
-    zacc0 = tl.zeros((NB, 8, 4), dtype=tl.float32)  # ZEROS: [nb, c, w], the folded terms
-    zacc1 = tl.zeros((NB, 8, 4), dtype=tl.float32)
-    xtotal = 0.0  # ZEROS, SINGLE: the sum of the split's x
+    spn0, _, _ = _grouped_places(n0)
+    spn1, _, _ = _grouped_places(n0 + 8)
+    # ZEROS: the zero-point word of columns (nb, c) (nibble w + 4 b), in `[1, NB, 8, 1, 4]`
+    zwn = tl.reshape(8 * (pid_n * NB + tl.arange(0, NB))[:, None] + tl.arange(0, 8)[None, :], (1, NB, 8, 1, 1))
+    zw_col = tl.reshape(tl.arange(0, 4), (1, 1, 1, 1, 4))
+    if ZEROS and SINGLE:
+        y00, y10, y01, y11 = _zero_offsets(tl.load(z_ptr + zwn), zw_col)
     count = s_last + 1 - s_first
     t_first = 8 * s_first
     ahead = tl.load(b_ptr + t_first.to(tl.int64) * (2 * N) + off)
@@ -123,38 +162,32 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SI
         w0, w1, w2, w3 = _rows_of_i(words, NB)
         a0, a1, a2, a3 = _rows_of_i(xh0, NB)
         c0, c1, c2, c3 = _rows_of_i(xh1, NB)
-        p0, p1 = tl.inline_asm_elementwise(_CHAIN_DOT, "=f,=f" + ",r" * 12,
-                                           [w0, w1, w2, w3, a0, c0, a1, c1, a2, c2, a3, c3],
-                                           dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+        g = (128 * step) >> g_shift
         if ZEROS:
-            xsum = tl.sum(tl.load(x_ptr + 128 * step + tl.arange(0, 128)).to(tl.float32), axis=0)
+            if not SINGLE:
+                y00, y10, y01, y11 = _zero_offsets(tl.load(z_ptr + g * (N // 8) + zwn), zw_col)
+            shape: tl.constexpr = (2, NB, 8, 4, 4)
+            p0, p1 = tl.inline_asm_elementwise(
+                _CHAIN_DOT_ZEROS, "=f,=f" + ",r" * 16,
+                [w0, w1, w2, w3, a0, c0, a1, c1, a2, c2, a3, c3, tl.broadcast_to(y00, shape),
+                 tl.broadcast_to(y10, shape), tl.broadcast_to(y01, shape), tl.broadcast_to(y11, shape)],
+                dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+        else:
+            p0, p1 = tl.inline_asm_elementwise(_CHAIN_DOT, "=f,=f" + ",r" * 12,
+                                               [w0, w1, w2, w3, a0, c0, a1, c1, a2, c2, a3, c3],
+                                               dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
         if SINGLE:
             acc0 += p0
             acc1 += p1
-            if ZEROS:
-                xtotal += xsum
         else:
-            g = (128 * step) >> g_shift
             s0 = tl.load(s_ptr + g * N + spn0).to(tl.float32)
             s1 = tl.load(s_ptr + g * N + spn1).to(tl.float32)
             acc0 = tl.fma(p0, tl.reshape(s0, (1, NB, 8, 1, 4)), acc0)
             acc1 = tl.fma(p1, tl.reshape(s1, (1, NB, 8, 1, 4)), acc1)
-            if ZEROS:
-                zacc0 = tl.fma(_folded_zero(tl.load(z_ptr + g * (N // 8) + zwn0), zsh0, s0), xsum, zacc0)
-                zacc1 = tl.fma(_folded_zero(tl.load(z_ptr + g * (N // 8) + zwn1), zsh1, s1), xsum, zacc1)
-    r0 = tl.sum(tl.sum(acc0, axis=3), axis=0) * 8.0  # [nb, c, w]
-    r1 = tl.sum(tl.sum(acc1, axis=3), axis=0) * 8.0
+    r0 = tl.sum(tl.sum(acc0, axis=3), axis=0) * _SCALE_BACK  # [nb, c, w]
+    r1 = tl.sum(tl.sum(acc1, axis=3), axis=0) * _SCALE_BACK
     if SINGLE:
-        sc0 = tl.load(s_ptr + _single_places(n0)).to(tl.float32)
-        sc1 = tl.load(s_ptr + _single_places(n0 + 8)).to(tl.float32)
-        if ZEROS:
-            r0 = tl.fma(_folded_zero(tl.load(z_ptr + zwn0), zsh0, sc0), xtotal, r0 * sc0)
-            r1 = tl.fma(_folded_zero(tl.load(z_ptr + zwn1), zsh1, sc1), xtotal, r1 * sc1)
-        else:
-            r0 = r0 * sc0
-            r1 = r1 * sc1
-    elif ZEROS:
-        r0 += zacc0
-        r1 += zacc1
+        r0 = r0 * tl.load(s_ptr + _single_places(n0)).to(tl.float32)
+        r1 = r1 * tl.load(s_ptr + _single_places(n0 + 8)).to(tl.float32)
     tl.store(ws_ptr + pid_k * N + n0, r0)
     tl.store(ws_ptr + pid_k * N + n0 + 8, r1)

@@ -114,6 +114,17 @@ def test_the_one_row_gemv_matches_the_source_dequant():
     assert triton_gemm.plan(2, torch.float16, torch.device("cpu"), B, s, group_size=128).launches[0].fn is not gemv.fn
 
 
+def test_the_gemv_takes_activations_up_to_its_overflow_limits():
+    """The GEMV's fp16 chains stay finite and within its bounds for |x| up to 30000 (symmetric) and 17000 (zero
+    points): below the limits its docstring derives (32752, 17467)."""
+    for mode, largest in (("sym", 30000.0), ("asym", 17000.0)):
+        layer = _make_layer(256, 1024, 128, mode, False, torch.float16, 33, with_bias=False, device="cpu")
+        x = torch.randn(1, 1024, generator=torch.Generator().manual_seed(34))
+        x = (x / x.abs().max() * largest).to(torch.float16)
+        y = _run(layer, x, KernelConfig(1, 8, 2, split_k=2, gemv=True))
+        assert not _failures(layer, x, y, gemv=True), mode
+
+
 def test_the_gemv_bounds_reject_layout_damage():
     """The GEMV's check can fail: a swapped 64-column block, scales or zero points in source order."""
     from marlin_convert.layout import pack_nibbles
