@@ -49,7 +49,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from marlin_convert.runtime._triton_gemv_kernel import chain_dot_asm  # noqa: E402
+from marlin_convert.runtime._triton_gemv_kernel import WEIGHT_SCALE, chain_dot_asm  # noqa: E402
 from marlin_convert.runtime._triton_gemm_kernels import (  # noqa: E402
     _dequant_asm, _grouped_places, _int8, _single_places, _zero_point_cols, _zero_terms, splitk_reduce_kernel)
 
@@ -75,6 +75,7 @@ def _half_dot_asm(lanes_in_f16: bool) -> str:
 
 
 CHAIN_DOT1, CHAIN_DOT2, CHAIN_DOT4 = (tl.constexpr(chain_dot_asm(n)) for n in (1, 2, 4))
+HALF3_BACK = tl.constexpr(float(WEIGHT_SCALE))
 HALF_DOT = tl.constexpr(_half_dot_asm(False))
 HALF_DOT_F16 = tl.constexpr(_half_dot_asm(True))
 
@@ -124,7 +125,7 @@ def gemv_kernel(x_ptr, xw_ptr, b_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, N, steps_pe
     one more a step for its group's scale; the sums over tile rows and q are taken once, at the end. AHEAD: the
     words of the next AHEAD steps are loaded before this step's are used (AHEAD more sets of registers). HALF (fp16): a word's
     products and pair sums in fp16 (`_half_dot_asm`; 2: its four-term sums too), x taken at 1/8 (exact) so that
-    they cannot overflow, the result times 8; 3: the runtime's decode to `(code - 8) / 8` and x's fp16
+    they cannot overflow, the result times 8; 3: the runtime's decode to `(code - 8) / 64` and x's fp16
     pairs read as int32 (`chain_dot_asm`), CHAIN tile rows' products in one fp16 chain. ZMODE 1 (not HALF): Marlin zero points, decoded as the served
     kernel does (`_int8`'s exact `code - zero`, its terms from `_zero_terms`). STREAM: the same loads
     (words and x's int32 pairs) with the arithmetic replaced by one float32 add a word, for the loads' bound."""
@@ -234,7 +235,10 @@ def gemv_kernel(x_ptr, xw_ptr, b_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, N, steps_pe
     if SINGLE:
         r0 = r0 * _scales(s_ptr, N, 0, n0, True)
         r1 = r1 * _scales(s_ptr, N, 0, n0 + 8, True)
-    if HALF:
+    if HALF == 3:  # the runtime's decode: (code - 8) / WEIGHT_SCALE
+        r0 = r0 * HALF3_BACK
+        r1 = r1 * HALF3_BACK
+    elif HALF:
         r0 = r0 * 8.0
         r1 = r1 * 8.0
     if SPLIT == 1:
