@@ -33,7 +33,7 @@ import struct
 import triton
 import triton.language as tl
 
-from ._triton_gemm_kernels import _grouped_places, _single_places
+from ._triton_gemm_kernels import _grouped_places, _single_places, _zero_point_cols
 
 __all__ = ["marlin_gemv_kernel", "chain_dot_asm", "WEIGHT_SCALE"]
 
@@ -59,11 +59,12 @@ def chain_dot_asm(words: int = 4, zeros: bool = False) -> str:
     fp16 pairs as int32), then (`zeros`) the offsets `y{h}{b}` of the columns' zero points, in the order
     y00, y10, y01, y11 (`_zero_offsets`; symmetric: zero 8, constants). Decode of nibble j (a = 0) and j + 4
     (a = 1), j = 2b + h, bits 4j (j < 2) or 4j - 8 after a shift by 8: OR into fp16 1024 (`0x6400`, ulp 1)
-    gives 1024 + code (mask `0x000F000F`) or 1024 + 16 code (mask `0x00F000F0`); one fma, `* 1/8 + y0` or
+    gives 1024 + code (mask `0x000F000F`) or 1024 + 16 code (mask `0x00F000F0`); one fma, `* 1/S + y0` or
     `* 1/(16 S) + y1` (S = `WEIGHT_SCALE`) with `y0 = -(1024 + zero) / S`, `y1 = -(64 + zero) / S` (exact in
     fp16), gives `(code - zero) / S` exactly."""
     lines = ["{", ".reg .b32 p, v, d0, d1, k0, k1, w00, w01, w10, w11;", ".reg .b16 lo, hi, e;",
-             f"mov.b32 k0, {_fp16_pair(1 / WEIGHT_SCALE):#x};", f"mov.b32 k1, {_fp16_pair(1 / (16 * WEIGHT_SCALE)):#x};"]
+             f"mov.b32 k0, {_fp16_pair(1 / WEIGHT_SCALE):#x};",
+             f"mov.b32 k1, {_fp16_pair(1 / (16 * WEIGHT_SCALE)):#x};"]
     if zeros:
         first = 2 + 3 * words
         y = {(h, b): f"${first + 2 * b + h}" for h in range(2) for b in range(2)}
@@ -97,12 +98,12 @@ _SCALE_BACK = tl.constexpr(float(WEIGHT_SCALE))
 
 
 @triton.jit
-def _zero_offsets(zwords, w):
+def _zero_offsets(zwords, zsh0, zsh1):
     """The decode's offsets (`chain_dot_asm`) of zero points: fp16 pairs `y0 = -(1024 + zero) / S` (the bits of
     `-1024 / S` with zero in the lowest of its mantissa, whose ulp is 1 / S) and `y1 = -(64 + zero) / S` (`-64 /
-    S` with 16 zero) for b = 0 and 1, from the zero-point words of the columns' (nb, c) (nibble w + 4 b)."""
-    z0 = (zwords >> (4 * w)) & 0xF
-    z1 = (zwords >> (4 * w + 16)) & 0xF
+    S` with 16 zero) for b = 0 and 1, from the columns' zero-point words and nibble shifts (`_zero_point_cols`)."""
+    z0 = (zwords >> zsh0) & 0xF
+    z1 = (zwords >> zsh1) & 0xF
     return (z0 * 0x10001) | _Y0, (z0 * 0x100010) | _Y1, (z1 * 0x10001) | _Y0, (z1 * 0x100010) | _Y1
 
 
@@ -141,11 +142,12 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SI
     acc1 = tl.zeros((2, NB, 8, 4, 4), dtype=tl.float32)
     spn0, _, _ = _grouped_places(n0)
     spn1, _, _ = _grouped_places(n0 + 8)
-    # ZEROS: the zero-point word of columns (nb, c) (nibble w + 4 b), in `[1, NB, 8, 1, 4]`
-    zwn = tl.reshape(8 * (pid_n * NB + tl.arange(0, NB))[:, None] + tl.arange(0, 8)[None, :], (1, NB, 8, 1, 1))
-    zw_col = tl.reshape(tl.arange(0, 4), (1, 1, 1, 1, 4))
+    # ZEROS: where the zero points of columns (nb, c, w) sit, shaped to broadcast as `[1, NB, 8, 1, 4]`
+    zwn, zsh0, zsh1 = _zero_point_cols(tl.reshape(pid_n * NB + tl.arange(0, NB), (1, NB, 1, 1, 1)),
+                                       tl.reshape(tl.arange(0, 8), (1, 1, 8, 1, 1)),
+                                       tl.reshape(tl.arange(0, 4), (1, 1, 1, 1, 4)))
     if ZEROS and SINGLE:
-        y00, y10, y01, y11 = _zero_offsets(tl.load(z_ptr + zwn), zw_col)
+        y00, y10, y01, y11 = _zero_offsets(tl.load(z_ptr + zwn), zsh0, zsh1)
     count = s_last + 1 - s_first
     t_first = 8 * s_first
     ahead = tl.load(b_ptr + t_first.to(tl.int64) * (2 * N) + off)
@@ -165,7 +167,7 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SI
         g = (128 * step) >> g_shift
         if ZEROS:
             if not SINGLE:
-                y00, y10, y01, y11 = _zero_offsets(tl.load(z_ptr + g * (N // 8) + zwn), zw_col)
+                y00, y10, y01, y11 = _zero_offsets(tl.load(z_ptr + g * (N // 8) + zwn), zsh0, zsh1)
             shape: tl.constexpr = (2, NB, 8, 4, 4)
             p0, p1 = tl.inline_asm_elementwise(
                 _CHAIN_DOT_ZEROS, "=f,=f" + ",r" * 16,
