@@ -6,17 +6,24 @@ GEMV replaces; for `--mode g128+z` the zero-point shape), with the GEMV at each 
 from the tensor-core one's (max |diff| / max |y|). JSON lines, then a table.
 
     PYTHONPATH=. python3 scripts/bench_gemv.py --shapes 28672x8192,8192x28672 --splits 4,8,14 --mode g128
+    PYTHONPATH=. python3 scripts/bench_gemv.py --shapes 256x4096 --splits 3 --mode g128+z --dry-run  # CPU
+
+`--dry-run` runs every call once on the CPU in Triton's interpreter, its inline PTX emulated
+(`tests/_support/ptx_emulation.py`; a side venv with Triton 3.6 and numpy < 2.3), untimed: the script's own check.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(SCRIPTS.parent), str(SCRIPTS)]
+if "--dry-run" in sys.argv:
+    os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported
 SHAPES = ("28672x8192,8192x28672,4096x4096,14336x4096,4096x14336,8192x8192,18944x3584,3584x18944,3584x3584,"
           "1024x4096,512x3584,1024x8192")
 
@@ -27,25 +34,33 @@ def main() -> None:
     ap.add_argument("--splits", default="", help="GEMV splits timed beside the rule's (comma-separated)")
     ap.add_argument("--mode", default="g128", choices=("g128", "g-1", "g128+z", "g-1+z"),
                     help="+z: Marlin zero points (the GEMV runs them by an explicit config only, GEMV_ZMODES)")
+    ap.add_argument("--dry-run", action="store_true", help="on the CPU in Triton's interpreter, untimed")
     args = ap.parse_args()
     import torch
     import torch.nn.functional as F
 
-    from _cuda_timing import graph_time_us, time_beside
+    import _cuda_timing
     from bench_gemm import Mode, mode_layers
 
     from marlin_convert.runtime import triton_gemm
 
+    device = "cpu" if args.dry_run else "cuda"
+    if args.dry_run:
+        from tests._support import ptx_emulation
+
+        ptx_emulation.install()
+        _cuda_timing.graph_time_us = lambda fns, reps=5: [f() for f in fns] and 1.0
+    graph_time_us, time_beside = _cuda_timing.graph_time_us, _cuda_timing.time_beside
     mode = Mode.parse(args.mode)
-    gen = torch.Generator(device="cuda").manual_seed(22)
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    gen = torch.Generator(device=device).manual_seed(22)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count if device == "cuda" else 132
     dtype = torch.float16
     rows = []
     for shape in args.shapes.split(","):
         n, k = (int(v) for v in shape.split("x"))
         gs = k if mode.group_size == -1 else mode.group_size
-        layers = [layer.tensors() for layer in mode_layers(n, k, mode, dtype, 4, gen)]
-        x = torch.randn(1, k, device="cuda", generator=gen).to(dtype)
+        layers = [layer.tensors() for layer in mode_layers(n, k, mode, dtype, 4, gen, device)]
+        x = torch.randn(1, k, device=device, generator=gen).to(dtype)
         rule = triton_gemm.gemv_config(n, k, gs, sms)
         zmode = 1 if mode.zero_point else 0
         configs: dict[str, Any] = {"tensor_cores": triton_gemm.pick_config(1, n, k, gs, sms, zmode)}
@@ -60,7 +75,7 @@ def main() -> None:
             plans = [triton_gemm.plan(1, dtype, x.device, t["B"], t["s"], group_size=gs, z=t.get("z"), config=cfg)
                      for t in layers]
             ref = time_beside(row, name, [lambda p=p: p(x) for p in plans], ref)
-        dense = [torch.randn(n, k, device="cuda", generator=gen).to(dtype) for _ in range(4)]
+        dense = [torch.randn(n, k, device=device, generator=gen).to(dtype) for _ in range(4)]
         row["dense"] = round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense], reps=7), 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
