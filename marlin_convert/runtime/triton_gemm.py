@@ -541,7 +541,9 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
         shift (`(G, N)`): optimum-quanto's float shift, permuted like the scales: `W = code * s - shift`.
         perm (`int32`/`int64`, `(K,)`): act-order sort permutation (Marlin row j = source input row perm[j]).
         bias (`(N,)`): added to the output.
-        config: launch shape override (benchmarks); default `pick_config`.
+        config: launch shape override (benchmarks); default `pick_config`, or for one float16 row of a
+            symmetric layer `gemv_config`'s GEMV (float16 sums, while PyTorch's
+            `allow_fp16_reduced_precision_reduction` is on: `gemv_fits`).
     Returns: `(..., N)` tensor in x's dtype on x's device.
     Raises: ValueError when `unsupported_reason` names a reason (no GPU sync here: g_idx is not checked).
     """
