@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""A Marlin GEMM for 1-16 rows on `mma.sync` from registers, a prototype beside the served kernels (issue #13: ≥ 3×
+dense fp16 at 2-16 rows; not part of the runtime, NOT YET RUN ON A GPU).
+
+Round 22's GEMV showed what one row needs: few registers (72: 7 programs a multiprocessor), few instructions a
+weight, the words a step ahead. Marlin's layout was made for `mma.sync.m16n8k16`: in the words' load layout that
+Triton gives the GEMV (`[8 tile rows, 128 NB words]`, 4 words a thread, a warp a 64-column block: sm_90 TTGIR
+`sizePerThread [1, 4], threadsPerWarp [1, 32]`), lane L holds word (t, nb, c, q, w) with L = 4c + q, so one word's
+decode (4 half2 registers: b = 0, 1 x h = 0, 1) is exactly lane L's A fragment of the 16 x 16 tile (n = 64nb + 16w
++ 8b + c, k = 16t + 8h + 2q + a), and x's fp16 pairs of row c at (t, q, h) its B fragment (8 rows of x). So each
+word costs its decode (the served kernel's exact `code - 8`) and one `mma.sync` an 8-row tile of x, with float32
+sums: about 10.5 instructions a word at 8 rows against the GEMV's 21 at one. The 4 words a thread holds a step
+(tile rows t = 2i + j) chain their `mma`s in one asm; each step's D is scaled by its group (group 128 or one
+group, symmetric) into float32 sums; the split's partials go through `splitk_reduce_kernel`.
+
+The asm is warp-collective: it relies on every lane running the same sequence of elements (Triton's layouts map
+registers to elements the same way in every lane) and on lane L = 4c + q in that load layout. Neither can be
+checked in the interpreter (which runs elements, not lanes): `check` needs the GPU.
+
+    PYTHONPATH= python3 scripts/mma_prototype.py sass 28672x8192 --rows 8,16 --split 4        # CPU, sm_90 SASS
+    PYTHONPATH=. python3 scripts/mma_prototype.py check 256x1024 1088x2048 --rows 1,7,16 --split 1,3
+    PYTHONPATH=. python3 scripts/mma_prototype.py bench 28672x8192 8192x28672 --rows 1,4,8,16 --split 4,8,14
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(SCRIPTS.parent), str(SCRIPTS)]
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from marlin_convert.runtime._triton_gemm_kernels import (  # noqa: E402
+    _grouped_places, _single_places, splitk_reduce_kernel)
+from marlin_convert.runtime._triton_gemv_kernel import _rows_of_i  # noqa: E402
+
+
+def mma_chain_asm(words: int, tiles: int) -> str:
+    """PTX: `words` words of one lane (tile rows apart), each decoded to the exact `code - 8` (4 half2 registers,
+    Marlin's `lop3` and one fma a pair: the served `_dequant_asm` constants) and multiplied by `tiles` 8-row
+    tiles of x with chained `mma.sync.m16n8k16` (float32 sums from zero). Outputs `$0 ..`: each tile's D
+    fragment (4 float32: rows n c and c + 8 of the 16, x rows 2q and 2q + 1). Inputs after them: the words,
+    then for each word and tile the B fragment (x's fp16 pairs of k 2q + a and 2q + a + 8)."""
+    n_out = 4 * tiles
+    lines = ["{", ".reg .b32 p, v, a0, a1, a2, a3, z0, y0, k1;", ".reg .f32 zero;",
+             "mov.b32 z0, 0x64086408;", "mov.b32 y0, 0xD480D480;", "mov.b32 k1, 0x2C002C00;", "mov.f32 zero, 0f00000000;"]
+    first_word = n_out
+    first_x = n_out + words
+    for i in range(words):
+        word = f"${first_word + i}"
+        # A fragment: a0 (b 0, h 0), a1 (b 1, h 0), a2 (b 0, h 1), a3 (b 1, h 1)
+        lines += [f"lop3.b32 v, {word}, 0x000F000F, 0x64006400, 0xEA;", "sub.f16x2 a0, v, z0;",
+                  f"lop3.b32 v, {word}, 0x00F000F0, 0x64006400, 0xEA;", "fma.rn.f16x2 a2, v, k1, y0;",
+                  f"shr.b32 p, {word}, 8;",
+                  "lop3.b32 v, p, 0x000F000F, 0x64006400, 0xEA;", "sub.f16x2 a1, v, z0;",
+                  "lop3.b32 v, p, 0x00F000F0, 0x64006400, 0xEA;", "fma.rn.f16x2 a3, v, k1, y0;"]
+        for r in range(tiles):
+            d = ", ".join(f"${4 * r + e}" for e in range(4))
+            c = "zero, zero, zero, zero" if i == 0 else d
+            b0, b1 = f"${first_x + 2 * (tiles * i + r)}", f"${first_x + 2 * (tiles * i + r) + 1}"
+            lines.append(f"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {{{d}}}, {{a0, a1, a2, a3}}, "
+                         f"{{{b0}, {b1}}}, {{{c}}};")
+    return "\n".join(lines + ["}"])
+
+
+MMA1 = tl.constexpr(mma_chain_asm(4, 1))
+MMA2 = tl.constexpr(mma_chain_asm(4, 2))
+
+
+@triton.jit
+def _x_pairs(xw_ptr, K, M, step, r: tl.constexpr, NB: tl.constexpr):
+    """x's fp16 pairs (int32) of rows 8 r + c, k pairs (t, q, h) of `step`, shaped like the words `[8, NB, 8, 4,
+    4]` (zero for rows past M): for h = 0 and 1."""
+    t = tl.reshape(tl.arange(0, 8), (8, 1, 1, 1, 1))
+    c = tl.reshape(tl.arange(0, 8), (1, 1, 8, 1, 1))
+    q = tl.reshape(tl.arange(0, 4), (1, 1, 1, 4, 1))
+    row = 8 * r + c
+    base = row * (K // 2) + 64 * step + 8 * t + q
+    ok = row < M
+    shape: tl.constexpr = (8, NB, 8, 4, 4)
+    x0 = tl.broadcast_to(tl.load(xw_ptr + base, mask=ok, other=0), shape)
+    x1 = tl.broadcast_to(tl.load(xw_ptr + base + 4, mask=ok, other=0), shape)
+    return x0, x1
+
+
+@triton.jit(do_not_specialize=["steps", "g_shift", "M"])
+def mma_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, M, N, K, steps, g_shift, SINGLE: tl.constexpr, NB: tl.constexpr,
+               SPLIT: tl.constexpr, TILES: tl.constexpr):
+    """float32 partials `ws[split, m, n]` for M <= 8 TILES rows of float16 x (rows K apart, 4-byte aligned), a
+    program a (column tile of 64 NB, split of the steps as the GEMV's)."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    s_first = (pid_k * steps) // SPLIT
+    s_last = ((pid_k + 1) * steps) // SPLIT - 1
+    xw_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    cols = pid_n * NB * 128 + tl.arange(0, 128 * NB)
+    off = tl.arange(0, 8)[:, None] * (2 * N) + cols[None, :]
+    n0 = (64 * (pid_n * NB + tl.arange(0, NB)[:, None, None]) + 16 * tl.arange(0, 4)[None, None, :]
+          + tl.arange(0, 8)[None, :, None])  # [nb, c, w], b = 0
+    spn0, _, _ = _grouped_places(n0)
+    spn1, _, _ = _grouped_places(n0 + 8)
+    shape: tl.constexpr = (2, NB, 8, 4, 4)
+    e00 = tl.zeros(shape, dtype=tl.float32)  # tile 0: (b 0, x row 2q), (b 0, 2q + 1), (b 1, 2q), (b 1, 2q + 1)
+    e01 = tl.zeros(shape, dtype=tl.float32)
+    e02 = tl.zeros(shape, dtype=tl.float32)
+    e03 = tl.zeros(shape, dtype=tl.float32)
+    e10 = tl.zeros(shape, dtype=tl.float32)  # tile 1 (TILES 2: x rows 8 + ...)
+    e11 = tl.zeros(shape, dtype=tl.float32)
+    e12 = tl.zeros(shape, dtype=tl.float32)
+    e13 = tl.zeros(shape, dtype=tl.float32)
+    count = s_last + 1 - s_first
+    t_first = 8 * s_first
+    ahead = tl.load(b_ptr + t_first.to(tl.int64) * (2 * N) + off)
+    for i in range(0, count):
+        step = s_first + i
+        here = ahead
+        t_next = t_first + 8 * tl.minimum(i + 1, count - 1)
+        ahead = tl.load(b_ptr + t_next.to(tl.int64) * (2 * N) + off)
+        words = tl.reshape(here, (8, NB, 8, 4, 4))
+        w0, w1, w2, w3 = _rows_of_i(words, NB)
+        x0, x1 = _x_pairs(xw_ptr, K, M, step, 0, NB)
+        a0, a1, a2, a3 = _rows_of_i(x0, NB)
+        c0, c1, c2, c3 = _rows_of_i(x1, NB)
+        if TILES == 1:
+            d0, d1, d2, d3 = tl.inline_asm_elementwise(
+                MMA1, "=f,=f,=f,=f" + ",r" * 12, [w0, w1, w2, w3, a0, c0, a1, c1, a2, c2, a3, c3],
+                dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
+        else:
+            u0, u1 = _x_pairs(xw_ptr, K, M, step, 1, NB)
+            f0, f1, f2, f3 = _rows_of_i(u0, NB)
+            h0, h1, h2, h3 = _rows_of_i(u1, NB)
+            d0, d1, d2, d3, g0, g1, g2, g3 = tl.inline_asm_elementwise(
+                MMA2, "=f,=f,=f,=f,=f,=f,=f,=f" + ",r" * 20,
+                [w0, w1, w2, w3, a0, c0, f0, h0, a1, c1, f1, h1, a2, c2, f2, h2, a3, c3, f3, h3],
+                dtype=(tl.float32,) * 8, is_pure=True, pack=1)
+        if SINGLE:
+            e00 += d0
+            e01 += d1
+            e02 += d2
+            e03 += d3
+            if TILES == 2:
+                e10 += g0
+                e11 += g1
+                e12 += g2
+                e13 += g3
+        else:
+            g = (128 * step) >> g_shift
+            s0 = tl.reshape(tl.load(s_ptr + g * N + spn0).to(tl.float32), (1, NB, 8, 1, 4))
+            s1 = tl.reshape(tl.load(s_ptr + g * N + spn1).to(tl.float32), (1, NB, 8, 1, 4))
+            e00 = tl.fma(d0, s0, e00)
+            e01 = tl.fma(d1, s0, e01)
+            e02 = tl.fma(d2, s1, e02)
+            e03 = tl.fma(d3, s1, e03)
+            if TILES == 2:
+                e10 = tl.fma(g0, s0, e10)
+                e11 = tl.fma(g1, s0, e11)
+                e12 = tl.fma(g2, s1, e12)
+                e13 = tl.fma(g3, s1, e13)
+    if SINGLE:
+        sc0 = tl.reshape(tl.load(s_ptr + _single_places(n0)).to(tl.float32), (1, NB, 8, 1, 4))
+        sc1 = tl.reshape(tl.load(s_ptr + _single_places(n0 + 8)).to(tl.float32), (1, NB, 8, 1, 4))
+        e00, e01, e02, e03 = e00 * sc0, e01 * sc0, e02 * sc1, e03 * sc1
+        if TILES == 2:
+            e10, e11, e12, e13 = e10 * sc0, e11 * sc0, e12 * sc1, e13 * sc1
+    # the D values of element (j, nb, c, q, w): x rows 8 r + 2q (+1), outputs n0 (b 0) and n0 + 8 (b 1)
+    nq = tl.reshape(n0, (NB, 8, 1, 4))
+    rq = tl.reshape(tl.arange(0, 4), (1, 1, 4, 1))
+    base = ws_ptr + pid_k * M * N
+    _store_d(base, M, N, nq, rq, 0, e00, e01, e02, e03)
+    if TILES == 2:
+        _store_d(base, M, N, nq, rq, 1, e10, e11, e12, e13)
+
+
+@triton.jit
+def _store_d(base, M, N, nq, rq, r: tl.constexpr, e0, e1, e2, e3):
+    """Sum each D value over j and store it at its x row (8 r + 2q, + 1) and output (n0, n0 + 8)."""
+    row0 = 8 * r + 2 * rq
+    v0 = tl.sum(e0, axis=0)  # [NB, 8, 4(q), 4(w)]
+    v1 = tl.sum(e1, axis=0)
+    v2 = tl.sum(e2, axis=0)
+    v3 = tl.sum(e3, axis=0)
+    tl.store(base + row0 * N + nq, v0, mask=row0 < M)
+    tl.store(base + (row0 + 1) * N + nq, v1, mask=row0 + 1 < M)
+    tl.store(base + row0 * N + nq + 8, v2, mask=row0 < M)
+    tl.store(base + (row0 + 1) * N + nq + 8, v3, mask=row0 + 1 < M)
+
+
+class Mma:
+    """One launch shape for one layer's `B` and `s` and `m` rows: `__call__(x)` -> `[m, N]`."""
+
+    def __init__(self, B: torch.Tensor, s: torch.Tensor, group_size: int, m: int, *, nb: int = 2,
+                 split: int = 4) -> None:
+        k, n = 16 * B.shape[0], B.shape[1] // 2
+        if m > 16 or n % (64 * nb) or k % 128 or group_size not in (128, -1, k):
+            raise ValueError("1-16 rows, N a multiple of 64 NB, K of 128, group 128 or one group")
+        steps = k // 128
+        self.B, self.s, self.n, self.k, self.m = B, s, n, k, m
+        self.split = max(1, min(split, steps))
+        self.grid = (n // (64 * nb), self.split)
+        self.args = (m, n, k, steps, 7)
+        self.consts = dict(SINGLE=group_size in (-1, k), NB=nb, SPLIT=self.split, TILES=1 if m <= 8 else 2,
+                           num_warps=4, num_stages=3)
+        self.ws = torch.empty(self.split, m, n, dtype=torch.float32, device=B.device)
+        self.out = torch.empty(m, n, dtype=torch.float16, device=B.device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mma_kernel[self.grid](x, self.B, self.s, self.ws, *self.args, **self.consts)
+        block = 1024
+        splitk_reduce_kernel[(-(-self.m * self.n // block),)](self.ws, self.s, self.out, self.m, self.n, self.n, 0,
+                                                               SPLIT=self.split, BLOCK=block)
+        return self.out
+
+
+def _layer(n: int, k: int, group: int, gen: torch.Generator, device: str) -> tuple[Any, dict[str, torch.Tensor]]:
+    from bench_gemm import Mode, mode_record
+
+    from marlin_convert.formats import to_marlin
+
+    rec = mode_record(n, k, Mode.parse(f"g{group}"), torch.float16, gen, device)
+    return rec, {name: t.to(device) for name, t in to_marlin(rec).items()}
+
+
+def _shape(text: str) -> tuple[int, int]:
+    n, k = (int(v) for v in text.split("x"))
+    return n, k
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def sass(args: argparse.Namespace) -> None:
+    import sass_gemm
+    from marlin_convert.runtime.triton_launch import Launch, Slot
+
+    sass_gemm.Slot = Slot
+    for text in args.layers:
+        n, k = _shape(text)
+        for m, split in itertools.product(_ints(args.rows), _ints(args.split)):
+            B = torch.zeros(k // 16, 2 * n, dtype=torch.int32)
+            s = torch.ones(k // 128, n, dtype=torch.float16)
+            g = Mma(B, s, 128, m, nb=args.nb, split=split)
+            launch = Launch(mma_kernel, g.grid, (Slot("x"), g.B, g.s, Slot("ws"), *g.args), g.consts, None)
+            kernel = sass_gemm.compile_launch(launch, torch.float16)
+            usage = sass_gemm.cuobjdump(kernel.asm["cubin"], "-res-usage")
+            code = sass_gemm.cuobjdump(kernel.asm["cubin"], "-sass")
+            loop = sass_gemm.main_loop(code, marker="HMMA")
+            mix = collections.Counter(sass_gemm.opcode(t) for t in loop)
+            words = 8 * 128 * args.nb // 128  # a thread's words a step (4 warps)
+            regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
+            print(f"{text} rows={m} split={split}: {regs.group(1) if regs else '?'} registers, "
+                  f"{stack.group(1) if stack else '?'} bytes of stack; loop {len(loop)} instructions a thread "
+                  f"({len(loop) / words:.1f} a word): " + ", ".join(f"{o} {c}" for o, c in mix.most_common(12)))
+
+
+def check(args: argparse.Namespace) -> None:
+    gen = torch.Generator(device="cuda").manual_seed(23)
+    failed = []
+    for text in args.layers:
+        n, k = _shape(text)
+        for group in (128, -1):
+            rec, t = _layer(n, k, group, gen, "cuda")
+            g_idx = torch.arange(k, device="cuda") // (k if group == -1 else group)
+            w = (rec.codes.full().double() - 8.0) * rec.scales.double()[g_idx].t()
+            for m, split in itertools.product(_ints(args.rows), _ints(args.split)):
+                x = torch.randn(m, k, device="cuda", generator=gen).half()
+                ref = x.double() @ w.t()
+                y = Mma(t["B"], t["s"], group, m, nb=args.nb, split=split)(x).double()
+                mag = x.double().abs() @ w.abs().t()
+                worst = float(((y - ref).abs() / (2.0**-11 * ref.abs() + k * 2.0**-22 * mag + 1e-30)).max())
+                rel = float((y - ref).norm() / ref.norm())
+                name = f"{text} g{group} rows={m} split={split}"
+                print(f"{name}: normwise {rel:.2e}, element bound used {worst:.2f}x")
+                if not (worst <= 1.0 and rel <= 2 * 2.0**-11):
+                    failed.append(name)
+    if failed:
+        sys.exit("outside the bounds: " + ", ".join(failed))
+
+
+def bench(args: argparse.Namespace) -> None:
+    import torch.nn.functional as F
+    from _cuda_timing import graph_time_us
+
+    from marlin_convert.runtime import triton_gemm
+
+    gen = torch.Generator(device="cuda").manual_seed(24)
+    for text in args.layers:
+        n, k = _shape(text)
+        layers = [_layer(n, k, 128, gen, "cuda")[1] for _ in range(4)]
+        dense = [torch.randn(n, k, device="cuda", generator=gen).half() for _ in range(4)]
+        for m in _ints(args.rows):
+            x = torch.randn(m, k, device="cuda", generator=gen).half()
+            served = [triton_gemm.plan(m, torch.float16, x.device, t["B"], t["s"], group_size=128) for t in layers]
+            ref = served[0](x).float()
+            row: dict[str, Any] = {"shape": text, "m": m,
+                                   "served": round(graph_time_us([lambda p=p: p(x) for p in served]), 1),
+                                   "dense": round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense]), 1)}
+            for split in _ints(args.split):
+                mmas = [Mma(t["B"], t["s"], 128, m, nb=args.nb, split=split) for t in layers]
+                y = mmas[0](x).float()
+                row[f"split{split}_diff"] = float((y - ref).abs().max() / ref.abs().max())
+                row[f"split{split}"] = round(graph_time_us([lambda g=g: g(x) for g in mmas]), 1)
+            print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("sass", "check", "bench"))
+    ap.add_argument("layers", nargs="+", help="NxK (symmetric; group 128, and one group in check)")
+    ap.add_argument("--rows", default="1,8,16")
+    ap.add_argument("--split", default="4")
+    ap.add_argument("--nb", type=int, default=2)
+    args = ap.parse_args()
+    {"sass": sass, "check": check, "bench": bench}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
