@@ -41,7 +41,7 @@ import triton.language as tl  # noqa: E402
 
 from marlin_convert.runtime._triton_gemm_kernels import (  # noqa: E402
     _grouped_places, _single_places, splitk_reduce_kernel)
-from marlin_convert.runtime._triton_gemv_kernel import _rows_of_i  # noqa: E402
+from marlin_convert.runtime._triton_gemv_kernel import _program_place, _rows_of_i  # noqa: E402
 
 
 def mma_chain_asm(words: int, tiles: int) -> str:
@@ -97,15 +97,9 @@ def mma_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, M, N, K, steps, g_shift, SINGLE: tl.
                SPLIT: tl.constexpr, TILES: tl.constexpr):
     """float32 partials `ws[split, m, n]` for M <= 8 TILES rows of float16 x (rows K apart, 4-byte aligned), a
     program a (column tile of 64 NB, split of the steps as the GEMV's)."""
-    pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
-    s_first = (pid_k * steps) // SPLIT
-    s_last = ((pid_k + 1) * steps) // SPLIT - 1
+    s_first, s_last, off, n0 = _program_place(N, steps, NB, SPLIT)  # n0: [nb, c, w], b = 0
     xw_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
-    cols = pid_n * NB * 128 + tl.arange(0, 128 * NB)
-    off = tl.arange(0, 8)[:, None] * (2 * N) + cols[None, :]
-    n0 = (64 * (pid_n * NB + tl.arange(0, NB)[:, None, None]) + 16 * tl.arange(0, 4)[None, None, :]
-          + tl.arange(0, 8)[None, :, None])  # [nb, c, w], b = 0
     spn0, _, _ = _grouped_places(n0)
     spn1, _, _ = _grouped_places(n0 + 8)
     shape: tl.constexpr = (2, NB, 8, 4, 4)

@@ -117,6 +117,22 @@ def _rows_of_i(v, NB: tl.constexpr):
     return a, b, c, d
 
 
+@triton.jit
+def _program_place(N, steps, NB: tl.constexpr, SPLIT: tl.constexpr):
+    """A (column tile, split) program's place: its first and last step (split j takes steps `j steps // SPLIT`
+    to `(j + 1) steps // SPLIT`), the offsets of its `[8, 128 NB]` words in a step's tile rows, and its output
+    rows n `[NB, 8, 4]` of (nb, c, w), b = 0 (b = 1: + 8)."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    s_first = (pid_k * steps) // SPLIT
+    s_last = ((pid_k + 1) * steps) // SPLIT - 1
+    cols = pid_n * NB * 128 + tl.arange(0, 128 * NB)
+    off = tl.arange(0, 8)[:, None] * (2 * N) + cols[None, :]
+    n0 = (64 * (pid_n * NB + tl.arange(0, NB)[:, None, None]) + 16 * tl.arange(0, 4)[None, None, :]
+          + tl.arange(0, 8)[None, :, None])
+    return s_first, s_last, off, n0
+
+
 @triton.jit(do_not_specialize=["steps", "g_shift"])
 def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SINGLE: tl.constexpr,
                        NB: tl.constexpr, SPLIT: tl.constexpr, ZEROS: tl.constexpr):
@@ -128,16 +144,10 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SI
     (`_zero_offsets`)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
-    s_first = (pid_k * steps) // SPLIT
-    s_last = ((pid_k + 1) * steps) // SPLIT - 1
+    s_first, s_last, off, n0 = _program_place(N, steps, NB, SPLIT)
     xw_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
-    cols = pid_n * NB * 128 + tl.arange(0, 128 * NB)
-    off = tl.arange(0, 8)[:, None] * (2 * N) + cols[None, :]
     # x's pair (a = 0, 1) of (t, q, h) is its int32 word 8 t + 4 h + q
     xoff = 8 * tl.arange(0, 8)[:, None, None] + tl.arange(0, 4)[None, :, None] + 4 * tl.arange(0, 2)[None, None, :]
-    # output rows n of (nb, c, w), b = 0 (b = 1: + 8)
-    n0 = (64 * (pid_n * NB + tl.arange(0, NB)[:, None, None]) + 16 * tl.arange(0, 4)[None, None, :]
-          + tl.arange(0, 8)[None, :, None])
     acc0 = tl.zeros((2, NB, 8, 4, 4), dtype=tl.float32)  # [j, nb, c, q, w], b = 0
     acc1 = tl.zeros((2, NB, 8, 4, 4), dtype=tl.float32)
     spn0, _, _ = _grouped_places(n0)

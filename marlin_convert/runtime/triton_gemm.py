@@ -433,12 +433,18 @@ GEMV_ZMODES = (0,)
 explicit `KernelConfig(gemv=True)` until the device has timed them."""
 
 
+def _gemv_runs(m: int, dtype: torch.dtype, zmode: int, perm: torch.Tensor | None) -> bool:
+    """Whether the GEMV kernel can run a call (its layer's shape aside): one row of float16, symmetric or
+    Marlin zero points, no act-order."""
+    return m == 1 and dtype == torch.float16 and zmode in (0, 1) and perm is None
+
+
 def gemv_fits(m: int, dtype: torch.dtype, zmode: int, perm: torch.Tensor | None) -> bool:
     """Whether a call runs the GEMV where `gemv_config` gives a launch: one row of float16, a layer of
     `GEMV_ZMODES` without act-order, and fp16 sums allowed (`torch.backends.cuda.matmul.
     allow_fp16_reduced_precision_reduction`, PyTorch's switch for float16 GEMMs that sum in float16; on by
     default)."""
-    return (m == 1 and dtype == torch.float16 and zmode in GEMV_ZMODES and perm is None
+    return (_gemv_runs(m, dtype, zmode, perm) and zmode in GEMV_ZMODES
             and torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)
 
 
@@ -663,8 +669,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     fits = gemv_fits(m, dtype, zmode, perm)
     cfg = config or (fits and gemv_config(n, k, gs, sms)) or pick_config(m, n, k, gs, sms, zmode)
     if cfg.gemv:
-        takes = (m == 1 and dtype == torch.float16 and zmode in (0, 1) and perm is None and gs in (128, k)
-                 and k % 128 == 0)
+        takes = _gemv_runs(m, dtype, zmode, perm) and gs in (128, k) and k % 128 == 0
         return _gemv_plan(cfg, dtype, device, B, s, z, gs == k, bias, takes)
     if eager and config is None:
         cfg = for_eager(cfg, m, n, k)
