@@ -666,8 +666,8 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     gs = k if single else group_size
     zmode = 2 if shift is not None else (1 if z is not None else 0)
     sms = _sm_count(device.index or 0) if device.type == "cuda" else 132
-    fits = gemv_fits(m, dtype, zmode, perm)
-    cfg = config or (fits and gemv_config(n, k, gs, sms)) or pick_config(m, n, k, gs, sms, zmode)
+    cfg = config or (gemv_fits(m, dtype, zmode, perm) and gemv_config(n, k, gs, sms)) or pick_config(
+        m, n, k, gs, sms, zmode)
     if cfg.gemv:
         takes = _gemv_runs(m, dtype, zmode, perm) and gs in (128, k) and k % 128 == 0
         return _gemv_plan(cfg, dtype, device, B, s, z, gs == k, bias, takes)
