@@ -40,8 +40,8 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from marlin_convert.runtime._triton_gemm_kernels import (  # noqa: E402
-    _grouped_places, _single_places, splitk_reduce_kernel)
-from marlin_convert.runtime._triton_gemv_kernel import _program_place, _rows_of_i  # noqa: E402
+    _single_places, splitk_reduce_kernel)
+from marlin_convert.runtime._triton_gemv_kernel import _program_place  # noqa: E402
 
 
 def mma_chain_asm(words: int, tiles: int) -> str:
@@ -77,32 +77,63 @@ MMA2 = tl.constexpr(mma_chain_asm(4, 2))
 
 
 @triton.jit
-def _x_pairs(xw_ptr, K, M, step, r: tl.constexpr, NB: tl.constexpr):
-    """x's fp16 pairs (int32) of rows 8 r + c, k pairs (t, q, h) of `step`, shaped like the words `[8, NB, 8, 4,
-    4]` (zero for rows past M): for h = 0 and 1."""
-    t = tl.reshape(tl.arange(0, 8), (8, 1, 1, 1, 1))
-    c = tl.reshape(tl.arange(0, 8), (1, 1, 8, 1, 1))
-    q = tl.reshape(tl.arange(0, 4), (1, 1, 1, 4, 1))
+def _x_pairs(xw_ptr, K2, M, one, step, i, r: tl.constexpr, NB: tl.constexpr):
+    """x's fp16 pairs (int32) of x rows 8 r + c at tile rows t = 2 i + j, pairs (q, h = 0) and (q, h = 1), each
+    loaded as `[1, 4, 8, 2, NB]` and broadcast over w (zero for rows past M). q's stride is the runtime `one`: with
+    no contiguity anywhere, the coalescing pass orders the dimensions as they come and gives these loads the
+    words' layout (`mma_kernel`); the broadcast over w stays in registers."""
+    q = tl.arange(0, 4)[None, :, None, None, None]
+    c = tl.arange(0, 8)[None, None, :, None, None]
+    j = tl.arange(0, 2)[None, None, None, :, None]
+    nb = tl.arange(0, NB)[None, None, None, None, :]
     row = 8 * r + c
-    base = row * (K // 2) + 64 * step + 8 * t + q
-    ok = row < M
-    shape: tl.constexpr = (8, NB, 8, 4, 4)
-    x0 = tl.broadcast_to(tl.load(xw_ptr + base, mask=ok, other=0), shape)
-    x1 = tl.broadcast_to(tl.load(xw_ptr + base + 4, mask=ok, other=0), shape)
+    off = row * K2 + 64 * step + 8 * (2 * i + j) + q * one + 0 * nb
+    ok = (row < M) & (off >= 0)
+    shape: tl.constexpr = (4, 4, 8, 2, NB)
+    x0 = tl.broadcast_to(tl.load(xw_ptr + off, mask=ok, other=0), shape)
+    x1 = tl.broadcast_to(tl.load(xw_ptr + off + 4, mask=ok, other=0), shape)
     return x0, x1
 
 
-@triton.jit(do_not_specialize=["steps", "g_shift", "M"])
-def mma_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, M, N, K, steps, g_shift, SINGLE: tl.constexpr, NB: tl.constexpr,
+@triton.jit
+def _words(b_ptr, t, N, woff):
+    """The words of tile rows t + 2 i + j, i = 0..3, each `[4, 4, 8, 2, NB]` (w, q, c, j, nb)."""
+    base = b_ptr + t.to(tl.int64) * (2 * N)
+    return (tl.load(base + woff), tl.load(base + 2 * (2 * N) + woff), tl.load(base + 4 * (2 * N) + woff),
+            tl.load(base + 6 * (2 * N) + woff))
+
+
+@triton.jit
+def _scale_pairs(sw_ptr, g, N, swoff):
+    """A group's scales of outputs (b = 0, 1) as float32, shaped like the words: the Marlin-permuted scales of
+    (nb, c, w) are the fp16 pair `32 nb + 4 c + w` of the group's row (b = 0 low, b = 1 high)."""
+    v = tl.load(sw_ptr + g * (N // 2) + swoff)
+    lo = (v & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    hi = (v >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    return lo, hi
+
+
+@triton.jit(do_not_specialize=["steps", "g_shift", "M", "one"])
+def mma_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, M, N, K, steps, g_shift, one, SINGLE: tl.constexpr, NB: tl.constexpr,
                SPLIT: tl.constexpr, TILES: tl.constexpr):
     """float32 partials `ws[split, m, n]` for M <= 8 TILES rows of float16 x (rows K apart, 4-byte aligned), a
-    program a (column tile of 64 NB, split of the steps as the GEMV's)."""
+    program a (column tile of 64 NB, split of the steps as the GEMV's), 2 NB warps; `one` must be 1.
+    Every tensor of the loop is `[4, 4, 8, 2, NB]` (w, q, c, j, nb) in one layout: the words' loads (contiguous in
+    w) and the others (no contiguity) take the order `[0, 1, 2, 3, 4]`, so 4 words a thread (w), lanes
+    L = 4c + q (the `mma` fragments' lane order), warps over (j, nb)."""
+    pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
-    s_first, s_last, off, n0 = _program_place(N, steps, NB, SPLIT)  # n0: [nb, c, w], b = 0
+    s_first, s_last, _, _ = _program_place(N, steps, NB, SPLIT)
     xw_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
-    spn0, _, _ = _grouped_places(n0)
-    spn1, _, _ = _grouped_places(n0 + 8)
-    shape: tl.constexpr = (2, NB, 8, 4, 4)
+    sw_ptr = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    w = tl.arange(0, 4)[:, None, None, None, None]  # (indexing, not reshape: the axis analysis sees through it)
+    q = tl.arange(0, 4)[None, :, None, None, None]
+    c = tl.arange(0, 8)[None, None, :, None, None]
+    j = tl.arange(0, 2)[None, None, None, :, None]
+    nb = (pid_n * NB + tl.arange(0, NB))[None, None, None, None, :]
+    woff = j * (2 * N) + 128 * nb + 16 * c + 4 * q + w
+    swoff = 32 * nb + 4 * c + w + 0 * j + 0 * q
+    shape: tl.constexpr = (4, 4, 8, 2, NB)
     e00 = tl.zeros(shape, dtype=tl.float32)  # tile 0: (b 0, x row 2q), (b 0, 2q + 1), (b 1, 2q), (b 1, 2q + 1)
     e01 = tl.zeros(shape, dtype=tl.float32)
     e02 = tl.zeros(shape, dtype=tl.float32)
@@ -113,25 +144,25 @@ def mma_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, M, N, K, steps, g_shift, SINGLE: tl.
     e13 = tl.zeros(shape, dtype=tl.float32)
     count = s_last + 1 - s_first
     t_first = 8 * s_first
-    ahead = tl.load(b_ptr + t_first.to(tl.int64) * (2 * N) + off)
+    k0, k1, k2, k3 = _words(b_ptr, t_first, N, woff)
+    K2 = K // 2
     for i in range(0, count):
         step = s_first + i
-        here = ahead
-        t_next = t_first + 8 * tl.minimum(i + 1, count - 1)
-        ahead = tl.load(b_ptr + t_next.to(tl.int64) * (2 * N) + off)
-        words = tl.reshape(here, (8, NB, 8, 4, 4))
-        w0, w1, w2, w3 = _rows_of_i(words, NB)
-        x0, x1 = _x_pairs(xw_ptr, K, M, step, 0, NB)
-        a0, a1, a2, a3 = _rows_of_i(x0, NB)
-        c0, c1, c2, c3 = _rows_of_i(x1, NB)
+        w0, w1, w2, w3 = k0, k1, k2, k3
+        k0, k1, k2, k3 = _words(b_ptr, t_first + 8 * tl.minimum(i + 1, count - 1), N, woff)
+        a0, c0 = _x_pairs(xw_ptr, K2, M, one, step, 0, 0, NB)
+        a1, c1 = _x_pairs(xw_ptr, K2, M, one, step, 1, 0, NB)
+        a2, c2 = _x_pairs(xw_ptr, K2, M, one, step, 2, 0, NB)
+        a3, c3 = _x_pairs(xw_ptr, K2, M, one, step, 3, 0, NB)
         if TILES == 1:
             d0, d1, d2, d3 = tl.inline_asm_elementwise(
                 MMA1, "=f,=f,=f,=f" + ",r" * 12, [w0, w1, w2, w3, a0, c0, a1, c1, a2, c2, a3, c3],
                 dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1)
         else:
-            u0, u1 = _x_pairs(xw_ptr, K, M, step, 1, NB)
-            f0, f1, f2, f3 = _rows_of_i(u0, NB)
-            h0, h1, h2, h3 = _rows_of_i(u1, NB)
+            f0, h0 = _x_pairs(xw_ptr, K2, M, one, step, 0, 1, NB)
+            f1, h1 = _x_pairs(xw_ptr, K2, M, one, step, 1, 1, NB)
+            f2, h2 = _x_pairs(xw_ptr, K2, M, one, step, 2, 1, NB)
+            f3, h3 = _x_pairs(xw_ptr, K2, M, one, step, 3, 1, NB)
             d0, d1, d2, d3, g0, g1, g2, g3 = tl.inline_asm_elementwise(
                 MMA2, "=f,=f,=f,=f,=f,=f,=f,=f" + ",r" * 20,
                 [w0, w1, w2, w3, a0, c0, f0, h0, a1, c1, f1, h1, a2, c2, f2, h2, a3, c3, f3, h3],
@@ -147,9 +178,7 @@ def mma_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, M, N, K, steps, g_shift, SINGLE: tl.
                 e12 += g2
                 e13 += g3
         else:
-            g = (128 * step) >> g_shift
-            s0 = tl.reshape(tl.load(s_ptr + g * N + spn0).to(tl.float32), (1, NB, 8, 1, 4))
-            s1 = tl.reshape(tl.load(s_ptr + g * N + spn1).to(tl.float32), (1, NB, 8, 1, 4))
+            s0, s1 = _scale_pairs(sw_ptr, (128 * step) >> g_shift, N, swoff)
             e00 = tl.fma(d0, s0, e00)
             e01 = tl.fma(d1, s0, e01)
             e02 = tl.fma(d2, s1, e02)
@@ -159,33 +188,31 @@ def mma_kernel(x_ptr, b_ptr, s_ptr, ws_ptr, M, N, K, steps, g_shift, SINGLE: tl.
                 e11 = tl.fma(g1, s0, e11)
                 e12 = tl.fma(g2, s1, e12)
                 e13 = tl.fma(g3, s1, e13)
+    n = 64 * nb + 16 * w + c + 0 * q  # [4, 4, 8, 1, NB], b = 0 (b = 1: + 8)
     if SINGLE:
-        sc0 = tl.reshape(tl.load(s_ptr + _single_places(n0)).to(tl.float32), (1, NB, 8, 1, 4))
-        sc1 = tl.reshape(tl.load(s_ptr + _single_places(n0 + 8)).to(tl.float32), (1, NB, 8, 1, 4))
+        sc0 = tl.load(s_ptr + _single_places(n)).to(tl.float32)
+        sc1 = tl.load(s_ptr + _single_places(n + 8)).to(tl.float32)
         e00, e01, e02, e03 = e00 * sc0, e01 * sc0, e02 * sc1, e03 * sc1
         if TILES == 2:
             e10, e11, e12, e13 = e10 * sc0, e11 * sc0, e12 * sc1, e13 * sc1
-    # the D values of element (j, nb, c, q, w): x rows 8 r + 2q (+1), outputs n0 (b 0) and n0 + 8 (b 1)
-    nq = tl.reshape(n0, (NB, 8, 1, 4))
-    rq = tl.reshape(tl.arange(0, 4), (1, 1, 4, 1))
     base = ws_ptr + pid_k * M * N
-    _store_d(base, M, N, nq, rq, 0, e00, e01, e02, e03)
+    _store_d(base, M, N, n, q, 0, e00, e01, e02, e03)
     if TILES == 2:
-        _store_d(base, M, N, nq, rq, 1, e10, e11, e12, e13)
+        _store_d(base, M, N, n, q, 1, e10, e11, e12, e13)
 
 
 @triton.jit
-def _store_d(base, M, N, nq, rq, r: tl.constexpr, e0, e1, e2, e3):
-    """Sum each D value over j and store it at its x row (8 r + 2q, + 1) and output (n0, n0 + 8)."""
-    row0 = 8 * r + 2 * rq
-    v0 = tl.sum(e0, axis=0)  # [NB, 8, 4(q), 4(w)]
-    v1 = tl.sum(e1, axis=0)
-    v2 = tl.sum(e2, axis=0)
-    v3 = tl.sum(e3, axis=0)
-    tl.store(base + row0 * N + nq, v0, mask=row0 < M)
-    tl.store(base + (row0 + 1) * N + nq, v1, mask=row0 + 1 < M)
-    tl.store(base + row0 * N + nq + 8, v2, mask=row0 < M)
-    tl.store(base + (row0 + 1) * N + nq + 8, v3, mask=row0 + 1 < M)
+def _store_d(base, M, N, n, q, r: tl.constexpr, e0, e1, e2, e3):
+    """Sum each D value over j and store it at its x row (8 r + 2q, + 1) and output (n, n + 8)."""
+    row0 = 8 * r + 2 * q  # [1, 4, 1, 1, 1]
+    v0 = tl.sum(e0, axis=3, keep_dims=True)  # [4, 4, 8, 1, NB]
+    v1 = tl.sum(e1, axis=3, keep_dims=True)
+    v2 = tl.sum(e2, axis=3, keep_dims=True)
+    v3 = tl.sum(e3, axis=3, keep_dims=True)
+    tl.store(base + row0 * N + n, v0, mask=row0 < M)
+    tl.store(base + (row0 + 1) * N + n, v1, mask=row0 + 1 < M)
+    tl.store(base + row0 * N + n + 8, v2, mask=row0 < M)
+    tl.store(base + (row0 + 1) * N + n + 8, v3, mask=row0 + 1 < M)
 
 
 class Mma:
@@ -200,9 +227,9 @@ class Mma:
         self.B, self.s, self.n, self.k, self.m = B, s, n, k, m
         self.split = max(1, min(split, steps))
         self.grid = (n // (64 * nb), self.split)
-        self.args = (m, n, k, steps, 7)
+        self.args = (m, n, k, steps, 7, 1)
         self.consts = dict(SINGLE=group_size in (-1, k), NB=nb, SPLIT=self.split, TILES=1 if m <= 8 else 2,
-                           num_warps=4, num_stages=3)
+                           num_warps=2 * nb, num_stages=3)
         self.ws = torch.empty(self.split, m, n, dtype=torch.float32, device=B.device)
         self.out = torch.empty(m, n, dtype=torch.float16, device=B.device)
 
@@ -249,7 +276,7 @@ def sass(args: argparse.Namespace) -> None:
             code = sass_gemm.cuobjdump(kernel.asm["cubin"], "-sass")
             loop = sass_gemm.main_loop(code, marker="HMMA")
             mix = collections.Counter(sass_gemm.opcode(t) for t in loop)
-            words = 8 * 128 * args.nb // 128  # a thread's words a step (4 warps)
+            words = 16  # a thread's words a step (8 tile rows x 128 NB words, 64 NB threads)
             regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
             print(f"{text} rows={m} split={split}: {regs.group(1) if regs else '?'} registers, "
                   f"{stack.group(1) if stack else '?'} bytes of stack; loop {len(loop)} instructions a thread "
