@@ -55,25 +55,22 @@ K32W = KernelConfig(32, 4, 4, 4, 3, xperm=True, words3d=3)
 D64 = KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3)
 SWEEP = {
     "small": [SMALL, dataclasses.replace(SMALL, words3d=1), dataclasses.replace(SMALL, maxnreg=128),
-              dataclasses.replace(SMALL, streamk=3), KernelConfig(16, 4, 2, 4, 4, words3d=3),
+              KernelConfig(16, 4, 2, 4, 4, words3d=3),
               KernelConfig(16, 8, 1, 4, 3, words3d=3)],
     "mid": [K32, dataclasses.replace(K32, words3d=0), dataclasses.replace(D64, words3d=0)],
     "large": [K32W, D64, dataclasses.replace(D64, words3d=0)],
 }
 """Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled), each at
-`split_for`'s split for the class's target and, up to 64 rows, half and twice it; a stream-K shape once
-(no split). words3d 3: the words loaded in the order they lie (whole 128-byte lines a warp); 1 and 0: the
+`split_for`'s split for the class's target and, up to 64 rows, half and twice it. words3d 3: the words loaded in the order they lie (whole 128-byte lines a warp); 1 and 0: the
 previous defaults' loads (16 bytes of every 64 a warp)."""
 SMALLX = dataclasses.replace(SMALL, xload=1)
 SWEEP_R7 = {
-    "small": [SMALL, SMALLX, dataclasses.replace(SMALL, streamk=3), dataclasses.replace(SMALLX, streamk=3),
-              dataclasses.replace(SMALLX, streamk=4), dataclasses.replace(SMALLX, stages=4),
-              KernelConfig(16, 4, 2, 4, 4, words3d=3, xload=1)],
-    "mid": [K32, dataclasses.replace(K32, xload=1), dataclasses.replace(K32, xload=1, streamk=1),
-            dataclasses.replace(K32, xload=1, streamk=2)],
+    "small": [SMALL, SMALLX, dataclasses.replace(SMALLX, stages=4), KernelConfig(16, 4, 2, 4, 4, words3d=3, xload=1)],
+    "mid": [K32, dataclasses.replace(K32, xload=1)],
     "large": [K32W, dataclasses.replace(K32W, xload=1), D64, dataclasses.replace(D64, xload=1)],
 }
-"""`--sweep-set r7`: the split of K and the stream-K grid per shape (round 7), at `--splits`."""
+"""`--sweep-set r7`: the split of K per shape (round 7; its stream-K grid was removed in the twenty-first
+session), at `--splits`."""
 SWEEP_X = {"small": [SMALL, SMALLX], "mid": [], "large": []}
 """`--sweep-set x`: x read in registers (xload 0) or through shared memory (1) at M <= 16, like for like."""
 SW = KernelConfig(16, 8, 2, 4, 3, swap=True)
@@ -134,7 +131,6 @@ SWEEP_R11 = {
 (47.1-49.6 us at best against 41.9-46.6 at 1-16 rows of 28672x8192 / 8192x28672)."""
 SWEEPS = {"deep": SWEEP_DEEP, "r11": SWEEP_R11, "r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
           "swap4": SWEEP_SWAP4}
-FIXUP_SPLITS: list[int] = []  # extra splits (they need not divide the steps) for `fixup` shapes in SWEEP
 
 
 def copy_bandwidth() -> float:
@@ -422,9 +418,7 @@ def main() -> None:
                     if args.splits:
                         steps = k // (16 * cfg.bt)
                         splits = {sp for sp in (int(v) for v in args.splits.split(",")) if steps // sp >= 4 and not steps % sp}
-                    if cfg.fixup:
-                        splits |= set(FIXUP_SPLITS)
-                    for split in sorted({1} if cfg.streamk else splits):
+                    for split in sorted(splits):
                         c = dataclasses.replace(cfg, split_k=split)
                         try:
                             t = graph_time_us([lambda b=b, sc=sc: marlin_gemm(x, b, sc, group_size=GS, config=c)
@@ -437,8 +431,8 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        tags = (f"{'' if c.scale_acc else ' sw'}{' fix' if c.fixup else ''}{f' x{c.xload}' if c.xload else ''}"
-                                f"{f' sk{c.streamk}' if c.streamk else ''}{f' r{c.maxnreg}' if c.maxnreg else ''}"
+                        tags = (f"{'' if c.scale_acc else ' sw'}{f' x{c.xload}' if c.xload else ''}"
+                                f"{f' r{c.maxnreg}' if c.maxnreg else ''}"
                                 f"{' swap' if c.swap else ''}")
                         print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} "
                               f"ld{int(c.words3d)}{tags}: {t:.1f} us  err {e:.1e}", flush=True)

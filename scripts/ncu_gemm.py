@@ -26,13 +26,9 @@ from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm  # noqa
 CONFIGS = {
     "default": None,
     "m16_w1": KernelConfig(16, 8, 2, 4, 3, words3d=1, split_k=4),
-    "m16_fixup": KernelConfig(16, 8, 2, 4, 3, words3d=1, split_k=4, fixup=True),
-    "m16_sk3": KernelConfig(16, 8, 2, 4, 3, words3d=1, streamk=3),
     "m16_w2": KernelConfig(16, 8, 2, 4, 3, words3d=2, split_k=4),
     "m16_w2r": KernelConfig(16, 8, 2, 4, 3, words3d=2, split_k=4, maxnreg=128),
-    "sk3": KernelConfig(16, 8, 2, 4, 3, words3d=3, streamk=3),
     "x1k4": KernelConfig(16, 8, 2, 4, 3, words3d=3, xload=1, split_k=4),
-    "x1sk3": KernelConfig(16, 8, 2, 4, 3, words3d=3, xload=1, streamk=3),
     "m64_w3": KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3, split_k=2),
     "swap": KernelConfig(16, 8, 2, swap=True, split_k=8),
     "swap_r128": KernelConfig(16, 8, 2, swap=True, maxnreg=128, split_k=8),

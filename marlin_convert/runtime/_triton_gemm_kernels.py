@@ -6,7 +6,7 @@ Triton reads the `tl.constexpr` annotations of kernel parameters.)
 import triton
 import triton.language as tl
 
-__all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "marlin_gemm_swap_kernel", "marlin_gemm_streamk_kernel",
+__all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "marlin_gemm_swap_kernel",
            "splitk_reduce_kernel", "splitk_zero_reduce_kernel", "segment_reduce_kernel"]
 
 ZMODE_SYM = 0
@@ -541,12 +541,12 @@ def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
 
 @triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "has_bias", "split_k"])
 def marlin_gemm_fast_kernel(
-    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
+    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
     M, N, stride_xm, stride_om, g_shift, steps_per_tile,
     has_bias, split_k,
     ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-    SCALE_ACC: tl.constexpr, FIXUP: tl.constexpr, THREADS: tl.constexpr, XLOAD: tl.constexpr = 0,
+    SCALE_ACC: tl.constexpr, XLOAD: tl.constexpr = 0,
 ):
     """The Marlin-style kernel: each word's eight codes become four k-adjacent half2 / bfloat162 pairs
     (`_dequant8`, scales and shift in the activation dtype) that are tensor-core operand registers as they
@@ -566,8 +566,7 @@ def marlin_gemm_fast_kernel(
     accumulator is scaled once, after the loop); the scales are then loaded only in the accumulator's
     column layout, a few per thread.
     K split `split_k` ways: split j sums steps `j S // split_k` to `(j + 1) S // split_k` (S: steps a tile,
-    `steps_per_tile`; any split up to S); FIXUP: the splits add up in the kernel (`_fixup_tile`, counts in
-    `cnt`), else each writes its rows of the float32 workspace for `splitk_reduce_kernel`."""
+    `steps_per_tile`) and writes its rows of the float32 workspace for `splitk_reduce_kernel`."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -576,13 +575,8 @@ def marlin_gemm_fast_kernel(
     acc0, acc1, m, m_ok, n0, n1, col_ok = _fast_tile(
         x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
         ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC, XLOAD)
-    if FIXUP and split_k > 1:
-        _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr,
-                    cnt_ptr + pid_m * tl.num_programs(0) + pid_n, bias_ptr, stride_om, M, N, pid_k, split_k,
-                    has_bias, BM, NB, THREADS)
-    else:
-        _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k,
-                     split_k, has_bias)
+    _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
+                 has_bias)
 
 
 SETTLE_ASM = tl.constexpr("mov.b32 $0, $1;")
@@ -769,15 +763,14 @@ def _swap_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_
 
 @triton.jit
 def _first_program(step, total, programs):
-    """The program of a stream-K or balanced grid (`programs` equal ranges of `total` steps) whose range holds
-    `step`."""
+    """The program of a balanced grid (`programs` equal ranges of `total` steps) whose range holds `step`."""
     return ((step + 1) * programs - 1) // total
 
 
 @triton.jit
 def _tile_range(start, end, pid_n, steps_per_tile):
     """Where column tile `pid_n`'s steps begin in the run of all tiles' steps, and the part `[s0, s1)` of them that
-    the range `[start, end)` of a stream-K or balanced program holds."""
+    the range `[start, end)` of a balanced program holds."""
     base = pid_n * steps_per_tile
     return base, tl.maximum(start, base) - base, tl.minimum(end, base + steps_per_tile) - base
 
@@ -857,73 +850,3 @@ def segment_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, 
     for j in tl.static_range(SEGMENTS):
         acc += tl.load(ws_ptr + j * M * N + i, mask=ok & (j < count), other=0)
     _store_acc(acc, i // N, n, ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
-
-
-FENCE_ASM = tl.constexpr("fence.acq_rel.gpu;\nmov.b32 $0, $1;")
-
-
-@triton.jit
-def _fence_all(THREADS: tl.constexpr):
-    """A `fence.acq_rel.gpu` in every thread of the program (one element per thread); returns 0."""
-    t = tl.inline_asm_elementwise(FENCE_ASM, "=r,r", [tl.arange(0, THREADS)], dtype=tl.int32, is_pure=False, pack=1)
-    return tl.min(t, axis=0) * 0
-
-
-@triton.jit
-def _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, cnt, bias_ptr, stride_om, M, N, seg, nseg,
-                has_bias, BM: tl.constexpr, NB: tl.constexpr, THREADS: tl.constexpr):
-    """One of `nseg` partial sums of a tile (its place in K order: `seg`) without a reduce launch: stored in
-    the float32 workspace `ws[seg, m, n]`, fenced, then counted in `*cnt`; the program that counts last adds
-    the `nseg` partials in seg order (the sum, and so the output, does not depend on which program ends
-    last; it is the reduce kernel's sum), writes `out` (+ bias) and sets the count back to 0."""
-    mask = m_ok[:, None] & col_ok[None, :]
-    ws_row = ws_ptr + (seg * M + m[:, None]).to(tl.int64) * N
-    tl.store(ws_row + n0[None, :], acc0, mask=mask)
-    tl.store(ws_row + n1[None, :], acc1, mask=mask)
-    f = _fence_all(THREADS)  # every thread's partials reach the GPU scope before the count
-    tl.debug_barrier()
-    arrived = tl.atomic_add(cnt, 1 + f, sem="acq_rel", scope="gpu")
-    if arrived == nseg - 1:
-        f = _fence_all(THREADS)
-        r0 = tl.zeros((BM, 32 * NB), dtype=tl.float32)
-        r1 = tl.zeros((BM, 32 * NB), dtype=tl.float32)
-        for j in range(0, nseg + f):
-            ws_j = ws_ptr + (j * M + m[:, None]).to(tl.int64) * N
-            r0 += tl.load(ws_j + n0[None, :], mask=mask, other=0, cache_modifier=".cg")
-            r1 += tl.load(ws_j + n1[None, :], mask=mask, other=0, cache_modifier=".cg")
-        _store_tiles(r0, r1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1, has_bias)
-        tl.atomic_xchg(cnt, 0, sem="relaxed", scope="gpu")
-
-
-@triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "tiles_n", "total_steps", "programs", "has_bias"])
-def marlin_gemm_streamk_kernel(
-    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
-    M, N, stride_xm, stride_om, g_shift, steps_per_tile, tiles_n, total_steps, programs,
-    has_bias,
-    ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
-    IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-    SCALE_ACC: tl.constexpr, THREADS: tl.constexpr, XLOAD: tl.constexpr = 0,
-):
-    """`marlin_gemm_fast_kernel` on a stream-K grid (no reduce launch). Axis 0: the row tile of x (so the
-    programs of all row tiles at one place in K run side by side and share the weights through L2); axis 1:
-    `programs` equal contiguous ranges of the `total_steps` steps of all column tiles (tile by tile, each
-    tile's `steps_per_tile` steps of `BT` tile rows in K order). A program sums each column tile's steps in
-    its range (at most a few tiles): a tile it covers whole it writes to `out`; else it adds its partial
-    sums through `_fixup_tile` (counts in `cnt[row tile, column tile]`)."""
-    pid_m = tl.program_id(0)
-    pid = tl.program_id(1)
-    start = (pid * total_steps) // programs  # the host keeps total_steps * programs < 2**31
-    end = ((pid + 1) * total_steps) // programs
-    for pid_n in range(start // steps_per_tile, (end - 1) // steps_per_tile + 1):
-        base, s0, s1 = _tile_range(start, end, pid_n, steps_per_tile)
-        acc0, acc1, m, m_ok, n0, n1, col_ok = _fast_tile(
-            x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
-            ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC, XLOAD)
-        if (s0 == 0) & (s1 == steps_per_tile):
-            _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, 0, 1,
-                         has_bias)
-        else:
-            first = _first_program(base, total_steps, programs)  # the programs covering this tile
-            last = _first_program(base + steps_per_tile - 1, total_steps, programs)
-            _fixup_tile(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, cnt_ptr + pid_m * tiles_n + pid_n,
-                        bias_ptr, stride_om, M, N, pid - first, last - first + 1, has_bias, BM, NB, THREADS)

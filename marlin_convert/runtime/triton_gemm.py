@@ -89,15 +89,6 @@ class KernelConfig:
     scale_acc: bool = True
     """Fast kernel, where a step lies in one group and there is no quanto shift: dequantize to the exact
     integers `code - zero` and scale each step's float32 sums (`SCALE_ACC`); False: scale every weight."""
-    fixup: bool = False
-    """Fast kernel with K split: the splits add up inside the kernel (the last one to finish a tile adds the
-    float32 partials in split order, the reduce kernel's sum) instead of in a second launch; the split need
-    not divide the steps (split j takes steps `j S // split` to `(j + 1) S // split`)."""
-    streamk: int = 0
-    """Fast kernel on a stream-K grid (`marlin_gemm_streamk_kernel`, `split_k` ignored): about this many
-    programs per multiprocessor (all of them resident at once), shared evenly by the row tiles of x; each
-    sums an equal contiguous range of all column tiles' steps; 0: the (column tile, row tile, split) grid;
-    negative: exactly `-streamk` programs per row tile (tests: ranges that cross column tiles)."""
     xload: int = 0
     """Fast kernel: how x is read (the kernel's XLOAD): 0: one `[BM, 16 BT]` tile a step, loaded a step ahead into
     registers and split by h there; 1: the two halves h (`[BM, 8 BT]`, runs of 8 contiguous columns) loaded in
@@ -109,7 +100,7 @@ class KernelConfig:
     swap: bool = False
     """Fast kernel with the operands swapped (`marlin_gemm_swap_kernel`, `out.T = W x.T`): the decoded weights
     are the first operand, so sm_90 `wgmma` takes them from registers; the words are loaded as they lie
-    (`words3d`, `xload` ignored); the K split is summed by the reduce kernel (no `fixup`, `streamk`)."""
+    (`words3d`, `xload` ignored); the K split is summed by the reduce kernel."""
     fold: bool = False
     """Swapped kernel with `scale_acc`, Marlin zero points: decode the symmetric `code - 8` and add
     `(8 - zero) * scale * sum_k x` per group after the dot (`FOLD`), instead of decoding `code - zero`: the
@@ -197,22 +188,6 @@ def _reduce_block(outputs: int, sms: int) -> int:
     while block > REDUCE_BLOCK_MIN and outputs // block < sms:
         block //= 2
     return block
-
-
-_COUNTERS: dict[tuple[Any, ...], torch.Tensor] = {}
-
-
-def _counters(device: torch.device, count: int) -> torch.Tensor:
-    """int32 zeros, at least `count`, for the in-kernel split-K sums (`KernelConfig.fixup`, `streamk`): one per
-    output tile, each counted up by the tile's programs and set back to 0 by the last. One buffer per device
-    and stream, so launches that may overlap (other streams) never share a count."""
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    key = (device, stream)
-    buf = _COUNTERS.get(key)
-    if buf is None or buf.numel() < count:
-        buf = torch.zeros(max(count, 1024), dtype=torch.int32, device=device)
-        _COUNTERS[key] = buf
-    return buf
 
 
 def _tma_ok(B: torch.Tensor) -> bool:
@@ -556,8 +531,6 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
     reason = unsupported_reason(B, s, group_size=group_size, dtype=x.dtype, z=z, shift=shift, perm=perm)
     if reason is not None:
         raise ValueError(reason)
-    if config is not None and config.swap and (config.fixup or config.streamk):
-        raise ValueError("the swapped kernel (swap=True) has no fixup or stream-K grid")
     k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} input features, the layer {k}")
@@ -591,8 +564,6 @@ class GemmPlan:
     """int64 `perm`: x gathered by it once a call (`KernelConfig.xperm`)."""
     sum_width: int = 0
     """Sums of x over consecutive runs of this many columns, in float32, passed to the kernels (0: none)."""
-    counters: int = 0
-    """In-kernel split-K sums: at least this many int32 counters of the current stream (`_counters`)."""
     x_align: int = 0
     """Bytes x's start must be a multiple of (the GEMV reads x as int32 pairs); x is copied where it is not."""
 
@@ -610,8 +581,6 @@ class GemmPlan:
         values: dict[str, torch.Tensor] = {"x": x2, "xk": xk, "out": out, "ws": ws}
         if self.sum_width:
             values["sums"] = torch.sum(xk.reshape(self.m, -1, self.sum_width), dim=-1, dtype=torch.float32)
-        if self.counters:
-            values["cnt"] = _counters(self.device, self.counters)
         here = self.device.type != "cuda" or torch.cuda.current_device() == (self.device.index or 0)
         with contextlib.nullcontext() if here else torch.cuda.device(self.device):
             for launch in self.launches:
@@ -620,7 +589,7 @@ class GemmPlan:
 
 
 def _grid_programs(per_sm: int, sms: int, tiles_m: int, total: int, most: int) -> int:
-    """Programs a row tile of a stream-K or balanced grid of `total` steps a row tile: exactly `-per_sm` when it
+    """Programs a row tile of a balanced grid of `total` steps a row tile: exactly `-per_sm` when it
     is negative (tests), else `per_sm` a multiprocessor shared by the `tiles_m` row tiles, at least 1 and at most
     `most`; never more than the steps, and 0 (no such grid) where a program's step indices would pass int32."""
     programs = -per_sm if per_sm < 0 else max(1, min(per_sm * sms // tiles_m, most))
@@ -677,7 +646,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     bt = cfg.bt
     steps = tiles // bt
     fast = cfg.fast and s.dtype == dtype and (shift is None or shift.dtype == dtype)
-    split = max(1, min(cfg.split_k, steps)) if fast and cfg.fixup else _even_split(cfg.split_k, steps)
+    split = _even_split(cfg.split_k, steps)
     per_split = tiles // split
     uniform = single or gs % (16 * bt) == 0
     B = B.contiguous()
@@ -687,19 +656,15 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     tk = _kernels()
     tiles_n, tiles_m = -(-n // (64 * cfg.nb)), -(-m // cfg.bm)
     total = tiles_n * steps
-    # stream-K: programs of at least ~4 steps each
-    streamk = _grid_programs(cfg.streamk, sms, tiles_m, total, total // 4) if fast and cfg.streamk else 0
     zred = (fast and cfg.swap and cfg.zred and zmode == 1 and not single and cfg.scale_acc and uniform
             and (perm is None or cfg.xperm))
     balanced = 0
     if fast and cfg.swap and cfg.balance and not zred:
         balanced = _grid_programs(cfg.balance, sms, tiles_m, total, total)
-    if streamk or balanced:
-        ws_splits = -(-(streamk or balanced) // tiles_n) + 1  # the most programs that share one column tile
+    if balanced:
+        ws_splits = -(-balanced // tiles_n) + 1  # the most programs that share one column tile
     else:
         ws_splits = split if split > 1 or zred else 0
-    counters = tiles_n * tiles_m if fast and (streamk or (cfg.fixup and split > 1)) else 0
-    cnt: Any = Slot("cnt") if counters else B
     grid = (tiles_n, tiles_m, split)
     dummy = B
     index = device.index or 0 if device.type == "cuda" else None
@@ -721,7 +686,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
                       num_warps=cfg.warps, num_stages=cfg.stages,
                       **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
         g_shift = 0 if single else gs.bit_length() - 1
-        loads = dict(WORDS3D=int(cfg.words3d), XLOAD=int(cfg.xload), THREADS=32 * cfg.warps)
+        loads = dict(WORDS3D=int(cfg.words3d), XLOAD=int(cfg.xload))
         if cfg.swap:
             fold = cfg.fold and consts["SCALE_ACC"] and zmode == 1
             b_arg: Any = B
@@ -753,22 +718,18 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
                 launches.append(Launch(tk.splitk_zero_reduce_kernel, (-(-n // 64), -(-m // 16)), (
                     WS, SUMS, s, zt, bias_arg, OUT, m, n, n, k // gs, int(bias is not None)),
                     dict(SPLIT=split, BM=16, BN=64, GC=16), index))
-        elif streamk:
-            launches.append(Launch(tk.marlin_gemm_streamk_kernel, (tiles_m, streamk), (
-                XK, *common[1:9], cnt, m, n, k, n, g_shift, steps, tiles_n, tiles_n * steps, streamk,
-                int(bias is not None)), dict(**consts, **loads), index))
         else:
             launches.append(Launch(tk.marlin_gemm_fast_kernel, grid, (
-                XK, *common[1:9], cnt, m, n, k, n, g_shift, steps, int(bias is not None), split),
-                dict(FIXUP=cfg.fixup, **consts, **loads), index))
+                XK, *common[1:9], m, n, k, n, g_shift, steps, int(bias is not None), split),
+                dict(**consts, **loads), index))
     else:
         launches.append(Launch(tk.marlin_gemm_kernel, grid, (
             *common, int(single), int(perm is not None), int(bias is not None), split),
             dict(ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps,
                  num_stages=cfg.stages), index))
-    if split > 1 and not streamk and not balanced and not (fast and cfg.fixup) and not zred:
+    if split > 1 and not balanced and not zred:
         block = _reduce_block(m * n, sms)
         launches.append(Launch(tk.splitk_reduce_kernel, (-(-m * n // block),), (
             WS, bias_arg, OUT, m, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block), index))
     return GemmPlan(m=m, n=n, k=k, dtype=dtype, device=device, launches=tuple(launches), ws_splits=ws_splits,
-                    gather=gather, sum_width=sum_width, counters=counters)
+                    gather=gather, sum_width=sum_width)

@@ -3,10 +3,9 @@ kernels run on a machine without a GPU (issue #13: check a kernel change before 
 
 Triton 3.6's interpreter raises on `tl.inline_asm_elementwise`; `install()` replaces that builder method with
 an emulation of the PTX the GEMM's kernels issue (`_triton_gemm_kernels`: the dequantization asm, `_settled`'s
-`mov`, stream-K's fence): `prmt.b32`, `mov.b32` (immediates, registers, and `{lo, hi}` unpacking), `shr.b32`,
+`mov`): `prmt.b32`, `mov.b32` (immediates, registers, and `{lo, hi}` unpacking), `shr.b32`,
 `lop3.b32`, `sub.f16x2`, `mul.f16x2`, `fma.rn.f16x2`, `fma.rn.bf16x2`, `add.f16`, `cvt.f32.f16` and `add.f32` (the GEMV
-prototype's, `scripts/gemv_prototype.py`), element by element (pack 1); `fence.*` is a no-op
-(the interpreter runs one program at a time). Half-precision arithmetic is done in float64 and rounded once to
+prototype's, `scripts/gemv_prototype.py`), element by element (pack 1). Half-precision arithmetic is done in float64 and rounded once to
 nearest even, as the hardware does for fp16; bf16 results are rounded through float32, which can round twice only
 where the float64 value needs more than 24 bits (not for the symmetric and zero-point decodes, whose products are
 exact). Anything else raises `NotImplementedError` naming the line.
@@ -87,8 +86,6 @@ def run_asm(asm: str, n_out: int, inputs: Sequence[np.ndarray]) -> list[np.ndarr
         if not line or line.startswith(".reg"):
             continue
         op, _, rest = line.partition(" ")
-        if op.startswith("fence."):  # the interpreter runs one program at a time: memory is already ordered
-            continue
         if op == "mov.b32" and rest.lstrip().startswith("{"):
             dst, src = rest.split("}")
             lo, hi = (t.strip() for t in dst.strip(" {").split(","))

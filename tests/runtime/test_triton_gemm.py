@@ -171,18 +171,14 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
                 KernelConfig(32, 4, 2), KernelConfig(16, 8, 2, words3d=True, scale_acc=False),
                 KernelConfig(32, 8, 2, xperm=True, split_k=2), KernelConfig(32, 4, 4, xperm=True),
                 KernelConfig(16, 4, 2, fast=False, split_k=4), KernelConfig(64, 8, 2, fast=False),
-                # K split summed in the kernel (ragged: 8 steps in 3), stream-K grids whose ranges cross
-                # column tiles (-3, -5 programs) or cover whole tiles (-1); words loaded in the order they lie
-                KernelConfig(16, 8, 2, words3d=1, split_k=3, fixup=True),
-                KernelConfig(16, 8, 2, words3d=3, streamk=-3), KernelConfig(16, 8, 2, words3d=2, streamk=-5),
-                KernelConfig(16, 4, 2, streamk=-1), KernelConfig(16, 8, 2, words3d=2, split_k=2),
+                # words loaded in the order they lie
+                KernelConfig(16, 8, 2, words3d=1, split_k=4), KernelConfig(16, 8, 2, words3d=2, split_k=2),
                 KernelConfig(16, 4, 2, words3d=3, maxnreg=128),
                 KernelConfig(64, 4, 4, xperm=True, scale_acc=False, words3d=3, split_k=2),
                 KernelConfig(32, 8, 2, xperm=True, words3d=3, split_k=2),
                 KernelConfig(32, 4, 4, xperm=True, words3d=3),
                 # x read per half h through shared memory (xload), with perm looked up in the kernel too
                 KernelConfig(16, 8, 2, words3d=3, xload=1, split_k=2),
-                KernelConfig(16, 8, 2, words3d=3, xload=1, streamk=-3),
                 KernelConfig(32, 8, 2, xperm=True, words3d=3, xload=1, split_k=2),
                 # operands swapped (out.T = W x.T, the weights decoded into wgmma's register operand): groups per
                 # step or per tile row, perm looked up in the kernel or gathered once, one or two column blocks
@@ -252,10 +248,10 @@ def test_each_kernel_and_launch_shape(dtype, group_size, mode):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
-def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
-    """K split 4 ways: the partials added inside the kernel (`fixup`, the last program of a tile adds them in
-    split order) give the reduce kernel's output bit for bit, on every run (no dependence on which program
-    ends last); stream-K and balanced-grid runs repeat bit for bit too."""
+def test_balanced_grid_runs_repeat_bit_for_bit(dtype):
+    """A balanced grid (programs over equal ranges of all column tiles' steps, partials summed in segment order
+    by `segment_reduce_kernel`) gives the same bits on every run, as the K split's reduce does: no dependence on
+    which program ends last."""
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
     layer = _make_layer(1088, 2048, 128, "asym", False, dtype, 29, with_bias=True)
@@ -265,12 +261,7 @@ def test_in_kernel_split_sum_is_the_reduce_kernels_sum(dtype):
     def run(cfg):
         return marlin_gemm(x, t["B"], t["s"], group_size=128, z=t["z"], bias=layer.bias, config=cfg)
 
-    base = KernelConfig(16, 8, 2, words3d=True, split_k=4)
-    ref = run(base)
-    assert not _failures(layer, x, ref)
-    for _ in range(3):
-        assert torch.equal(run(dataclasses.replace(base, fixup=True)), ref)
-    for sk in (KernelConfig(16, 8, 2, words3d=True, streamk=-7),
+    for sk in (KernelConfig(16, 8, 2, words3d=True, split_k=4),
                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-7)):
         first = run(sk)
         assert not _failures(layer, x, first)
@@ -751,9 +742,9 @@ def test_a_layer_chooses_its_backend_again_between_few_and_many_rows(monkeypatch
     assert sorted(key[4] for key in lin._chosen) == [0, 1, 2]
 
 
-def test_stream_k_and_balanced_grids_size_their_programs_by_hand():
+def test_balanced_grids_size_their_programs_by_hand():
     """`_grid_programs`, by hand: 4 a multiprocessor on 132 over 1 row tile is 528, over 3 row tiles 176; capped at
-    `most` (stream-K's quarter of the steps) and at the steps; at least 1; a negative count taken as is (tests)
+    `most` and at the steps; at least 1; a negative count taken as is (tests)
     but not above the steps; no grid (0) where the steps times the programs pass int32."""
     from marlin_convert.runtime.triton_gemm import _grid_programs
 

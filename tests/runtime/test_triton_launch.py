@@ -36,8 +36,8 @@ def _configs():
         ("asym", 128, False, 16, None),  # fold with the sums of x per step (a per-call tensor)
         ("asym", 128, True, 3, KernelConfig(16, 8, 2, swap=True, xperm=True, zred=True, split_k=2)),  # gather, zred
         ("shift", 64, False, 40, None),  # 64-row tiles
-        ("asym", 32, True, 5, KernelConfig(16, 8, 2, words3d=1, split_k=3, fixup=True)),  # counters per call
-        ("sym", -1, False, 7, KernelConfig(16, 8, 2, words3d=3, streamk=-3)),  # stream-K grid
+        ("asym", 32, True, 5, KernelConfig(16, 8, 2, words3d=1, split_k=2)),  # fast kernel, perm in kernel
+        ("sym", -1, False, 7, KernelConfig(16, 8, 2, swap=True, balance=-3)),  # balanced grid, segment reduce
         ("asym", 64, True, 9, KernelConfig(16, 4, 2, fast=False, split_k=4)),  # float32 kernel, perm in kernel
     )
 
