@@ -45,3 +45,16 @@ def time_beside(row: dict[str, Any], name: str, calls: list[Callable[[], torch.T
         row[f"{name}_diff"] = float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
     row[name] = round(graph_time_us(calls, reps=reps), 1)
     return y if ref is None else ref
+
+
+def profile_once(calls: list[Callable[[], Any]]) -> None:
+    """Run `calls` once (compiling what needs it), then once more inside a CUDA profiler range, for Nsight
+    Compute's `--profile-from-start off`."""
+    for call in calls:
+        call()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStart()
+    for call in calls:
+        call()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()

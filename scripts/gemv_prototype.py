@@ -409,6 +409,8 @@ def bench(args: argparse.Namespace) -> None:
 def profile(args: argparse.Namespace) -> None:
     """Each GEMV shape (and the served plan) once inside a CUDA profiler range, for Nsight Compute (`ncu
     --profile-from-start off`): compiled and run once before the range opens."""
+    from _cuda_timing import profile_once
+
     from marlin_convert.runtime import triton_gemm
 
     dtype = torch.bfloat16 if args.bf16 else torch.float16
@@ -422,14 +424,7 @@ def profile(args: argparse.Namespace) -> None:
                                                       z=t.get("z")): p(x))
         calls += [lambda x=x, g=Gemv(t["B"], t["s"], mode.group_size, dtype, z=t.get("z"), **kw): g(x)
                   for kw in _shapes(args, dtype, mode.zero_point is not None)]
-    for call in calls:
-        call()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStart()
-    for call in calls:
-        call()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStop()
+    profile_once(calls)
 
 
 def _ints(text: str) -> list[int]:

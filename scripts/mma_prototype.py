@@ -369,6 +369,8 @@ def bench(args: argparse.Namespace) -> None:
 def profile(args: argparse.Namespace) -> None:
     """Each launch shape (and the served plan) once inside a CUDA profiler range, for Nsight Compute (`ncu
     --profile-from-start off`): compiled and run once before the range opens."""
+    from _cuda_timing import profile_once
+
     from marlin_convert.runtime import triton_gemm
 
     gen = torch.Generator(device="cuda").manual_seed(25)
@@ -381,14 +383,7 @@ def profile(args: argparse.Namespace) -> None:
             calls.append(lambda x=x, p=triton_gemm.plan(m, torch.float16, x.device, t["B"], t["s"],
                                                         group_size=128): p(x))
             calls += [lambda x=x, g=Mma(t["B"], t["s"], 128, m, **shape): g(x) for shape in _shapes(args, n, k)]
-    for call in calls:
-        call()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStart()
-    for call in calls:
-        call()
-    torch.cuda.synchronize()
-    torch.cuda.cudart().cudaProfilerStop()
+    profile_once(calls)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""The one-row Marlin GEMV on the CUDA cores (issue #13, GEMM round 22): `y = x @ W.T` for one float16 row of x
-and a layer of group 128 or one group, symmetric or with Marlin zero points, the weights read as they lie in `B`.
+"""The one-row Marlin GEMV on the CUDA cores (issue #13, GEMM round 22): `y = x @ W.T` for one float16 or bfloat16
+row of x and a layer of group 128 or one group, symmetric or with Marlin zero points, the weights read as they lie
+in `B`.
 
 At one row the tensor cores idle and the served kernel's 16-row tile wastes 15/16 of each `wgmma`; what sets
 the time is how many weight bytes the GPU keeps in flight against the instructions a weight costs. This
@@ -15,16 +16,21 @@ Tile map (`triton_gemm`'s): `B` row t holds k `16t .. 16t+15`; word `(nb, c, q, 
 nibble `4a + 2h + b`, is the code of k = 16t + 8h + 2q + a, n = 64nb + 16w + 8b + c. A program takes
 `128 NB` words of 8 tile rows a step (one group of 128: one scale a step), loaded a step ahead, as
 `[t, nb, c, q, w]`; the 8 tile rows of a thread's chain are t = 2i + j, i = 0..3 (the four that Triton's
-layout gives one thread). x is read as int32 words (its fp16 pairs a = 0, 1 of (t, q, h): word 8t + 4h + q).
+layout gives one thread). x is read as int32 words (its fp16 pairs a = 0, 1 of (t, q, h): word 8t + 4h + q);
+bfloat16 x (`X_BF16`) as its bf16 pairs, each made the fp16 pair of `x / X_BF16_SCALE` (`_bf16_as_fp16`).
 
 Precision (fp16 sums: `torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction`): the weights
 `(code - zero) / 64` (zero 8 where symmetric; `WEIGHT_SCALE`) are exact; each lane's chain is one product and seven fused
 multiply-adds (8 roundings to fp16), the lanes' sum one more, so each term of a chain errs by at most gamma_9 =
 9u / (1 - 9u) of it (u = 2^-11), relative to the sum of the chain's |terms|; products under fp16's normal range
 err by at most 2^-25 (absolute, in units of x / 64) each operation. Everything after is float32 (the scale, the
-sum over chains, steps and splits) and the output is rounded once to float16. A chain's sums (both lanes: 16
+sum over chains, steps and splits) and the output is rounded once to x's dtype. A chain's sums (both lanes: 16
 weights of |weight| <= 8 / 64, or 15 / 64 with zero points) stay below 2 max |x| or 3.75 max |x|, so fp16
 overflows only where |x| passes 32752 or 17467.
+bfloat16 x (`allow_bf16_reduced_precision_reduction`): the chains take `x / 16` rounded once to fp16, exact
+wherever that is a normal fp16 (|x| from 2^-10 up; below, it errs by at most 2^-21 absolute), so the limits are
+16 times as large (524032 and 279472), and the chains' fp16 rounding (u = 2^-11) lies far inside bfloat16's
+(2^-8) of the output.
 """
 from __future__ import annotations
 
@@ -35,11 +41,15 @@ import triton.language as tl
 
 from ._triton_gemm_kernels import _grouped_places, _single_places, _zero_point_cols
 
-__all__ = ["marlin_gemv_kernel", "chain_dot_asm", "WEIGHT_SCALE"]
+__all__ = ["marlin_gemv_kernel", "chain_dot_asm", "WEIGHT_SCALE", "X_BF16_SCALE"]
 
 WEIGHT_SCALE = 64
 """The decode gives `(code - zero) / WEIGHT_SCALE`, exact in fp16 (a power of two at most 64: `1024 /
 WEIGHT_SCALE` has an ulp of `1 / WEIGHT_SCALE`), so that a chain's sums stay far from fp16's largest value."""
+
+X_BF16_SCALE = 16
+"""bfloat16 x enters the fp16 chains as `x / X_BF16_SCALE` (a power of two: exact where the quotient is a normal
+fp16), which moves the chains' overflow limits 16 times further out than float16 x's."""
 
 
 def _fp16_pair(value: float) -> int:
@@ -95,6 +105,20 @@ _CHAIN_DOT_ZEROS = tl.constexpr(chain_dot_asm(4, zeros=True))
 _Y0 = tl.constexpr(_signed(_fp16_pair(-1024 / WEIGHT_SCALE)))  # zero's bits: the lowest of y0's mantissa
 _Y1 = tl.constexpr(_signed(_fp16_pair(-64 / WEIGHT_SCALE)))  # and 16 zero: bits 4-7 of y1's
 _SCALE_BACK = tl.constexpr(float(WEIGHT_SCALE))
+_X_BF16_SCALE = tl.constexpr(float(X_BF16_SCALE))
+_BF16_AS_FP16 = tl.constexpr("\n".join([
+    "{", ".reg .b32 lo, hi, k;", f"mov.b32 k, {struct.unpack('<I', struct.pack('<f', 1 / X_BF16_SCALE))[0]:#x};",
+    "prmt.b32 lo, $1, 0, 0x1044;",  # a = 0's bf16 bits as a float32 (bytes 0-1 moved to 2-3)
+    "prmt.b32 hi, $1, 0, 0x3244;",  # a = 1's (bytes 2-3 kept)
+    "mul.f32 lo, lo, k;", "mul.f32 hi, hi, k;",  # exact: a power of two
+    "cvt.rn.f16x2.f32 $0, hi, lo;", "}"]))
+
+
+@triton.jit
+def _bf16_as_fp16(pairs):
+    """x's bf16 pairs (int32, a = 0 low) as the fp16 pairs of `x / X_BF16_SCALE`, each rounded once to nearest
+    (two byte moves, two float32 multiplies and one packed conversion a pair)."""
+    return tl.inline_asm_elementwise(_BF16_AS_FP16, "=r,r", [pairs], dtype=tl.int32, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -135,13 +159,13 @@ def _program_place(N, steps, NB: tl.constexpr, SPLIT: tl.constexpr):
 
 @triton.jit(do_not_specialize=["steps", "g_shift"])
 def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SINGLE: tl.constexpr,
-                       NB: tl.constexpr, SPLIT: tl.constexpr, ZEROS: tl.constexpr):
-    """float32 partials `ws[split, n] = sum over split's k of x[k] W[n, k]` for one float16 row x (K = 128
-    `steps`; x 4-byte aligned), a program a (column tile of 64 NB rows n, split of the steps: split j takes
+                       NB: tl.constexpr, SPLIT: tl.constexpr, ZEROS: tl.constexpr, X_BF16: tl.constexpr = False):
+    """float32 partials `ws[split, n] = sum over split's k of x[k] W[n, k]` for one float16 or bfloat16 row x
+    (K = 128 `steps`; x 4-byte aligned), a program a (column tile of 64 NB rows n, split of the steps: split j takes
     steps `j steps // SPLIT` to `(j + 1) steps // SPLIT`, at least one). Scales: one group a step (group 128,
     `g_shift` 7) or one spanning K (`SINGLE`). ZEROS: Marlin zero points `z` (`W = (code - zero) s`), decoded
     into the exact `(code - zero) / 64` by the same one fma a pair, its offsets from the step's zero points
-    (`_zero_offsets`)."""
+    (`_zero_offsets`). X_BF16: x is bfloat16 (`_bf16_as_fp16`; the sums scaled back by `X_BF16_SCALE`)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     s_first, s_last, off, n0 = _program_place(N, steps, NB, SPLIT)
@@ -168,6 +192,8 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SI
         ahead = tl.load(b_ptr + t_next.to(tl.int64) * (2 * N) + off)
         words = tl.reshape(here, (8, NB, 8, 4, 4))
         xw = tl.load(xw_ptr + 64 * step + xoff)  # [t, q, h]
+        if X_BF16:
+            xw = _bf16_as_fp16(xw)
         xh0, xh1 = tl.split(xw)
         xh0 = tl.broadcast_to(tl.reshape(xh0, (8, 1, 1, 4, 1)), words.shape)
         xh1 = tl.broadcast_to(tl.reshape(xh1, (8, 1, 1, 4, 1)), words.shape)
@@ -198,6 +224,9 @@ def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SI
             acc1 = tl.fma(p1, tl.reshape(s1, (1, NB, 8, 1, 4)), acc1)
     r0 = tl.sum(tl.sum(acc0, axis=3), axis=0) * _SCALE_BACK  # [nb, c, w]
     r1 = tl.sum(tl.sum(acc1, axis=3), axis=0) * _SCALE_BACK
+    if X_BF16:  # (powers of two: exact)
+        r0 = r0 * _X_BF16_SCALE
+        r1 = r1 * _X_BF16_SCALE
     if SINGLE:
         r0 = r0 * tl.load(s_ptr + _single_places(n0)).to(tl.float32)
         r1 = r1 * tl.load(s_ptr + _single_places(n0 + 8)).to(tl.float32)

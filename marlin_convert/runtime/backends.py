@@ -291,7 +291,9 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
         entry = _TritonPlan.make(layer, x, m, eager)
     else:
         plans = _layer_plans(layer)
-        key = (x.device, x.dtype, m, eager, torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)
+        from .triton_gemm import reduced_sums_allowed
+
+        key = (x.device, x.dtype, m, eager, reduced_sums_allowed(x.dtype))
         entry = plans.get(key)
         if entry is None or not entry.current():
             entry = plans[key] = _TritonPlan.make(layer, x, m, eager)

@@ -60,7 +60,7 @@ from .triton_launch import Launch, Slot
 
 __all__ = ["marlin_gemm", "plan", "GemmPlan", "unsupported_reason", "available", "KernelConfig", "pick_config",
            "for_eager", "EAGER_ONE_LAUNCH_MAX", "split_for", "one_wave_split", "group_steps", "balance_pays",
-           "gemv_config", "gemv_fits", "GEMV_ZMODES"]
+           "gemv_config", "gemv_fits", "GEMV_ZMODES", "GEMV_DTYPES", "reduced_sums_allowed"]
 
 _GROUP_SIZES = (-1, 32, 64, 128)
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -378,13 +378,17 @@ def for_eager(cfg: KernelConfig, m: int, n: int, k: int) -> KernelConfig:
 
 GEMV_MIN_WEIGHTS = 1 << 24
 """Weights (N x K) from which a one-row float16 call of a symmetric layer runs the GEMV (`gemv_config`)."""
+GEMV_MIN_WEIGHTS_BF16 = 1 << 25
+"""The same for bfloat16 x (GEMM round 23: 1.05x the tensor-core time on 4096 x 4096, 0.83-0.93x from 2**25.8
+weights up)."""
 GEMV_PER_SM = 7
 """GEMV programs a multiprocessor holds at once (72 registers a thread, 4 warps; sm_90 `ptxas`)."""
 GEMV_MIN_STEPS = 4
 """Steps (of 128 k) a GEMV program keeps at least."""
 
 
-def gemv_config(n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig | None:
+def gemv_config(n: int, k: int, group_size: int, sms: int = 132,
+                dtype: torch.dtype = torch.float16) -> KernelConfig | None:
     """The one-row GEMV's launch (`KernelConfig.gemv`) for a symmetric N x K layer of group 128 or one group
     (`group_size` K), or None where it does not apply or is slower than the tensor-core kernel: where the
     layer has fewer than `GEMV_MIN_WEIGHTS` weights or K is not a multiple of 128. H200, 2026-12-04 (GEMM
@@ -394,8 +398,11 @@ def gemv_config(n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig
     4096x14336 and 3584x18944 (a first build of the kernel, 1.12-1.24x slower); on the layers of fewer weights
     that build took 1.16-1.46x at this rule's split (0.95-1.00x at splits of 1-3 steps a program). The split:
     one wave of `GEMV_PER_SM` programs a multiprocessor over the column tiles (896 programs on 28672x8192 and
-    8192x28672, the best of each sweep), at least `GEMV_MIN_STEPS` steps a program."""
-    if group_size not in (128, k) or k % 128 or n % 64 or n * k < GEMV_MIN_WEIGHTS:
+    8192x28672, the best of each sweep), at least `GEMV_MIN_STEPS` steps a program. bfloat16 x (`dtype`; GEMM
+    round 23): 39.9 / 38.9 us against the tensor-core kernel's 44.4 / 42.4 on those two layers, 0.83-0.93x its
+    time on 14336x4096, 8192x8192 and 4096x14336, 1.05x on 4096x4096: from `GEMV_MIN_WEIGHTS_BF16` weights."""
+    least = GEMV_MIN_WEIGHTS_BF16 if dtype == torch.bfloat16 else GEMV_MIN_WEIGHTS
+    if group_size not in (128, k) or k % 128 or n % 64 or n * k < least:
         return None
     nb = 2 if n % 128 == 0 else 1
     steps = k // 128
@@ -405,22 +412,34 @@ def gemv_config(n: int, k: int, group_size: int, sms: int = 132) -> KernelConfig
 
 GEMV_ZMODES = (0,)
 """The layers `plan` gives the GEMV by default: symmetric. Marlin zero points (`zmode` 1) run on it only by an
-explicit `KernelConfig(gemv=True)` until the device has timed them."""
+explicit `KernelConfig(gemv=True)`: timed in GEMM round 23, 1.15-1.20x the tensor-core kernel's time at the
+rule's split on the two large layers (level at their best split)."""
+
+GEMV_DTYPES = (torch.float16, torch.bfloat16)
+"""The activation dtypes `plan` gives the GEMV by default (bfloat16 x enters its fp16 chains as `x / 16`)."""
 
 
 def _gemv_runs(m: int, dtype: torch.dtype, zmode: int, perm: torch.Tensor | None) -> bool:
-    """Whether the GEMV kernel can run a call (its layer's shape aside): one row of float16, symmetric or
-    Marlin zero points, no act-order."""
-    return m == 1 and dtype == torch.float16 and zmode in (0, 1) and perm is None
+    """Whether the GEMV kernel can run a call (its layer's shape aside): one row of float16 or bfloat16,
+    symmetric or Marlin zero points, no act-order."""
+    return m == 1 and dtype in _DTYPES and zmode in (0, 1) and perm is None
+
+
+def reduced_sums_allowed(dtype: torch.dtype) -> bool:
+    """PyTorch's switch for GEMMs of `dtype` that sum in reduced precision (`torch.backends.cuda.matmul.
+    allow_fp16_reduced_precision_reduction` / `allow_bf16_reduced_precision_reduction`; both on by default),
+    which the GEMV's fp16 sums obey."""
+    matmul = torch.backends.cuda.matmul
+    if dtype == torch.bfloat16:
+        return bool(matmul.allow_bf16_reduced_precision_reduction)
+    return bool(matmul.allow_fp16_reduced_precision_reduction)
 
 
 def gemv_fits(m: int, dtype: torch.dtype, zmode: int, perm: torch.Tensor | None) -> bool:
-    """Whether a call runs the GEMV where `gemv_config` gives a launch: one row of float16, a layer of
-    `GEMV_ZMODES` without act-order, and fp16 sums allowed (`torch.backends.cuda.matmul.
-    allow_fp16_reduced_precision_reduction`, PyTorch's switch for float16 GEMMs that sum in float16; on by
-    default)."""
-    return (_gemv_runs(m, dtype, zmode, perm) and zmode in GEMV_ZMODES
-            and torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction)
+    """Whether a call runs the GEMV where `gemv_config` gives a launch: one row of `GEMV_DTYPES`, a layer of
+    `GEMV_ZMODES` without act-order, and reduced-precision sums allowed (`reduced_sums_allowed`)."""
+    return (_gemv_runs(m, dtype, zmode, perm) and dtype in GEMV_DTYPES and zmode in GEMV_ZMODES
+            and reduced_sums_allowed(dtype))
 
 
 def group_steps(group_size: int) -> tuple[int, int]:
@@ -522,9 +541,9 @@ def marlin_gemm(x: torch.Tensor, B: torch.Tensor, s: torch.Tensor, *, group_size
         shift (`(G, N)`): optimum-quanto's float shift, permuted like the scales: `W = code * s - shift`.
         perm (`int32`/`int64`, `(K,)`): act-order sort permutation (Marlin row j = source input row perm[j]).
         bias (`(N,)`): added to the output.
-        config: launch shape override (benchmarks); default `pick_config`, or for one float16 row of a
-            symmetric layer `gemv_config`'s GEMV (float16 sums, while PyTorch's
-            `allow_fp16_reduced_precision_reduction` is on: `gemv_fits`).
+        config: launch shape override (benchmarks); default `pick_config`, or for one float16 or bfloat16 row
+            of a symmetric layer `gemv_config`'s GEMV (float16 sums, while PyTorch allows reduced-precision
+            sums for x's dtype: `gemv_fits`).
     Returns: `(..., N)` tensor in x's dtype on x's device.
     Raises: ValueError when `unsupported_reason` names a reason (no GPU sync here: g_idx is not checked).
     """
@@ -600,12 +619,13 @@ def _grid_programs(per_sm: int, sms: int, tiles_m: int, total: int, most: int) -
 def _gemv_plan(cfg: KernelConfig, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: torch.Tensor,
                z: torch.Tensor | None, single: bool, bias: torch.Tensor | None, takes: bool) -> GemmPlan:
     """The `GemmPlan` of the one-row GEMV (`KernelConfig.gemv`): the GEMV's partials, then the reduce. `takes`:
-    the call is one the kernel runs (one float16 row, symmetric or Marlin zero points, no act-order, group 128
-    or one group, K a multiple of 128)."""
+    the call is one the kernel runs (one float16 or bfloat16 row, symmetric or Marlin zero points, no act-order,
+    group 128 or one group, K a multiple of 128)."""
     k, n = 16 * int(B.shape[0]), int(B.shape[1]) // 2
     if not takes or n % (64 * cfg.nb):
-        raise ValueError("the GEMV takes one row of float16 x, a layer of group 128 or one group, symmetric or "
-                         f"with Marlin zero points, no act-order, K a multiple of 128 and N of {64 * cfg.nb}")
+        raise ValueError("the GEMV takes one row of float16 or bfloat16 x, a layer of group 128 or one group, "
+                         "symmetric or with Marlin zero points, no act-order, K a multiple of 128 and N of "
+                         f"{64 * cfg.nb}")
     steps = k // 128
     split = max(1, min(cfg.split_k, steps))
     index = device.index or 0 if device.type == "cuda" else None
@@ -614,7 +634,8 @@ def _gemv_plan(cfg: KernelConfig, dtype: torch.dtype, device: torch.device, B: t
     B = B.contiguous()
     gemv = Launch(_gemv_kernel(), (n // (64 * cfg.nb), split), (
         Slot("x"), B, s, z.contiguous() if z is not None else B, WS, n, steps, 7),
-        dict(SINGLE=single, NB=cfg.nb, SPLIT=split, ZEROS=z is not None, num_warps=4, num_stages=3), index)
+        dict(SINGLE=single, NB=cfg.nb, SPLIT=split, ZEROS=z is not None, X_BF16=dtype == torch.bfloat16,
+             num_warps=4, num_stages=3), index)
     block = _reduce_block(n, _sm_count(index) if index is not None else 132)
     reduce = Launch(_kernels().splitk_reduce_kernel, (-(-n // block),), (
         WS, bias if bias is not None else s, OUT, 1, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block),
@@ -635,7 +656,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     gs = k if single else group_size
     zmode = 2 if shift is not None else (1 if z is not None else 0)
     sms = _sm_count(device.index or 0) if device.type == "cuda" else 132
-    cfg = config or (gemv_fits(m, dtype, zmode, perm) and gemv_config(n, k, gs, sms)) or pick_config(
+    cfg = config or (gemv_fits(m, dtype, zmode, perm) and gemv_config(n, k, gs, sms, dtype)) or pick_config(
         m, n, k, gs, sms, zmode)
     if cfg.gemv:
         takes = _gemv_runs(m, dtype, zmode, perm) and gs in (128, k) and k % 128 == 0

@@ -3,9 +3,10 @@ kernels run on a machine without a GPU (issue #13: check a kernel change before 
 
 Triton 3.6's interpreter raises on `tl.inline_asm_elementwise`; `install()` replaces that builder method with
 an emulation of the PTX the GEMM's kernels issue (`_triton_gemm_kernels`: the dequantization asm, `_settled`'s
-`mov`): `prmt.b32`, `mov.b32` (immediates, registers, and `{lo, hi}` unpacking), `shr.b32`,
-`lop3.b32`, `sub.f16x2`, `mul.f16x2`, `fma.rn.f16x2`, `fma.rn.bf16x2`, `add.f16`, `cvt.f32.f16` and `add.f32` (the GEMV
-prototype's, `scripts/gemv_prototype.py`), element by element (pack 1). Half-precision arithmetic is done in float64 and rounded once to
+`mov`): `prmt.b32`, `mov.b32` (immediates, registers, and `{lo, hi}` unpacking), `shr.b32`, `lop3.b32`,
+`sub.f16x2`, `mul.f16x2`, `fma.rn.f16x2`, `fma.rn.bf16x2`, `add.f16`, `cvt.f32.f16`, `add.f32` (the GEMV
+prototype's, `scripts/gemv_prototype.py`), `mul.f32` and `cvt.rn.f16x2.f32` (the GEMV's bfloat16 x), element by
+element (pack 1). Half-precision arithmetic is done in float64 and rounded once to
 nearest even, as the hardware does for fp16; bf16 results are rounded through float32, which can round twice only
 where the float64 value needs more than 24 bits (not for the symmetric and zero-point decodes, whose products are
 exact). Anything else raises `NotImplementedError` naming the line.
@@ -114,6 +115,11 @@ def run_asm(asm: str, n_out: int, inputs: Sequence[np.ndarray]) -> list[np.ndarr
             regs[d] = _f16(val(srcs[0]) & 0xFFFF).astype(np.float32).view(_U32)
         elif op == "add.f32":
             regs[d] = (val(srcs[0]).view(np.float32) + val(srcs[1]).view(np.float32)).view(_U32)
+        elif op == "mul.f32":
+            regs[d] = (val(srcs[0]).view(np.float32) * val(srcs[1]).view(np.float32)).view(_U32)
+        elif op == "cvt.rn.f16x2.f32":  # the first source to the upper half
+            hi, lo = (val(s).view(np.float32).astype(np.float64) for s in srcs)
+            regs[d] = (_to_f16(hi) << 16) | _to_f16(lo)
         elif op == "fma.rn.bf16x2":
             regs[d] = _lanes(lambda x, y, z: x * y + z, *(val(s) for s in srcs), unpack=_bf16, pack=_to_bf16)
         else:

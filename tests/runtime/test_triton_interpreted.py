@@ -93,36 +93,40 @@ def test_eager_launch_shapes_match_the_source_dequant():
 
 
 def test_the_one_row_gemv_matches_the_source_dequant():
-    """The one-row GEMV (`KernelConfig.gemv`, float16 sums: the GEMV's bounds): one and two column blocks a
-    program, uneven and single splits, bias, one group, Marlin zero points; and `plan` takes it, split by `gemv_config`, for one
-    float16 row of a symmetric layer of 2**24 weights."""
+    """The one-row GEMV (`KernelConfig.gemv`, float16 sums: the GEMV's bounds), float16 and bfloat16 x: one and
+    two column blocks a program, uneven and single splits, bias, one group, Marlin zero points; and `plan` takes
+    it, split by `gemv_config`, for one float16 row of a symmetric layer of 2**24 weights (bfloat16: 2**25)."""
     from marlin_convert.runtime import triton_gemm
     from marlin_convert.runtime._triton_gemv_kernel import marlin_gemv_kernel
 
-    for n, k, group_size, mode, nb, split, bias in ((192, 512, 128, "sym", 1, 3, True),
-                                                    (256, 1024, -1, "sym", 2, 3, False),
-                                                    (256, 384, 128, "sym", 2, 1, True),
-                                                    (256, 1024, 128, "asym", 2, 3, True),
-                                                    (192, 512, -1, "asym", 1, 2, False)):
-        layer = _make_layer(n, k, group_size, mode, False, torch.float16, 31, with_bias=bias, device="cpu")
-        x = torch.randn(1, k, generator=torch.Generator().manual_seed(32)).to(torch.float16)
+    for dtype, n, k, group_size, mode, nb, split, bias in (
+            (torch.float16, 192, 512, 128, "sym", 1, 3, True), (torch.float16, 256, 1024, -1, "sym", 2, 3, False),
+            (torch.float16, 256, 384, 128, "sym", 2, 1, True), (torch.float16, 256, 1024, 128, "asym", 2, 3, True),
+            (torch.float16, 192, 512, -1, "asym", 1, 2, False), (torch.bfloat16, 192, 512, 128, "sym", 1, 3, True),
+            (torch.bfloat16, 256, 1024, -1, "sym", 2, 3, False), (torch.bfloat16, 256, 1024, 128, "asym", 2, 3, True)):
+        layer = _make_layer(n, k, group_size, mode, False, dtype, 31, with_bias=bias, device="cpu")
+        x = torch.randn(1, k, generator=torch.Generator().manual_seed(32)).to(dtype)
         y = _run(layer, x, KernelConfig(1, 8, nb, split_k=split, gemv=True))
-        assert not _failures(layer, x, y, gemv=True), (n, k, group_size, mode, nb, split)
-    B, s = torch.zeros(256, 8192, dtype=torch.int32), torch.ones(32, 4096, dtype=torch.float16)
-    gemv = triton_gemm.plan(1, torch.float16, torch.device("cpu"), B, s, group_size=128).launches[0]
-    assert gemv.fn is marlin_gemv_kernel and gemv.grid == (32, 8, 1)
-    assert triton_gemm.plan(2, torch.float16, torch.device("cpu"), B, s, group_size=128).launches[0].fn is not gemv.fn
+        assert not _failures(layer, x, y, gemv=True), (dtype, n, k, group_size, mode, nb, split)
+    for dtype, n, grid in ((torch.float16, 4096, (32, 8, 1)), (torch.bfloat16, 8192, (64, 8, 1))):
+        B, s = torch.zeros(256, 2 * n, dtype=torch.int32), torch.ones(32, n, dtype=dtype)
+        gemv = triton_gemm.plan(1, dtype, torch.device("cpu"), B, s, group_size=128).launches[0]
+        assert gemv.fn is marlin_gemv_kernel and gemv.grid == grid
+        assert gemv.consts["X_BF16"] == (dtype == torch.bfloat16)
+        assert triton_gemm.plan(2, dtype, torch.device("cpu"), B, s, group_size=128).launches[0].fn is not gemv.fn
 
 
 def test_the_gemv_takes_activations_up_to_its_overflow_limits():
     """The GEMV's fp16 chains stay finite and within its bounds for |x| up to 30000 (symmetric) and 17000 (zero
-    points): below the limits its docstring derives (32752, 17467)."""
-    for mode, largest in (("sym", 30000.0), ("asym", 17000.0)):
-        layer = _make_layer(256, 1024, 128, mode, False, torch.float16, 33, with_bias=False, device="cpu")
+    points) in float16, 480000 and 270000 in bfloat16 (entering as x / 16): below the limits its docstring
+    derives (32752, 17467; 16 times those)."""
+    for dtype, mode, largest in ((torch.float16, "sym", 30000.0), (torch.float16, "asym", 17000.0),
+                                 (torch.bfloat16, "sym", 480000.0), (torch.bfloat16, "asym", 270000.0)):
+        layer = _make_layer(256, 1024, 128, mode, False, dtype, 33, with_bias=False, device="cpu")
         x = torch.randn(1, 1024, generator=torch.Generator().manual_seed(34))
-        x = (x / x.abs().max() * largest).to(torch.float16)
+        x = (x / x.abs().max() * largest).to(dtype)
         y = _run(layer, x, KernelConfig(1, 8, 2, split_k=2, gemv=True))
-        assert not _failures(layer, x, y, gemv=True), mode
+        assert not _failures(layer, x, y, gemv=True), (dtype, mode)
 
 
 def test_the_gemv_bounds_reject_layout_damage():

@@ -366,28 +366,32 @@ def test_eager_calls_take_the_cuda_kernel_and_captured_calls_the_triton_gemm(mon
 
 
 @pytest.mark.cuda
-def test_a_one_row_call_runs_the_gemv_only_while_pytorch_allows_float16_sums():
-    """One float16 row of a symmetric layer of 2**24 weights runs the GEMV (within its bounds) while
-    `allow_fp16_reduced_precision_reduction` is on, and the tensor-core kernel (within the float32-sum bounds)
-    once it is off: the layer keeps a plan for each."""
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_a_one_row_call_runs_the_gemv_only_while_pytorch_allows_reduced_precision_sums(dtype):
+    """One row of a symmetric layer of 2**25 weights runs the GEMV (within its bounds) while PyTorch's
+    `allow_fp16_reduced_precision_reduction` (float16 x) or `allow_bf16_reduced_precision_reduction` (bfloat16)
+    is on, and the tensor-core kernel (within the float32-sum bounds) once it is off: the layer keeps a plan for
+    each."""
     from marlin_convert.runtime import set_order
     from marlin_convert.runtime._triton_gemv_kernel import marlin_gemv_kernel
 
-    spec = LayerSpec(128, None, False, "float16")
-    a = _make_layer(4096, 4096, 128, "sym", False, torch.float16, 96, with_bias=True)
-    x = torch.randn(1, 4096, device="cuda", generator=torch.Generator(device="cuda").manual_seed(10)).half()
+    name = "fp16" if dtype == torch.float16 else "bf16"
+    spec = LayerSpec(128, None, False, str(dtype).removeprefix("torch."))
+    a = _make_layer(8192, 4096, 128, "sym", False, dtype, 96, with_bias=True)
+    x = torch.randn(1, 4096, device="cuda", generator=torch.Generator(device="cuda").manual_seed(10)).to(dtype)
     matmul = torch.backends.cuda.matmul
-    before = matmul.allow_fp16_reduced_precision_reduction
+    switch = f"allow_{name}_reduced_precision_reduction"
+    before = getattr(matmul, switch)
     set_order(["triton"])
     try:
-        lin = _marlin_linear(a, torch.float16, spec, torch.float16)
-        matmul.allow_fp16_reduced_precision_reduction = True
+        lin = _marlin_linear(a, dtype, spec, dtype)
+        setattr(matmul, switch, True)
         assert not _failures(a, x, lin(x), gemv=True)
-        matmul.allow_fp16_reduced_precision_reduction = False
+        setattr(matmul, switch, False)
         assert not _failures(a, x, lin(x))
         plans = lin._prepared[("triton-plans",)]
         first = {key[4]: entry.gemm.launches[0].fn for key, entry in plans.items()}
         assert first[True] is marlin_gemv_kernel and first[False] is not marlin_gemv_kernel
     finally:
-        matmul.allow_fp16_reduced_precision_reduction = before
+        setattr(matmul, switch, before)
         set_order(None)
