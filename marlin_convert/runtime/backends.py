@@ -291,7 +291,7 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
         entry = _TritonPlan.make(layer, x, m, eager)
     else:
         plans = _layer_plans(layer)
-        from .triton_gemm import reduced_sums_allowed
+        from .gemm_rules import reduced_sums_allowed
 
         key = (x.device, x.dtype, m, eager, reduced_sums_allowed(x.dtype))
         entry = plans.get(key)
