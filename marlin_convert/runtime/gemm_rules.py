@@ -86,7 +86,7 @@ class KernelConfig:
     the workspace, and `segment_reduce_kernel` adds each tile's in order. 0: the split grid; negative:
     exactly `-balance` programs per row tile (tests: ranges that cross column tiles)."""
     gemv: bool = False
-    """One row of float16 x, symmetric or Marlin zero points, group 128 or one group: the CUDA-core GEMV
+    """One row of float16 or bfloat16 x, symmetric or Marlin zero points, group 128 or one group: the CUDA-core GEMV
     (`marlin_gemv_kernel`, fp16 product chains: `gemv_config`) on a (column tile of 64 `nb`, split) grid,
     `split_k` splits of the steps (need not divide them), its float32 partials summed by the reduce kernel;
     `bm`, `bt`, `warps`, `stages` and the other fields are ignored (4 warps, 128 k a step)."""

@@ -28,9 +28,10 @@ Three kernels use that map:
 - the float32 eight-dot kernel (`marlin_gemm_kernel`, `KernelConfig(fast=False)`, and whenever the scales
   have another dtype than x): each nibble plane i is a `[4 BT, 32 NB]` weight tile, 8 small `tl.dot`s.
 Precision (the swapped kernel as the fast one: the same decoders and per-group scaling): both form each
-weight `(code - zero) * scale` exactly and round it once to the activation dtype (the fast kernel: `code - zero` is exact in half / bfloat16, then one multiply by the scale, which has the
-activation dtype; the float32 kernel computes in float32 and rounds once); quanto's `code * scale - shift`
-is one fused multiply-add (fast kernel) or float32 rounded once. Where a step of the fast kernel lies in
+weight `(code - zero) * scale` exactly and round it once to the activation dtype (the fast kernel: `code - zero`
+is exact in half / bfloat16, then one multiply by the scale, which has the activation dtype; the float32 kernel
+computes in float32 and rounds once); quanto's `code * scale - shift` is one fused multiply-add (fast kernel)
+or float32 rounded once. Where a step of the fast kernel lies in
 one group and there is no shift (`KernelConfig.scale_acc`, the default), its weights are the exact
 integers `code - zero` (no rounding) and each step's float32 sums are multiplied by the float32 scale and
 added: two more float32 roundings per group, well inside the float32-sum bound of the tests. The swapped
@@ -55,7 +56,7 @@ from typing import Any
 
 import torch
 
-from .gemm_rules import (  # noqa: F401 - re-exported: the rules were this module's until the 21st session
+from .gemm_rules import (  # noqa: F401 - re-exported: callers and scripts take the rules from here too
     _DTYPES, BALANCE_GAIN, BALANCE_GAIN_WIDE, EAGER_ONE_LAUNCH_MAX, GEMV_DTYPES, GEMV_MIN_STEPS, GEMV_MIN_WEIGHTS,
     GEMV_MIN_WEIGHTS_BF16, GEMV_PER_SM, GEMV_ZMODES, ONE_WAVE_MIN_STEPS, REDUCE_BLOCK_MAX, REDUCE_BLOCK_MIN,
     KernelConfig, _even_split, _gemv_runs, _leaves_idle, _reduce_block, _tiles_and_steps, balance_pays, for_eager,
