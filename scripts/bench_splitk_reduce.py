@@ -4,8 +4,10 @@ float32 partials of a split GEMM, `BLOCK` outputs a program. At 1024 a program, 
 8 programs on 132 multiprocessors; ncu timed that reduce at 3.8 µs after a 39 µs GEMM. Here: the CUDA-graph µs of
 the whole call (`triton_gemm.plan` with `pick_config`'s launch shape, four copies of the weights in turn) with the
 reduce's block as served (`_reduce_block`) and forced to 128, 256, 512 and 1024 (1024: the rule before round 17),
-for every shape, mode and row count whose launch shape splits K. The outputs of every block are compared bit for
-bit with the served one's (the sum over the splits is the same whatever the block).
+for every shape, mode and row count whose launch shape splits K or runs a balanced grid (whose
+`segment_reduce_kernel` takes the same block; added in GEMM round 23: ncu gave it 5.4 µs at 16 rows of 28672x8192,
+17 % achieved occupancy). The outputs of every block are compared bit for bit with the served one's (the sum over
+the splits is the same whatever the block).
 
     PYTHONPATH=. python3 scripts/bench_splitk_reduce.py
 """
@@ -39,11 +41,12 @@ def main() -> None:
                 tensors = [layer.tensors() for layer in mode_layers(n, k, Mode.parse(mode), dtype, 4, gen)]
                 for m in (1, 16, 64):
                     cfg = triton_gemm.pick_config(m, n, k, 128, sms, 1 if "z" in mode else 0)
-                    if cfg.split_k == 1 or cfg.zred:
+                    if (cfg.split_k == 1 and not cfg.balance) or cfg.zred:
                         continue
                     x = torch.randn(m, k, device="cuda", generator=gen).to(dtype)
                     row: dict[str, Any] = {"shape": f"{n}x{k}", "dtype": str(dtype)[6:], "mode": mode, "m": m,
-                                           "split": cfg.split_k, "served_block": served_rule(m * n, sms)}
+                                           "split": cfg.split_k, "balance": cfg.balance,
+                                           "served_block": served_rule(m * n, sms)}
                     ref = None
                     for name, block in (("served", None), *((str(b), b) for b in BLOCKS)):
                         triton_gemm._reduce_block = served_rule if block is None else (lambda e, s, b=block: b)
