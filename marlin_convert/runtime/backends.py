@@ -81,6 +81,7 @@ import torch
 import torch.nn.functional as F
 
 from .dequant import dequantize_marlin
+from .gemm_rules import reduced_sums_allowed
 
 if TYPE_CHECKING:
     from .linear import MarlinLinear
@@ -291,8 +292,6 @@ def _triton_forward(layer: "MarlinLinear", x: torch.Tensor) -> torch.Tensor:
         entry = _TritonPlan.make(layer, x, m, eager)
     else:
         plans = _layer_plans(layer)
-        from .gemm_rules import reduced_sums_allowed
-
         key = (x.device, x.dtype, m, eager, reduced_sums_allowed(x.dtype))
         entry = plans.get(key)
         if entry is None or not entry.current():
