@@ -151,3 +151,36 @@ def test_the_bounds_reject_a_swapped_column_block():
     B[:, :128], B[:, 128:256] = layer.marlin["B"][:, 128:256], layer.marlin["B"][:, :128]
     x = torch.randn(1, 384, generator=torch.Generator().manual_seed(25)).to(torch.float16)
     assert _failures(layer, x, _run(layer, x, B=B))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_a_layer_leaves_the_gemv_when_pytorch_forbids_reduced_precision_sums(dtype, monkeypatch):
+    """The Triton backend's call (`backends._triton_forward`, outside graph capture) keeps a plan per state of
+    PyTorch's switch for x's dtype: one row of a symmetric layer runs the GEMV within its bounds while the
+    switch is on, and the tensor-core kernel within the float32-sum bounds once it is off (the GEMV's size floors
+    lowered to the interpreter's layer)."""
+    from marlin_convert.runtime import MarlinLinear, gemm_rules
+    from marlin_convert.runtime._triton_gemv_kernel import marlin_gemv_kernel
+    from marlin_convert.runtime.backends import _triton_forward
+    from marlin_convert.runtime.spec import LayerSpec
+
+    monkeypatch.setattr(gemm_rules, "GEMV_MIN_WEIGHTS", 1)
+    monkeypatch.setattr(gemm_rules, "GEMV_MIN_WEIGHTS_BF16", 1)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # no CUDA here
+    layer = _make_layer(256, 1024, 128, "sym", False, dtype, 36, with_bias=True, device="cpu")
+    lin = MarlinLinear(1024, 256, LayerSpec(128, None, False, str(dtype).removeprefix("torch.")), bias=True,
+                       device="cpu", dtype=dtype)
+    lin.load_state_dict({**layer.marlin, "bias": layer.bias.to(dtype)})
+    x = torch.randn(1, 1024, generator=torch.Generator().manual_seed(37)).to(dtype)
+    matmul = torch.backends.cuda.matmul
+    switch = f"allow_{'fp16' if dtype == torch.float16 else 'bf16'}_reduced_precision_reduction"
+    before = getattr(matmul, switch)  # (not monkeypatch: PyTorch's object answers these names by __getattr__)
+    try:
+        setattr(matmul, switch, True)
+        assert not _failures(layer, x, _triton_forward(lin, x), gemv=True)
+        setattr(matmul, switch, False)
+        assert not _failures(layer, x, _triton_forward(lin, x))
+    finally:
+        setattr(matmul, switch, before)
+    first = {key[4]: entry.gemm.launches[0].fn for key, entry in lin._prepared[("triton-plans",)].items()}
+    assert first[True] is marlin_gemv_kernel and first[False] is not marlin_gemv_kernel
