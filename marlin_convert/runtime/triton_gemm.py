@@ -56,11 +56,10 @@ from typing import Any
 
 import torch
 
-from .gemm_rules import (  # noqa: F401 - re-exported: callers and scripts take the rules from here too
-    _DTYPES, BALANCE_GAIN, BALANCE_GAIN_WIDE, EAGER_ONE_LAUNCH_MAX, GEMV_DTYPES, GEMV_MIN_STEPS, GEMV_MIN_WEIGHTS,
-    GEMV_MIN_WEIGHTS_BF16, GEMV_PER_SM, GEMV_ZMODES, ONE_WAVE_MIN_STEPS, REDUCE_BLOCK_MAX, REDUCE_BLOCK_MIN,
-    KernelConfig, _even_split, _gemv_runs, _leaves_idle, _reduce_block, _tiles_and_steps, balance_pays, for_eager,
-    gemv_config, gemv_fits, group_steps, one_wave_split, pick_config, reduced_sums_allowed, split_for)
+from .gemm_rules import (  # noqa: F401 - the public rules re-exported (`__all__`): callers take them from here
+    _DTYPES, EAGER_ONE_LAUNCH_MAX, GEMV_DTYPES, GEMV_ZMODES, KernelConfig, _even_split, _gemv_runs, _reduce_block,
+    balance_pays, for_eager, gemv_config, gemv_fits, group_steps, one_wave_split, pick_config, reduced_sums_allowed,
+    split_for)
 from .triton_launch import Launch, Slot
 
 __all__ = ["marlin_gemm", "plan", "GemmPlan", "unsupported_reason", "available", "KernelConfig", "pick_config",
