@@ -2,7 +2,8 @@
 """Marlin GEMMs for up to 16 rows written in Gluon (Triton's explicit-layout language, `triton.experimental.gluon`),
 prototypes beside the served kernels (issue #13: ≥ 3× dense fp16 at 2-16 rows; not part of the runtime). Measured
 in GEMM round 24 (BENCHMARKS.md): correct in every float64 check; at 8 rows of 28672x8192 / 8192x28672 0.90 / 0.96x
-the served kernel's time, at 16 rows 0.93-0.96x / 1.00-1.02x, 1-1.5x slower on smaller layers; not served.
+the served kernel's time, at 16 rows 0.93-0.96x / 1.00-1.02x, 1-1.5x slower on smaller layers; not served. A warp-
+specialized build of the wgmma kernel (`--ws`, a loader warp and mbarriers) was slower.
 
 `gemm16_kernel`, Marlin's own orientation: x is `mma.sync.m16n8k16`'s A operand (16 rows, read from shared memory
 by `ldmatrix`, shared by the program's W warps), the weights its B operand, decoded from each thread's own 16 bytes
@@ -44,7 +45,7 @@ from triton.experimental import gluon  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2  # noqa: E402
 from triton.experimental.gluon.language.nvidia.hopper import (  # noqa: E402
-    mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
+    fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
 
 from marlin_convert.runtime._triton_gemm_kernels import _dequant_asm  # noqa: E402
 
@@ -356,6 +357,115 @@ def gemm16_wg_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, progr
         slot = gl.where(slot == S - 1, 0, slot + 1)
 
 
+@gluon.jit
+def _ws_loader(b_ptr, x_ptr, M, N, stride_xm, spt, start, end, wsm, xsm, ready, empty, S: gl.constexpr):
+    """The warp-specialized kernel's loader (one warp): for each unit of the range, wait until its ring slot is
+    empty, then `cp.async` its words and x tile there; each lane's copies arrive on the slot's `ready` barrier
+    when they land (count 32)."""
+    LW: gl.constexpr = gl.BlockedLayout([1, 1, 4], [1, 32, 1], [1, 1, 1], [2, 1, 0])  # words [t, j, w], 16 B a chunk
+    LX: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [1, 1], [1, 0])
+    t = gl.arange(0, 8, layout=gl.SliceLayout(1, gl.SliceLayout(2, LW)))
+    j = gl.arange(0, 128, layout=gl.SliceLayout(0, gl.SliceLayout(2, LW)))
+    w = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW)))
+    word_off = (gl.expand_dims(gl.expand_dims(t, 1), 2) * (2 * N)
+                + (4 * gl.expand_dims(gl.expand_dims(j, 0), 2) + gl.expand_dims(gl.expand_dims(w, 0), 1)))
+    xm = gl.arange(0, 16, layout=gl.SliceLayout(1, LX))
+    xk = gl.arange(0, 128, layout=gl.SliceLayout(0, LX))
+    x_off = gl.expand_dims(xm, 1) * stride_xm + gl.expand_dims(xk, 0)
+    x_ok = gl.expand_dims(xm < M, 1)
+    for u in range(start, end):
+        i = u - start
+        slot = i % S
+        mbarrier.wait(empty.index(slot), ((i // S) & 1) ^ 1)  # a fresh barrier counts as phase 1 complete
+        tile = u // spt
+        step = u - tile * spt
+        async_copy.async_copy_global_to_shared(
+            wsm.index(slot), b_ptr + (step * 8).to(gl.int64) * (2 * N) + tile * 512 + word_off)
+        async_copy.async_copy_global_to_shared(xsm.index(slot), x_ptr + step * 128 + x_off, mask=x_ok)
+        async_copy.mbarrier_arrive(ready.index(slot), increment_count=False)
+
+
+@gluon.jit
+def _ws_consumer(s32_ptr, out_ptr, M, N, spt, programs, start, end, total, pid, wsm, xsm, ready, empty,
+                 S: gl.constexpr, TK: gl.constexpr, PARTIAL: gl.constexpr, ASYNC: gl.constexpr):
+    """The warp-specialized kernel's warpgroup: `gemm16_wg_kernel`'s loop without copies or block barriers; it
+    waits for each slot's `ready` barrier and releases the slot (`empty`) once its wgmma have read it."""
+    W: gl.constexpr = 4
+    LC: gl.constexpr = gl.BlockedLayout([TK, 1, 4], [1, 32, 1], [1, W, 1], [2, 0, 1])
+    ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 16, 16])
+    DA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=2)
+    s16_ptr = s32_ptr.to(gl.pointer_type(gl.float16))
+    sp_ = gl.arange(0, 256, layout=_row_scale_layout())
+    tile = start // spt
+    step = start - tile * spt
+    acc = gl.zeros([256, 16], gl.float32, ACC)
+    slot = 0
+    phase = 0
+    for u in range(start, end):
+        sv = gl.load(s16_ptr + step * N + tile * 256 + sp_)
+        sv = gl.reshape(gl.permute(gl.reshape(sv, [4, 8, 4, 2]), [2, 0, 3, 1]), [256])
+        sf = gl.convert_layout(sv, gl.SliceLayout(1, ACC), assert_trivial=True).to(gl.float32)
+        mbarrier.wait(ready.index(slot), phase)
+        fence_async_shared()  # x landed by cp.async (generic proxy) is read by wgmma (async proxy)
+        p = gl.zeros([256, 16], gl.float32, ACC)
+        for tc in gl.static_range(8 // TK):
+            words = wsm.index(slot).slice(tc * TK, TK, dim=0).load(LC)
+            v = gl.inline_asm_elementwise(INT_F16, ONE_IN, [words], dtype=EIGHT_F16, is_pure=True, pack=1)
+            a0 = gl.join(gl.join(v[0], v[1]), gl.join(v[2], v[3]))
+            a1 = gl.join(gl.join(v[4], v[5]), gl.join(v[6], v[7]))
+            j8 = gl.reshape(gl.join(a0, a1), [TK, W, 8, 4, 4, 2, 2, 2])
+            wt = gl.convert_layout(gl.reshape(gl.permute(j8, [4, 1, 5, 2, 0, 6, 3, 7]), [256, 16 * TK]), DA,
+                                   assert_trivial=True)
+            xb = xsm.index(slot).slice(16 * TK * tc, 16 * TK, dim=1).permute((1, 0))
+            p = warpgroup_mma(wt, xb, p, use_acc=tc > 0, is_async=True)
+            p = warpgroup_mma_wait(num_outstanding=ASYNC, deps=(p,))
+        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+        mbarrier.arrive(empty.index(slot), count=1)
+        acc += p * gl.expand_dims(sf, 1)
+        if (step == spt - 1) | (u == end - 1):
+            z = step >> 31
+            rr = gl.arange(0, 256, layout=gl.SliceLayout(1, ACC)) + z
+            om = gl.arange(0, 16, layout=gl.SliceLayout(0, ACC)) + z
+            col0 = 64 * ((rr // 16) % 4) + 16 * (rr // 64) + 8 * ((rr // 8) % 2) + rr % 8
+            off0 = gl.expand_dims(om, 0) * N + gl.expand_dims(col0, 1)
+            ok = gl.expand_dims(om < M, 0)
+            if PARTIAL:
+                first = ((tile * spt + 1) * programs - 1) // total
+                gl.store(out_ptr + (pid - first) * M * N + tile * 256 + off0, acc, mask=ok)
+            else:
+                gl.store(out_ptr + tile * 256 + off0, acc.to(gl.float16), mask=ok)
+            acc = gl.zeros([256, 16], gl.float32, ACC)
+        tile, step = _next(tile, step, spt)
+        phase = gl.where(slot == S - 1, phase ^ 1, phase)
+        slot = gl.where(slot == S - 1, 0, slot + 1)
+
+
+@gluon.jit
+def gemm16_ws_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, programs,
+                     S: gl.constexpr, TK: gl.constexpr, PARTIAL: gl.constexpr, ASYNC: gl.constexpr,
+                     LOADER_REGS: gl.constexpr):
+    """`gemm16_wg_kernel` warp-specialized: a one-warp loader partition fills the ring by `cp.async` and mbarriers
+    (`ready` / `empty` a slot), the warpgroup only decodes and multiplies, with no block barrier."""
+    pid = gl.program_id(0)
+    total = (N // 256) * spt
+    start = (pid * total) // programs
+    end = ((pid + 1) * total) // programs
+    WSM: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0])
+    XSM: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(32 * TK, 128), element_bitwidth=16, rank=2)
+    wsm = gl.allocate_shared_memory(gl.int32, [S, 8, 128, 4], WSM)
+    xsm = gl.allocate_shared_memory(gl.float16, [S, 16, 128], XSM)
+    ready = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
+    for b in gl.static_range(S):
+        mbarrier.init(ready.index(b), count=32)
+        mbarrier.init(empty.index(b), count=1)
+    gl.warp_specialize([
+        (_ws_consumer, (s32_ptr, out_ptr, M, N, spt, programs, start, end, total, pid, wsm, xsm, ready, empty,
+                        S, TK, PARTIAL, ASYNC)),
+        (_ws_loader, (b_ptr, x_ptr, M, N, stride_xm, spt, start, end, wsm, xsm, ready, empty, S)),
+    ], [1], [LOADER_REGS])
+
+
 class Gemm16:
     """One launch shape for one layer's `B` and `s` and `m` <= 16 rows: `__call__(x)` -> `[m, N]` float16.
     `per_sm`: programs a multiprocessor (the balanced grid: `per_sm` x the multiprocessors; 0: one a tile,
@@ -363,7 +473,7 @@ class Gemm16:
 
     def __init__(self, B: torch.Tensor, s: torch.Tensor, m: int, *, w: int = 4, s_: int = 4, tk: int = 2,
                  split: int = 1, sacc: int = 1, regs: int = 0, per_sm: int = 2, spre: int = 0, tma: int = 0,
-                 wg: int = 0) -> None:
+                 wg: int = 0, ws: int = 0) -> None:
         from marlin_convert.runtime._triton_gemm_kernels import segment_reduce_kernel
 
         k, n = 16 * B.shape[0], B.shape[1] // 2
@@ -387,6 +497,8 @@ class Gemm16:
             self.wg_consts = dict(S=s_, TK=tk, PARTIAL=partial, ASYNC=wg - 1, num_warps=4)
             if regs:
                 self.wg_consts["maxnreg"] = regs
+            if ws:  # `ws`: the loader's registers
+                self.wg_consts["LOADER_REGS"] = ws
         self.b_desc = B
         if tma:
             from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -404,7 +516,10 @@ class Gemm16:
         self.reduce = segment_reduce_kernel
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.wg:
+        if self.wg and "LOADER_REGS" in self.wg_consts:
+            gemm16_ws_kernel[(self.programs,)](x, self.B, self.s32, self.ws, self.m, self.n, x.stride(0), self.steps,
+                                               self.programs, **self.wg_consts)
+        elif self.wg:
             gemm16_wg_kernel[(self.programs,)](x, self.B, self.s32, self.ws, self.m, self.n, x.stride(0), self.steps,
                                                self.programs, **self.wg_consts)
         else:
@@ -440,16 +555,17 @@ def _ints(text: str) -> list[int]:
 
 
 def _variants(args: argparse.Namespace, n: int, k: int) -> list[dict[str, int]]:
-    keys = ("w", "s_", "tk", "split", "sacc", "regs", "per_sm", "spre", "tma", "wg")
-    opts = (args.w, args.s, args.tk, args.split, args.sacc, args.regs, args.per_sm, args.spre, args.tma, args.wg)
+    keys = ("w", "s_", "tk", "split", "sacc", "regs", "per_sm", "spre", "tma", "wg", "ws")
+    opts = (args.w, args.s, args.tk, args.split, args.sacc, args.regs, args.per_sm, args.spre, args.tma, args.wg,
+            args.ws)
     out = [dict(zip(keys, v)) for v in itertools.product(*(_ints(o) for o in opts))]
     steps = k // 128
     return [v for v in out if n % (64 * v["w"]) == 0 and (v["per_sm"] or steps % v["split"] == 0)
-            and (v["per_sm"] == 0 or v["split"] == 1) and (not v["wg"] or v["w"] == 4)]
+            and (v["per_sm"] == 0 or v["split"] == 1) and (not v["wg"] or v["w"] == 4) and (v["wg"] or not v["ws"])]
 
 
 def _name(v: dict[str, int]) -> str:
-    return "w{w}s{s_}t{tk}k{split}a{sacc}r{regs}p{per_sm}e{spre}m{tma}g{wg}".format(**v)
+    return "w{w}s{s_}t{tk}k{split}a{sacc}r{regs}p{per_sm}e{spre}m{tma}g{wg}l{ws}".format(**v)
 
 
 def sass(args: argparse.Namespace) -> None:
@@ -461,25 +577,29 @@ def sass(args: argparse.Namespace) -> None:
     for text in args.layers:
         n, k = _shape(text)
         for m, v in itertools.product(_ints(args.rows), _variants(args, n, k)):
-            if v["tma"]:
-                print("sass: TMA variants are compiled on the device only")
-                continue
             if v["wg"]:
-                fn = gemm16_wg_kernel
+                fn = gemm16_ws_kernel if v["ws"] else gemm16_wg_kernel
                 sig = {"x_ptr": "*fp16", "b_ptr": "*i32", "s32_ptr": "*i32", "out_ptr": "*fp32", "M": "i32",
                        "N": "i32", "stride_xm": "i32", "spt": "i32", "programs": "i32", "S": "constexpr",
                        "TK": "constexpr", "PARTIAL": "constexpr", "ASYNC": "constexpr"}
                 consts = {"S": v["s_"], "TK": v["tk"], "PARTIAL": True, "ASYNC": v["wg"] - 1}
+                if v["ws"]:
+                    sig["LOADER_REGS"] = "constexpr"
+                    consts["LOADER_REGS"] = v["ws"]
                 attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 5, 6)}
             else:
                 fn = gemm16_kernel
-                sig = {"x_ptr": "*fp16", "b_ptr": "*i32", "b_desc": "*i32", "s32_ptr": "*i32", "out_ptr": "*fp32",
+                desc = "*i32"
+                if v["tma"]:
+                    layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=3)
+                    desc = f"tensordesc<i32[8,{32 * v['w']},4],{layout!r}>"
+                sig = {"x_ptr": "*fp16", "b_ptr": "*i32", "b_desc": desc, "s32_ptr": "*i32", "out_ptr": "*fp32",
                        "M": "i32", "N": "i32", "stride_xm": "i32", "spt": "i32", "programs": "i32",
                        "W": "constexpr", "S": "constexpr", "TK": "constexpr", "PARTIAL": "constexpr",
                        "SACC": "constexpr", "SPRE": "constexpr", "TMA": "constexpr"}
                 consts = {"W": v["w"], "S": v["s_"], "TK": v["tk"], "PARTIAL": True, "SACC": bool(v["sacc"]),
-                          "SPRE": bool(v["spre"]), "TMA": False}
-                attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 4, 6, 7)}
+                          "SPRE": bool(v["spre"]), "TMA": bool(v["tma"])}
+                attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 3, 4, 6, 7) if not (v["tma"] and i == 2)}
             src = GluonASTSource(fn, sig, constexprs=consts, attrs=attrs)
             options = {"num_warps": v["w"], **({"maxnreg": v["regs"]} if v["regs"] else {})}
             kernel = triton.compile(src, target=sass_gemm.TARGET, options=options)
@@ -593,6 +713,7 @@ def main() -> None:
     ap.add_argument("--tma", default="0", help="1: the words through TMA (mbarrier ring)")
     ap.add_argument("--wg", default="0", help="1, 2: the warpgroup (wgmma) kernel, operands swapped, waiting for "
                                                 "all but wg - 1 chunks' wgmma before decoding the next")
+    ap.add_argument("--ws", default="0", help="with --wg: warp-specialized, this many registers for the loader warp")
     ap.add_argument("--sacc", default="1", help="1: exact code - 8, the step's float32 sums scaled; 0: scaled in fp16")
     ap.add_argument("--regs", default="0", help="a cap on registers a thread (0: none)")
     ap.add_argument("--dump", type=Path)
