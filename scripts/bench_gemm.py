@@ -49,52 +49,7 @@ SHAPES = [(4096, 4096), (28672, 8192), (8192, 28672)]
 MS = [1, 16, 64, 256]
 GS = 128
 L2_BYTES = 60 << 20
-SMALL = KernelConfig(16, 8, 2, 4, 3, words3d=3)
-K32 = KernelConfig(32, 8, 2, 4, 3, xperm=True, words3d=3)
-K32W = KernelConfig(32, 4, 4, 4, 3, xperm=True, words3d=3)
-D64 = KernelConfig(64, 4, 4, 4, 3, xperm=True, scale_acc=False, words3d=3)
-SWEEP = {
-    "small": [SMALL, dataclasses.replace(SMALL, words3d=1), dataclasses.replace(SMALL, maxnreg=128),
-              KernelConfig(16, 4, 2, 4, 4, words3d=3),
-              KernelConfig(16, 8, 1, 4, 3, words3d=3)],
-    "mid": [K32, dataclasses.replace(K32, words3d=0), dataclasses.replace(D64, words3d=0)],
-    "large": [K32W, D64, dataclasses.replace(D64, words3d=0)],
-}
-"""Launch shapes tried per batch class (fast kernel; `scale_acc=False`: every weight scaled), each at
-`split_for`'s split for the class's target and, up to 64 rows, half and twice it. words3d 3: the words loaded in the order they lie (whole 128-byte lines a warp); 1 and 0: the
-previous defaults' loads (16 bytes of every 64 a warp)."""
-SMALLX = dataclasses.replace(SMALL, xload=1)
-SWEEP_R7 = {
-    "small": [SMALL, SMALLX, dataclasses.replace(SMALLX, stages=4), KernelConfig(16, 4, 2, 4, 4, words3d=3, xload=1)],
-    "mid": [K32, dataclasses.replace(K32, xload=1)],
-    "large": [K32W, dataclasses.replace(K32W, xload=1), D64, dataclasses.replace(D64, xload=1)],
-}
-"""`--sweep-set r7`: the split of K per shape (round 7; its stream-K grid was removed in the twenty-first
-session), at `--splits`."""
-SWEEP_X = {"small": [SMALL, SMALLX], "mid": [], "large": []}
-"""`--sweep-set x`: x read in registers (xload 0) or through shared memory (1) at M <= 16, like for like."""
-SW = KernelConfig(16, 8, 2, 4, 3, swap=True)
-SWEEP_SWAP = {
-    "small": [SMALL, SMALLX, SW, dataclasses.replace(SW, nb=1), dataclasses.replace(SW, nb=4, warps=8),
-              dataclasses.replace(SW, bt=16, nb=1)],
-    "mid": [K32, dataclasses.replace(SW, bm=64), dataclasses.replace(SW, bm=64, nb=1),
-            dataclasses.replace(SW, bm=64, warps=8)],
-    "large": [K32W, D64, dataclasses.replace(SW, bm=128, warps=8), dataclasses.replace(SW, bm=128, nb=1),
-              dataclasses.replace(SW, bm=64, warps=8)],
-}
-"""`--sweep-set swap`: the operands swapped (`out.T = W x.T`, the decoded weights as wgmma's register operand;
-round 8) against the defaults (and x through shared memory at M <= 16)."""
-SWEEP_SWAP2 = {
-    "small": [SMALL, SMALLX, SW, dataclasses.replace(SW, nb=1), dataclasses.replace(SW, bt=4, stages=4),
-              dataclasses.replace(SW, maxnreg=128), dataclasses.replace(SW, nb=1, stages=4)],
-    "mid": [K32, dataclasses.replace(SW, bm=64), dataclasses.replace(SW, bm=64, nb=1),
-            dataclasses.replace(SW, bm=64, stages=4)],
-    "large": [K32W, D64, dataclasses.replace(SW, bm=128, warps=8), dataclasses.replace(SW, bm=64, warps=8),
-              dataclasses.replace(SW, bm=128, warps=8, stages=4),
-              dataclasses.replace(SW, bm=128, bt=4, warps=8, stages=4)],
-}
-"""`--sweep-set swap2`: round 8's second call: the new defaults (swapped) against the previous ones, and a few
-more swapped shapes (4 stages, a 128-register cap)."""
+SW = KernelConfig(16, 8, 2, 4, 3)
 SW128 = dataclasses.replace(SW, bm=128, warps=8)
 SWEEP_SWAP3 = {
     "small": [dataclasses.replace(SW, maxnreg=128), SW],
@@ -129,8 +84,10 @@ SWEEP_R11 = {
 80 or 96, 64 with 24 bytes spilled under 64; the default's two blocks: 127) with 3-5 stages, at splits that fill
 4-8 programs a multiprocessor, against the default. Round 11 (BENCHMARKS.md): none was faster than the default
 (47.1-49.6 us at best against 41.9-46.6 at 1-16 rows of 28672x8192 / 8192x28672)."""
-SWEEPS = {"deep": SWEEP_DEEP, "r11": SWEEP_R11, "r7": SWEEP_R7, "x": SWEEP_X, "swap": SWEEP_SWAP, "swap2": SWEEP_SWAP2, "swap3": SWEEP_SWAP3,
-          "swap4": SWEEP_SWAP4}
+SWEEP = SWEEP_SWAP3
+"""The default sweep (`--sweep`): round 8's launch shapes of the swapped kernel at each batch class. (The sweeps of
+rounds 6-8 that timed the unswapped kernel, `r7`, `x`, `swap` and `swap2`, went with it in round 24.)"""
+SWEEPS = {"deep": SWEEP_DEEP, "r11": SWEEP_R11, "swap3": SWEEP_SWAP3, "swap4": SWEEP_SWAP4}
 
 
 def copy_bandwidth() -> float:
@@ -211,12 +168,12 @@ def round9_config(m: int, n: int, k: int, symmetric: bool, sms: int = 132) -> Ke
     """`pick_config` as round 9 left it (8 tile rows a step for every group size, x gathered in the kernel
     under act-order up to 16 rows): `--modes --compare-round9` times it beside the current default."""
     if m <= 16:
-        cfg = KernelConfig(bm=16, bt=8, nb=2, swap=True, maxnreg=128 if symmetric else 0)
+        cfg = KernelConfig(bm=16, bt=8, nb=2, maxnreg=128 if symmetric else 0)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms))
     if m <= 64:
-        cfg = KernelConfig(bm=64, bt=8, nb=1 if n * k <= 1 << 26 else 2, xperm=True, swap=True)
+        cfg = KernelConfig(bm=64, bt=8, nb=1 if n * k <= 1 << 26 else 2, xperm=True)
         return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8))
-    cfg = KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True, swap=True)
+    cfg = KernelConfig(bm=128, bt=8, nb=2, warps=8, xperm=True)
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8))
 
 
@@ -431,11 +388,9 @@ def main() -> None:
                             print(f"  config {c} WRONG: rel err {e:.2e}", flush=True)
                             continue
                         row.setdefault("sweep", []).append((repr(c), t))
-                        tags = (f"{'' if c.scale_acc else ' sw'}{f' x{c.xload}' if c.xload else ''}"
-                                f"{f' r{c.maxnreg}' if c.maxnreg else ''}"
-                                f"{' swap' if c.swap else ''}")
-                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k} "
-                              f"ld{int(c.words3d)}{tags}: {t:.1f} us  err {e:.1e}", flush=True)
+                        tags = f"{'' if c.scale_acc else ' sw'}{f' r{c.maxnreg}' if c.maxnreg else ''}"
+                        print(f"  {n}x{k} m{m} bm{c.bm} bt{c.bt} nb{c.nb} w{c.warps} s{c.stages} k{c.split_k}"
+                              f"{tags}: {t:.1f} us  err {e:.1e}", flush=True)
                         if best is None or t < best[1]:
                             best = (repr(c), t)
                 if best is not None:

@@ -6,7 +6,7 @@ Triton reads the `tl.constexpr` annotations of kernel parameters.)
 import triton
 import triton.language as tl
 
-__all__ = ["marlin_gemm_kernel", "marlin_gemm_fast_kernel", "marlin_gemm_swap_kernel",
+__all__ = ["marlin_gemm_kernel", "marlin_gemm_swap_kernel",
            "splitk_reduce_kernel", "splitk_zero_reduce_kernel", "segment_reduce_kernel"]
 
 ZMODE_SYM = 0
@@ -382,17 +382,6 @@ def _fast_x_tile(x_rows, perm_ptr, t0, kk, m_ok, HAS_PERM: tl.constexpr, BT: tl.
 
 
 @triton.jit
-def _x_half(x_rows, perm_ptr, t0, kh, m_ok, HAS_PERM: tl.constexpr, BT: tl.constexpr):
-    """x columns `16 t0 + kh` (runs of 8 contiguous columns; through `perm`)."""
-    k = 16 * t0 + kh
-    if HAS_PERM:
-        k = tl.load(perm_ptr + k)
-    else:
-        k = tl.max_contiguous(tl.multiple_of(k, 8), 8)
-    return tl.load(x_rows + k[None, :], mask=m_ok[:, None], other=0)
-
-
-@triton.jit
 def _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16: tl.constexpr):
     """`_int8`'s packed zero-point terms of group row `g` (fp16: 1024 + z and -(64 + z); bf16: -(128 + z))."""
     zwd = tl.load(z_ptr + g * (N // 8) + zw[None, :], mask=cm, other=0)
@@ -402,181 +391,6 @@ def _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16: tl.constexpr):
         return z0 | (z1 << 16) | 0x64006400, (z0 << 4) | (z1 << 20) | -0x2BFF2C00  # 0xD400D400
     else:
         return z0 | (z1 << 16) | -0x3CFF3D00, z0  # 0xC300C300
-
-
-@triton.jit
-def _acc_scales(s_ptr, N, g, sp0, col_ok, SINGLE: tl.constexpr, dtype: tl.constexpr):
-    """The float32 scales of columns b = 0, 1 (`[1, C]` each) of group row `g`, for scaling sums."""
-    if SINGLE:
-        s0 = tl.load(s_ptr + sp0, mask=col_ok, other=0)
-        s1 = tl.load(s_ptr + sp0 + 2, mask=col_ok, other=0)
-    else:
-        pair = tl.load(s_ptr.to(tl.pointer_type(tl.int32)) + g * (N // 2) + sp0 // 2, mask=col_ok, other=0)
-        s0 = pair.to(tl.int16).to(dtype, bitcast=True)
-        s1 = (pair >> 16).to(tl.int16).to(dtype, bitcast=True)
-    return s0.to(tl.float32)[None, :], s1.to(tl.float32)[None, :]
-
-
-@triton.jit
-def _fast_tile(x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, t_begin, steps,
-               ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
-               IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-               SCALE_ACC: tl.constexpr, XLOAD: tl.constexpr):
-    """The float32 sums of one output tile (rows `pid_m`, column blocks `pid_n`) over `steps` steps of `BT`
-    tile rows from tile row `t_begin`: `acc0`, `acc1` (column planes b = 0, 1), with the tile's rows and
-    output columns. (See `marlin_gemm_fast_kernel` for the map and the variants.)"""
-    R: tl.constexpr = 4 * BT  # word rows: (tile row, q)
-    C: tl.constexpr = 32 * NB  # word columns: (64-block, c, w)
-
-    # columns (nb, w, c) (WORDS3D 1, 2) or (nb, c, w) (0, 3)
-    col = tl.arange(0, C)
-    nb = pid_n * NB + col // 32
-    if WORDS3D == 1 or WORDS3D == 2:
-        w = (col // 8) % 4
-        c = col % 8
-    else:
-        c = (col // 4) % 8
-        w = col % 4
-    col_ok = nb < N // 64
-    cm = col_ok[None, :]
-    wcol = pid_n * NB * 128 + (col // 4) * 16 + w  # (nb, c, w) order: 128 nb + 16 c + w
-    # word (t, c, q, w) of block nb lies at 2N t + 128 nb + 16 c + 4 q + w
-    cw = tl.arange(0, 8 * NB)
-    w4 = tl.arange(0, 4)
-    wcol3 = (pid_n * NB * 128 + cw * 16)[:, None] + w4[None, :]
-    cm3 = (pid_n * NB + cw // 8 < N // 64)[None, :, None]
-    n0 = nb * 64 + w * 16 + c
-    n1 = n0 + 8
-    if SINGLE:
-        sp0 = nb * 64 + (w // 2) * 32 + (c // 2) * 8 + (w % 2) * 4 + c % 2
-    else:
-        sp0 = nb * 64 + c * 8 + w * 2
-    zw, zsh0, zsh1 = _zero_point_cols(nb, c, w)
-    dtype = x_ptr.dtype.element_ty
-    if SINGLE:
-        if SCALE_ACC:
-            if ZMODE == 1:
-                e0, e1 = _zero_terms(z_ptr, N, 0, zw, zsh0, zsh1, cm, IS_FP16)
-        else:
-            sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, 0, sp0, zw, zsh0, zsh1, cm, ZMODE, SINGLE, IS_FP16)
-
-    r = tl.arange(0, R)
-    tr = r // 4
-    wrow = tr.to(tl.int64) * (2 * N) + 4 * (r % 4)
-    if WORDS3D >= 2:  # [t, (nb, c, q, w)]: NB blocks of a tile row are 128 NB contiguous words
-        jj = tl.arange(0, 128 * NB)
-        off5 = tl.arange(0, BT)[:, None] * (2 * N) + (pid_n * NB * 128 + jj)[None, :]  # B has < 2**31 words
-        cm5 = (pid_n * NB + jj // 128 < N // 64)[None, :]
-    kk = tl.arange(0, 16 * BT)
-    m, m_ok, x_rows = _x_rows(x_ptr, stride_xm, pid_m, M, BM)
-    acc0 = tl.zeros((BM, C), dtype=tl.float32)
-    acc1 = tl.zeros((BM, C), dtype=tl.float32)
-    if XLOAD == 0:
-        xt = _fast_x_tile(x_rows, perm_ptr, t_begin, kk, m_ok, HAS_PERM, BT)
-    else:  # x columns of half h of each tile row: 16 tr + 8 h + j, loaded in the step as they are used
-        kh = 16 * (tl.arange(0, 8 * BT) // 8) + tl.arange(0, 8 * BT) % 8
-    for step in range(0, steps):
-        t0 = t_begin + step * BT
-        if WORDS3D == 1:
-            words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None, None] + wcol3[None, :, :], mask=cm3, other=0)
-            words = tl.reshape(tl.permute(tl.reshape(words, (R, NB, 8, 4)), (0, 1, 3, 2)), (R, C))
-        elif WORDS3D >= 2:  # as [t, nb, c, q, w]: each tile row's NB blocks as they lie, 512 bytes a warp
-            words = tl.reshape(tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + off5, mask=cm5, other=0), (BT, NB, 8, 4, 4))
-            if WORDS3D == 2:
-                words = tl.reshape(tl.permute(words, (0, 3, 1, 4, 2)), (R, C))
-            else:
-                words = tl.reshape(tl.permute(words, (0, 3, 1, 2, 4)), (R, C))
-        else:
-            words = tl.load(b_ptr + t0.to(tl.int64) * (2 * N) + wrow[:, None] + wcol[None, :], mask=cm, other=0)
-        if UNIFORM_G:
-            g = (16 * t0) >> g_shift
-        else:
-            g = ((16 * (t0 + tr)) >> g_shift)[:, None]
-        if SCALE_ACC:
-            if not SINGLE:
-                if ZMODE == 1:
-                    e0, e1 = _zero_terms(z_ptr, N, g, zw, zsh0, zsh1, cm, IS_FP16)
-                sf0, sf1 = _acc_scales(s_ptr, N, g, sp0, col_ok, SINGLE, dtype)
-            if ZMODE == 1:
-                wts = _int8(words, tl.broadcast_to(e0, (R, C)), tl.broadcast_to(e1, (R, C)), ZMODE, IS_FP16)
-            else:
-                wts = _int8(words, words, words, ZMODE, IS_FP16)
-        else:
-            if not SINGLE:
-                sp, ep = _fast_params(s_ptr, z_ptr, sh_ptr, N, g, sp0, zw, zsh0, zsh1, cm, ZMODE, SINGLE, IS_FP16)
-            wts = _dequant8(words, tl.broadcast_to(sp, (R, C)), tl.broadcast_to(ep, (R, C)), ZMODE, IS_FP16)
-        if XLOAD == 0:
-            xtn = _fast_x_tile(x_rows, perm_ptr, t_begin + tl.minimum(step + 1, steps - 1) * BT, kk, m_ok, HAS_PERM,
-                               BT)
-            # x columns 16 t0 .. 16 t0 + 16 BT as (tr, h, j), j = 2q + a: split by h into rows (tr, j)
-            xh0, xh1 = tl.split(tl.reshape(tl.permute(tl.reshape(xt, (BM, BT, 2, 8)), (0, 1, 3, 2)), (BM, 8 * BT, 2)))
-        else:
-            xh0 = _x_half(x_rows, perm_ptr, t0, kh, m_ok, HAS_PERM, BT)
-            xh1 = _x_half(x_rows, perm_ptr, t0, kh + 8, m_ok, HAS_PERM, BT)
-        if SCALE_ACC and not SINGLE:
-            p0 = tl.zeros((BM, C), dtype=tl.float32)
-            p1 = tl.zeros((BM, C), dtype=tl.float32)
-        else:
-            p0 = acc0
-            p1 = acc1
-        for h in tl.static_range(2):
-            xa = xh0 if h == 0 else xh1
-            p0 = tl.dot(xa, tl.reshape(tl.permute(tl.join(wts[2 * h], wts[4 + 2 * h]), (0, 2, 1)), (2 * R, C)), p0)
-            p1 = tl.dot(xa, tl.reshape(tl.permute(tl.join(wts[2 * h + 1], wts[5 + 2 * h]), (0, 2, 1)), (2 * R, C)), p1)
-        if SCALE_ACC and not SINGLE:
-            acc0 += p0 * sf0
-            acc1 += p1 * sf1
-        else:
-            acc0 = p0
-            acc1 = p1
-        if XLOAD == 0:
-            xt = xtn
-    if SCALE_ACC and SINGLE:
-        sf0, sf1 = _acc_scales(s_ptr, N, 0, sp0, col_ok, SINGLE, dtype)
-        acc0 = acc0 * sf0
-        acc1 = acc1 * sf1
-
-    return acc0, acc1, m, m_ok, n0, n1, col_ok
-
-
-@triton.jit(do_not_specialize=["M", "g_shift", "steps_per_tile", "has_bias", "split_k"])
-def marlin_gemm_fast_kernel(
-    x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
-    M, N, stride_xm, stride_om, g_shift, steps_per_tile,
-    has_bias, split_k,
-    ZMODE: tl.constexpr, UNIFORM_G: tl.constexpr, SINGLE: tl.constexpr, HAS_PERM: tl.constexpr,
-    IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, WORDS3D: tl.constexpr,
-    SCALE_ACC: tl.constexpr, XLOAD: tl.constexpr = 0,
-):
-    """The Marlin-style kernel: each word's eight codes become four k-adjacent half2 / bfloat162 pairs
-    (`_dequant8`, scales and shift in the activation dtype) that are tensor-core operand registers as they
-    are: per b, the planes (a, h) interleave into rows (tr, h, q, a), i.e. k = 16 t0 + row in order, so
-    x is read as contiguous `16 BT`-column tiles (through `perm` under act-order), one step ahead. The
-    group of a step: `16 t0 >> g_shift` (group sizes are powers of two). Scales are loaded in the step that
-    uses them: carried across iterations, they made Triton route the decoded weights through shared memory.
-    WORDS3D 1: the words are loaded as `[R, (nb, c), w]` (a thread's four words w are contiguous) and the
-    columns ordered (nb, w, c); 0: loaded as `[R, (nb, c, w)]`; 2 (columns (nb, w, c)) and 3 ((nb, c, w)):
-    loaded as `[t, nb, c, q, w]`, the order they lie in, so each warp reads whole 128-byte lines (the other
-    two read 16 bytes of every 64: each 32-byte sector crosses from L2 twice; ncu: L2 throughput 73 % at
-    DRAM 37 %) and reordered to `[R, C]` after. Up to 16 rows of x the decoded registers
-    feed `mma.sync` directly (checked in the SASS: no shared-memory round trip); with 64 rows and more
-    Triton stages them in shared memory for `wgmma`.
-    SCALE_ACC (ZMODE 0 or 1, one group per step): the weights are the exact integers `code - zero`
-    (`_int8`, no multiply), each step's float32 sums are scaled per column and added (one group: the
-    accumulator is scaled once, after the loop); the scales are then loaded only in the accumulator's
-    column layout, a few per thread.
-    K split `split_k` ways: split j sums steps `j S // split_k` to `(j + 1) S // split_k` (S: steps a tile,
-    `steps_per_tile`) and writes its rows of the float32 workspace for `splitk_reduce_kernel`."""
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    pid_k = tl.program_id(2)
-    s0 = (pid_k * steps_per_tile) // split_k
-    s1 = ((pid_k + 1) * steps_per_tile) // split_k
-    acc0, acc1, m, m_ok, n0, n1, col_ok = _fast_tile(
-        x_ptr, b_ptr, s_ptr, z_ptr, sh_ptr, perm_ptr, M, N, stride_xm, g_shift, pid_n, pid_m, s0 * BT, s1 - s0,
-        ZMODE, UNIFORM_G, SINGLE, HAS_PERM, IS_FP16, BM, BT, NB, WORDS3D, SCALE_ACC, XLOAD)
-    _store_tiles(acc0, acc1, m, m_ok, n0, n1, col_ok, out_ptr, ws_ptr, bias_ptr, stride_om, M, N, pid_k, split_k,
-                 has_bias)
 
 
 SETTLE_ASM = tl.constexpr("mov.b32 $0, $1;")
@@ -785,13 +599,14 @@ def marlin_gemm_swap_kernel(
     FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False, XSUM: tl.constexpr = False,
     ZLATE: tl.constexpr = False, PARTIAL: tl.constexpr = False, BALANCED: tl.constexpr = False,
 ):
-    """`marlin_gemm_fast_kernel` with the operands swapped, `out.T = W x.T`: the weights are the first
-    operand, a `[64 NB, 16 BT]` tile with rows n and columns k in order, made in registers from the words
-    as they lie (`[t, nb, c, q, w]`) by the same decoders and a join / permute that moves no data between
-    threads (word (t, c, q, w), output 4a + 2h + b: row 64 nb + 16 w + 8 b + c, column 16 t + 8 h + 2 q + a),
-    and x (transposed) the second, so on sm_90 `wgmma` takes the weights from registers (no shared-memory
-    round trip; at 64 rows of x the weights are decoded once for all of them). Grid and K split as
-    `marlin_gemm_fast_kernel` (the reduce kernel sums the splits); the tile is stored transposed.
+    """The packed-half kernel (Marlin's dequantization, `_dequant8` / `_int8`) with the operands swapped,
+    `out.T = W x.T`: the weights are the first operand, a `[64 NB, 16 BT]` tile with rows n and columns k in
+    order, made in registers from the words as they lie (`[t, nb, c, q, w]`) by the decoders and a join /
+    permute that moves no data between threads (word (t, c, q, w), output 4a + 2h + b: row 64 nb + 16 w + 8 b
+    + c, column 16 t + 8 h + 2 q + a), and x (transposed) the second, so on sm_90 `wgmma` takes the weights from
+    registers (no shared-memory round trip; at 64 rows of x the weights are decoded once for all of them).
+    Grid: (column tiles of 64 NB, row tiles of BM, `split_k` splits of the steps; the reduce kernel sums the
+    splits), the tile stored transposed.
     FOLD (with SCALE_ACC and zero points): the weights are the symmetric integers `code - 8`, and each step
     adds `sums * scale + e * sum_k x` per output row (`_folded_zero`: `e = (8 - zero) * scale`); one group:
     once, after the loop. TMA: `b_ptr` is a TMA tensor descriptor of `B` with `[BT, 128 NB]` boxes (the same

@@ -30,31 +30,19 @@ class KernelConfig:
     stages: int = 3
     split_k: int = 1
     fast: bool = True
-    """The packed-half kernel (`marlin_gemm_fast_kernel`) where the scales (and shift) have the activation
-    dtype; False: always the float32 eight-dot kernel (`marlin_gemm_kernel`)."""
+    """The packed-half kernel (`marlin_gemm_swap_kernel`, `out.T = W x.T`: the decoded weights are the first
+    operand, so sm_90 `wgmma` takes them from registers; the words loaded as they lie) where the scales (and
+    shift) have the activation dtype; False: always the float32 eight-dot kernel (`marlin_gemm_kernel`)."""
     xperm: bool = False
     """Fast kernel under act-order: gather x by `perm` once per call (`index_select`), else per tile in the kernel."""
-    words3d: int = 0
-    """Fast kernel: how the words are loaded (the kernel's WORDS3D): 0 as `[rows, (nb, c, w)]`; 1 as
-    `[rows, (nb, c), w]` (16 bytes a thread), reordered in registers; 2 and 3 as they lie, `[t, nb, c, q, w]`
-    (a warp reads 512 contiguous bytes), reordered to the column order of 1 and 0."""
     scale_acc: bool = True
     """Fast kernel, where a step lies in one group and there is no quanto shift: dequantize to the exact
     integers `code - zero` and scale each step's float32 sums (`SCALE_ACC`); False: scale every weight."""
-    xload: int = 0
-    """Fast kernel: how x is read (the kernel's XLOAD): 0: one `[BM, 16 BT]` tile a step, loaded a step ahead into
-    registers and split by h there; 1: the two halves h (`[BM, 8 BT]`, runs of 8 contiguous columns) loaded in
-    the step that uses them, which Triton's pipeliner turns into `cp.async` into shared memory (sm_90 `ptxas`:
-    128 registers instead of 149 for the M <= 16 shape, so 4 programs a multiprocessor instead of 3)."""
     maxnreg: int = 0
     """Fast kernel: a cap on registers a thread (Triton's `maxnreg`; 0: none), to fit more programs a
     multiprocessor."""
-    swap: bool = False
-    """Fast kernel with the operands swapped (`marlin_gemm_swap_kernel`, `out.T = W x.T`): the decoded weights
-    are the first operand, so sm_90 `wgmma` takes them from registers; the words are loaded as they lie
-    (`words3d`, `xload` ignored); the K split is summed by the reduce kernel."""
     fold: bool = False
-    """Swapped kernel with `scale_acc`, Marlin zero points: decode the symmetric `code - 8` and add
+    """Fast kernel with `scale_acc`, Marlin zero points: decode the symmetric `code - 8` and add
     `(8 - zero) * scale * sum_k x` per group after the dot (`FOLD`), instead of decoding `code - zero`: the
     symmetric decode's registers, for the price of a sum of x a step (round 11: faster up to 16 rows,
     slower at 64 and more; with `zlate`, faster at 128-row tiles, round 13)."""
@@ -111,8 +99,8 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     """(Memoized: a pure function of its arguments, and called eagerly a GEMM is host-bound, GEMM round 14.)
     The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
     H200 (2026-12-02, BENCHMARKS.md rounds 8 and 9: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
-    4096x14336, fp16 / bf16, symmetric, group 128), all the swapped kernel (`swap`: the decoded weights as
-    wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step) capped at 128
+    4096x14336, fp16 / bf16, symmetric, group 128), all the swapped kernel (`marlin_gemm_swap_kernel`: the
+    decoded weights as wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step) capped at 128
     registers for symmetric layers (4 programs a multiprocessor instead of 3), K split until there are about
     2 programs per multiprocessor (one wave of 4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles,
     or 64 x 64 for layers of at most 2**26 weights (faster on the three such shapes, slower on the two
@@ -181,7 +169,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         fold = zmode == 1 and bt == 8
         ahead = fold and grouped and n * k > 1 << 25
         cap = 128 if zmode == 0 or (fold and (big or ahead)) else 0
-        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=big, swap=True, maxnreg=cap,
+        cfg = KernelConfig(bm=16, bt=bt, nb=2, stages=stages, xperm=big, maxnreg=cap,
                            fold=fold, tma=(grouped and zmode == 0) or ahead, zpre=ahead)
         cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, 2 * sms, min_steps=4 * 8 // bt))
         resident = 4 if cap else 3  # programs a multiprocessor holds: 128 registers, or the fold's 168
@@ -192,7 +180,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
             cfg = dataclasses.replace(cfg, balance=resident, split_k=1)
         return cfg
     if m <= 64:
-        cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True, swap=True,
+        cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True,
                            tma=big and grouped and zmode == 0)
         cfg = dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms, min_steps=8 * 8 // bt))
         tiles_n, steps = _tiles_and_steps(cfg, n, k)
@@ -204,7 +192,7 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
             cfg = dataclasses.replace(cfg, balance=2, split_k=1)  # 2 programs a multiprocessor (237-248 registers)
         return cfg
     late = zmode == 1 and grouped and n * k > 1 << 25
-    cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, swap=True, fold=late, zlate=late)
+    cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, fold=late, zlate=late)
     if not big and bt == 8 and zmode != 2:  # one program a multiprocessor at most (round 21)
         tiles_n, steps = _tiles_and_steps(cfg, n, k)
         return dataclasses.replace(cfg, split_k=one_wave_split(tiles_n * -(-m // cfg.bm), steps, sms))

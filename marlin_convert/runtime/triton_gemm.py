@@ -14,33 +14,28 @@ A program loads `BT` tile rows of `NB` blocks as they lie (a `[4 BT, 32 NB]` til
 columns (nb, c, w)); the output columns n above are scattered on store. The column order (nb, c, w, b) is
 Marlin's scale order: the grouped scale of column n sits at `64nb + 8c + 2w + b` (one group spanning K:
 `64nb + 32(w//2) + 8(c//2) + 4(w%2) + 2b + c%2`), its zero point at nibble `w + 4b` of word `8nb + c`.
-Three kernels use that map:
-- the fast kernel (`marlin_gemm_fast_kernel`, where the scales and shift have the activation dtype and
-  `swap` is off): Marlin's own dequantization, one `lop3` per two weights into half2 / bfloat162
-  registers that hold two k-adjacent weights (nibbles j and j + 4: a = 0, 1), scaled with packed
-  instructions; per b the four planes (a, h) form a `[16 BT, 32 NB]` operand whose rows are k in order
-  (`16 t + 8h + 2q + a`), so x is read as contiguous column tiles, and up to 16 rows of x the decoded
-  registers feed the tensor cores without a shared-memory round trip;
-- the swapped kernel (`marlin_gemm_swap_kernel`, `KernelConfig(swap=True)`, the default there): the same decoders,
-  `out.T = W x.T`: the eight outputs of each word joined and permuted into a `[64 NB, 16 BT]` weight tile with
-  rows n and columns k in order (no data moves between threads), x transposed as the second operand, so
-  sm_90 `wgmma` takes the weights from registers (and, above 16 rows, decodes them once for 64 or 128 rows);
+Two kernels use that map (and the one-row GEMV, `_triton_gemv_kernel`, its own loads of it):
+- the fast kernel (`marlin_gemm_swap_kernel`, where the scales and shift have the activation dtype): Marlin's own
+  dequantization, one `lop3` per two weights into half2 / bfloat162 registers that hold two k-adjacent weights
+  (nibbles j and j + 4: a = 0, 1), with the operands swapped, `out.T = W x.T`: the eight outputs of each word
+  joined and permuted into a `[64 NB, 16 BT]` weight tile with rows n and columns k in order (no data moves
+  between threads), x transposed as the second operand, so sm_90 `wgmma` takes the weights from registers (and,
+  above 16 rows, decodes them once for 64 or 128 rows);
 - the float32 eight-dot kernel (`marlin_gemm_kernel`, `KernelConfig(fast=False)`, and whenever the scales
   have another dtype than x): each nibble plane i is a `[4 BT, 32 NB]` weight tile, 8 small `tl.dot`s.
-Precision (the swapped kernel as the fast one: the same decoders and per-group scaling): both form each
-weight `(code - zero) * scale` exactly and round it once to the activation dtype (the fast kernel: `code - zero`
-is exact in half / bfloat16, then one multiply by the scale, which has the activation dtype; the float32 kernel
-computes in float32 and rounds once); quanto's `code * scale - shift` is one fused multiply-add (fast kernel)
-or float32 rounded once. Where a step of the fast kernel lies in
-one group and there is no shift (`KernelConfig.scale_acc`, the default), its weights are the exact
-integers `code - zero` (no rounding) and each step's float32 sums are multiplied by the float32 scale and
-added: two more float32 roundings per group, well inside the float32-sum bound of the tests. The swapped
-kernel with `fold` (`pick_config`'s choice for zero points of group 128 or one group, up to 16 rows) goes
-further: its weights are the symmetric integers `code - 8`, and the zero point is folded in after the dot,
-per group and output row, as `e * sum_k x` with `e = (8 - zero) * scale` (float32): the decode and its
-registers are the symmetric ones. Its float32 sums then err relative to `|x| @ (|code - 8| s + |8 - zero| s)`
-instead of `|x| @ |W|` (the tests' bound says so). All kernels accumulate in float32 and round the output
-once (after the split-K sum when K is split).
+(An unswapped packed-half kernel, x as the first operand, was served before GEMM round 8 and removed in round 24.)
+Precision: both form each weight `(code - zero) * scale` exactly and round it once to the activation dtype (the
+fast kernel: `code - zero` is exact in half / bfloat16, then one multiply by the scale, which has the activation
+dtype; the float32 kernel computes in float32 and rounds once); quanto's `code * scale - shift` is one fused
+multiply-add (fast kernel) or float32 rounded once. Where a step of the fast kernel lies in one group and there
+is no shift (`KernelConfig.scale_acc`, the default), its weights are the exact integers `code - zero` (no
+rounding) and each step's float32 sums are multiplied by the float32 scale and added: two more float32 roundings
+per group, well inside the float32-sum bound of the tests. With `fold` (`pick_config`'s choice for zero points of
+group 128 or one group, up to 16 rows) it goes further: its weights are the symmetric integers `code - 8`, and
+the zero point is folded in after the dot, per group and output row, as `e * sum_k x` with `e = (8 - zero) *
+scale` (float32): the decode and its registers are the symmetric ones. Its float32 sums then err relative to
+`|x| @ (|code - 8| s + |8 - zero| s)` instead of `|x| @ |W|` (the tests' bound says so). All kernels
+accumulate in float32 and round the output once (after the split-K sum when K is split).
 
 Act-order: `perm` is the stored sort permutation (Marlin row j holds source row `perm[j]`); Marlin row j is
 taken to be in group `j // group_size`, which holds when every group has exactly `group_size` rows (GPTQ's
@@ -308,10 +303,10 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     tk = _kernels()
     tiles_n, tiles_m = -(-n // (64 * cfg.nb)), -(-m // cfg.bm)
     total = tiles_n * steps
-    zred = (fast and cfg.swap and cfg.zred and zmode == 1 and not single and cfg.scale_acc and uniform
+    zred = (fast and cfg.zred and zmode == 1 and not single and cfg.scale_acc and uniform
             and (perm is None or cfg.xperm))
     balanced = 0
-    if fast and cfg.swap and cfg.balance and not zred:
+    if fast and cfg.balance and not zred:
         balanced = _grid_programs(cfg.balance, sms, tiles_m, total, total)
     if balanced:
         ws_splits = -(-balanced // tiles_n) + 1  # the most programs that share one column tile
@@ -338,42 +333,36 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
                       num_warps=cfg.warps, num_stages=cfg.stages,
                       **({"maxnreg": cfg.maxnreg} if cfg.maxnreg else {}))
         g_shift = 0 if single else gs.bit_length() - 1
-        loads = dict(WORDS3D=int(cfg.words3d), XLOAD=int(cfg.xload))
-        if cfg.swap:
-            fold = cfg.fold and consts["SCALE_ACC"] and zmode == 1
-            b_arg: Any = B
-            sh_arg = common[4]
-            tma = cfg.tma and _tma_ok(B)
-            if tma:
-                from triton.tools.tensor_descriptor import TensorDescriptor
+        fold = cfg.fold and consts["SCALE_ACC"] and zmode == 1
+        b_arg: Any = B
+        sh_arg = common[4]
+        tma = cfg.tma and _tma_ok(B)
+        if tma:
+            from triton.tools.tensor_descriptor import TensorDescriptor
 
-                b_arg = TensorDescriptor.from_tensor(B, [bt, 128 * cfg.nb])
-            zlate = cfg.zlate and fold and not single and not has_perm
-            if zred:
-                fold = zlate = False
-                consts["ZMODE"] = 0
-            xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
-            if xsum:
-                sh_arg, sum_width = SUMS, 16 * bt
-            launches.append(Launch(tk.marlin_gemm_swap_kernel, (balanced, tiles_m, 1) if balanced else grid, (
-                XK, b_arg, s, zt, sh_arg, *common[5:9], m, n, k, n, g_shift, steps, int(bias is not None),
-                balanced or split),
-                dict(FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum, ZLATE=zlate, PARTIAL=zred,
-                     BALANCED=bool(balanced), **consts), index))
-            if balanced:
-                block = _reduce_block(m * n, sms)
-                launches.append(Launch(tk.segment_reduce_kernel, (-(-m * n // block),), (
-                    WS, bias_arg, OUT, m, n, n, int(bias is not None), steps, balanced),
-                    dict(TILE_N=64 * cfg.nb, SEGMENTS=ws_splits, BLOCK=block), index))
-            if zred:
-                sum_width = gs
-                launches.append(Launch(tk.splitk_zero_reduce_kernel, (-(-n // 64), -(-m // 16)), (
-                    WS, SUMS, s, zt, bias_arg, OUT, m, n, n, k // gs, int(bias is not None)),
-                    dict(SPLIT=split, BM=16, BN=64, GC=16), index))
-        else:
-            launches.append(Launch(tk.marlin_gemm_fast_kernel, grid, (
-                XK, *common[1:9], m, n, k, n, g_shift, steps, int(bias is not None), split),
-                dict(**consts, **loads), index))
+            b_arg = TensorDescriptor.from_tensor(B, [bt, 128 * cfg.nb])
+        zlate = cfg.zlate and fold and not single and not has_perm
+        if zred:
+            fold = zlate = False
+            consts["ZMODE"] = 0
+        xsum = (cfg.xsum or zlate) and fold and not single and not has_perm
+        if xsum:
+            sh_arg, sum_width = SUMS, 16 * bt
+        launches.append(Launch(tk.marlin_gemm_swap_kernel, (balanced, tiles_m, 1) if balanced else grid, (
+            XK, b_arg, s, zt, sh_arg, *common[5:9], m, n, k, n, g_shift, steps, int(bias is not None),
+            balanced or split),
+            dict(FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum, ZLATE=zlate, PARTIAL=zred,
+                 BALANCED=bool(balanced), **consts), index))
+        if balanced:
+            block = _reduce_block(m * n, sms)
+            launches.append(Launch(tk.segment_reduce_kernel, (-(-m * n // block),), (
+                WS, bias_arg, OUT, m, n, n, int(bias is not None), steps, balanced),
+                dict(TILE_N=64 * cfg.nb, SEGMENTS=ws_splits, BLOCK=block), index))
+        if zred:
+            sum_width = gs
+            launches.append(Launch(tk.splitk_zero_reduce_kernel, (-(-n // 64), -(-m // 16)), (
+                WS, SUMS, s, zt, bias_arg, OUT, m, n, n, k // gs, int(bias is not None)),
+                dict(SPLIT=split, BM=16, BN=64, GC=16), index))
     else:
         launches.append(Launch(tk.marlin_gemm_kernel, grid, (
             *common, int(single), int(perm is not None), int(bias is not None), split),

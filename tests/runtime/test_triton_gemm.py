@@ -161,84 +161,75 @@ def test_marlin_gemm_matches_source_dequant(n, k, dtype, group_size, mode, act_o
 @pytest.mark.parametrize("group_size", GROUPS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 def test_each_kernel_and_launch_shape(dtype, group_size, mode):
-    """Both kernels (the fast one with its x gather, word-load and scaling variants and swapped operands, the
-    float32 eight-dot one) and several launch shapes, whatever `pick_config` picks for a batch, with split-K."""
+    """Both kernels (the fast one with its x gather, scaling, zero-point, TMA and grid variants, the float32
+    eight-dot one) and several launch shapes, whatever `pick_config` picks for a batch, with split-K."""
     from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
 
     layer = _make_layer(192, 1024, group_size, mode, True, dtype, 17 + group_size, with_bias=True)
     gen = torch.Generator(device="cuda").manual_seed(5)
     t = layer.marlin
     bad = {}
-    for cfg in (KernelConfig(16, 4, 2, split_k=4), KernelConfig(64, 8, 2), KernelConfig(16, 8, 2, words3d=True, split_k=2),
+    for cfg in (KernelConfig(16, 4, 2, split_k=4), KernelConfig(64, 8, 2),
                 KernelConfig(64, 4, 4, xperm=True, split_k=2, scale_acc=False), KernelConfig(128, 4, 4, warps=8),
-                KernelConfig(32, 4, 2), KernelConfig(16, 8, 2, words3d=True, scale_acc=False),
+                KernelConfig(32, 4, 2), KernelConfig(16, 8, 2, scale_acc=False),
                 KernelConfig(32, 8, 2, xperm=True, split_k=2), KernelConfig(32, 4, 4, xperm=True),
                 KernelConfig(16, 4, 2, fast=False, split_k=4), KernelConfig(64, 8, 2, fast=False),
-                # words loaded in the order they lie
-                KernelConfig(16, 8, 2, words3d=1, split_k=4), KernelConfig(16, 8, 2, words3d=2, split_k=2),
-                KernelConfig(16, 4, 2, words3d=3, maxnreg=128),
-                KernelConfig(64, 4, 4, xperm=True, scale_acc=False, words3d=3, split_k=2),
-                KernelConfig(32, 8, 2, xperm=True, words3d=3, split_k=2),
-                KernelConfig(32, 4, 4, xperm=True, words3d=3),
-                # x read per half h through shared memory (xload), with perm looked up in the kernel too
-                KernelConfig(16, 8, 2, words3d=3, xload=1, split_k=2),
-                KernelConfig(32, 8, 2, xperm=True, words3d=3, xload=1, split_k=2),
                 # operands swapped (out.T = W x.T, the weights decoded into wgmma's register operand): groups per
                 # step or per tile row, perm looked up in the kernel or gathered once, one or two column blocks
-                KernelConfig(16, 8, 2, swap=True, split_k=2), KernelConfig(16, 4, 1, stages=4, swap=True, split_k=4),
-                KernelConfig(64, 8, 2, xperm=True, swap=True), KernelConfig(32, 8, 1, swap=True, scale_acc=False),
-                KernelConfig(64, 8, 2, warps=8, xperm=True, swap=True, split_k=2),
-                KernelConfig(16, 8, 1, swap=True, split_k=2), KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True),
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, split_k=2),
+                KernelConfig(16, 8, 2, split_k=2), KernelConfig(16, 4, 1, stages=4, split_k=4),
+                KernelConfig(64, 8, 2, xperm=True), KernelConfig(32, 8, 1, scale_acc=False),
+                KernelConfig(64, 8, 2, warps=8, xperm=True, split_k=2),
+                KernelConfig(16, 8, 1, split_k=2), KernelConfig(128, 8, 2, warps=8, xperm=True),
+                KernelConfig(16, 8, 2, maxnreg=128, split_k=2),
                 # 128-row tiles with K split (round 8: wrong sums with groups of 32/64 before the wgmma wait, at 70 rows)
-                KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, split_k=2),
-                KernelConfig(128, 8, 1, warps=8, swap=True, split_k=4),
+                KernelConfig(128, 8, 2, warps=8, xperm=True, split_k=2),
+                KernelConfig(128, 8, 1, warps=8, split_k=4),
                 # one group of 32 / 64 a step (`group_steps`, round 10) with deeper pipelines, at each tile height;
                 # x gathered once at 16 rows
-                KernelConfig(16, 2, 2, stages=8, swap=True, maxnreg=128, xperm=True, split_k=2),
-                KernelConfig(16, 4, 2, stages=5, swap=True, split_k=4), KernelConfig(64, 2, 1, stages=8, swap=True),
-                KernelConfig(64, 4, 2, stages=5, xperm=True, swap=True, split_k=2),
-                KernelConfig(128, 2, 2, warps=8, stages=8, xperm=True, swap=True, split_k=2),
-                KernelConfig(128, 4, 2, warps=8, stages=5, swap=True),
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, xperm=True, split_k=2),
+                KernelConfig(16, 2, 2, stages=8, maxnreg=128, xperm=True, split_k=2),
+                KernelConfig(16, 4, 2, stages=5, split_k=4), KernelConfig(64, 2, 1, stages=8),
+                KernelConfig(64, 4, 2, stages=5, xperm=True, split_k=2),
+                KernelConfig(128, 2, 2, warps=8, stages=8, xperm=True, split_k=2),
+                KernelConfig(128, 4, 2, warps=8, stages=5),
+                KernelConfig(16, 8, 2, maxnreg=128, xperm=True, split_k=2),
                 # zero points folded in after the dot (`fold`, round 11; no effect without zero points or where a
                 # step spans groups), with the register cap, one column block, a group per tile row
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, split_k=2),
-                KernelConfig(16, 8, 1, swap=True, fold=True, xperm=True), KernelConfig(16, 4, 2, swap=True, fold=True),
-                KernelConfig(64, 8, 2, xperm=True, swap=True, fold=True, split_k=2),
-                KernelConfig(128, 8, 2, warps=8, swap=True, fold=True),
+                KernelConfig(16, 8, 2, maxnreg=128, fold=True, split_k=2),
+                KernelConfig(16, 8, 1, fold=True, xperm=True), KernelConfig(16, 4, 2, fold=True),
+                KernelConfig(64, 8, 2, xperm=True, fold=True, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, fold=True),
                 # round 12: words through a TMA descriptor, the fold's scales / zero words a step ahead, the sums
                 # of x per step from the caller (in-kernel where x is gathered by `perm` in the kernel)
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, split_k=2),
-                KernelConfig(16, 8, 1, swap=True, fold=True, zpre=True, xsum=True, xperm=True),
-                KernelConfig(16, 8, 1, swap=True, fold=True, tma=True, xsum=True, split_k=4),
-                KernelConfig(16, 8, 2, swap=True, fold=True, zpre=True, split_k=8),
-                KernelConfig(16, 4, 2, swap=True, tma=True, split_k=2),
-                KernelConfig(64, 8, 2, xperm=True, swap=True, tma=True, split_k=2),
-                KernelConfig(128, 8, 2, warps=8, swap=True, tma=True, fold=True, zpre=True),
+                KernelConfig(16, 8, 2, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, split_k=2),
+                KernelConfig(16, 8, 1, fold=True, zpre=True, xsum=True, xperm=True),
+                KernelConfig(16, 8, 1, fold=True, tma=True, xsum=True, split_k=4),
+                KernelConfig(16, 8, 2, fold=True, zpre=True, split_k=8),
+                KernelConfig(16, 4, 2, tma=True, split_k=2),
+                KernelConfig(64, 8, 2, xperm=True, tma=True, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, tma=True, fold=True, zpre=True),
                 # round 13: the zero-point terms added after the dot's loop (`zlate`, from the caller's sums of x)
                 # at each tile height; where perm is looked up in the kernel (no `xperm`) it gives way to the
                 # in-loop fold; two steps a group
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zlate=True, split_k=2),
-                KernelConfig(16, 4, 2, swap=True, fold=True, zlate=True, zpre=True, split_k=2),
-                KernelConfig(64, 8, 2, xperm=True, swap=True, fold=True, zlate=True, xsum=True, split_k=2),
-                KernelConfig(128, 8, 2, warps=8, swap=True, fold=True, zlate=True, split_k=2),
+                KernelConfig(16, 8, 2, maxnreg=128, fold=True, tma=True, zlate=True, split_k=2),
+                KernelConfig(16, 4, 2, fold=True, zlate=True, zpre=True, split_k=2),
+                KernelConfig(64, 8, 2, xperm=True, fold=True, zlate=True, xsum=True, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, fold=True, zlate=True, split_k=2),
                 # round 14: the symmetric kernel into float32 partials, the zero-point terms added in the reduce
                 # (`zred`): K split or not (partials of one split), each tile height, two steps a group (groups
                 # of 32: a step spans groups, so it gives way); perm looked up in the kernel gives way too
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, tma=True, xperm=True, zred=True, split_k=2),
-                KernelConfig(16, 8, 2, swap=True, xperm=True, zred=True),
-                KernelConfig(16, 4, 2, swap=True, xperm=True, zred=True, split_k=4),
-                KernelConfig(16, 8, 1, swap=True, zred=True, split_k=2),
-                KernelConfig(64, 8, 2, xperm=True, swap=True, tma=True, zred=True, split_k=2),
-                KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, zred=True),
+                KernelConfig(16, 8, 2, maxnreg=128, tma=True, xperm=True, zred=True, split_k=2),
+                KernelConfig(16, 8, 2, xperm=True, zred=True),
+                KernelConfig(16, 4, 2, xperm=True, zred=True, split_k=4),
+                KernelConfig(16, 8, 1, zred=True, split_k=2),
+                KernelConfig(64, 8, 2, xperm=True, tma=True, zred=True, split_k=2),
+                KernelConfig(128, 8, 2, warps=8, xperm=True, zred=True),
                 # round 18: balanced grids (`balance`): ranges that cross column tiles (-3, -5, -7 programs a row
                 # tile), one program for all tiles (-1), about 4 a multiprocessor (more than the steps: one each)
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, tma=True, balance=-3),
-                KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-5),
-                KernelConfig(16, 8, 2, swap=True, fold=True, balance=-7), KernelConfig(16, 8, 1, swap=True, balance=-1),
-                KernelConfig(16, 4, 2, stages=5, swap=True, balance=4),
-                KernelConfig(64, 8, 2, xperm=True, swap=True, balance=-3)):
+                KernelConfig(16, 8, 2, maxnreg=128, tma=True, balance=-3),
+                KernelConfig(16, 8, 2, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-5),
+                KernelConfig(16, 8, 2, fold=True, balance=-7), KernelConfig(16, 8, 1, balance=-1),
+                KernelConfig(16, 4, 2, stages=5, balance=4),
+                KernelConfig(64, 8, 2, xperm=True, balance=-3)):
         for m in (5, 70):
             x = torch.randn(m, 1024, device="cuda", generator=gen).to(dtype)
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
@@ -264,8 +255,8 @@ def test_balanced_grid_runs_repeat_bit_for_bit(dtype):
     def run(cfg):
         return marlin_gemm(x, t["B"], t["s"], group_size=128, z=t["z"], bias=layer.bias, config=cfg)
 
-    for sk in (KernelConfig(16, 8, 2, words3d=True, split_k=4),
-               KernelConfig(16, 8, 2, swap=True, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-7)):
+    for sk in (KernelConfig(16, 8, 2, split_k=4),
+               KernelConfig(16, 8, 2, maxnreg=128, fold=True, tma=True, zpre=True, xsum=True, balance=-7)):
         first = run(sk)
         assert not _failures(layer, x, first)
         for _ in range(3):
@@ -291,9 +282,9 @@ def test_tma_and_prefetch_give_the_same_bits(dtype):
         shifted = torch.empty(b.numel() + 1, dtype=b.dtype, device=b.device)[1:].view(b.shape)
         shifted.copy_(b)
         assert shifted.data_ptr() % 16 and not triton_gemm._tma_ok(shifted) and triton_gemm._tma_ok(b)
-        for m, cfg in ((3, KernelConfig(16, 8, 2, swap=True, fold=True, maxnreg=128, split_k=4)),
-                       (5, KernelConfig(16, 4, 1, swap=True, fold=True, xperm=True)),
-                       (40, KernelConfig(64, 8, 2, swap=True, xperm=True, split_k=2))):
+        for m, cfg in ((3, KernelConfig(16, 8, 2, fold=True, maxnreg=128, split_k=4)),
+                       (5, KernelConfig(16, 4, 1, fold=True, xperm=True)),
+                       (40, KernelConfig(64, 8, 2, xperm=True, split_k=2))):
             x = torch.randn(m, 2048, device="cuda", generator=gen).to(dtype)
 
             def run(c, bw=b):
@@ -312,28 +303,6 @@ def test_tma_and_prefetch_give_the_same_bits(dtype):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
-def test_x_loads_give_the_same_bits(dtype):
-    """x read per half h through shared memory (`xload=1`) feeds the same dots in the same order as the
-    one-tile read a step ahead (`xload=0`): the outputs are equal bit for bit (every mode, a group that
-    scales the sums, one that scales each weight, act-order looked up in the kernel), and within the bounds."""
-    from marlin_convert.runtime.triton_gemm import KernelConfig, marlin_gemm
-
-    gen = torch.Generator(device="cuda").manual_seed(31)
-    for i, (mode, group_size, act_order) in enumerate((("sym", 128, False), ("asym", 32, True), ("shift", 64, False),
-                                                       ("sym", -1, True))):
-        layer = _make_layer(1088, 2048, group_size, mode, act_order, dtype, 40 + i, with_bias=True)
-        t = layer.marlin
-        for m, cfg in ((3, KernelConfig(16, 8, 2, words3d=3, split_k=4)), (40, KernelConfig(32, 8, 2, words3d=3))):
-            x = torch.randn(m, 2048, device="cuda", generator=gen).to(dtype)
-            ys = [marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"),
-                              perm=t.get("perm"), bias=layer.bias, config=dataclasses.replace(cfg, xload=xl))
-                  for xl in (0, 1)]
-            assert not _failures(layer, x, ys[1]), (mode, group_size, m)
-            assert torch.equal(ys[0], ys[1]), (mode, group_size, m)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 def test_swapped_tiles_that_accumulate_in_the_dot(dtype):
     """The swapped kernel where the `wgmma`s accumulate in the dot (one group, groups of 32/64 within a step,
     quanto's shift, zero points per tile row): 64- and 128-row tiles with and without K split, many steps
@@ -348,8 +317,8 @@ def test_swapped_tiles_that_accumulate_in_the_dot(dtype):
         layer = _make_layer(448, 4096, group_size, mode, False, dtype, 60 + i, with_bias=False)
         t = layer.marlin
         x = torch.randn(250, 4096, device="cuda", generator=gen).to(dtype)
-        for cfg in (KernelConfig(128, 8, 2, warps=8, swap=True, split_k=2), KernelConfig(128, 8, 2, warps=8, swap=True),
-                    KernelConfig(64, 8, 2, swap=True, split_k=4), KernelConfig(64, 8, 1, swap=True)):
+        for cfg in (KernelConfig(128, 8, 2, warps=8, split_k=2), KernelConfig(128, 8, 2, warps=8),
+                    KernelConfig(64, 8, 2, split_k=4), KernelConfig(64, 8, 1)):
             y = marlin_gemm(x, t["B"], t["s"], group_size=group_size, z=t.get("z"), shift=t.get("shift"), config=cfg)
             fails = _failures(layer, x, y)
             if fails:
@@ -388,7 +357,7 @@ def test_layout_damage_fails_the_bounds(dtype, group_size):
     n, k = 192, 1024
     layer = _make_layer(n, k, group_size, "asym", True, dtype, 11, with_bias=False)
     x = torch.randn(16, k, device="cuda", generator=torch.Generator(device="cuda").manual_seed(3)).to(dtype)
-    for config in (None, KernelConfig(16, 8, 2, swap=True, xperm=True, zred=True, split_k=2)):
+    for config in (None, KernelConfig(16, 8, 2, xperm=True, zred=True, split_k=2)):
         _assert_damage_caught(layer, x, config)
 
 
@@ -497,7 +466,7 @@ def test_pick_config_takes_one_group_a_step_and_gathers_x_once():
         for n, k in ((28672, 8192), (1024, 4096), (192, 1024)):
             for gs, bt in ((32, 2), (64, 4), (128, 8), (k, 8)):
                 cfg = triton_gemm.pick_config(m, n, k, gs)
-                assert cfg.swap and cfg.bt == bt and cfg.xperm == (m > 16 or n * k > 1 << 26), (m, n, k, gs, cfg)
+                assert cfg.fast and cfg.bt == bt and cfg.xperm == (m > 16 or n * k > 1 << 26), (m, n, k, gs, cfg)
                 small = n * k <= (1 << 22 if m <= 16 else 1 << 26)  # re-split by rounds 20 / 21
                 least = 256 if bt == 8 and small else 512 if m <= 16 else 1024
                 assert k // (16 * bt * cfg.split_k) >= least // 16 // bt or cfg.split_k == 1, (m, n, k, gs, cfg)

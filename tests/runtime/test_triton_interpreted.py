@@ -59,14 +59,14 @@ def test_served_launch_shapes_match_the_source_dequant(n, k, group_size, mode, a
 
 
 VARIANTS = [  # launch shapes that rules take for other layers: balanced grids, K splits, folded zero points
-    KernelConfig(16, 8, 2, swap=True, maxnreg=128, balance=-3),
-    KernelConfig(16, 8, 2, swap=True, fold=True, balance=-5),
-    KernelConfig(16, 8, 2, swap=True, fold=True, split_k=4),
-    KernelConfig(64, 8, 1, xperm=True, swap=True, split_k=4),
-    KernelConfig(64, 8, 2, xperm=True, swap=True, balance=-3),
-    KernelConfig(128, 8, 2, warps=8, xperm=True, swap=True, fold=True, zlate=True, split_k=2),
-    KernelConfig(16, 8, 2, swap=True, fold=True, zpre=True, xsum=True, split_k=2),
-    KernelConfig(16, 8, 2, swap=True, maxnreg=128, xperm=True, zred=True, split_k=2),
+    KernelConfig(16, 8, 2, maxnreg=128, balance=-3),
+    KernelConfig(16, 8, 2, fold=True, balance=-5),
+    KernelConfig(16, 8, 2, fold=True, split_k=4),
+    KernelConfig(64, 8, 1, xperm=True, split_k=4),
+    KernelConfig(64, 8, 2, xperm=True, balance=-3),
+    KernelConfig(128, 8, 2, warps=8, xperm=True, fold=True, zlate=True, split_k=2),
+    KernelConfig(16, 8, 2, fold=True, zpre=True, xsum=True, split_k=2),
+    KernelConfig(16, 8, 2, maxnreg=128, xperm=True, zred=True, split_k=2),
 ]
 
 

@@ -34,10 +34,10 @@ def _configs():
         # (mode, group, act-order, rows, config): each launch kind and per-call tensor the plans hold
         ("sym", 128, False, 1, None),  # swapped kernel, TMA words, split-K reduce (two launches)
         ("asym", 128, False, 16, None),  # fold with the sums of x per step (a per-call tensor)
-        ("asym", 128, True, 3, KernelConfig(16, 8, 2, swap=True, xperm=True, zred=True, split_k=2)),  # gather, zred
+        ("asym", 128, True, 3, KernelConfig(16, 8, 2, xperm=True, zred=True, split_k=2)),  # gather, zred
         ("shift", 64, False, 40, None),  # 64-row tiles
-        ("asym", 32, True, 5, KernelConfig(16, 8, 2, words3d=1, split_k=2)),  # fast kernel, perm in kernel
-        ("sym", -1, False, 7, KernelConfig(16, 8, 2, swap=True, balance=-3)),  # balanced grid, segment reduce
+        ("asym", 32, True, 5, KernelConfig(16, 2, 2, stages=8, split_k=2)),  # a group a step, perm in kernel
+        ("sym", -1, False, 7, KernelConfig(16, 8, 2, balance=-3)),  # balanced grid, segment reduce
         ("asym", 64, True, 9, KernelConfig(16, 4, 2, fast=False, split_k=4)),  # float32 kernel, perm in kernel
     )
 
