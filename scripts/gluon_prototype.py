@@ -117,6 +117,69 @@ def _next(tile, step, spt):
 
 
 @gluon.jit
+def _copy_offsets(N, stride_xm, M, J: gl.constexpr, L3: gl.constexpr, LX: gl.constexpr):
+    """A unit's word offsets in its tile's 8 rows of `B` (`[t, j, w]`, j < J, in layout L3: 16 bytes j of a
+    row's 128-word blocks, 2N t + 4 j + w) and x tile's offsets and row mask (`[16, 128]` in layout LX)."""
+    t = gl.arange(0, 8, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3)))
+    j = gl.arange(0, J, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3)))
+    w = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, L3)))
+    word_off = (gl.expand_dims(gl.expand_dims(t, 1), 2) * (2 * N)
+                + (4 * gl.expand_dims(gl.expand_dims(j, 0), 2) + gl.expand_dims(gl.expand_dims(w, 0), 1)))
+    xm = gl.arange(0, 16, layout=gl.SliceLayout(1, LX))
+    xk = gl.arange(0, 128, layout=gl.SliceLayout(0, LX))
+    return word_off, gl.expand_dims(xm, 1) * stride_xm + gl.expand_dims(xk, 0), gl.expand_dims(xm < M, 1)
+
+
+@gluon.jit
+def _wg_scales(s16_ptr, N, tile, step, sp_, ACC: gl.constexpr):
+    """The warpgroup kernels' float32 scales of a unit's rows R (one 16-byte load in stored order, renamed)."""
+    sv = gl.load(s16_ptr + step * N + tile * 256 + sp_)
+    sv = gl.reshape(gl.permute(gl.reshape(sv, [4, 8, 4, 2]), [2, 0, 3, 1]), [256])  # (nb c w b) -> (w nb b c)
+    return gl.convert_layout(sv, gl.SliceLayout(1, ACC), assert_trivial=True).to(gl.float32)
+
+
+@gluon.jit
+def _wg_unit(wsm, xsm, slot, TK: gl.constexpr, ASYNC: gl.constexpr, ACC: gl.constexpr):
+    """The float32 sums `[256, 16]` of one unit (ring slot `slot`) on `wgmma`: TK tile rows of words decoded at
+    a time into the register A operand (rows R = c + 8 b + 16 nb + 64 w), x's tile the B operand; waits for all
+    but ASYNC chunks' `wgmma` before decoding the next."""
+    LC: gl.constexpr = gl.BlockedLayout([TK, 1, 4], [1, 32, 1], [1, 4, 1], [2, 0, 1])
+    DA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=2)
+    p = gl.zeros([256, 16], gl.float32, ACC)
+    for tc in gl.static_range(8 // TK):
+        words = wsm.index(slot).slice(tc * TK, TK, dim=0).load(LC)
+        v = gl.inline_asm_elementwise(INT_F16, ONE_IN, [words], dtype=EIGHT_F16, is_pure=True, pack=1)
+        a0 = gl.join(gl.join(v[0], v[1]), gl.join(v[2], v[3]))
+        a1 = gl.join(gl.join(v[4], v[5]), gl.join(v[6], v[7]))
+        j8 = gl.reshape(gl.join(a0, a1), [TK, 4, 8, 4, 4, 2, 2, 2])  # [tk, nb, c, q, w, b, h, a]
+        wt = gl.reshape(gl.permute(j8, [4, 1, 5, 2, 0, 6, 3, 7]), [256, 16 * TK])  # R = (w nb b c), k = (t h q a)
+        wt = gl.convert_layout(wt, DA, assert_trivial=True)
+        xb = xsm.index(slot).slice(16 * TK * tc, 16 * TK, dim=1).permute((1, 0))
+        p = warpgroup_mma(wt, xb, p, use_acc=tc > 0, is_async=True)
+        p = warpgroup_mma_wait(num_outstanding=ASYNC, deps=(p,))  # chunk tc - ASYNC's registers are free
+    return warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+
+
+@gluon.jit
+def _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL: gl.constexpr,
+              ACC: gl.constexpr):
+    """Store a warpgroup kernel's sums of `tile`: float16 to out, or (PARTIAL) float32 to the workspace row of
+    this program's place among the tile's programs. The offsets are made here from a value the compiler cannot
+    prove zero (`step >> 31`), so that they are not hoisted out of the loop and held in 32 registers across it."""
+    z = step >> 31
+    rr = gl.arange(0, 256, layout=gl.SliceLayout(1, ACC)) + z
+    om = gl.arange(0, 16, layout=gl.SliceLayout(0, ACC)) + z
+    col0 = 64 * ((rr // 16) % 4) + 16 * (rr // 64) + 8 * ((rr // 8) % 2) + rr % 8  # the column of row R
+    off0 = gl.expand_dims(om, 0) * N + gl.expand_dims(col0, 1)
+    ok = gl.expand_dims(om < M, 0)
+    if PARTIAL:
+        first = ((tile * spt + 1) * programs - 1) // total
+        gl.store(out_ptr + (pid - first) * M * N + tile * 256 + off0, acc, mask=ok)
+    else:
+        gl.store(out_ptr + tile * 256 + off0, acc.to(gl.float16), mask=ok)
+
+
+@gluon.jit
 def gemm16_kernel(x_ptr, b_ptr, b_desc, s32_ptr, out_ptr, M, N, stride_xm, spt, programs,
                   W: gl.constexpr, S: gl.constexpr, TK: gl.constexpr, PARTIAL: gl.constexpr, SACC: gl.constexpr,
                   SPRE: gl.constexpr, TMA: gl.constexpr):
@@ -139,17 +202,7 @@ def gemm16_kernel(x_ptr, b_ptr, b_desc, s32_ptr, out_ptr, M, N, stride_xm, spt, 
     WSM: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0])
     XSM: gl.constexpr = gl.SwizzledSharedLayout(8, 1, 8, order=[1, 0])
 
-    t = gl.arange(0, 8, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3)))
-    j = gl.arange(0, 32 * W, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3)))
-    w = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, L3)))
-    t3 = gl.expand_dims(gl.expand_dims(t, 1), 2)
-    j3 = gl.expand_dims(gl.expand_dims(j, 0), 2)
-    w3 = gl.expand_dims(gl.expand_dims(w, 0), 1)
-    word_off = t3 * (2 * N) + (4 * j3 + w3)  # word (t, nb, c, q, w): 2N t + 128 nb + 16c + 4q + w of the tile
-    xm = gl.arange(0, 16, layout=gl.SliceLayout(1, LX))
-    xk = gl.arange(0, 128, layout=gl.SliceLayout(0, LX))
-    x_off = gl.expand_dims(xm, 1) * stride_xm + gl.expand_dims(xk, 0)
-    x_ok = gl.expand_dims(xm < M, 1)
+    word_off, x_off, x_ok = _copy_offsets(N, stride_xm, M, 32 * W, L3, LX)
 
     jc = gl.arange(0, 32 * W, layout=gl.SliceLayout(0, gl.SliceLayout(2, LC)))
     wc = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LC)))
@@ -278,22 +331,11 @@ def gemm16_wg_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, progr
     start = (pid * total) // programs
     end = ((pid + 1) * total) // programs
     L3: gl.constexpr = gl.BlockedLayout([8, 1, 4], [1, 32, 1], [1, W, 1], [2, 0, 1])  # words [t, (nb c q), w]
-    LC: gl.constexpr = gl.BlockedLayout([TK, 1, 4], [1, 32, 1], [1, W, 1], [2, 0, 1])
     LX: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [W, 1], [1, 0])
     ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 16, 16])
-    DA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=2)
     WSM: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0])
     XSM: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(32 * TK, 128), element_bitwidth=16, rank=2)
-
-    t = gl.arange(0, 8, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3)))
-    j = gl.arange(0, 32 * W, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3)))
-    w = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, L3)))
-    word_off = (gl.expand_dims(gl.expand_dims(t, 1), 2) * (2 * N)
-                + (4 * gl.expand_dims(gl.expand_dims(j, 0), 2) + gl.expand_dims(gl.expand_dims(w, 0), 1)))
-    xm = gl.arange(0, 16, layout=gl.SliceLayout(1, LX))
-    xk = gl.arange(0, 128, layout=gl.SliceLayout(0, LX))
-    x_off = gl.expand_dims(xm, 1) * stride_xm + gl.expand_dims(xk, 0)
-    x_ok = gl.expand_dims(xm < M, 1)
+    word_off, x_off, x_ok = _copy_offsets(N, stride_xm, M, 32 * W, L3, LX)
 
     wsm = gl.allocate_shared_memory(gl.int32, [S, 8, 32 * W, 4], WSM)
     xsm = gl.allocate_shared_memory(gl.float16, [S, 16, 128], XSM)
@@ -321,37 +363,10 @@ def gemm16_wg_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, progr
         async_copy.commit_group()
         itile, istep = _next(itile, istep, spt)
         islot = gl.where(islot == S - 1, 0, islot + 1)
-        sv = gl.load(s16_ptr + step * N + tile * 256 + sp_)
-        sv = gl.reshape(gl.permute(gl.reshape(sv, [4, 8, 4, 2]), [2, 0, 3, 1]), [256])  # (nb c w b) -> (w nb b c)
-        sf = gl.convert_layout(sv, gl.SliceLayout(1, ACC), assert_trivial=True).to(gl.float32)
-        p = gl.zeros([256, 16], gl.float32, ACC)
-        for tc in gl.static_range(8 // TK):
-            words = wsm.index(slot).slice(tc * TK, TK, dim=0).load(LC)
-            v = gl.inline_asm_elementwise(INT_F16, ONE_IN, [words], dtype=EIGHT_F16, is_pure=True, pack=1)
-            a0 = gl.join(gl.join(v[0], v[1]), gl.join(v[2], v[3]))
-            a1 = gl.join(gl.join(v[4], v[5]), gl.join(v[6], v[7]))
-            j8 = gl.reshape(gl.join(a0, a1), [TK, W, 8, 4, 4, 2, 2, 2])  # [tk, nb, c, q, w, b, h, a]
-            wt = gl.reshape(gl.permute(j8, [4, 1, 5, 2, 0, 6, 3, 7]), [256, 16 * TK])  # R = (w nb b c), k = (t h q a)
-            wt = gl.convert_layout(wt, DA, assert_trivial=True)
-            xb = xsm.index(slot).slice(16 * TK * tc, 16 * TK, dim=1).permute((1, 0))
-            p = warpgroup_mma(wt, xb, p, use_acc=tc > 0, is_async=True)
-            p = warpgroup_mma_wait(num_outstanding=ASYNC, deps=(p,))  # chunk tc - ASYNC's registers are free
-        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
-        acc += p * gl.expand_dims(sf, 1)
+        sf = _wg_scales(s16_ptr, N, tile, step, sp_, ACC)
+        acc += _wg_unit(wsm, xsm, slot, TK, ASYNC, ACC) * gl.expand_dims(sf, 1)
         if (step == spt - 1) | (u == end - 1):
-            # the offsets are made here from a value the compiler cannot prove zero, so that they are not
-            # hoisted out of the loop and held in 32 registers across it
-            z = step >> 31
-            rr = gl.arange(0, 256, layout=gl.SliceLayout(1, ACC)) + z
-            om = gl.arange(0, 16, layout=gl.SliceLayout(0, ACC)) + z
-            col0 = 64 * ((rr // 16) % 4) + 16 * (rr // 64) + 8 * ((rr // 8) % 2) + rr % 8  # the column of row R
-            off0 = gl.expand_dims(om, 0) * N + gl.expand_dims(col0, 1)
-            ok = gl.expand_dims(om < M, 0)
-            if PARTIAL:
-                first = ((tile * spt + 1) * programs - 1) // total
-                gl.store(out_ptr + (pid - first) * M * N + tile * 256 + off0, acc, mask=ok)
-            else:
-                gl.store(out_ptr + tile * 256 + off0, acc.to(gl.float16), mask=ok)
+            _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL, ACC)
             acc = gl.zeros([256, 16], gl.float32, ACC)
         tile, step = _next(tile, step, spt)
         slot = gl.where(slot == S - 1, 0, slot + 1)
@@ -364,15 +379,7 @@ def _ws_loader(b_ptr, x_ptr, M, N, stride_xm, spt, start, end, wsm, xsm, ready, 
     when they land (count 32)."""
     LW: gl.constexpr = gl.BlockedLayout([1, 1, 4], [1, 32, 1], [1, 1, 1], [2, 1, 0])  # words [t, j, w], 16 B a chunk
     LX: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [1, 1], [1, 0])
-    t = gl.arange(0, 8, layout=gl.SliceLayout(1, gl.SliceLayout(2, LW)))
-    j = gl.arange(0, 128, layout=gl.SliceLayout(0, gl.SliceLayout(2, LW)))
-    w = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, LW)))
-    word_off = (gl.expand_dims(gl.expand_dims(t, 1), 2) * (2 * N)
-                + (4 * gl.expand_dims(gl.expand_dims(j, 0), 2) + gl.expand_dims(gl.expand_dims(w, 0), 1)))
-    xm = gl.arange(0, 16, layout=gl.SliceLayout(1, LX))
-    xk = gl.arange(0, 128, layout=gl.SliceLayout(0, LX))
-    x_off = gl.expand_dims(xm, 1) * stride_xm + gl.expand_dims(xk, 0)
-    x_ok = gl.expand_dims(xm < M, 1)
+    word_off, x_off, x_ok = _copy_offsets(N, stride_xm, M, 128, LW, LX)
     for u in range(start, end):
         i = u - start
         slot = i % S
@@ -390,10 +397,7 @@ def _ws_consumer(s32_ptr, out_ptr, M, N, spt, programs, start, end, total, pid, 
                  S: gl.constexpr, TK: gl.constexpr, PARTIAL: gl.constexpr, ASYNC: gl.constexpr):
     """The warp-specialized kernel's warpgroup: `gemm16_wg_kernel`'s loop without copies or block barriers; it
     waits for each slot's `ready` barrier and releases the slot (`empty`) once its wgmma have read it."""
-    W: gl.constexpr = 4
-    LC: gl.constexpr = gl.BlockedLayout([TK, 1, 4], [1, 32, 1], [1, W, 1], [2, 0, 1])
     ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 16, 16])
-    DA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=2)
     s16_ptr = s32_ptr.to(gl.pointer_type(gl.float16))
     sp_ = gl.arange(0, 256, layout=_row_scale_layout())
     tile = start // spt
@@ -402,38 +406,14 @@ def _ws_consumer(s32_ptr, out_ptr, M, N, spt, programs, start, end, total, pid, 
     slot = 0
     phase = 0
     for u in range(start, end):
-        sv = gl.load(s16_ptr + step * N + tile * 256 + sp_)
-        sv = gl.reshape(gl.permute(gl.reshape(sv, [4, 8, 4, 2]), [2, 0, 3, 1]), [256])
-        sf = gl.convert_layout(sv, gl.SliceLayout(1, ACC), assert_trivial=True).to(gl.float32)
+        sf = _wg_scales(s16_ptr, N, tile, step, sp_, ACC)
         mbarrier.wait(ready.index(slot), phase)
         fence_async_shared()  # x landed by cp.async (generic proxy) is read by wgmma (async proxy)
-        p = gl.zeros([256, 16], gl.float32, ACC)
-        for tc in gl.static_range(8 // TK):
-            words = wsm.index(slot).slice(tc * TK, TK, dim=0).load(LC)
-            v = gl.inline_asm_elementwise(INT_F16, ONE_IN, [words], dtype=EIGHT_F16, is_pure=True, pack=1)
-            a0 = gl.join(gl.join(v[0], v[1]), gl.join(v[2], v[3]))
-            a1 = gl.join(gl.join(v[4], v[5]), gl.join(v[6], v[7]))
-            j8 = gl.reshape(gl.join(a0, a1), [TK, W, 8, 4, 4, 2, 2, 2])
-            wt = gl.convert_layout(gl.reshape(gl.permute(j8, [4, 1, 5, 2, 0, 6, 3, 7]), [256, 16 * TK]), DA,
-                                   assert_trivial=True)
-            xb = xsm.index(slot).slice(16 * TK * tc, 16 * TK, dim=1).permute((1, 0))
-            p = warpgroup_mma(wt, xb, p, use_acc=tc > 0, is_async=True)
-            p = warpgroup_mma_wait(num_outstanding=ASYNC, deps=(p,))
-        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+        p = _wg_unit(wsm, xsm, slot, TK, ASYNC, ACC)
         mbarrier.arrive(empty.index(slot), count=1)
         acc += p * gl.expand_dims(sf, 1)
         if (step == spt - 1) | (u == end - 1):
-            z = step >> 31
-            rr = gl.arange(0, 256, layout=gl.SliceLayout(1, ACC)) + z
-            om = gl.arange(0, 16, layout=gl.SliceLayout(0, ACC)) + z
-            col0 = 64 * ((rr // 16) % 4) + 16 * (rr // 64) + 8 * ((rr // 8) % 2) + rr % 8
-            off0 = gl.expand_dims(om, 0) * N + gl.expand_dims(col0, 1)
-            ok = gl.expand_dims(om < M, 0)
-            if PARTIAL:
-                first = ((tile * spt + 1) * programs - 1) // total
-                gl.store(out_ptr + (pid - first) * M * N + tile * 256 + off0, acc, mask=ok)
-            else:
-                gl.store(out_ptr + tile * 256 + off0, acc.to(gl.float16), mask=ok)
+            _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL, ACC)
             acc = gl.zeros([256, 16], gl.float32, ACC)
         tile, step = _next(tile, step, spt)
         phase = gl.where(slot == S - 1, phase ^ 1, phase)
