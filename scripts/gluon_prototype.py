@@ -117,6 +117,21 @@ def _next(tile, step, spt):
 
 
 @gluon.jit
+def _prologue(wsm, xsm, bars, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, start, end, spt, S: gl.constexpr,
+              W: gl.constexpr, TMA: gl.constexpr):
+    """Issue the first S - 1 units of the range `[start, end)` into ring slots 0.. (one copy group each, empty
+    past the range's end); return the next unit to issue, (tile, step)."""
+    itile = start // spt
+    istep = start - itile * spt
+    for ahead in gl.static_range(S - 1):
+        if start + ahead < end:
+            _issue(wsm, xsm, bars, ahead, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, itile, istep, W, TMA)
+        async_copy.commit_group()
+        itile, istep = _next(itile, istep, spt)
+    return itile, istep
+
+
+@gluon.jit
 def _copy_offsets(N, stride_xm, M, J: gl.constexpr, L3: gl.constexpr, LX: gl.constexpr):
     """A unit's word offsets in its tile's 8 rows of `B` (`[t, j, w]`, j < J, in layout L3: 16 bytes j of a
     row's 128-word blocks, 2N t + 4 j + w) and x tile's offsets and row mask (`[16, 128]` in layout LX)."""
@@ -218,13 +233,8 @@ def gemm16_kernel(x_ptr, b_ptr, b_desc, s32_ptr, out_ptr, M, N, stride_xm, spt, 
         for b in gl.static_range(S):
             mbarrier.init(bars.index(b), count=1)
     xsm = gl.allocate_shared_memory(gl.float16, [S, 16, 128], XSM)
-    itile = start // spt  # the next unit to issue
-    istep = start - itile * spt
-    for ahead in gl.static_range(S - 1):
-        if start + ahead < end:
-            _issue(wsm, xsm, bars, ahead, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, itile, istep, W, TMA)
-        async_copy.commit_group()
-        itile, istep = _next(itile, istep, spt)
+    itile, istep = _prologue(wsm, xsm, bars, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, start, end, spt, S, W,
+                             TMA)  # the next unit to issue
 
     s16_ptr = s32_ptr.to(gl.pointer_type(gl.float16))
     sp_ = gl.arange(0, 64 * W, layout=_scale_layout(W))
@@ -340,13 +350,8 @@ def gemm16_wg_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, progr
     wsm = gl.allocate_shared_memory(gl.int32, [S, 8, 32 * W, 4], WSM)
     xsm = gl.allocate_shared_memory(gl.float16, [S, 16, 128], XSM)
     bars = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
-    itile = start // spt
-    istep = start - itile * spt
-    for ahead in gl.static_range(S - 1):
-        if start + ahead < end:
-            _issue(wsm, xsm, bars, ahead, b_ptr, b_ptr, x_ptr, word_off, x_off, x_ok, N, itile, istep, W, False)
-        async_copy.commit_group()
-        itile, istep = _next(itile, istep, spt)
+    itile, istep = _prologue(wsm, xsm, bars, b_ptr, b_ptr, x_ptr, word_off, x_off, x_ok, N, start, end, spt, S, W,
+                             False)
 
     s16_ptr = s32_ptr.to(gl.pointer_type(gl.float16))
     sp_ = gl.arange(0, 256, layout=_row_scale_layout())
