@@ -14,7 +14,9 @@ owns block nb. The kernel names its columns in the order of Triton's mma v2 oper
 16 W w, and says so with `convert_layout(..., assert_trivial=True)`: the compile fails if any byte would move.
 `gemm16_wg_kernel`, the operands swapped on `wgmma` (one warpgroup, 256 columns): the decoded weights are the
 register A operand with rows R = c + 8 b + 16 nb + 64 w (warp nb, the four words of a thread's 16 bytes are the four
-m64 repetitions), x's tile in shared memory the B operand.
+m64 repetitions), x's tile in shared memory the B operand. `--nb 2`: 128 columns a program, R = c + 8 b + 16 (w // 2)
++ 32 nb + 64 (w % 2) (8-byte word loads), 86-96 registers instead of 153-167 (compiled on the CPU at the end of
+round 24, not yet run: up to 5 programs a multiprocessor, 20 warps, where the 256-column kernel holds 3).
 
 Both: a balanced grid (`per_sm` programs a multiprocessor share the (column tile, step) units evenly, one pipeline
 across tile boundaries; `segment_reduce_kernel` adds the tiles' segments), words and x through a ring of `S` slots
@@ -78,16 +80,16 @@ ONE_IN = gl.constexpr(",".join(["=h"] * 8 + ["r"]))
 
 
 @gluon.jit
-def _issue(wsm, xsm, bars, slot, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, tile, step, W: gl.constexpr,
+def _issue(wsm, xsm, bars, slot, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, tile, step, NB: gl.constexpr,
            TMA: gl.constexpr):
-    """Copies of work unit (column tile, step) into ring slot `slot`: its words (8 tile rows of the tile's W
+    """Copies of work unit (column tile, step) into ring slot `slot`: its words (8 tile rows of the tile's NB
     blocks; TMA: one tensor-memory copy signalling `bars[slot]`, else `cp.async`) and x tile (`cp.async`)."""
     if TMA:
-        mbarrier.expect(bars.index(slot), 8 * 128 * W * 4)
-        tma.async_copy_global_to_shared(b_desc, [step * 8, tile * 32 * W, 0], bars.index(slot), wsm.index(slot))
+        mbarrier.expect(bars.index(slot), 8 * 128 * NB * 4)
+        tma.async_copy_global_to_shared(b_desc, [step * 8, tile * 32 * NB, 0], bars.index(slot), wsm.index(slot))
     else:
         async_copy.async_copy_global_to_shared(
-            wsm.index(slot), b_ptr + (step * 8).to(gl.int64) * (2 * N) + tile * 128 * W + word_off)
+            wsm.index(slot), b_ptr + (step * 8).to(gl.int64) * (2 * N) + tile * 128 * NB + word_off)
     async_copy.async_copy_global_to_shared(xsm.index(slot), x_ptr + step * 128 + x_off, mask=x_ok)
 
 
@@ -118,14 +120,14 @@ def _next(tile, step, spt):
 
 @gluon.jit
 def _prologue(wsm, xsm, bars, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, start, end, spt, S: gl.constexpr,
-              W: gl.constexpr, TMA: gl.constexpr):
+              NB: gl.constexpr, TMA: gl.constexpr):
     """Issue the first S - 1 units of the range `[start, end)` into ring slots 0.. (one copy group each, empty
     past the range's end); return the next unit to issue, (tile, step)."""
     itile = start // spt
     istep = start - itile * spt
     for ahead in gl.static_range(S - 1):
         if start + ahead < end:
-            _issue(wsm, xsm, bars, ahead, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, itile, istep, W, TMA)
+            _issue(wsm, xsm, bars, ahead, b_ptr, b_desc, x_ptr, word_off, x_off, x_ok, N, itile, istep, NB, TMA)
         async_copy.commit_group()
         itile, istep = _next(itile, istep, spt)
     return itile, istep
@@ -146,28 +148,36 @@ def _copy_offsets(N, stride_xm, M, J: gl.constexpr, L3: gl.constexpr, LX: gl.con
 
 
 @gluon.jit
-def _wg_scales(s16_ptr, N, tile, step, sp_, ACC: gl.constexpr):
-    """The warpgroup kernels' float32 scales of a unit's rows R (one 16-byte load in stored order, renamed)."""
-    sv = gl.load(s16_ptr + step * N + tile * 256 + sp_)
-    sv = gl.reshape(gl.permute(gl.reshape(sv, [4, 8, 4, 2]), [2, 0, 3, 1]), [256])  # (nb c w b) -> (w nb b c)
+def _wg_scales(s16_ptr, N, tile, step, sp_, NB: gl.constexpr, ACC: gl.constexpr):
+    """The warpgroup kernels' float32 scales of a unit's rows R (one load in stored order, renamed)."""
+    sv = gl.load(s16_ptr + step * N + tile * 64 * NB + sp_)
+    if NB == 4:
+        sv = gl.reshape(gl.permute(gl.reshape(sv, [4, 8, 4, 2]), [2, 0, 3, 1]), [256])  # (nb c w b) -> (w nb b c)
+    else:  # (nb c w_hi w_lo b) -> (w_lo nb w_hi b c)
+        sv = gl.reshape(gl.permute(gl.reshape(sv, [2, 8, 2, 2, 2]), [3, 0, 2, 4, 1]), [128])
     return gl.convert_layout(sv, gl.SliceLayout(1, ACC), assert_trivial=True).to(gl.float32)
 
 
 @gluon.jit
-def _wg_unit(wsm, xsm, slot, TK: gl.constexpr, ASYNC: gl.constexpr, ACC: gl.constexpr):
-    """The float32 sums `[256, 16]` of one unit (ring slot `slot`) on `wgmma`: TK tile rows of words decoded at
-    a time into the register A operand (rows R = c + 8 b + 16 nb + 64 w), x's tile the B operand; waits for all
-    but ASYNC chunks' `wgmma` before decoding the next."""
-    LC: gl.constexpr = gl.BlockedLayout([TK, 1, 4], [1, 32, 1], [1, 4, 1], [2, 0, 1])
+def _wg_unit(wsm, xsm, slot, TK: gl.constexpr, ASYNC: gl.constexpr, NB: gl.constexpr, ACC: gl.constexpr):
+    """The float32 sums `[64 NB, 16]` of one unit (ring slot `slot`) on `wgmma`: TK tile rows of words decoded at
+    a time into the register A operand, x's tile the B operand; waits for all but ASYNC chunks' `wgmma` before
+    decoding the next. Rows R (`_row_scale_layout`): NB 4, warp nb and the four m64 repetitions the four words of a
+    thread's 16 bytes (`LDS.128`); NB 2, warp (nb, w // 2) and the two repetitions w % 2, 8 bytes (`LDS.64`)."""
+    LC: gl.constexpr = gl.BlockedLayout([TK, 1, NB], [1, 32, 1], [1, NB, 4 // NB], [2, 0, 1])  # [tk, (nb c q), w]
     DA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=ACC, k_width=2)
-    p = gl.zeros([256, 16], gl.float32, ACC)
+    p = gl.zeros([64 * NB, 16], gl.float32, ACC)
     for tc in gl.static_range(8 // TK):
         words = wsm.index(slot).slice(tc * TK, TK, dim=0).load(LC)
         v = gl.inline_asm_elementwise(INT_F16, ONE_IN, [words], dtype=EIGHT_F16, is_pure=True, pack=1)
         a0 = gl.join(gl.join(v[0], v[1]), gl.join(v[2], v[3]))
         a1 = gl.join(gl.join(v[4], v[5]), gl.join(v[6], v[7]))
-        j8 = gl.reshape(gl.join(a0, a1), [TK, 4, 8, 4, 4, 2, 2, 2])  # [tk, nb, c, q, w, b, h, a]
-        wt = gl.reshape(gl.permute(j8, [4, 1, 5, 2, 0, 6, 3, 7]), [256, 16 * TK])  # R = (w nb b c), k = (t h q a)
+        if NB == 4:
+            j8 = gl.reshape(gl.join(a0, a1), [TK, 4, 8, 4, 4, 2, 2, 2])  # [tk, nb, c, q, w, b, h, a]
+            wt = gl.reshape(gl.permute(j8, [4, 1, 5, 2, 0, 6, 3, 7]), [256, 16 * TK])  # R = (w nb b c), k = (t h q a)
+        else:
+            j9 = gl.reshape(gl.join(a0, a1), [TK, 2, 8, 4, 2, 2, 2, 2, 2])  # [tk, nb, c, q, w_hi, w_lo, b, h, a]
+            wt = gl.reshape(gl.permute(j9, [5, 1, 4, 6, 2, 0, 7, 3, 8]), [128, 16 * TK])  # R = (w_lo nb w_hi b c)
         wt = gl.convert_layout(wt, DA, assert_trivial=True)
         xb = xsm.index(slot).slice(16 * TK * tc, 16 * TK, dim=1).permute((1, 0))
         p = warpgroup_mma(wt, xb, p, use_acc=tc > 0, is_async=True)
@@ -176,22 +186,25 @@ def _wg_unit(wsm, xsm, slot, TK: gl.constexpr, ASYNC: gl.constexpr, ACC: gl.cons
 
 
 @gluon.jit
-def _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL: gl.constexpr,
+def _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL: gl.constexpr, NB: gl.constexpr,
               ACC: gl.constexpr):
     """Store a warpgroup kernel's sums of `tile`: float16 to out, or (PARTIAL) float32 to the workspace row of
     this program's place among the tile's programs. The offsets are made here from a value the compiler cannot
     prove zero (`step >> 31`), so that they are not hoisted out of the loop and held in 32 registers across it."""
     z = step >> 31
-    rr = gl.arange(0, 256, layout=gl.SliceLayout(1, ACC)) + z
+    rr = gl.arange(0, 64 * NB, layout=gl.SliceLayout(1, ACC)) + z
     om = gl.arange(0, 16, layout=gl.SliceLayout(0, ACC)) + z
-    col0 = 64 * ((rr // 16) % 4) + 16 * (rr // 64) + 8 * ((rr // 8) % 2) + rr % 8  # the column of row R
+    if NB == 4:  # the column 64 nb + 16 w + 8 b + c of row R
+        col0 = 64 * ((rr // 16) % 4) + 16 * (rr // 64) + 8 * ((rr // 8) % 2) + rr % 8
+    else:
+        col0 = 64 * ((rr // 32) % 2) + 16 * (2 * ((rr // 16) % 2) + rr // 64) + 8 * ((rr // 8) % 2) + rr % 8
     off0 = gl.expand_dims(om, 0) * N + gl.expand_dims(col0, 1)
     ok = gl.expand_dims(om < M, 0)
     if PARTIAL:
         first = ((tile * spt + 1) * programs - 1) // total
-        gl.store(out_ptr + (pid - first) * M * N + tile * 256 + off0, acc, mask=ok)
+        gl.store(out_ptr + (pid - first) * M * N + tile * 64 * NB + off0, acc, mask=ok)
     else:
-        gl.store(out_ptr + tile * 256 + off0, acc.to(gl.float16), mask=ok)
+        gl.store(out_ptr + tile * 64 * NB + off0, acc.to(gl.float16), mask=ok)
 
 
 @gluon.jit
@@ -320,59 +333,67 @@ def gemm16_kernel(x_ptr, b_ptr, b_desc, s32_ptr, out_ptr, M, N, stride_xm, spt, 
 
 
 @gluon.constexpr_function
-def _row_scale_layout():
-    """`_scale_layout` for the warpgroup kernel: the scales of rows R = c + 8 b + 16 nb + 64 w in their stored order
-    p = 64 nb + 8 c + 2 w + b, each thread holding the 8 contiguous ones of its rows (one 16-byte load)."""
-    return gl.DistributedLinearLayout(reg_bases=[[1], [2], [4]], lane_bases=[[0], [0], [8], [16], [32]],
-                                      warp_bases=[[64], [128]], block_bases=[], shape=[256])
+def _row_scale_layout(nb):
+    """`_scale_layout` for the warpgroup kernel: the scales of rows R in their stored order p = 64 nb + 8 c + 2 w + b,
+    each thread holding the contiguous ones of its rows (NB 4: R = c + 8 b + 16 nb + 64 w, 8 a thread, one 16-byte
+    load; NB 2: R = c + 8 b + 16 (w // 2) + 32 nb + 64 (w % 2), 4 a thread, one 8-byte load)."""
+    nb = int(getattr(nb, "value", nb))
+    if nb == 4:
+        return gl.DistributedLinearLayout(reg_bases=[[1], [2], [4]], lane_bases=[[0], [0], [8], [16], [32]],
+                                          warp_bases=[[64], [128]], block_bases=[], shape=[256])
+    return gl.DistributedLinearLayout(reg_bases=[[1], [2]], lane_bases=[[0], [0], [8], [16], [32]],
+                                      warp_bases=[[4], [64]], block_bases=[], shape=[128])
 
 
 @gluon.jit
 def gemm16_wg_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, programs,
-                     S: gl.constexpr, TK: gl.constexpr, PARTIAL: gl.constexpr, ASYNC: gl.constexpr = 1):
+                     S: gl.constexpr, TK: gl.constexpr, PARTIAL: gl.constexpr, ASYNC: gl.constexpr = 1,
+                     NB: gl.constexpr = 4):
     """`gemm16_kernel` (balanced grid, exact `code - 8`, float32 sums scaled a step) on `wgmma` with the operands
-    swapped: one warpgroup a program, 256 columns (4 blocks of 64), `out.T = W x.T`. The decoded weights are the
-    register A operand `[256, 16 TK]` whose rows R = c + 8 b + 16 nb + 64 w name column n = 64 nb + 16 w + 8 b + c:
-    warp nb holds block nb, and the four words w of a thread's 16 bytes are the four m64 repetitions, so each
-    thread decodes exactly the words it loaded (`LDS.128`); x's tile in shared memory is the B operand."""
+    swapped: one warpgroup a program, 64 NB columns (NB 4 or 2 blocks of 64), `out.T = W x.T`. The decoded
+    weights are the register A operand `[64 NB, 16 TK]`; its rows R name column n = 64 nb + 16 w + 8 b + c so that
+    each thread decodes exactly the words it read (NB 4: R = c + 8 b + 16 nb + 64 w, warp nb, the four words of
+    a thread's 16 bytes the four m64 repetitions, `LDS.128`; NB 2: R = c + 8 b + 16 (w // 2) + 32 nb + 64 (w % 2),
+    `LDS.64`); x's tile in shared memory is the B operand."""
     W: gl.constexpr = 4
     pid = gl.program_id(0)
-    total = (N // 256) * spt
+    total = (N // (64 * NB)) * spt
     start = (pid * total) // programs
     end = ((pid + 1) * total) // programs
-    L3: gl.constexpr = gl.BlockedLayout([8, 1, 4], [1, 32, 1], [1, W, 1], [2, 0, 1])  # words [t, (nb c q), w]
+    # the copies: words [t, (nb c q), w] (NB 2: two warps a block, four tile rows each), x 16 bytes a thread
+    L3: gl.constexpr = gl.BlockedLayout([2 * NB, 1, 4], [1, 32, 1], [4 // NB, NB, 1], [2, 0, 1])
     LX: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [W, 1], [1, 0])
     ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 16, 16])
     WSM: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0])
     XSM: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(32 * TK, 128), element_bitwidth=16, rank=2)
-    word_off, x_off, x_ok = _copy_offsets(N, stride_xm, M, 32 * W, L3, LX)
+    word_off, x_off, x_ok = _copy_offsets(N, stride_xm, M, 32 * NB, L3, LX)
 
-    wsm = gl.allocate_shared_memory(gl.int32, [S, 8, 32 * W, 4], WSM)
+    wsm = gl.allocate_shared_memory(gl.int32, [S, 8, 32 * NB, 4], WSM)
     xsm = gl.allocate_shared_memory(gl.float16, [S, 16, 128], XSM)
     bars = gl.allocate_shared_memory(gl.int64, [S, 1], mbarrier.MBarrierLayout())
-    itile, istep = _prologue(wsm, xsm, bars, b_ptr, b_ptr, x_ptr, word_off, x_off, x_ok, N, start, end, spt, S, W,
+    itile, istep = _prologue(wsm, xsm, bars, b_ptr, b_ptr, x_ptr, word_off, x_off, x_ok, N, start, end, spt, S, NB,
                              False)
 
     s16_ptr = s32_ptr.to(gl.pointer_type(gl.float16))
-    sp_ = gl.arange(0, 256, layout=_row_scale_layout())
+    sp_ = gl.arange(0, 64 * NB, layout=_row_scale_layout(NB))
     tile = start // spt
     step = start - tile * spt
-    acc = gl.zeros([256, 16], gl.float32, ACC)
+    acc = gl.zeros([64 * NB, 16], gl.float32, ACC)
     slot = 0
     islot = S - 1
     for u in range(start, end):
         async_copy.wait_group(S - 2)
         gl.thread_barrier()
         if u + S - 1 < end:
-            _issue(wsm, xsm, bars, islot, b_ptr, b_ptr, x_ptr, word_off, x_off, x_ok, N, itile, istep, W, False)
+            _issue(wsm, xsm, bars, islot, b_ptr, b_ptr, x_ptr, word_off, x_off, x_ok, N, itile, istep, NB, False)
         async_copy.commit_group()
         itile, istep = _next(itile, istep, spt)
         islot = gl.where(islot == S - 1, 0, islot + 1)
-        sf = _wg_scales(s16_ptr, N, tile, step, sp_, ACC)
-        acc += _wg_unit(wsm, xsm, slot, TK, ASYNC, ACC) * gl.expand_dims(sf, 1)
+        sf = _wg_scales(s16_ptr, N, tile, step, sp_, NB, ACC)
+        acc += _wg_unit(wsm, xsm, slot, TK, ASYNC, NB, ACC) * gl.expand_dims(sf, 1)
         if (step == spt - 1) | (u == end - 1):
-            _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL, ACC)
-            acc = gl.zeros([256, 16], gl.float32, ACC)
+            _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL, NB, ACC)
+            acc = gl.zeros([64 * NB, 16], gl.float32, ACC)
         tile, step = _next(tile, step, spt)
         slot = gl.where(slot == S - 1, 0, slot + 1)
 
@@ -404,21 +425,21 @@ def _ws_consumer(s32_ptr, out_ptr, M, N, spt, programs, start, end, total, pid, 
     waits for each slot's `ready` barrier and releases the slot (`empty`) once its wgmma have read it."""
     ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 16, 16])
     s16_ptr = s32_ptr.to(gl.pointer_type(gl.float16))
-    sp_ = gl.arange(0, 256, layout=_row_scale_layout())
+    sp_ = gl.arange(0, 256, layout=_row_scale_layout(4))
     tile = start // spt
     step = start - tile * spt
     acc = gl.zeros([256, 16], gl.float32, ACC)
     slot = 0
     phase = 0
     for u in range(start, end):
-        sf = _wg_scales(s16_ptr, N, tile, step, sp_, ACC)
+        sf = _wg_scales(s16_ptr, N, tile, step, sp_, 4, ACC)
         mbarrier.wait(ready.index(slot), phase)
         fence_async_shared()  # x landed by cp.async (generic proxy) is read by wgmma (async proxy)
-        p = _wg_unit(wsm, xsm, slot, TK, ASYNC, ACC)
+        p = _wg_unit(wsm, xsm, slot, TK, ASYNC, 4, ACC)
         mbarrier.arrive(empty.index(slot), count=1)
         acc += p * gl.expand_dims(sf, 1)
         if (step == spt - 1) | (u == end - 1):
-            _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL, ACC)
+            _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL, 4, ACC)
             acc = gl.zeros([256, 16], gl.float32, ACC)
         tile, step = _next(tile, step, spt)
         phase = gl.where(slot == S - 1, phase ^ 1, phase)
@@ -454,36 +475,40 @@ def gemm16_ws_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, progr
 class Gemm16:
     """One launch shape for one layer's `B` and `s` and `m` <= 16 rows: `__call__(x)` -> `[m, N]` float16.
     `per_sm`: programs a multiprocessor (the balanced grid: `per_sm` x the multiprocessors; 0: one a tile,
-    `split` > 1: `split` a tile, evenly)."""
+    `split` > 1: `split` a tile, evenly). A tile is 64 `w` columns (`gemm16_kernel`: a block a warp) or, for the
+    warpgroup kernels (`wg`), 64 `nb` columns."""
 
     def __init__(self, B: torch.Tensor, s: torch.Tensor, m: int, *, w: int = 4, s_: int = 4, tk: int = 2,
                  split: int = 1, sacc: int = 1, regs: int = 0, per_sm: int = 2, spre: int = 0, tma: int = 0,
-                 wg: int = 0, ws: int = 0) -> None:
+                 wg: int = 0, ws: int = 0, nb: int = 4) -> None:
         from marlin_convert.runtime._triton_gemm_kernels import segment_reduce_kernel
 
         k, n = 16 * B.shape[0], B.shape[1] // 2
         steps = k // 128
-        if m > 16 or n % (64 * w) or k % 128 or s.shape[0] != steps:
-            raise ValueError("1-16 rows, N a multiple of 64 W, K of 128, group 128")
-        tiles = n // (64 * w)
+        blocks = nb if wg else w  # 64-column blocks a tile
+        if m > 16 or n % (64 * blocks) or k % 128 or s.shape[0] != steps:
+            raise ValueError("1-16 rows, N a multiple of a tile, K of 128, group 128")
+        if wg and (w != 4 or nb not in (2, 4) or (ws and nb != 4)):
+            raise ValueError("the warpgroup kernels: 4 warps, 2 or 4 blocks a tile (the warp-specialized one: 4)")
+        tiles = n // (64 * blocks)
         sms = torch.cuda.get_device_properties(B.device).multi_processor_count if B.is_cuda else 132
         # a balanced grid keeps at least 2 units a program (more programs than units would leave workspace rows
         # that no program writes)
         self.programs = min(per_sm * sms, max(1, tiles * steps // 2)) if per_sm else tiles * split
         self.B, self.s32, self.n, self.k, self.m, self.steps = B, s.view(torch.int32), n, k, m, steps
+        self.tile_n = 64 * blocks
         total = tiles * steps
         partial = self.programs != tiles
+        self.partial = partial
         self.consts = dict(W=w, S=s_, TK=tk, PARTIAL=partial, SACC=bool(sacc), SPRE=bool(spre), TMA=bool(tma),
-                           num_warps=w)
+                           num_warps=w, **({"maxnreg": regs} if regs else {}))
         self.wg = bool(wg)
-        if wg:
-            if w != 4:
-                raise ValueError("the warpgroup kernel: 4 warps")
-            self.wg_consts = dict(S=s_, TK=tk, PARTIAL=partial, ASYNC=wg - 1, num_warps=4)
-            if regs:
-                self.wg_consts["maxnreg"] = regs
-            if ws:  # `ws`: the loader's registers
-                self.wg_consts["LOADER_REGS"] = ws
+        self.wg_consts = dict(S=s_, TK=tk, PARTIAL=partial, ASYNC=wg - 1, num_warps=4,
+                              **({"maxnreg": regs} if regs else {}))
+        if ws:  # `ws`: the loader's registers
+            self.wg_consts["LOADER_REGS"] = ws
+        elif wg:
+            self.wg_consts["NB"] = nb
         self.b_desc = B
         if tma:
             from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -491,34 +516,26 @@ class Gemm16:
             b3 = B.view(B.shape[0], B.shape[1] // 4, 4)
             layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=3)
             self.b_desc = TensorDescriptor(b3, list(b3.shape), list(b3.stride()), [8, 32 * w, 4], layout)
-        if regs:
-            self.consts["maxnreg"] = regs
         self.out = torch.empty(m, n, dtype=torch.float16, device=B.device)
-        segments = max(((t * steps + steps) * self.programs - 1) // total - (t * steps * self.programs + self.programs - 1) // total + 1
-                       for t in range(tiles)) if partial else 1
-        self.segments = segments
-        self.ws = torch.empty(segments, m, n, dtype=torch.float32, device=B.device) if partial else self.out
+        self.segments = max(((t + 1) * steps * self.programs - 1) // total - (t * steps * self.programs
+                                                                                + self.programs - 1) // total + 1
+                            for t in range(tiles)) if partial else 1
+        self.ws = torch.empty(self.segments, m, n, dtype=torch.float32, device=B.device) if partial else self.out
         self.reduce = segment_reduce_kernel
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.wg and "LOADER_REGS" in self.wg_consts:
-            gemm16_ws_kernel[(self.programs,)](x, self.B, self.s32, self.ws, self.m, self.n, x.stride(0), self.steps,
-                                               self.programs, **self.wg_consts)
-        elif self.wg:
-            gemm16_wg_kernel[(self.programs,)](x, self.B, self.s32, self.ws, self.m, self.n, x.stride(0), self.steps,
-                                               self.programs, **self.wg_consts)
+        args = (self.m, self.n, x.stride(0), self.steps, self.programs)
+        if self.wg:
+            kernel = gemm16_ws_kernel if "LOADER_REGS" in self.wg_consts else gemm16_wg_kernel
+            kernel[(self.programs,)](x, self.B, self.s32, self.ws, *args, **self.wg_consts)
         else:
-            self._launch(x)
-        if self.consts["PARTIAL"]:
+            gemm16_kernel[(self.programs,)](x, self.B, self.b_desc, self.s32, self.ws, *args, **self.consts)
+        if self.partial:
             block = 512
             self.reduce[(-(-self.m * self.n // block),)](
                 self.ws, self.ws, self.out, self.m, self.n, self.n, 0, self.steps, self.programs,
-                TILE_N=64 * self.consts["W"], SEGMENTS=self.segments, BLOCK=block)
+                TILE_N=self.tile_n, SEGMENTS=self.segments, BLOCK=block)
         return self.out
-
-    def _launch(self, x: torch.Tensor) -> None:
-        gemm16_kernel[(self.programs,)](x, self.B, self.b_desc, self.s32, self.ws, self.m, self.n, x.stride(0), self.steps,
-                                        self.programs, **self.consts)
 
 
 def _layer(n: int, k: int, gen: torch.Generator, device: str) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -540,17 +557,19 @@ def _ints(text: str) -> list[int]:
 
 
 def _variants(args: argparse.Namespace, n: int, k: int) -> list[dict[str, int]]:
-    keys = ("w", "s_", "tk", "split", "sacc", "regs", "per_sm", "spre", "tma", "wg", "ws")
+    keys = ("w", "s_", "tk", "split", "sacc", "regs", "per_sm", "spre", "tma", "wg", "ws", "nb")
     opts = (args.w, args.s, args.tk, args.split, args.sacc, args.regs, args.per_sm, args.spre, args.tma, args.wg,
-            args.ws)
+            args.ws, args.nb)
     out = [dict(zip(keys, v)) for v in itertools.product(*(_ints(o) for o in opts))]
     steps = k // 128
-    return [v for v in out if n % (64 * v["w"]) == 0 and (v["per_sm"] or steps % v["split"] == 0)
-            and (v["per_sm"] == 0 or v["split"] == 1) and (not v["wg"] or v["w"] == 4) and (v["wg"] or not v["ws"])]
+    return [v for v in out if n % (64 * (v["nb"] if v["wg"] else v["w"])) == 0
+            and (v["per_sm"] or steps % v["split"] == 0) and (v["per_sm"] == 0 or v["split"] == 1)
+            and (not v["wg"] or (v["w"] == 4 and (v["nb"] == 4 or not v["ws"])))
+            and (v["wg"] or (not v["ws"] and v["nb"] == 4))]
 
 
 def _name(v: dict[str, int]) -> str:
-    return "w{w}s{s_}t{tk}k{split}a{sacc}r{regs}p{per_sm}e{spre}m{tma}g{wg}l{ws}".format(**v)
+    return "w{w}s{s_}t{tk}k{split}a{sacc}r{regs}p{per_sm}e{spre}m{tma}g{wg}l{ws}b{nb}".format(**v)
 
 
 def sass(args: argparse.Namespace) -> None:
@@ -571,6 +590,9 @@ def sass(args: argparse.Namespace) -> None:
                 if v["ws"]:
                     sig["LOADER_REGS"] = "constexpr"
                     consts["LOADER_REGS"] = v["ws"]
+                else:
+                    sig["NB"] = "constexpr"
+                    consts["NB"] = v["nb"]
                 attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 5, 6)}
             else:
                 fn = gemm16_kernel
@@ -595,12 +617,13 @@ def sass(args: argparse.Namespace) -> None:
                 (args.dump / f"{text}_{m}_{_name(v)}.sass").write_text(code)
                 (args.dump / f"{text}_{m}_{_name(v)}.ttgir").write_text(kernel.asm["ttgir"])
             loop = sass_gemm.main_loop(code, marker="HGMMA" if v["wg"] else "HMMA")
+            words = 8 * v["nb"] if v["wg"] else 32  # a thread's words a step
             mix = collections.Counter(sass_gemm.opcode(t) for t in loop)
             regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
             shared = re.search(r"SHARED:(\d+)", usage)
             print(f"{text} rows={m} {_name(v)}: {regs.group(1) if regs else '?'} registers, "
                   f"{stack.group(1) if stack else '?'} bytes of stack, {shared.group(1) if shared else '?'} shared; "
-                  f"loop {len(loop)} instructions a thread, its tile-end stores included ({len(loop) / 32:.1f} a word): "
+                  f"loop {len(loop)} instructions a thread, its tile-end stores included ({len(loop) / words:.1f} a word): "
                   + ", ".join(f"{o} {c}" for o, c in mix.most_common(14)))
 
 
@@ -698,6 +721,7 @@ def main() -> None:
     ap.add_argument("--tma", default="0", help="1: the words through TMA (mbarrier ring)")
     ap.add_argument("--wg", default="0", help="1, 2: the warpgroup (wgmma) kernel, operands swapped, waiting for "
                                                 "all but wg - 1 chunks' wgmma before decoding the next")
+    ap.add_argument("--nb", default="4", help="with --wg: 64-column blocks a tile (4, or 2: 8-byte word loads)")
     ap.add_argument("--ws", default="0", help="with --wg: warp-specialized, this many registers for the loader warp")
     ap.add_argument("--sacc", default="1", help="1: exact code - 8, the step's float32 sums scaled; 0: scaled in fp16")
     ap.add_argument("--regs", default="0", help="a cap on registers a thread (0: none)")
