@@ -50,6 +50,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (  # noqa: E402
     fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
 
 from marlin_convert.runtime._triton_gemm_kernels import _dequant_asm  # noqa: E402
+from mma_prototype import _ints, _layer, _shape  # noqa: E402  (the round-23 prototype's layer and option helpers)
 
 
 def _sym_scaled_asm() -> str:
@@ -538,24 +539,6 @@ class Gemm16:
         return self.out
 
 
-def _layer(n: int, k: int, gen: torch.Generator, device: str) -> tuple[Any, dict[str, torch.Tensor]]:
-    from bench_gemm import Mode, mode_record
-
-    from marlin_convert.formats import to_marlin
-
-    rec = mode_record(n, k, Mode.parse("g128"), torch.float16, gen, device)
-    return rec, {name: t.to(device) for name, t in to_marlin(rec).items()}
-
-
-def _shape(text: str) -> tuple[int, int]:
-    n, k = (int(v) for v in text.split("x"))
-    return n, k
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",")]
-
-
 def _variants(args: argparse.Namespace, n: int, k: int) -> list[dict[str, int]]:
     keys = ("w", "s_", "tk", "split", "sacc", "regs", "per_sm", "spre", "tma", "wg", "ws", "nb")
     opts = (args.w, args.s, args.tk, args.split, args.sacc, args.regs, args.per_sm, args.spre, args.tma, args.wg,
@@ -632,7 +615,7 @@ def check(args: argparse.Namespace) -> None:
     failed = []
     for text in args.layers:
         n, k = _shape(text)
-        rec, t = _layer(n, k, gen, "cuda")
+        rec, t = _layer(n, k, 128, gen, "cuda")
         g_idx = torch.arange(k, device="cuda") // 128
         w = (rec.codes.full().double() - 8.0) * rec.scales.double()[g_idx].t()
         for m, v in itertools.product(_ints(args.rows), _variants(args, n, k)):
@@ -660,7 +643,7 @@ def bench(args: argparse.Namespace) -> None:
     gen = torch.Generator(device="cuda").manual_seed(24)
     for text in args.layers:
         n, k = _shape(text)
-        layers = [_layer(n, k, gen, "cuda")[1] for _ in range(4)]
+        layers = [_layer(n, k, 128, gen, "cuda")[1] for _ in range(4)]
         dense = [torch.randn(n, k, device="cuda", generator=gen).half() for _ in range(4)]
         for m in _ints(args.rows):
             x = torch.randn(m, k, device="cuda", generator=gen).half()
@@ -698,7 +681,7 @@ def profile(args: argparse.Namespace) -> None:
     calls = []
     for text in args.layers:
         n, k = _shape(text)
-        t = _layer(n, k, gen, "cuda")[1]
+        t = _layer(n, k, 128, gen, "cuda")[1]
         for m in _ints(args.rows):
             x = torch.randn(m, k, device="cuda", generator=gen).half()
             calls.append(lambda x=x, p=triton_gemm.plan(m, torch.float16, x.device, t["B"], t["s"],

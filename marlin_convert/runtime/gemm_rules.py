@@ -1,7 +1,7 @@
 """The Triton GEMM's launch rules (issue #13): which launch shape (`KernelConfig`) a call of m rows of an N x K
 layer gets, from the benchmarks of the GEMM rounds (BENCHMARKS.md). Pure: shapes and counts in, configs out (the
 multiprocessor count is an argument); `triton_gemm.plan` turns a config into launches. `triton_gemm` re-exports
-every name here.
+the public ones (`__all__`).
 """
 from __future__ import annotations
 
@@ -47,20 +47,20 @@ class KernelConfig:
     symmetric decode's registers, for the price of a sum of x a step (round 11: faster up to 16 rows,
     slower at 64 and more; with `zlate`, faster at 128-row tiles, round 13)."""
     tma: bool = False
-    """Swapped kernel: load the words through a TMA tensor descriptor (`[BT, 128 NB]` boxes of `B`)."""
+    """Fast kernel: load the words through a TMA tensor descriptor (`[BT, 128 NB]` boxes of `B`)."""
     zpre: bool = False
-    """Swapped kernel with `fold`: load the next step's scales and zero-point words a step ahead."""
+    """Fast kernel with `fold`: load the next step's scales and zero-point words a step ahead."""
     xsum: bool = False
-    """Swapped kernel with `fold`, groups: the sums of x over each step's k computed once per call (one
+    """Fast kernel with `fold`, groups: the sums of x over each step's k computed once per call (one
     `torch.sum`) and loaded a step, instead of summed from the x tile in the kernel (`zlate` implies it; up to 16
     rows no rule takes it since GEMM round 19: under the 128-register cap the loads spilled, the in-kernel sum
     does not)."""
     zlate: bool = False
-    """Swapped kernel with `fold`, groups, x not gathered by `perm` in the kernel: the steps' loop is the
+    """Fast kernel with `fold`, groups, x not gathered by `perm` in the kernel: the steps' loop is the
     symmetric one, and the zero-point terms of all steps are added after it, 16 steps to a float32 `dot`,
     from the sums of x per step of `xsum` (which it implies; `zpre` then has no effect)."""
     zred: bool = False
-    """Swapped kernel with `scale_acc`, Marlin zero points, groups, x not gathered by `perm` in the kernel: run
+    """Fast kernel with `scale_acc`, Marlin zero points, groups, x not gathered by `perm` in the kernel: run
     the symmetric kernel (weights `code - 8`, `zmode` 0) into float32 partials, K split or not, and add the
     zero points' terms `e * sum_k x` per group in the reduce (`splitk_zero_reduce_kernel`: a float32 `dot`
     of the sums of x per group, from one `torch.sum` a call, by `e = (8 - zero) * scale`); `fold` and the
@@ -68,7 +68,7 @@ class KernelConfig:
     shape of round 14 (1.01-2.2x the time: the reduce's loop over all groups is latency-bound), so no rule
     picks it."""
     balance: int = 0
-    """Swapped kernel (not `zred`): a balanced grid of about this many programs a multiprocessor per row tile
+    """Fast kernel (not `zred`): a balanced grid of about this many programs a multiprocessor per row tile
     of x instead of the (column tile, row tile, split) grid; each sums an equal contiguous range of all
     column tiles' steps (so a range may end inside a tile and the next begin there), its partial sums go to
     the workspace, and `segment_reduce_kernel` adds each tile's in order. 0: the split grid; negative:
@@ -100,9 +100,9 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     The launch shape for an `[m, k] x [k, n]` product: the best of scripts/bench_gemm.py's sweeps on an
     H200 (2026-12-02, BENCHMARKS.md rounds 8 and 9: N x K = 28672x8192, 8192x28672, 4096x4096, 14336x4096,
     4096x14336, fp16 / bf16, symmetric, group 128), all the swapped kernel (`marlin_gemm_swap_kernel`: the
-    decoded weights as wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step) capped at 128
-    registers for symmetric layers (4 programs a multiprocessor instead of 3), K split until there are about
-    2 programs per multiprocessor (one wave of 4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles,
+    decoded weights as wgmma's register operand). Up to 16 rows: 16 x 128 tiles (16 rows of x, 128 k a step)
+    capped at 128 registers for symmetric layers (4 programs a multiprocessor instead of 3), K split until there
+    are about 2 programs per multiprocessor (one wave of 4, keeping 4 steps a split); up to 64 rows: 64 x 128 tiles,
     or 64 x 64 for layers of at most 2**26 weights (faster on the three such shapes, slower on the two
     larger ones), K split up to about one program per multiprocessor (keeping 8 steps a split); above:
     128 x 128 tiles of 8 warps, K split up to about half a program per multiprocessor (where N = 4096 at
