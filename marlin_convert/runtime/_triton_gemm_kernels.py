@@ -14,6 +14,24 @@ ZMODE_ZEROS = 1
 ZMODE_SHIFT = 2
 
 
+# ----------------------------------------------------------------------------- programmatic dependent launch
+# sm_90+: a kernel launched with `launch_pdl=True` may start while the kernel before it on the stream still runs;
+# `griddepcontrol.wait` holds it until that kernel has finished and its writes are visible (a no-op when it was
+# launched without). The earlier kernel's `griddepcontrol.launch_dependents` lets the later one launch before it
+# ends (without it: once each of its programs has exited).
+@triton.jit
+def wait_prior_grid():
+    """Wait for the kernel before this one on the stream (`griddepcontrol.wait`; sm_90+)."""
+    tl.inline_asm_elementwise("griddepcontrol.wait; // $0", "=r", [], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def launch_dependents():
+    """Let the next kernel on the stream launch, if it was launched with `launch_pdl=True` (sm_90+)."""
+    tl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=tl.int32, is_pure=False,
+                              pack=1)
+
+
 # ----------------------------------------------------------------------------- two weights per instruction
 # Marlin's own trick (IST-DASLab marlin `dequant`, vLLM gptq_marlin/dequant.h): OR a 4-bit code into the
 # mantissa of a float whose ulp is 1 (fp16 1024 = 0x6400, bf16 128 = 0x4300) to get `MAGIC + code` exactly,
@@ -278,8 +296,11 @@ def marlin_gemm_kernel(
 
 @triton.jit(do_not_specialize=["M", "has_bias"])
 def splitk_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, SPLIT: tl.constexpr,
-                         BLOCK: tl.constexpr):
-    """out[m, n] = sum over splits of ws[s, m, n] (+ bias[n]), in float32, rounded once."""
+                         BLOCK: tl.constexpr, WAIT_PRIOR: tl.constexpr = False):
+    """out[m, n] = sum over splits of ws[s, m, n] (+ bias[n]), in float32, rounded once. WAIT_PRIOR: first
+    `wait_prior_grid` (launched with `launch_pdl=True` after the kernel that writes ws)."""
+    if WAIT_PRIOR:
+        wait_prior_grid()
     pid = tl.program_id(0)
     i = pid * BLOCK + tl.arange(0, BLOCK)
     ok = i < M * N
@@ -598,6 +619,7 @@ def marlin_gemm_swap_kernel(
     IS_FP16: tl.constexpr, BM: tl.constexpr, BT: tl.constexpr, NB: tl.constexpr, SCALE_ACC: tl.constexpr,
     FOLD: tl.constexpr, TMA: tl.constexpr = False, ZPRE: tl.constexpr = False, XSUM: tl.constexpr = False,
     ZLATE: tl.constexpr = False, PARTIAL: tl.constexpr = False, BALANCED: tl.constexpr = False,
+    TRIGGER: tl.constexpr = False,
 ):
     """The packed-half kernel (Marlin's dequantization, `_dequant8` / `_int8`) with the operands swapped,
     `out.T = W x.T`: the weights are the first operand, a `[64 NB, 16 BT]` tile with rows n and columns k in
@@ -618,7 +640,9 @@ def marlin_gemm_swap_kernel(
     K is not split (for `splitk_zero_reduce_kernel`). BALANCED: axis 0 is `split_k` programs that share all
     column tiles' steps evenly (contiguous ranges, tile by tile), each writing its partial sums of every
     column tile it touches to the workspace row of its place among that tile's programs
-    (`segment_reduce_kernel` adds them)."""
+    (`segment_reduce_kernel` adds them). TRIGGER: `launch_dependents` first (the reduce after it waits)."""
+    if TRIGGER:
+        launch_dependents()
     pid_m = tl.program_id(1)
     if BALANCED:
         pid = tl.program_id(0)
@@ -650,10 +674,13 @@ def marlin_gemm_swap_kernel(
 
 @triton.jit(do_not_specialize=["M", "has_bias", "steps_per_tile", "programs"])
 def segment_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, steps_per_tile, programs,
-                          TILE_N: tl.constexpr, SEGMENTS: tl.constexpr, BLOCK: tl.constexpr):
+                          TILE_N: tl.constexpr, SEGMENTS: tl.constexpr, BLOCK: tl.constexpr,
+                          WAIT_PRIOR: tl.constexpr = False):
     """`splitk_reduce_kernel` for a balanced grid: out[m, n] = the sum, in segment order, of the partial sums
     `ws[j, m, n]` of the programs that covered n's column tile (`TILE_N` columns; `SEGMENTS`: the most that
-    share a tile) (+ bias[n]), in float32, rounded once."""
+    share a tile) (+ bias[n]), in float32, rounded once. WAIT_PRIOR: as `splitk_reduce_kernel`'s."""
+    if WAIT_PRIOR:
+        wait_prior_grid()
     pid = tl.program_id(0)
     i = pid * BLOCK + tl.arange(0, BLOCK)
     ok = i < M * N

@@ -39,7 +39,7 @@ import struct
 import triton
 import triton.language as tl
 
-from ._triton_gemm_kernels import _grouped_places, _single_places, _zero_point_cols
+from ._triton_gemm_kernels import _grouped_places, _single_places, _zero_point_cols, launch_dependents
 
 __all__ = ["marlin_gemv_kernel", "chain_dot_asm", "WEIGHT_SCALE", "X_BF16_SCALE"]
 
@@ -159,13 +159,17 @@ def _program_place(N, steps, NB: tl.constexpr, SPLIT: tl.constexpr):
 
 @triton.jit(do_not_specialize=["steps", "g_shift"])
 def marlin_gemv_kernel(x_ptr, b_ptr, s_ptr, z_ptr, ws_ptr, N, steps, g_shift, SINGLE: tl.constexpr,
-                       NB: tl.constexpr, SPLIT: tl.constexpr, ZEROS: tl.constexpr, X_BF16: tl.constexpr = False):
+                       NB: tl.constexpr, SPLIT: tl.constexpr, ZEROS: tl.constexpr, X_BF16: tl.constexpr = False,
+                       TRIGGER: tl.constexpr = False):
     """float32 partials `ws[split, n] = sum over split's k of x[k] W[n, k]` for one float16 or bfloat16 row x
     (K = 128 `steps`; x 4-byte aligned), a program a (column tile of 64 NB rows n, split of the steps: split j takes
     steps `j steps // SPLIT` to `(j + 1) steps // SPLIT`, at least one). Scales: one group a step (group 128,
     `g_shift` 7) or one spanning K (`SINGLE`). ZEROS: Marlin zero points `z` (`W = (code - zero) s`), decoded
     into the exact `(code - zero) / 64` by the same one fma a pair, its offsets from the step's zero points
-    (`_zero_offsets`). X_BF16: x is bfloat16 (`_bf16_as_fp16`; the sums scaled back by `X_BF16_SCALE`)."""
+    (`_zero_offsets`). X_BF16: x is bfloat16 (`_bf16_as_fp16`; the sums scaled back by `X_BF16_SCALE`). TRIGGER:
+    `launch_dependents` first (the reduce after it, launched with `launch_pdl`, waits for this kernel's end)."""
+    if TRIGGER:
+        launch_dependents()
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     s_first, s_last, off, n0 = _program_place(N, steps, NB, SPLIT)

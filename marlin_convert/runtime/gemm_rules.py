@@ -73,6 +73,11 @@ class KernelConfig:
     column tiles' steps (so a range may end inside a tile and the next begin there), its partial sums go to
     the workspace, and `segment_reduce_kernel` adds each tile's in order. 0: the split grid; negative:
     exactly `-balance` programs per row tile (tests: ranges that cross column tiles)."""
+    pdl: bool = False
+    """sm_90+, where the call ends in `splitk_reduce_kernel` (a K split of the fast kernel's grid, or the GEMV): the
+    reduce is launched by programmatic dependent launch (`launch_pdl`), so it starts while the kernel before it
+    ends (that kernel's `TRIGGER`, the reduce's `WAIT_PRIOR`); elsewhere no effect (`pick_config` and
+    `gemv_config` say where, GEMM round 25)."""
     gemv: bool = False
     """One row of float16 or bfloat16 x, symmetric or Marlin zero points, group 128 or one group: the CUDA-core GEMV
     (`marlin_gemv_kernel`, fp16 product chains: `gemv_config`) on a (column tile of 64 `nb`, split) grid,
@@ -161,7 +166,14 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
     (0.19-0.27x on 256x11008), fp16 / bf16, 17, 32 and 64 rows. Above 64 rows K is split to the one wave of at most
     one program a multiprocessor over all tiles (`split_for` gave half a program a multiprocessor and 8 steps a
     split): 0.14-0.79x the time where it changed the split at 128-512 rows of 512x3584, 1024x4096, 1536x4096,
-    2048x3584, 3584x3584 and 256x11008, level where it did not."""
+    2048x3584, 3584x3584 and 256x11008, level where it did not.
+
+    Round 25 (`pdl`, sm_90+): where a call ends in the split-K reduce, up to 16 rows (and from 17 to 64 rows on
+    layers of at most `PDL_WIDE_MAX_WEIGHTS` weights), the reduce is launched by programmatic dependent launch, so
+    it starts while the GEMM ends: 0.86-1.00x the time at 1, 2 and 16 rows of 8192x28672, 4096x4096, 14336x4096,
+    4096x14336, 1024x4096 and 512x3584, fp16 / bf16, symmetric and zero points (the GEMV too: 0.94-0.99x), but
+    1.02x at 16 rows of 4096x14336 fp16. Not with a balanced grid (level at best; its GEMM triggering the reduce
+    early made it up to 1.15x slower)."""
     bt, stages = group_steps(group_size)
     grouped = bt == 8 and group_size < k  # group 128
     big = n * k > 1 << 26
@@ -177,8 +189,8 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         if bt == 8 and zmode != 2 and _leaves_idle(tiles_n, steps, _even_split(cfg.split_k, steps), sms):
             cfg = dataclasses.replace(cfg, split_k=one_wave_split(tiles_n, steps, resident * sms))
         if bt == 8 and zmode != 2 and balance_pays(cfg, n, k, resident * sms):
-            cfg = dataclasses.replace(cfg, balance=resident, split_k=1)
-        return cfg
+            return dataclasses.replace(cfg, balance=resident, split_k=1)
+        return dataclasses.replace(cfg, pdl=True)
     if m <= 64:
         cfg = KernelConfig(bm=64, bt=bt, nb=2 if big else 1, stages=stages, xperm=True,
                            tma=big and grouped and zmode == 0)
@@ -189,8 +201,8 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
             cost = ONE_WAVE_SPLIT_COST * -(-m // 16)  # the reduce sums m rows of each partial
             cfg = dataclasses.replace(cfg, split_k=one_wave_split(tiles_n, steps, 3 * sms, cost=cost))  # 166 regs
         if big and bt == 8 and zmode != 2 and balance_pays(cfg, n, k, 2 * sms, BALANCE_GAIN_WIDE):
-            cfg = dataclasses.replace(cfg, balance=2, split_k=1)  # 2 programs a multiprocessor (237-248 registers)
-        return cfg
+            return dataclasses.replace(cfg, balance=2, split_k=1)  # 2 programs a multiprocessor (237-248 registers)
+        return dataclasses.replace(cfg, pdl=n * k <= PDL_WIDE_MAX_WEIGHTS)
     late = zmode == 1 and grouped and n * k > 1 << 25
     cfg = KernelConfig(bm=128, bt=bt, nb=2, warps=8, stages=stages, xperm=True, fold=late, zlate=late)
     if not big and bt == 8 and zmode != 2:  # one program a multiprocessor at most (round 21)
@@ -198,6 +210,10 @@ def pick_config(m: int, n: int, k: int, group_size: int, sms: int = 132, zmode: 
         return dataclasses.replace(cfg, split_k=one_wave_split(tiles_n * -(-m // cfg.bm), steps, sms))
     return dataclasses.replace(cfg, split_k=split_for(cfg, m, n, k, sms // 2, min_steps=8 * 8 // bt))
 
+
+PDL_WIDE_MAX_WEIGHTS = 1 << 23
+"""From 17 to 64 rows, `KernelConfig.pdl` for layers of at most this many weights (GEMM round 25: 0.89-0.95x the
+time on 1024x4096 and 512x3584; 0.96-1.02x on 4096x4096 and 4096x14336, 1.02x on 8192x28672)."""
 
 BALANCE_COST_STEPS = 2
 """What a program of a balanced grid pays beyond its share of the steps, counted in steps (a second column
@@ -300,7 +316,7 @@ def gemv_config(n: int, k: int, group_size: int, sms: int = 132,
     nb = 2 if n % 128 == 0 else 1
     steps = k // 128
     split = max(1, min(GEMV_PER_SM * sms // (n // (64 * nb)), steps // GEMV_MIN_STEPS))
-    return KernelConfig(1, 8, nb, split_k=split, gemv=True)
+    return KernelConfig(1, 8, nb, split_k=split, gemv=True, pdl=True)
 
 
 GEMV_ZMODES = (0,)

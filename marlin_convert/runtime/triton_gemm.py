@@ -111,6 +111,15 @@ def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+def _dependent_launch(cfg: KernelConfig, index: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The constexprs of the kernel before a `splitk_reduce_kernel` and of that reduce: programmatic dependent
+    launch (`KernelConfig.pdl`) on a CUDA device of compute capability 9.0+ (`griddepcontrol` is sm_90 PTX),
+    else none."""
+    if not cfg.pdl or index is None or _interpreting() or _capability(index) < (9, 0):
+        return {}, {}
+    return {"TRIGGER": True}, {"WAIT_PRIOR": True, "launch_pdl": True}
+
+
 def unsupported_reason(B: torch.Tensor, s: torch.Tensor, *, group_size: int, dtype: torch.dtype | None = None,
                        z: torch.Tensor | None = None, shift: torch.Tensor | None = None,
                        perm: torch.Tensor | None = None, g_idx: torch.Tensor | None = None) -> str | None:
@@ -258,14 +267,15 @@ def _gemv_plan(cfg: KernelConfig, dtype: torch.dtype, device: torch.device, B: t
     s = s.contiguous()
     OUT, WS = Slot("out"), Slot("ws")
     B = B.contiguous()
+    before, after = _dependent_launch(cfg, index)
     gemv = Launch(_gemv_kernel(), (n // (64 * cfg.nb), split), (
         Slot("x"), B, s, z.contiguous() if z is not None else B, WS, n, steps, 7),
         dict(SINGLE=single, NB=cfg.nb, SPLIT=split, ZEROS=z is not None, X_BF16=dtype == torch.bfloat16,
-             num_warps=4, num_stages=3), index)
+             num_warps=4, num_stages=3, **before), index)
     block = _reduce_block(n, _sm_count(index) if index is not None else 132)
     reduce = Launch(_kernels().splitk_reduce_kernel, (-(-n // block),), (
-        WS, bias if bias is not None else s, OUT, 1, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block),
-        index)
+        WS, bias if bias is not None else s, OUT, 1, n, n, int(bias is not None)),
+        dict(SPLIT=split, BLOCK=block, **after), index)
     return GemmPlan(m=1, n=n, k=k, dtype=dtype, device=device, launches=(gemv, reduce), ws_splits=split,
                     x_align=4)
 
@@ -323,6 +333,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
               m, n, k, n, gs, per_split)
     launches: list[Launch] = []
     gather, sum_width = None, 0
+    before, after = _dependent_launch(cfg, index) if fast and split > 1 and not balanced and not zred else ({}, {})
     if fast:
         has_perm = perm is not None
         if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
@@ -352,7 +363,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
             XK, b_arg, s, zt, sh_arg, *common[5:9], m, n, k, n, g_shift, steps, int(bias is not None),
             balanced or split),
             dict(FOLD=fold, TMA=tma, ZPRE=cfg.zpre and not zlate, XSUM=xsum, ZLATE=zlate, PARTIAL=zred,
-                 BALANCED=bool(balanced), **consts), index))
+                 BALANCED=bool(balanced), **before, **consts), index))
         if balanced:
             block = _reduce_block(m * n, sms)
             launches.append(Launch(tk.segment_reduce_kernel, (-(-m * n // block),), (
@@ -371,6 +382,6 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
     if split > 1 and not balanced and not zred:
         block = _reduce_block(m * n, sms)
         launches.append(Launch(tk.splitk_reduce_kernel, (-(-m * n // block),), (
-            WS, bias_arg, OUT, m, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block), index))
+            WS, bias_arg, OUT, m, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block, **after), index))
     return GemmPlan(m=m, n=n, k=k, dtype=dtype, device=device, launches=tuple(launches), ws_splits=ws_splits,
                     gather=gather, sum_width=sum_width)

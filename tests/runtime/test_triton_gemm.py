@@ -37,6 +37,7 @@ bounds must reject a swapped 64-column block, unpermuted scales, unpermuted zero
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import zlib
 
@@ -501,7 +502,7 @@ def test_pick_config_folds_zero_points_only_where_it_measured_faster():
                 assert zeros.zpre == zeros.tma == ahead and not sym.zpre and not sym.xsum, (n, k, m, gs)
                 assert not zeros.xsum or late, (n, k, m, gs)
                 assert sym.tma == (grouped and (m <= 16 or m <= 64 and big)) and not shift.tma, (n, k, m, gs)
-                unbalanced = dataclasses.replace(zeros, balance=0, split_k=shift.split_k)
+                unbalanced = dataclasses.replace(zeros, balance=0, split_k=shift.split_k, pdl=shift.pdl)
                 assert dataclasses.replace(unbalanced, fold=False, maxnreg=0, tma=False, zpre=False, xsum=False,
                                            zlate=False) == dataclasses.replace(shift, maxnreg=0), (n, k, m, gs)
 
@@ -651,20 +652,21 @@ def test_one_row_calls_of_big_symmetric_layers_take_the_gemv():
         (28672, 8192): 4, (8192, 28672): 14, (4096, 4096): 8, (14336, 4096): 8, (4096, 14336): 28,
         (8192, 8192): 14, (18944, 3584): 6, (3584, 18944): 33,
     }
+    gemv = functools.partial(KernelConfig, 1, 8, gemv=True, pdl=True)  # the reduce by dependent launch (round 25)
     for (n, k), split in expected.items():
         for gs in (128, k):
-            assert triton_gemm.gemv_config(n, k, gs, 132) == KernelConfig(1, 8, 2, split_k=split, gemv=True), (n, k)
-    assert triton_gemm.gemv_config(4160, 4096, 128, 132) == KernelConfig(1, 8, 1, split_k=8, gemv=True)  # 65 tiles
-    assert triton_gemm.gemv_config(4096, 4096, 128, 66) == KernelConfig(1, 8, 2, split_k=8, gemv=True)  # 462 // 32
-    assert triton_gemm.gemv_config(28672, 8192, 128, 66) == KernelConfig(1, 8, 2, split_k=2, gemv=True)
+            assert triton_gemm.gemv_config(n, k, gs, 132) == gemv(2, split_k=split), (n, k)
+    assert triton_gemm.gemv_config(4160, 4096, 128, 132) == gemv(1, split_k=8)  # 65 tiles
+    assert triton_gemm.gemv_config(4096, 4096, 128, 66) == gemv(2, split_k=8)  # 462 // 32
+    assert triton_gemm.gemv_config(28672, 8192, 128, 66) == gemv(2, split_k=2)
     for n, k in ((3584, 3584), (1024, 4096), (512, 3584), (1024, 8192)):  # fewer than 2**24 weights
         assert triton_gemm.gemv_config(n, k, 128, 132) is None, (n, k)
     assert triton_gemm.gemv_config(4096, 4096, 64, 132) is None and triton_gemm.gemv_config(4096, 4096, 32, 132) is None
     assert triton_gemm.gemv_config(4096, 4112, 4112, 132) is None  # K not a multiple of 128
     bf16 = torch.bfloat16  # round 23: from 2**25 weights (4096 x 4096 was 1.05x the tensor-core time)
     assert triton_gemm.gemv_config(4096, 4096, 128, 132, bf16) is None
-    assert triton_gemm.gemv_config(8192, 4096, 128, 132, bf16) == KernelConfig(1, 8, 2, split_k=8, gemv=True)
-    assert triton_gemm.gemv_config(28672, 8192, 128, 132, bf16) == KernelConfig(1, 8, 2, split_k=4, gemv=True)
+    assert triton_gemm.gemv_config(8192, 4096, 128, 132, bf16) == gemv(2, split_k=8)
+    assert triton_gemm.gemv_config(28672, 8192, 128, 132, bf16) == gemv(2, split_k=4)
 
     fits = triton_gemm.gemv_fits
     f16, bf16 = torch.float16, torch.bfloat16
@@ -682,6 +684,69 @@ def test_one_row_calls_of_big_symmetric_layers_take_the_gemv():
         assert fits(1, f16, 0, None) and not fits(1, bf16, 0, None)
     finally:
         matmul.allow_fp16_reduced_precision_reduction, matmul.allow_bf16_reduced_precision_reduction = before
+
+
+def test_the_reduce_is_launched_dependently_only_where_it_measured_faster():
+    """Round 25: `pick_config` gives `pdl` to every launch shape up to 16 rows that is not a balanced grid and,
+    from 17 to 64 rows, to layers of at most 2**23 weights; never to a balanced grid or above 64 rows;
+    `gemv_config` always (`plan` passes it on only on a CUDA device of compute capability 9.0+:
+    `test_triton_interpreted`)."""
+    from marlin_convert.runtime import triton_gemm
+
+    pick = triton_gemm.pick_config
+    for n, k in ((28672, 8192), (8192, 28672), (4096, 4096), (1024, 4096), (512, 3584), (3584, 18944)):
+        for m in (1, 7, 16, 17, 64, 65, 256):
+            for gs in (128, k):
+                for z in (0, 1, 2):
+                    cfg = pick(m, n, k, gs, zmode=z)
+                    assert cfg.pdl == (not cfg.balance and (m <= 16 or m <= 64 and n * k <= 1 << 23)), (n, k, m, z)
+    assert pick(64, 1024, 4096, 128).pdl and not pick(64, 4096, 4096, 128).pdl  # 2**22 and 2**24 weights
+    assert pick(16, 4096, 4096, 128).pdl and not pick(256, 512, 3584, 128).pdl
+    assert pick(16, 28672, 8192, 128).balance and not pick(16, 28672, 8192, 128).pdl
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_a_dependently_launched_reduce_sums_the_same_bits(dtype):
+    """Round 25: after the GEMV or a K-split GEMM, the reduce launched by programmatic dependent launch (`pdl`,
+    sm_90+) sums the same partials: the outputs equal those of the same launch shape without it bit for bit,
+    called eagerly and replayed from a CUDA graph (new x copied in before each replay), and lie within the bounds
+    against the source dequantization (symmetric and Marlin zero points, bias)."""
+    from marlin_convert.runtime import triton_gemm
+    from marlin_convert.runtime.triton_gemm import KernelConfig
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("programmatic dependent launch needs sm_90 or newer")
+    gen = torch.Generator(device="cuda").manual_seed(41)
+    for mode in ("sym", "asym"):
+        layer = _make_layer(1088, 2048, 128, mode, False, dtype, 42, with_bias=True)
+        t = layer.marlin
+        for cfg, m in ((KernelConfig(1, 8, 1, split_k=5, gemv=True, pdl=True), 1),
+                       (KernelConfig(16, 8, 2, maxnreg=128, split_k=4, pdl=True), 9),
+                       (KernelConfig(16, 8, 2, fold=True, split_k=3, pdl=True), 16),
+                       (KernelConfig(64, 8, 1, xperm=True, split_k=2, pdl=True), 40)):
+            plans = [triton_gemm.plan(m, dtype, torch.device("cuda"), t["B"], t["s"], group_size=128, z=t.get("z"),
+                                      bias=layer.bias, config=dataclasses.replace(cfg, pdl=pdl)) for pdl in (1, 0)]
+            assert plans[0].launches[0].consts["TRIGGER"] and plans[0].launches[-1].consts["launch_pdl"]
+            assert "launch_pdl" not in plans[1].launches[-1].consts
+            x = torch.randn(m, 2048, device="cuda", generator=gen).to(dtype)
+            y = plans[0](x)
+            assert torch.equal(y, plans[1](x)) and not _failures(layer, x, y, gemv=cfg.gemv), (mode, cfg)
+            static_x = x.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                plans[0](static_x)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_y = plans[0](static_x)
+            for _ in range(2):
+                x = torch.randn(m, 2048, device="cuda", generator=gen).to(dtype)
+                static_x.copy_(x)
+                graph.replay()
+                torch.cuda.synchronize()
+                assert torch.equal(static_y, plans[1](x)), (mode, cfg)
 
 
 def test_from_17_to_64_rows_a_balanced_grid_only_where_it_promises_a_fifth_less_time():

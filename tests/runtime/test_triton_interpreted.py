@@ -116,6 +116,24 @@ def test_the_one_row_gemv_matches_the_source_dequant():
         assert triton_gemm.plan(2, dtype, torch.device("cpu"), B, s, group_size=128).launches[0].fn is not gemv.fn
 
 
+def test_plans_off_a_cuda_device_launch_nothing_dependently():
+    """`KernelConfig.pdl` (the rules give it to the GEMV and to K splits up to 16 rows, round 25) needs sm_90's
+    `griddepcontrol`: off CUDA no launch carries `launch_pdl`, `TRIGGER` or `WAIT_PRIOR`, and the plans still
+    compute within the bounds."""
+    from marlin_convert.runtime import triton_gemm
+
+    layer = _make_layer(256, 1024, 128, "sym", False, torch.float16, 35, with_bias=True, device="cpu")
+    t = layer.marlin
+    for m, cfg in ((1, KernelConfig(1, 8, 2, split_k=3, gemv=True, pdl=True)),
+                   (5, KernelConfig(16, 8, 2, split_k=2, pdl=True))):
+        p = triton_gemm.plan(m, torch.float16, torch.device("cpu"), t["B"], t["s"], group_size=128, bias=layer.bias,
+                             config=cfg)
+        assert len(p.launches) == 2 and all(not {"launch_pdl", "TRIGGER", "WAIT_PRIOR"} & set(launch.consts)
+                                            for launch in p.launches), cfg
+        x = torch.randn(m, 1024, generator=torch.Generator().manual_seed(36)).to(torch.float16)
+        assert not _failures(layer, x, p(x), gemv=cfg.gemv), cfg
+
+
 def test_the_gemv_takes_activations_up_to_its_overflow_limits():
     """The GEMV's fp16 chains stay finite and within its bounds for |x| up to 30000 (symmetric) and 17000 (zero
     points) in float16, 480000 and 270000 in bfloat16 (entering as x / 16): below the limits its docstring
