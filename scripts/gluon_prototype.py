@@ -15,13 +15,18 @@ owns block nb. The kernel names its columns in the order of Triton's mma v2 oper
 `gemm16_wg_kernel`, the operands swapped on `wgmma` (one warpgroup, 256 columns): the decoded weights are the
 register A operand with rows R = c + 8 b + 16 nb + 64 w (warp nb, the four words of a thread's 16 bytes are the four
 m64 repetitions), x's tile in shared memory the B operand. `--nb 2`: 128 columns a program, R = c + 8 b + 16 (w // 2)
-+ 32 nb + 64 (w % 2) (8-byte word loads), 86-96 registers instead of 153-167 (compiled on the CPU at the end of
-round 24, not yet run: up to 5 programs a multiprocessor, 20 warps, where the 256-column kernel holds 3).
++ 32 nb + 64 (w % 2) (8-byte word loads), 86-96 registers instead of 153-167: 5 programs a multiprocessor (20
+warps) where the 256-column kernel holds 3, and no faster at 16 rows (round 25: 41.1 / 40.6 us).
 
 Both: a balanced grid (`per_sm` programs a multiprocessor share the (column tile, step) units evenly, one pipeline
 across tile boundaries; `segment_reduce_kernel` adds the tiles' segments), words and x through a ring of `S` slots
 by `cp.async` (`--tma 1`: words by TMA with mbarriers, slower), exact `code - 8` and each step's float32 sums scaled
 (`--sacc 0`: scaled in the fp16 decode, 3 instructions a pair, slower). Symmetric group 128, float16 x only.
+`--pdl 1` (the `wgmma` kernel): the segment reduce by programmatic dependent launch (round 25: +-0.5 us). `bench`
+also times the served plan with its reduce so (`served_pdl`, and `served_pdl_wait` without the early trigger).
+`--loads 1` (the `wgmma` kernel): the ring's copies and waits only, no decode or `wgmma` (round 25: 30.7-31.4 us at
+1 row, 33.8-35.6 at 16, against 36-41 for the whole kernel). `--const 1`: `gemm16_wgc_kernel`, the layer's sizes
+and the grid compiled in (round 25: 72 registers instead of 96, 0.6-1.6 us less; 16 rows 40.4 / 39.9 us).
 
     PYTHONPATH= python3 scripts/gluon_prototype.py sass 28672x8192 --w 4 --s 3 --tk 2 --wg 1   # CPU, sm_90 SASS
     PYTHONPATH=. python3 scripts/gluon_prototype.py check 256x1024 1024x2048 --rows 1,7,16 --tk 1,2 --wg 0,1,2 --per-sm 0,2
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import itertools
 import json
 import re
@@ -347,15 +353,14 @@ def _row_scale_layout(nb):
 
 
 @gluon.jit
-def gemm16_wg_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, programs,
-                     S: gl.constexpr, TK: gl.constexpr, PARTIAL: gl.constexpr, ASYNC: gl.constexpr = 1,
-                     NB: gl.constexpr = 4):
-    """`gemm16_kernel` (balanced grid, exact `code - 8`, float32 sums scaled a step) on `wgmma` with the operands
-    swapped: one warpgroup a program, 64 NB columns (NB 4 or 2 blocks of 64), `out.T = W x.T`. The decoded
-    weights are the register A operand `[64 NB, 16 TK]`; its rows R name column n = 64 nb + 16 w + 8 b + c so that
-    each thread decodes exactly the words it read (NB 4: R = c + 8 b + 16 nb + 64 w, warp nb, the four words of
-    a thread's 16 bytes the four m64 repetitions, `LDS.128`; NB 2: R = c + 8 b + 16 (w // 2) + 32 nb + 64 (w % 2),
-    `LDS.64`); x's tile in shared memory is the B operand."""
+def _wg_body(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, programs, S: gl.constexpr, TK: gl.constexpr,
+             PARTIAL: gl.constexpr, ASYNC: gl.constexpr, NB: gl.constexpr, TRIGGER: gl.constexpr,
+             LOADS_ONLY: gl.constexpr):
+    """`gemm16_wg_kernel`'s body (N, stride_xm, spt and programs runtime values or, from `gemm16_wgc_kernel`,
+    constants)."""
+    if TRIGGER:
+        gl.inline_asm_elementwise("griddepcontrol.launch_dependents; // $0", "=r", [], dtype=gl.int32,
+                                  is_pure=False, pack=1)
     W: gl.constexpr = 4
     pid = gl.program_id(0)
     total = (N // (64 * NB)) * spt
@@ -390,14 +395,42 @@ def gemm16_wg_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, progr
         async_copy.commit_group()
         itile, istep = _next(itile, istep, spt)
         islot = gl.where(islot == S - 1, 0, islot + 1)
-        sf = _wg_scales(s16_ptr, N, tile, step, sp_, NB, ACC)
-        acc += _wg_unit(wsm, xsm, slot, TK, ASYNC, NB, ACC) * gl.expand_dims(sf, 1)
+        if not LOADS_ONLY:
+            sf = _wg_scales(s16_ptr, N, tile, step, sp_, NB, ACC)
+            acc += _wg_unit(wsm, xsm, slot, TK, ASYNC, NB, ACC) * gl.expand_dims(sf, 1)
         if (step == spt - 1) | (u == end - 1):
             _wg_store(acc, out_ptr, M, N, tile, step, spt, programs, total, pid, PARTIAL, NB, ACC)
             acc = gl.zeros([64 * NB, 16], gl.float32, ACC)
         tile, step = _next(tile, step, spt)
         slot = gl.where(slot == S - 1, 0, slot + 1)
 
+
+
+@gluon.jit
+def gemm16_wg_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, programs,
+                     S: gl.constexpr, TK: gl.constexpr, PARTIAL: gl.constexpr, ASYNC: gl.constexpr = 1,
+                     NB: gl.constexpr = 4, TRIGGER: gl.constexpr = False, LOADS_ONLY: gl.constexpr = False):
+    """`gemm16_kernel` (balanced grid, exact `code - 8`, float32 sums scaled a step) on `wgmma` with the operands
+    swapped: one warpgroup a program, 64 NB columns (NB 4 or 2 blocks of 64), `out.T = W x.T`. The decoded
+    weights are the register A operand `[64 NB, 16 TK]`; its rows R name column n = 64 nb + 16 w + 8 b + c so that
+    each thread decodes exactly the words it read (NB 4: R = c + 8 b + 16 nb + 64 w, warp nb, the four words of
+    a thread's 16 bytes the four m64 repetitions, `LDS.128`; NB 2: R = c + 8 b + 16 (w // 2) + 32 nb + 64 (w % 2),
+    `LDS.64`); x's tile in shared memory is the B operand. TRIGGER: `griddepcontrol.launch_dependents` first (the
+    reduce, launched with `launch_pdl`, waits for this kernel). LOADS_ONLY: the ring's copies and waits without the
+    decode, the `wgmma` and the scales (zeros stored): the memory pipeline's own time."""
+    _wg_body(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, programs, S, TK, PARTIAL, ASYNC, NB, TRIGGER,
+             LOADS_ONLY)
+
+
+@gluon.jit
+def gemm16_wgc_kernel(x_ptr, b_ptr, s32_ptr, out_ptr, M, N: gl.constexpr, stride_xm: gl.constexpr,
+                      spt: gl.constexpr, programs: gl.constexpr, S: gl.constexpr, TK: gl.constexpr,
+                      PARTIAL: gl.constexpr, ASYNC: gl.constexpr = 1, NB: gl.constexpr = 4,
+                      TRIGGER: gl.constexpr = False, LOADS_ONLY: gl.constexpr = False):
+    """`gemm16_wg_kernel` compiled for one layer and grid (`--const 1`): N, x's row stride, the steps a tile and the
+    programs constants, so that the copies' addresses and the grid's divisions fold."""
+    _wg_body(x_ptr, b_ptr, s32_ptr, out_ptr, M, N, stride_xm, spt, programs, S, TK, PARTIAL, ASYNC, NB, TRIGGER,
+             LOADS_ONLY)
 
 @gluon.jit
 def _ws_loader(b_ptr, x_ptr, M, N, stride_xm, spt, start, end, wsm, xsm, ready, empty, S: gl.constexpr):
@@ -481,7 +514,7 @@ class Gemm16:
 
     def __init__(self, B: torch.Tensor, s: torch.Tensor, m: int, *, w: int = 4, s_: int = 4, tk: int = 2,
                  split: int = 1, sacc: int = 1, regs: int = 0, per_sm: int = 2, spre: int = 0, tma: int = 0,
-                 wg: int = 0, ws: int = 0, nb: int = 4) -> None:
+                 wg: int = 0, ws: int = 0, nb: int = 4, pdl: int = 0, lo: int = 0, const: int = 0) -> None:
         from marlin_convert.runtime._triton_gemm_kernels import segment_reduce_kernel
 
         k, n = 16 * B.shape[0], B.shape[1] // 2
@@ -510,6 +543,10 @@ class Gemm16:
             self.wg_consts["LOADER_REGS"] = ws
         elif wg:
             self.wg_consts["NB"] = nb
+            self.wg_consts["TRIGGER"] = bool(pdl)
+            self.wg_consts["LOADS_ONLY"] = bool(lo)
+        self.const = bool(const and wg and not ws)
+        self.pdl = bool(pdl)
         self.b_desc = B
         if tma:
             from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -527,32 +564,40 @@ class Gemm16:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         args = (self.m, self.n, x.stride(0), self.steps, self.programs)
         if self.wg:
-            kernel = gemm16_ws_kernel if "LOADER_REGS" in self.wg_consts else gemm16_wg_kernel
-            kernel[(self.programs,)](x, self.B, self.s32, self.ws, *args, **self.wg_consts)
+            if self.const:
+                assert x.stride(0) == self.k
+                gemm16_wgc_kernel[(self.programs,)](x, self.B, self.s32, self.ws, *args, **self.wg_consts)
+            else:
+                kernel = gemm16_ws_kernel if "LOADER_REGS" in self.wg_consts else gemm16_wg_kernel
+                kernel[(self.programs,)](x, self.B, self.s32, self.ws, *args, **self.wg_consts)
         else:
             gemm16_kernel[(self.programs,)](x, self.B, self.b_desc, self.s32, self.ws, *args, **self.consts)
         if self.partial:
             block = 512
             self.reduce[(-(-self.m * self.n // block),)](
                 self.ws, self.ws, self.out, self.m, self.n, self.n, 0, self.steps, self.programs,
-                TILE_N=self.tile_n, SEGMENTS=self.segments, BLOCK=block)
+                TILE_N=self.tile_n, SEGMENTS=self.segments, BLOCK=block,
+                **({"WAIT_PRIOR": True, "launch_pdl": True} if self.pdl else {}))
         return self.out
 
 
 def _variants(args: argparse.Namespace, n: int, k: int) -> list[dict[str, int]]:
-    keys = ("w", "s_", "tk", "split", "sacc", "regs", "per_sm", "spre", "tma", "wg", "ws", "nb")
+    keys = ("w", "s_", "tk", "split", "sacc", "regs", "per_sm", "spre", "tma", "wg", "ws", "nb", "pdl", "lo",
+            "const")
     opts = (args.w, args.s, args.tk, args.split, args.sacc, args.regs, args.per_sm, args.spre, args.tma, args.wg,
-            args.ws, args.nb)
+            args.ws, args.nb, args.pdl, args.loads, args.const)
     out = [dict(zip(keys, v)) for v in itertools.product(*(_ints(o) for o in opts))]
     steps = k // 128
     return [v for v in out if n % (64 * (v["nb"] if v["wg"] else v["w"])) == 0
             and (v["per_sm"] or steps % v["split"] == 0) and (v["per_sm"] == 0 or v["split"] == 1)
             and (not v["wg"] or (v["w"] == 4 and (v["nb"] == 4 or not v["ws"])))
-            and (v["wg"] or (not v["ws"] and v["nb"] == 4))]
+            and (v["wg"] or (not v["ws"] and v["nb"] == 4 and not v["pdl"] and not v["lo"]))
+            and not (v["ws"] and (v["pdl"] or v["lo"])) and not (v["const"] and (v["ws"] or not v["wg"]
+                                                                                or not v["per_sm"]))]
 
 
 def _name(v: dict[str, int]) -> str:
-    return "w{w}s{s_}t{tk}k{split}a{sacc}r{regs}p{per_sm}e{spre}m{tma}g{wg}l{ws}b{nb}".format(**v)
+    return "w{w}s{s_}t{tk}k{split}a{sacc}r{regs}p{per_sm}e{spre}m{tma}g{wg}l{ws}b{nb}d{pdl}o{lo}c{const}".format(**v)
 
 
 def sass(args: argparse.Namespace) -> None:
@@ -574,9 +619,16 @@ def sass(args: argparse.Namespace) -> None:
                     sig["LOADER_REGS"] = "constexpr"
                     consts["LOADER_REGS"] = v["ws"]
                 else:
-                    sig["NB"] = "constexpr"
-                    consts["NB"] = v["nb"]
+                    sig["NB"] = sig["TRIGGER"] = sig["LOADS_ONLY"] = "constexpr"
+                    consts["NB"], consts["TRIGGER"], consts["LOADS_ONLY"] = v["nb"], bool(v["pdl"]), bool(v["lo"])
                 attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 5, 6)}
+                if v["const"]:
+                    fn = gemm16_wgc_kernel
+                    tiles, steps = n // (64 * v["nb"]), k // 128
+                    programs = min(v["per_sm"] * 132, max(1, tiles * steps // 2))
+                    for name, value in (("N", n), ("stride_xm", k), ("spt", steps), ("programs", programs)):
+                        sig[name], consts[name] = "constexpr", value
+                    attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3)}
             else:
                 fn = gemm16_kernel
                 desc = "*i32"
@@ -649,9 +701,14 @@ def bench(args: argparse.Namespace) -> None:
             x = torch.randn(m, k, device="cuda", generator=gen).half()
             served = [triton_gemm.plan(m, torch.float16, x.device, t["B"], t["s"], group_size=128) for t in layers]
             ref = served[0](x).float()
+            pdl = [_with_pdl(p, True) for p in served]
+            wait = [_with_pdl(p, False) for p in served]
             row: dict[str, Any] = {"shape": text, "m": m,
                                    "served": round(graph_time_us([lambda p=p: p(x) for p in served]), 1),
+                                   "served_pdl": round(graph_time_us([lambda p=p: p(x) for p in pdl]), 1),
+                                   "served_pdl_wait": round(graph_time_us([lambda p=p: p(x) for p in wait]), 1),
                                    "dense": round(graph_time_us([lambda w=w: F.linear(x, w) for w in dense]), 1)}
+            row["pdl_equal"] = all(torch.equal(p(x).float(), ref) for p in (pdl[0], wait[0]))
             times = {}
             for v in _variants(args, n, k):
                 try:
@@ -668,6 +725,23 @@ def bench(args: argparse.Namespace) -> None:
             row["best"] = sorted(num.items(), key=lambda kv: kv[1])[:6]
             row["all"] = times
             print(json.dumps(row), flush=True)
+
+
+def _with_pdl(plan: Any, trigger: bool) -> Any:
+    """`plan` with its reduce launched by programmatic dependent launch (`launch_pdl`, `WAIT_PRIOR`) and, with
+    `trigger`, its first kernel letting it launch at once (`TRIGGER`); diff-checked against the plan."""
+
+    from marlin_convert.runtime.triton_launch import Launch
+
+    first, *rest = plan.launches
+    if not rest:
+        return plan
+    takes = any(p.name == "TRIGGER" for p in first.fn.params)
+    consts = {**first.consts, **({"TRIGGER": trigger} if takes else {})}
+    launches = [Launch(first.fn, first.grid, first.args, consts, first.device_index)]
+    launches += [Launch(r.fn, r.grid, r.args, {**r.consts, "WAIT_PRIOR": True, "launch_pdl": True}, r.device_index)
+                 for r in rest]
+    return dataclasses.replace(plan, launches=tuple(launches))
 
 
 def profile(args: argparse.Namespace) -> None:
@@ -708,6 +782,10 @@ def main() -> None:
     ap.add_argument("--ws", default="0", help="with --wg: warp-specialized, this many registers for the loader warp")
     ap.add_argument("--sacc", default="1", help="1: exact code - 8, the step's float32 sums scaled; 0: scaled in fp16")
     ap.add_argument("--regs", default="0", help="a cap on registers a thread (0: none)")
+    ap.add_argument("--pdl", default="0", help="with --wg (not --ws): 1, the reduce by programmatic dependent launch")
+    ap.add_argument("--loads", default="0", help="with --wg (not --ws): 1, the copies and waits only (bench: a floor)")
+    ap.add_argument("--const", default="0", help="with --wg and --per-sm (not --ws): 1, N, x's stride, the steps a "
+                                                 "tile and the programs compiled in (`gemm16_wgc_kernel`)")
     ap.add_argument("--dump", type=Path)
     args = ap.parse_args()
     {"sass": sass, "check": check, "bench": bench, "profile": profile}[args.what](args)

@@ -11,6 +11,7 @@ fp16 unless `--bf16`), `pick_config`'s launch shape for `M` rows with the given 
 `triton_gemm.plan` builds the launches from CPU tensors (TMA where the shape asks for it, as on an H200), and each
 launch is compiled as Triton would compile it for an H200 (pointers and multiples of 16 specialized as 16-aligned).
 `--tree PATH` compiles another checkout's kernels and rule (e.g. `git archive` of the commit before a change).
+`--const N,stride_xm,...` compiles those integer arguments in as their values (a kernel specialized per layer).
 Per launch: registers and spilled bytes a thread (ptxas), shared memory, and for the steps' loop (the innermost
 backward branch around the `HGMMA`s) its instruction count and mix. `--dump DIR` keeps TTGIR, PTX and SASS.
 """
@@ -76,8 +77,9 @@ def launches(spec: str, dtype: torch.dtype) -> tuple[Any, list[Any]]:
     return cfg, list(p.launches)
 
 
-def compile_launch(launch: Any, dtype: torch.dtype) -> Any:
-    """`triton.compile` of one launch for sm_90, with Triton's runtime specializations of its arguments."""
+def compile_launch(launch: Any, dtype: torch.dtype, constants: frozenset[str] = frozenset()) -> Any:
+    """`triton.compile` of one launch for sm_90, with Triton's runtime specializations of its arguments; the integer
+    arguments named in `constants` compiled in as their values (`--const`)."""
     fn = launch.fn
     slots = {"x": dtype, "xk": dtype, "out": dtype, "ws": torch.float32, "sums": torch.float32, "cnt": torch.int32}
     signature: dict[str, str] = {}
@@ -92,11 +94,14 @@ def compile_launch(launch: Any, dtype: torch.dtype) -> Any:
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif hasattr(arg, "block_shape"):  # a TMA tensor descriptor
             signature[param] = f"tensordesc<{_TYPES[arg.base.dtype]}[{','.join(map(str, arg.block_shape))}]>"
+        elif param in constants:
+            signature[param] = "constexpr"
         else:
             signature[param] = "i32"
             if arg % 16 == 0 and param not in skip and i not in skip:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     consts = {name: value for name, value in launch.consts.items() if name not in OPTIONS}
+    consts.update({param: arg for param, arg in zip(fn.arg_names, launch.args) if param in constants})
     for name in fn.arg_names[len(launch.args):]:
         signature[name] = "constexpr"
         consts.setdefault(name, next(p.default for p in fn.params if p.name == name))
@@ -135,6 +140,8 @@ def main() -> None:
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--dump", type=Path)
+    ap.add_argument("--const", default="", help="integer arguments compiled in as constants, e.g. N,stride_xm "
+                                                "(what a kernel specialized per layer would gain)")
     ap.add_argument("--tree", type=Path, default=SCRIPTS.parent, help="the checkout whose kernels are compiled")
     args = ap.parse_args()
     global triton_gemm, Slot, Mode, parse_fields, with_fields
@@ -151,7 +158,7 @@ def main() -> None:
         cfg, plan_launches = launches(spec, dtype)
         print(f"{spec}: {cfg}")
         for j, launch in enumerate(plan_launches):
-            kernel = compile_launch(launch, dtype)
+            kernel = compile_launch(launch, dtype, frozenset(filter(None, args.const.split(","))))
             usage = cuobjdump(kernel.asm["cubin"], "-res-usage")
             regs = re.search(r"REG:(\d+)", usage)
             stack = re.search(r"STACK:(\d+)", usage)
