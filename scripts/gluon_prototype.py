@@ -589,11 +589,10 @@ def _variants(args: argparse.Namespace, n: int, k: int) -> list[dict[str, int]]:
     out = [dict(zip(keys, v)) for v in itertools.product(*(_ints(o) for o in opts))]
     steps = k // 128
     return [v for v in out if n % (64 * (v["nb"] if v["wg"] else v["w"])) == 0
-            and (v["per_sm"] or steps % v["split"] == 0) and (v["per_sm"] == 0 or v["split"] == 1)
+            and (v["per_sm"] or steps % v["split"] == 0 or v["const"]) and (v["per_sm"] == 0 or v["split"] == 1)
             and (not v["wg"] or (v["w"] == 4 and (v["nb"] == 4 or not v["ws"])))
             and (v["wg"] or (not v["ws"] and v["nb"] == 4 and not v["pdl"] and not v["lo"]))
-            and not (v["ws"] and (v["pdl"] or v["lo"])) and not (v["const"] and (v["ws"] or not v["wg"]
-                                                                                or not v["per_sm"]))]
+            and not (v["ws"] and (v["pdl"] or v["lo"])) and not (v["const"] and (v["ws"] or not v["wg"]))]
 
 
 def _name(v: dict[str, int]) -> str:
@@ -625,7 +624,7 @@ def sass(args: argparse.Namespace) -> None:
                 if v["const"]:
                     fn = gemm16_wgc_kernel
                     tiles, steps = n // (64 * v["nb"]), k // 128
-                    programs = min(v["per_sm"] * 132, max(1, tiles * steps // 2))
+                    programs = min(v["per_sm"] * 132, max(1, tiles * steps // 2)) if v["per_sm"] else tiles * v["split"]
                     for name, value in (("N", n), ("stride_xm", k), ("spt", steps), ("programs", programs)):
                         sig[name], consts[name] = "constexpr", value
                     attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3)}
@@ -772,7 +771,8 @@ def main() -> None:
     ap.add_argument("--w", default="4", help="warps a program (64 columns each)")
     ap.add_argument("--s", default="4", help="ring slots (steps of 128 k in flight + 1)")
     ap.add_argument("--tk", default="2", help="tile rows (16 k) decoded at a time")
-    ap.add_argument("--split", default="1", help="K splits of each tile (with --per-sm 0)")
+    ap.add_argument("--split", default="1", help="K splits of each tile (with --per-sm 0; uneven with --const 1: the "
+                                                 "balanced grid of tiles x split programs, each within one tile)")
     ap.add_argument("--per-sm", default="2", help="balanced grid: programs a multiprocessor (0: a tile's splits)")
     ap.add_argument("--spre", default="0", help="1: scales loaded a unit ahead")
     ap.add_argument("--tma", default="0", help="1: the words through TMA (mbarrier ring)")
