@@ -678,7 +678,8 @@ def segment_reduce_kernel(ws_ptr, bias_ptr, out_ptr, M, N, stride_om, has_bias, 
                           WAIT_PRIOR: tl.constexpr = False):
     """`splitk_reduce_kernel` for a balanced grid: out[m, n] = the sum, in segment order, of the partial sums
     `ws[j, m, n]` of the programs that covered n's column tile (`TILE_N` columns; `SEGMENTS`: the most that
-    share a tile) (+ bias[n]), in float32, rounded once. WAIT_PRIOR: as `splitk_reduce_kernel`'s."""
+    share a tile) (+ bias[n]), in float32, rounded once. WAIT_PRIOR: as `splitk_reduce_kernel`'s (no rule takes
+    it after a balanced grid, GEMM round 25; `scripts/gluon_prototype.py --pdl` times it)."""
     if WAIT_PRIOR:
         wait_prior_grid()
     pid = tl.program_id(0)
