@@ -333,7 +333,8 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
               m, n, k, n, gs, per_split)
     launches: list[Launch] = []
     gather, sum_width = None, 0
-    before, after = _dependent_launch(cfg, index) if fast and split > 1 and not balanced and not zred else ({}, {})
+    split_reduce = split > 1 and not balanced and not zred  # the call ends in `splitk_reduce_kernel`
+    before, after = _dependent_launch(cfg, index) if fast and split_reduce else ({}, {})
     if fast:
         has_perm = perm is not None
         if has_perm and cfg.xperm:  # one gather per call instead of a perm lookup per tile
@@ -379,7 +380,7 @@ def plan(m: int, dtype: torch.dtype, device: torch.device, B: torch.Tensor, s: t
             *common, int(single), int(perm is not None), int(bias is not None), split),
             dict(ZMODE=zmode, UNIFORM_G=uniform, BM=cfg.bm, BT=bt, NB=cfg.nb, num_warps=cfg.warps,
                  num_stages=cfg.stages), index))
-    if split > 1 and not balanced and not zred:
+    if split_reduce:
         block = _reduce_block(m * n, sms)
         launches.append(Launch(tk.splitk_reduce_kernel, (-(-m * n // block),), (
             WS, bias_arg, OUT, m, n, n, int(bias is not None)), dict(SPLIT=split, BLOCK=block, **after), index))

@@ -106,6 +106,21 @@ def _run(layer: Layer, x: torch.Tensor, config: object = None, **override: torch
 GAMMA_9 = 9 * 2.0**-11 / (1 - 9 * 2.0**-11)
 
 
+def _captured(call, warmups: int = 1):
+    """`call` run `warmups` times on a side stream (first calls compile and allocate, which capture forbids), then
+    captured in a CUDA graph: the graph, and the output tensor each replay rewrites."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmups):
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = call()
+    return graph, out
+
+
 def _failures(layer: Layer, x: torch.Tensor, y: torch.Tensor, gemv: bool = False) -> list[str]:
     """Empty when y is within both bounds of `x @ W.T (+ bias)` (`gemv`: the one-row GEMV's); else what broke
     them."""
@@ -733,14 +748,7 @@ def test_a_dependently_launched_reduce_sums_the_same_bits(dtype):
             y = plans[0](x)
             assert torch.equal(y, plans[1](x)) and not _failures(layer, x, y, gemv=cfg.gemv), (mode, cfg)
             static_x = x.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                plans[0](static_x)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_y = plans[0](static_x)
+            graph, static_y = _captured(lambda: plans[0](static_x))
             for _ in range(2):
                 x = torch.randn(m, 2048, device="cuda", generator=gen).to(dtype)
                 static_x.copy_(x)

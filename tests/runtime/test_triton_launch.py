@@ -15,7 +15,7 @@ import torch
 
 from marlin_convert.runtime.spec import LayerSpec
 
-from .test_triton_gemm import _failures, _make_layer
+from .test_triton_gemm import _captured, _failures, _make_layer
 
 K = 2048
 
@@ -195,15 +195,7 @@ def test_plans_under_cuda_graph_capture():
     try:
         lin = _marlin_linear(a, torch.float16, spec, torch.float16)
         static_x = torch.randn(2, K, device="cuda", generator=gen).half()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                lin(static_x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_y = lin(static_x)
+        graph, static_y = _captured(lambda: lin(static_x), warmups=2)
         for _ in range(2):
             x = torch.randn(2, K, device="cuda", generator=gen).half()
             static_x.copy_(x)
@@ -234,14 +226,7 @@ def test_eager_and_captured_calls_keep_their_own_plans():
         lin = _marlin_linear(a, torch.bfloat16, spec, torch.bfloat16)
         static_x = torch.randn(2, K, device="cuda", generator=gen).bfloat16()
         eager_y = lin(static_x)
-        graph = torch.cuda.CUDAGraph()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            lin(static_x)
-        torch.cuda.current_stream().wait_stream(stream)
-        with torch.cuda.graph(graph):
-            static_y = lin(static_x)
+        graph, static_y = _captured(lambda: lin(static_x))
         graph.replay()
         torch.cuda.synchronize()
         plans = lin._prepared[("triton-plans",)]
